@@ -1,0 +1,18 @@
+"""Distil a fine-tuned teacher into a smaller student: ``python distil.py task=rte student=3layer``.
+
+Returns the best dev score of the task's main metric, which Hydra sweepers optimise.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lad.cli import run_entry
+
+
+@hydra.main(config_path="conf", config_name="distil", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return run_entry(cfg)
+
+
+if __name__ == "__main__":
+    main()

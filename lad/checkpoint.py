@@ -1,0 +1,97 @@
+"""Atomic, checksummed, resumable checkpoints.
+
+A checkpoint is a directory ``step-<N>`` holding ``weights.safetensors`` (trainable weights),
+``state.pt`` (optimisers, schedulers, RNG, progress; loaded with ``weights_only=True``) and
+``checksums.json``. It is written to a temporary directory and renamed into place, so a crash
+never leaves a half-written ``step-<N>``; older checkpoints are pruned only after the new one exists.
+A checkpoint whose checksums do not match is skipped in favour of the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lad.errors import LADError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+STATE = "state.pt"
+SUMS = "checksums.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete-looking checkpoint dirs, newest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step-") and _step_of(p) >= 0]
+    return sorted(found, key=_step_of, reverse=True)
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict,
+                    keep: int = 2) -> Path:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"step-{step}"
+    tmp = ckpt_dir / f".tmp-step-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+    torch.save(state, tmp / STATE)
+    sums = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
+    (tmp / SUMS).write_text(json.dumps(sums, indent=1))
+    for fh_path in (tmp / WEIGHTS, tmp / STATE, tmp / SUMS):
+        with open(fh_path, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(ckpt_dir)[max(keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def verify(path: Path) -> bool:
+    try:
+        sums = json.loads((path / SUMS).read_text())
+        return all(sha256(path / name) == digest for name, digest in sums.items()) and len(sums) == 2
+    except (OSError, ValueError):
+        return False
+
+
+def load_latest(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
+    """Weights, state and path of the newest intact checkpoint; None when there is none."""
+    candidates = list_checkpoints(ckpt_dir)
+    for path in candidates:
+        if not verify(path):
+            log.warning("checkpoint %s is corrupt or incomplete (checksum mismatch); trying an older one", path)
+            continue
+        weights = load_file(str(path / WEIGHTS))
+        state = torch.load(path / STATE, weights_only=True, map_location="cpu")
+        return weights, state, path
+    if candidates:
+        raise LADError(f"every checkpoint in {ckpt_dir} is corrupt (checksum mismatch); cannot resume")
+    return None

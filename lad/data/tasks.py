@@ -1,0 +1,260 @@
+"""Task specifications: one frozen :class:`TaskSpec` per GLUE task config (``conf/task/*.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lad.errors import ConfigError
+
+#: metric family -> keys reported by :func:`lad.metrics.compute_metrics`
+METRIC_KEYS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",),
+    "f1_acc": ("f1", "accuracy", "f1_acc_mean"),
+    "matthews": ("mcc",),
+    "pearson_spearman": ("pearson", "spearman", "corr_mean"),
+}
+
+REQUIRED_KEYS: tuple[str, ...] = (
+    "name", "glue_name", "text_a", "text_b", "label", "index", "header", "labels",
+    "is_regression", "metric", "main_metric", "max_seq_length", "splits", "submission_name",
+)
+OPTIONAL_KEYS: tuple[str, ...] = ("num_columns", "skip_malformed", "label_range")
+# keys a split entry may override (besides ``file``)
+SPLIT_KEYS: tuple[str, ...] = (
+    "file", "header", "text_a", "text_b", "label", "index", "labeled", "num_columns",
+    "metric_suffix", "submission_name",
+)
+
+Column = str | int
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Where one split lives and how its columns are laid out."""
+
+    name: str
+    file: str                   # path relative to <data_dir>/<glue_name>
+    header: bool                # first line names the columns
+    text_a: Column              # column name (header files) or 0-based position
+    text_b: Column | None
+    label: Column | None
+    index: Column | None        # id column; None -> guids are "<split>-<row>"
+    labeled: bool               # test splits carry no labels
+    num_columns: int | None     # expected column count (header-less files; header files use the header)
+    metric_suffix: str          # appended to metric keys for this eval split ("_m")
+    submission_name: str        # GLUE submission file stem for this split
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A GLUE task: columns, label set, metric and splits."""
+
+    name: str
+    glue_name: str
+    text_a: Column
+    text_b: Column | None
+    label: Column | None
+    index: Column | None
+    header: bool
+    labels: tuple[str, ...] | None
+    is_regression: bool
+    metric: str
+    main_metric: str
+    max_seq_length: int
+    splits: tuple[SplitSpec, ...]
+    submission_name: str
+    num_columns: int | None = None
+    skip_malformed: bool = False
+    label_range: tuple[float, float] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the classifier head (1 for regression)."""
+        return 1 if self.is_regression else len(self.labels or ())
+
+    @property
+    def is_pair(self) -> bool:
+        """True for sentence-pair tasks."""
+        return self.text_b is not None
+
+    @property
+    def split_names(self) -> list[str]:
+        """All split names in config order."""
+        return [s.name for s in self.splits]
+
+    def split(self, name: str) -> SplitSpec:
+        """The :class:`SplitSpec` called ``name``; ConfigError if the task has no such split."""
+        for spec in self.splits:
+            if spec.name == name:
+                return spec
+        raise ConfigError(
+            f"task '{self.name}' has no split '{name}' (available: {', '.join(self.split_names)})"
+        )
+
+    def label_id(self, label: str) -> int:
+        """Class id of a label string."""
+        assert self.labels is not None
+        return self.labels.index(label)
+
+    def label_name(self, class_id: int) -> str:
+        """Label string of a class id."""
+        assert self.labels is not None
+        return self.labels[int(class_id)]
+
+    def metric_keys(self, split: str | None = None) -> tuple[str, ...]:
+        """Metric keys reported for an eval split (suffixed, e.g. ``accuracy_m``)."""
+        suffix = self.split(split).metric_suffix if split is not None else ""
+        return tuple(k + suffix for k in METRIC_KEYS[self.metric])
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TaskSpec":
+        """Build and validate a TaskSpec from a task config (DictConfig or mapping)."""
+        data = _to_dict(cfg)
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        where = f"task config '{data.get('name', '?')}'"
+        if missing:
+            raise ConfigError(f"{where} is missing key(s): {', '.join(missing)}")
+        unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s): {', '.join(unknown)}")
+
+        is_regression = _as_bool(data["is_regression"], where, "is_regression")
+        labels = data["labels"]
+        if is_regression:
+            if labels is not None:
+                raise ConfigError(f"{where}: labels must be null for a regression task")
+        else:
+            if not isinstance(labels, (list, tuple)) or len(labels) < 2:
+                raise ConfigError(f"{where}: labels must list at least two classes")
+            labels = tuple(str(x) for x in labels)
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"{where}: labels contain duplicates: {list(labels)}")
+        metric = data["metric"]
+        if metric not in METRIC_KEYS:
+            raise ConfigError(f"{where}: unknown metric '{metric}' (choose from {', '.join(METRIC_KEYS)})")
+        if is_regression != (metric == "pearson_spearman"):
+            raise ConfigError(f"{where}: metric '{metric}' does not fit is_regression={is_regression}")
+        max_len = data["max_seq_length"]
+        if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 4:
+            raise ConfigError(f"{where}: max_seq_length must be an integer >= 4, got {max_len!r}")
+        label_range = data.get("label_range")
+        if label_range is not None:
+            if len(label_range) != 2 or float(label_range[0]) > float(label_range[1]):
+                raise ConfigError(f"{where}: label_range must be [low, high], got {label_range!r}")
+            label_range = (float(label_range[0]), float(label_range[1]))
+
+        base = {
+            "header": _as_bool(data["header"], where, "header"),
+            "text_a": data["text_a"], "text_b": data["text_b"], "label": data["label"],
+            "index": data["index"], "num_columns": data.get("num_columns"),
+            "submission_name": str(data["submission_name"]),
+        }
+        if base["text_a"] is None:
+            raise ConfigError(f"{where}: text_a must name a column")
+        splits = _parse_splits(data["splits"], base, where)
+
+        spec = cls(
+            name=str(data["name"]), glue_name=str(data["glue_name"]), text_a=data["text_a"],
+            text_b=data["text_b"], label=data["label"], index=data["index"],
+            header=base["header"], labels=labels, is_regression=is_regression, metric=metric,
+            main_metric=str(data["main_metric"]), max_seq_length=max_len, splits=splits,
+            submission_name=base["submission_name"], num_columns=data.get("num_columns"),
+            skip_malformed=_as_bool(data.get("skip_malformed", False), where, "skip_malformed"),
+            label_range=label_range,
+        )
+        allowed = {k for s in (eval_splits(spec) or [None]) for k in spec.metric_keys(s)}
+        if spec.main_metric not in allowed:
+            raise ConfigError(
+                f"{where}: main_metric '{spec.main_metric}' is not reported by metric '{metric}' "
+                f"(one of: {', '.join(sorted(allowed))})"
+            )
+        return spec
+
+
+def eval_splits(task: TaskSpec) -> list[str]:
+    """Labelled evaluation splits: ``["dev"]`` or ``["dev_matched", "dev_mismatched"]`` (MNLI)."""
+    return [s.name for s in task.splits if s.name.startswith("dev")]
+
+
+def test_splits(task: TaskSpec) -> list[str]:
+    """Unlabelled test splits (GLUE submission inputs)."""
+    return [s.name for s in task.splits if s.name.startswith("test")]
+
+
+def has_split(task: TaskSpec, split: str) -> bool:
+    """True if the task config defines ``split``."""
+    return split in task.split_names
+
+
+def _to_dict(cfg: Any) -> dict[str, Any]:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"task config must be a mapping, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+def _as_bool(value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _check_column(value: Any, header: bool, where: str, key: str, required: bool) -> None:
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: {key} must name a column")
+        return
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{where}: {key} must be a column name or position, got {value!r}")
+    if not header and not isinstance(value, int):
+        raise ConfigError(f"{where}: {key} must be a column position (int) in a header-less file")
+    if isinstance(value, int) and value < 0:
+        raise ConfigError(f"{where}: {key} position must be >= 0, got {value}")
+
+
+def _parse_splits(raw: Any, base: dict[str, Any], where: str) -> tuple[SplitSpec, ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where}: splits must map split names to file names")
+    out = []
+    for name, entry in raw.items():
+        name = str(name)
+        if not (name == "train" or name.startswith("dev") or name.startswith("test")):
+            raise ConfigError(f"{where}: split '{name}' must be 'train' or start with 'dev'/'test'")
+        entry = {"file": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("file"), str):
+            raise ConfigError(f"{where}: split '{name}' needs a file name")
+        bad = sorted(set(entry) - set(SPLIT_KEYS))
+        if bad:
+            raise ConfigError(f"{where}: split '{name}' has unknown key(s): {', '.join(bad)}")
+        merged = {**base, "labeled": not name.startswith("test"), "metric_suffix": "", **entry}
+        sw = f"{where}, split '{name}'"
+        header = _as_bool(merged["header"], sw, "header")
+        labeled = _as_bool(merged["labeled"], sw, "labeled")
+        _check_column(merged["text_a"], header, sw, "text_a", required=True)
+        _check_column(merged["text_b"], header, sw, "text_b", required=False)
+        _check_column(merged["label"], header, sw, "label", required=labeled)
+        _check_column(merged["index"], header, sw, "index", required=False)
+        if (base["text_b"] is None) != (merged["text_b"] is None):
+            raise ConfigError(f"{sw}: text_b must be set in every split of a pair task (and only there)")
+        ncols = merged["num_columns"]
+        if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
+            raise ConfigError(f"{sw}: num_columns must be a positive integer")
+        out.append(SplitSpec(
+            name=name, file=merged["file"], header=header, text_a=merged["text_a"],
+            text_b=merged["text_b"], label=merged["label"] if labeled else None,
+            index=merged["index"], labeled=labeled, num_columns=ncols,
+            metric_suffix=str(merged["metric_suffix"]),
+            submission_name=str(merged["submission_name"]),
+        ))
+    return tuple(out)
+
+
+test_splits.__test__ = False  # a public helper, not a pytest test (safe to import into test modules)

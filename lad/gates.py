@@ -1,0 +1,316 @@
+"""Aggregators that turn teacher hidden states into per-student-layer targets.
+
+Every aggregator is an ``nn.Module`` with the same call signature::
+
+    targets = gate(teacher_hidden, mask, layer_map, student_hidden=None)
+
+``teacher_hidden`` holds the L outputs of teacher layers 1..L (each ``[B, T, d]``),
+``mask`` is ``[B, T]`` with 1 for real tokens, ``layer_map`` gives the 1-based teacher
+layer for each of the K student layers, and the result is K tensors ``[B, T, d]``.
+
+``lad`` (:class:`HighwayGates`) is the Layer-wise Adaptive Distillation gate stack of
+Lin, Chen & Kao (Sensors 2023); ``none``, ``mean`` and ``attention`` are baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lad.errors import ConfigError
+
+NORMS = ("per_token", "per_sequence")
+
+
+class Aggregator(nn.Module):
+    """Base class: validates inputs shared by all aggregators."""
+
+    needs_student_hidden: bool = False
+
+    def __init__(self, num_layers: int | None = None, hidden_size: int | None = None) -> None:
+        super().__init__()
+        if num_layers is not None and int(num_layers) < 1:
+            raise ConfigError(f"gate num_layers must be >= 1, got {num_layers}")
+        if hidden_size is not None and int(hidden_size) < 1:
+            raise ConfigError(f"gate hidden_size must be >= 1, got {hidden_size}")
+        self.num_layers = None if num_layers is None else int(num_layers)
+        self.hidden_size = None if hidden_size is None else int(hidden_size)
+        # Detached summary of the last forward (for heatmaps); None when not applicable.
+        self.gate_values: Tensor | None = None
+
+    @property
+    def has_params(self) -> bool:
+        return any(True for _ in self.parameters())
+
+    def _check(self, teacher_hidden: Sequence[Tensor], layer_map: Sequence[int]) -> int:
+        """Validate the layer count and the layer map; return L."""
+        num = len(teacher_hidden)
+        if num == 0:
+            raise ValueError("teacher_hidden is empty")
+        if self.num_layers is not None and num != self.num_layers:
+            raise ValueError(
+                f"{type(self).__name__} was built for {self.num_layers} teacher layers, "
+                f"got {num} hidden states"
+            )
+        if len(layer_map) == 0:
+            raise ConfigError("layer_map is empty")
+        bad = [m for m in layer_map if not 1 <= int(m) <= num]
+        if bad:
+            raise ConfigError(f"layer_map entries must be in 1..{num} (1-based), got {list(layer_map)}")
+        return num
+
+
+def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``x`` ([B, T, ...]) over real tokens and all trailing dims."""
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
+    denom = m.sum() * (x[0, 0].numel())
+    return (x * m).sum() / denom.clamp_min(1.0)
+
+
+class SequenceLayerNorm(nn.Module):
+    """Normalise each example over its whole ``[T, d]`` block, affine over ``d``.
+
+    This mirrors the reference implementation, so statistics include padded positions
+    (the result depends on the padding length).
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        var = x.var(dim=(1, 2), keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class HighwayGates(Aggregator):
+    """LAD: a stack of highway gates that aggregates teacher layers.
+
+    Bottom-up (``reverse=False``): ``A_1 = H_1`` and for ``l >= 2``
+    ``g_l = sigmoid(W_l A_{l-1} + b_l)``, ``A_l = LN_l(g_l * H_l + (1 - g_l) * A_{l-1})``.
+    Top-down (``reverse=True``): ``A_L = H_L`` and ``A_l`` mixes ``H_l`` with ``A_{l+1}``.
+    Target for student layer k is ``A_{layer_map[k]}`` (not detached: the hidden loss
+    trains the gates).
+
+    ``gate_values`` after a forward: tensor ``[L]`` with the mean gate (over real tokens
+    and dims) per teacher layer, detached, on the input's device; 1.0 for the anchor layer
+    (it takes ``H`` as is) and NaN for layers not computed because no target needed them.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        reverse: bool = False,
+        norm: str = "per_token",
+        eps: float = 1e-5,
+    ) -> None:
+        if num_layers is None or hidden_size is None:
+            raise ConfigError("HighwayGates needs num_layers and hidden_size")
+        super().__init__(num_layers, hidden_size)
+        if norm not in NORMS:
+            raise ConfigError(f"gate norm must be one of {', '.join(NORMS)}; got {norm!r}")
+        self.reverse = bool(reverse)
+        self.norm = norm
+        steps = self.num_layers - 1
+        self.proj = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(steps))
+        if norm == "per_token":
+            self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, eps=eps) for _ in range(steps))
+        else:
+            self.norms = nn.ModuleList(SequenceLayerNorm(hidden_size, eps=eps) for _ in range(steps))
+        for lin in self.proj:
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def extra_repr(self) -> str:
+        return f"num_layers={self.num_layers}, reverse={self.reverse}, norm={self.norm!r}"
+
+    def _order(self) -> list[int]:
+        """0-based layer indices in aggregation order (anchor first)."""
+        order = list(range(self.num_layers))
+        return order[::-1] if self.reverse else order
+
+    def aggregate(self, teacher_hidden: Sequence[Tensor], mask: Tensor | None, upto: int | None = None) -> dict[int, Tensor]:
+        """Return ``{l (1-based): A_l}`` for layers from the anchor through ``upto`` (1-based)."""
+        order = self._order()
+        stop = len(order) if upto is None else order.index(upto - 1) + 1
+        first = order[0]
+        prev = teacher_hidden[first]
+        gates = torch.full((self.num_layers,), float("nan"), device=prev.device)
+        gates[first] = 1.0
+        out = {first + 1: prev}
+        for step, idx in enumerate(order[1:stop]):
+            g = torch.sigmoid(self.proj[step](prev))
+            mixed = g * teacher_hidden[idx] + (1.0 - g) * prev
+            prev = self.norms[step](mixed)
+            out[idx + 1] = prev
+            gates[idx] = _masked_mean(g.detach(), mask).float()
+        self.gate_values = gates
+        return out
+
+    def forward(
+        self,
+        teacher_hidden: Sequence[Tensor],
+        mask: Tensor | None,
+        layer_map: Sequence[int],
+        student_hidden: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        self._check(teacher_hidden, layer_map)
+        furthest = min(layer_map) if self.reverse else max(layer_map)
+        agg = self.aggregate(teacher_hidden, mask, upto=int(furthest))
+        return [agg[int(m)] for m in layer_map]
+
+
+class DirectGates(Aggregator):
+    """``none``: direct layer mapping, target_k = H_{layer_map[k]}."""
+
+    def forward(
+        self,
+        teacher_hidden: Sequence[Tensor],
+        mask: Tensor | None,
+        layer_map: Sequence[int],
+        student_hidden: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        self._check(teacher_hidden, layer_map)
+        return [teacher_hidden[int(m) - 1] for m in layer_map]
+
+
+class MeanGates(Aggregator):
+    """``mean``: target_k = uniform mean of H_1..H_{layer_map[k]}."""
+
+    def forward(
+        self,
+        teacher_hidden: Sequence[Tensor],
+        mask: Tensor | None,
+        layer_map: Sequence[int],
+        student_hidden: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        self._check(teacher_hidden, layer_map)
+        top = max(int(m) for m in layer_map)
+        running = torch.zeros_like(teacher_hidden[0])
+        means: dict[int, Tensor] = {}
+        for l in range(1, top + 1):
+            running = running + teacher_hidden[l - 1]
+            means[l] = running / l
+        return [means[int(m)] for m in layer_map]
+
+
+class AttentionGates(Aggregator):
+    """``attention`` (ALP-KD): per token, attend from student layer k over all teacher layers.
+
+    ``alpha_{k,l} = softmax_l(<s_k, H_l> / sqrt(d))`` and target_k = sum_l alpha_{k,l} H_l.
+    ``layer_map`` is only used for its length (K). ``gate_values`` after a forward is
+    ``[K, L]``: mean attention weight over real tokens.
+    """
+
+    needs_student_hidden = True
+
+    def weights(self, teacher_hidden: Sequence[Tensor], student_hidden: Sequence[Tensor]) -> Tensor:
+        """Attention weights ``[K, B, T, L]`` (sum to 1 over L)."""
+        teach = torch.stack(list(teacher_hidden), dim=-2)  # [B, T, L, d]
+        stud = torch.stack(list(student_hidden), dim=0)  # [K, B, T, d]
+        if stud.shape[-1] != teach.shape[-1]:
+            raise ValueError(
+                f"student hidden size {stud.shape[-1]} != teacher hidden size {teach.shape[-1]}; "
+                "project the student first"
+            )
+        scores = torch.einsum("kbtd,btld->kbtl", stud, teach) / math.sqrt(teach.shape[-1])
+        return torch.softmax(scores, dim=-1)
+
+    def forward(
+        self,
+        teacher_hidden: Sequence[Tensor],
+        mask: Tensor | None,
+        layer_map: Sequence[int],
+        student_hidden: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        self._check(teacher_hidden, layer_map)
+        if student_hidden is None:
+            raise ValueError("the attention gate needs student_hidden")
+        if len(student_hidden) != len(layer_map):
+            raise ValueError(f"got {len(student_hidden)} student hidden states for {len(layer_map)} mapped layers")
+        alpha = self.weights(teacher_hidden, student_hidden)
+        teach = torch.stack(list(teacher_hidden), dim=-2)
+        targets = torch.einsum("kbtl,btld->kbtd", alpha, teach)
+        with torch.no_grad():
+            if mask is None:
+                self.gate_values = alpha.mean(dim=(1, 2))
+            else:
+                m = mask.to(alpha.dtype)[None, :, :, None]
+                self.gate_values = (alpha * m).sum(dim=(1, 2)) / m.sum().clamp_min(1.0)
+        return list(targets.unbind(0))
+
+
+GATES: dict[str, type[Aggregator]] = {
+    "lad": HighwayGates,
+    "lad_reverse": HighwayGates,
+    "none": DirectGates,
+    "mean": MeanGates,
+    "attention": AttentionGates,
+}
+
+# Constructor arguments implied by a registry name (used when a config has no _target_).
+_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"lad_reverse": {"reverse": True}}
+
+
+def _to_dict(cfg: Any) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if isinstance(cfg, str):
+        return {"name": cfg}
+    raise ConfigError(f"gate config must be a mapping or a name, got {type(cfg).__name__}")
+
+
+def build_gate(
+    cfg: Any,
+    num_layers: int | None = None,
+    hidden_size: int | None = None,
+    *,
+    num_teacher_layers: int | None = None,
+) -> Aggregator:
+    """Build an aggregator from ``{name, _target_, ...}`` (or just a registry name).
+
+    ``num_layers`` (alias ``num_teacher_layers``) and ``hidden_size`` are passed to the
+    constructor; ``name`` is dropped. Without ``_target_`` the class comes from ``GATES``.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if num_layers is None:
+        num_layers = num_teacher_layers
+    if num_layers is None or hidden_size is None:
+        raise ValueError("build_gate needs num_layers and hidden_size")
+    spec = _to_dict(cfg)
+    name = spec.pop("name", None)
+    if "_target_" not in spec:
+        if name not in GATES:
+            raise ConfigError(f"unknown gate {name!r}; choose one of {', '.join(GATES)}")
+        spec = {**_NAME_DEFAULTS.get(str(name), {}), **spec}
+        try:
+            return GATES[str(name)](num_layers=num_layers, hidden_size=hidden_size, **spec)
+        except TypeError as err:
+            raise ConfigError(f"gate {name!r}: {err}") from err
+    try:
+        gate = instantiate(spec, num_layers=num_layers, hidden_size=hidden_size)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        reason = " ".join(str(cause if cause is not None else err).split()) or type(err).__name__
+        raise ConfigError(f"cannot build gate {name!r} from {spec['_target_']!r}: {reason}") from err
+    if not isinstance(gate, Aggregator):
+        raise ConfigError(f"gate {name!r}: _target_ {spec['_target_']!r} is not a lad.gates aggregator")
+    return gate

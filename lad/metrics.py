@@ -1,0 +1,86 @@
+"""GLUE metrics: accuracy, F1/accuracy, Matthews correlation, Pearson/Spearman."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from lad.data.tasks import METRIC_KEYS, TaskSpec
+from lad.errors import ConfigError
+
+
+def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Class ids (argmax) for classification, the squeezed score for regression."""
+    logits = np.asarray(logits)
+    if task.is_regression:
+        return logits.reshape(len(logits), -1)[:, 0].astype(np.float64)
+    return logits.argmax(axis=-1) if logits.ndim == 2 else logits.astype(np.int64)
+
+
+def _correlation(fn, preds: np.ndarray, labels: np.ndarray) -> float:
+    """Correlation, defined as 0.0 when either side is constant (scipy would give NaN)."""
+    if np.ptp(preds) == 0 or np.ptp(labels) == 0:
+        return 0.0
+    value = float(fn(preds, labels)[0])
+    return 0.0 if math.isnan(value) else value
+
+
+def metric_family(metric: str, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Metrics of one family (see :data:`lad.data.tasks.METRIC_KEYS`) on aligned arrays."""
+    if metric == "accuracy":
+        return {"accuracy": float(accuracy_score(labels, preds))}
+    if metric == "f1_acc":
+        f1 = float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0))
+        acc = float(accuracy_score(labels, preds))
+        return {"f1": f1, "accuracy": acc, "f1_acc_mean": (f1 + acc) / 2}
+    if metric == "matthews":
+        return {"mcc": float(matthews_corrcoef(labels, preds))}
+    if metric == "pearson_spearman":
+        p = _correlation(stats.pearsonr, preds, labels)
+        s = _correlation(stats.spearmanr, preds, labels)
+        return {"pearson": p, "spearman": s, "corr_mean": (p + s) / 2}
+    raise ConfigError(f"unknown metric '{metric}' (choose from {', '.join(METRIC_KEYS)})")
+
+
+def compute_metrics(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Metrics for one eval split; ``preds`` are class ids (2-D logits are arg-maxed) or scores."""
+    preds = predictions_from_logits(task, preds)
+    labels = np.asarray(labels)
+    if task.is_regression:
+        labels = labels.astype(np.float64).reshape(-1)
+        unlabelled = not np.all(np.isfinite(labels))
+    else:
+        labels = labels.astype(np.int64).reshape(-1)
+        unlabelled = bool(np.any(labels < 0))
+    if len(preds) != len(labels):
+        raise ValueError(f"{len(preds)} predictions but {len(labels)} labels")
+    if len(labels) == 0:
+        raise ValueError("cannot compute metrics on an empty split")
+    if unlabelled:
+        raise ValueError("labels contain unlabelled entries (-100/NaN): cannot score a test split")
+    return metric_family(task.metric, preds, labels)
+
+
+def compute_split_metrics(
+    task: TaskSpec, results: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """Metrics of several eval splits ``{split: (preds, labels)}``, keys suffixed per split (MNLI _m/_mm)."""
+    out: dict[str, float] = {}
+    for split, (preds, labels) in results.items():
+        suffix = task.split(split).metric_suffix
+        out.update({k + suffix: v for k, v in compute_metrics(task, preds, labels).items()})
+    return out
+
+
+def main_score(task: TaskSpec, metrics: Mapping[str, float]) -> float:
+    """The task's ``main_metric`` value from a metrics dict."""
+    if task.main_metric not in metrics:
+        raise ConfigError(
+            f"main_metric '{task.main_metric}' of task '{task.name}' not in metrics "
+            f"({', '.join(sorted(metrics))})"
+        )
+    return float(metrics[task.main_metric])

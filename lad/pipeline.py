@@ -1,0 +1,365 @@
+"""Run functions behind the entry points: config in, trained model + records out, objective back.
+
+``run(cfg)`` is what ``train_teacher.py`` and ``distil.py`` call; the only difference between the
+two is how the trainable ``Distiller`` is assembled (``build_teacher_finetune`` vs
+``build_distillation``), chosen by ``cfg.entry`` through the ``BUILDERS`` registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lad.config import setup_environment, validate_common
+from lad.errors import ConfigError, LADError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembled:
+    module: object          # lad.distiller.Distiller
+    tokenizer: object
+    model_source: Path       # directory the tokenizer / weights came from
+    extra_params: dict
+
+
+# ----------------------------------------------------------------------------- output dir
+def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
+    """Run directory and whether to resume; refuses to clobber a finished or unfinished run."""
+    resume = cfg.trainer.resume
+    if isinstance(resume, str) and resume not in ("true", "false", ""):
+        out = Path(resume).expanduser()
+        if not out.is_dir():
+            raise ConfigError(f"trainer.resume={resume}: no such run directory")
+        return out, True
+    out = Path(str(cfg.output_dir))
+    resume = bool(resume) and resume != "false"
+    finished = (out / "metrics.json").exists()
+    unfinished = (out / "checkpoints").exists() and not finished
+    if resume:
+        if finished and not cfg.overwrite:
+            raise ConfigError(f"{out} already holds a finished run; pass overwrite=true to train it again")
+        return out, not finished
+    if (finished or unfinished) and not cfg.overwrite:
+        state = "a finished" if finished else "an unfinished"
+        hint = "" if finished else " trainer.resume=true to continue it, or"
+        raise ConfigError(f"{out} already holds {state} run; pass{hint} overwrite=true to replace it")
+    if cfg.overwrite:
+        for name in ("checkpoints", "metrics.json", "model", "gates", "predictions", "mlflow_run_id"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    return out, False
+
+
+def atomic_dir(final: Path, fill) -> None:
+    """Fill a temp dir next to ``final`` with ``fill(tmp)`` and swap it into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- assembly
+def build_teacher_finetune(cfg: DictConfig, task) -> Assembled:
+    from lad.distiller import Distiller
+    from lad.losses import Objective
+    from lad.models import load_backbone, load_tokenizer
+    from lad.models.teacher import check_model_dir
+
+    backbone = check_model_dir(cfg.teacher.backbone, "teacher.backbone")
+    tokenizer = load_tokenizer(backbone)
+    model = load_backbone(backbone, task)
+    objective = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
+                          temperature=1.0, is_regression=task.is_regression)
+    return Assembled(Distiller(model, objective), tokenizer, backbone,
+                     {"teacher.num_layers": model.config.num_hidden_layers,
+                      "teacher.hidden_size": model.config.hidden_size})
+
+
+def loss_config(cfg: DictConfig) -> DictConfig:
+    """The loss group, with hard_weight tied to 1 - soft_weight when ``loss.tie_hard_soft``."""
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    if loss.pop("tie_hard_soft", False):
+        loss["hard_weight"] = 1.0 - float(loss["soft_weight"])
+    return OmegaConf.create(loss)
+
+
+def build_distillation(cfg: DictConfig, task) -> Assembled:
+    from lad.distiller import Distiller
+    from lad.gates import build_gate
+    from lad.losses import Objective
+    from lad.models import build_student, load_teacher, load_tokenizer
+
+    objective = Objective.from_config(loss_config(cfg), is_regression=task.is_regression)
+    if cfg.gate.name != "none" and objective.hidden_weight <= 0:
+        raise ConfigError(
+            f"gate={cfg.gate.name} needs a loss with a hidden-state term (loss=lad), "
+            f"but loss={cfg.loss.name} has hidden_weight=0; use gate=none with loss={cfg.loss.name}"
+        )
+    teacher, teacher_dir = load_teacher(cfg.teacher, task)
+    tokenizer = load_tokenizer(teacher_dir)
+    student, mapping = build_student(teacher, cfg.student)
+    L, width = teacher.config.num_hidden_layers, teacher.config.hidden_size
+    gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.hidden_weight > 0 else None
+    module = Distiller(student, objective, teacher=teacher if objective.needs_teacher else None,
+                       gate=gate, layer_map=mapping, teacher_hidden_size=width)
+    n_params = sum(p.numel() for p in student.parameters())
+    extra = {
+        "teacher.dir": str(teacher_dir),
+        "teacher.num_layers": L,
+        "student.layer_map": ",".join(map(str, mapping)),
+        "student.params": n_params,
+        "teacher.params": sum(p.numel() for p in teacher.parameters()),
+    }
+    log.info("student %d layers <- teacher layers %s (%.1fM params)", len(mapping), mapping, n_params / 1e6)
+    return Assembled(module, tokenizer, teacher_dir, extra)
+
+
+BUILDERS = {"train_teacher": build_teacher_finetune, "distil": build_distillation}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def predict_logits(model, features, batch_size: int, device):
+    """Logits of a sequence classifier for every example, in the features' order."""
+    import numpy as np
+    import torch
+
+    from lad.data.loader import make_eval_batches
+    from lad.train import to_device
+
+    model.eval()
+    out = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
+    with torch.no_grad():
+        for idx in make_eval_batches(features, batch_size, sort_by_length=True):
+            batch = to_device(batch_of(features, idx), device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids")).logits
+            out[np.asarray(idx)] = logits.float().cpu().numpy()
+    return out
+
+
+def batch_of(features, indices) -> dict:
+    """Collated (dynamically padded) batch of the given example positions."""
+    from lad.data.loader import FeaturesDataset, collate
+
+    data = FeaturesDataset(features)
+    return collate([data[i] for i in indices], pad_id=features.pad_id)
+
+
+def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
+    from lad.metrics import compute_split_metrics, predictions_from_logits
+
+    def evaluate() -> dict:
+        results = {}
+        for split, feats in eval_sets.items():
+            logits = predict_logits(module.student, feats, batch_size, device)
+            results[split] = (predictions_from_logits(task, logits), feats.labels)
+        return {k: float(v) for k, v in compute_split_metrics(task, results).items()}
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------- the run
+def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None) -> float:
+    """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric."""
+    setup_environment()
+    validate_common(cfg)
+    entry = str(cfg.entry)
+    if entry not in BUILDERS:
+        raise ConfigError(f"unknown entry {entry!r} (expected one of {sorted(BUILDERS)})")
+    from lad.data.tasks import TaskSpec, eval_splits
+
+    task = TaskSpec.from_config(cfg.task)
+    if entry == "distil":
+        loss = loss_config(cfg)
+        from lad.losses import Objective
+
+        Objective.from_config(loss, is_regression=task.is_regression)  # validate before heavy work
+    out_dir, resume = resolve_output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from lad.data.features import load_features
+    from lad.data.glue import resolve_data_dir
+    from lad.runtime import pick_device, seed_everything, set_threads
+    from lad.tracking import config_tags, make_tracker
+
+    device = pick_device(str(cfg.device))
+    set_threads(cfg.trainer.num_threads)
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    seed_everything(int(cfg.seed))
+    asm = BUILDERS[entry](cfg, task)
+    module = asm.module
+    max_len = int(task.max_seq_length)
+    cache_dir = Path(str(cfg.data.cache_dir))
+    train_feats = load_features(task, data_dir, "train", asm.tokenizer, max_len, cache_dir,
+                                cfg.data.max_train_samples)
+    eval_sets = {s: load_features(task, data_dir, s, asm.tokenizer, max_len, cache_dir,
+                                  cfg.data.max_eval_samples) for s in eval_splits(task)}
+
+    run_id_file = out_dir / "mlflow_run_id"
+    prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
+    tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
+                           sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+    if tracker.run_id:
+        run_id_file.write_text(tracker.run_id)
+    try:
+        result = _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir, resume,
+                                 tracker, device)
+    except BaseException as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        tracker.end(status=status, error=f"{type(exc).__name__}: {message}"[:4000])
+        raise
+    tracker.end("FINISHED")
+    return result
+
+
+def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
+                    tracker, device) -> float:
+    import psutil
+
+    from lad.data.loader import make_train_batches
+    from lad.tracking import run_params
+    from lad.train import Trainer
+
+    module = asm.module
+    params = run_params(cfg)
+    params.update({k: str(v) for k, v in asm.extra_params.items()})
+    params["data.train_examples"] = str(len(train_feats))
+    tracker.log_params(params)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    model_dir = out_dir / "model"
+
+    def save_best(metrics: dict) -> None:
+        def fill(tmp: Path) -> None:
+            module.student.save_pretrained(tmp, safe_serialization=True)
+            asm.tokenizer.save_pretrained(tmp)
+        atomic_dir(model_dir, fill)
+        if module.gate is not None and any(True for _ in module.gate.parameters()):
+            _save_gate(module, out_dir / "gates", cfg)
+
+    batch_size = int(cfg.optim.batch_size)
+    trainer = Trainer(
+        module, train_feats,
+        evaluate=make_evaluator(module, task, eval_sets, int(cfg.trainer.eval_batch_size), device),
+        main_metric=task.main_metric, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, out_dir=out_dir,
+        tracker=tracker, device=device, seed=int(cfg.seed),
+        make_batches=lambda epoch: make_train_batches(train_feats, batch_size, int(cfg.seed), epoch,
+                                                 bool(cfg.data.bucket), int(cfg.data.bucket_factor)),
+        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best,
+    )
+    t0 = time.time()
+    result = trainer.fit(resume=resume)
+    peak_rss = psutil.Process().memory_info().rss / 2**20
+    try:
+        import resource
+
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:  # pragma: no cover - non-POSIX
+        pass
+    summary = {
+        "task": task.name, "entry": entry, "main_metric": task.main_metric,
+        "best": result.best, "last": result.last, "best_step": result.best_step,
+        "steps": result.global_step, "history": result.history,
+        "train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
+        "wall_s": time.time() - t0, "resumed_from": result.resumed_from,
+    }
+    tracker.log_metrics({"train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
+                         **{f"final/{k}": v for k, v in result.last.items()}}, result.global_step)
+    if cfg.trainer.predict_test:
+        _predict_test(cfg, task, asm.tokenizer, out_dir, device)
+    if entry == "train_teacher":
+        _publish_teacher(cfg, task, model_dir, summary, tracker)
+    write_json(out_dir / "metrics.json", summary)
+    for name in ("metrics.json", "config.yaml", "predictions", "gates"):
+        tracker.log_artifact(out_dir / name, None if name.endswith((".json", ".yaml")) else name)
+    if cfg.mlflow.log_model and entry == "distil":
+        tracker.log_model_dir(model_dir)
+    score = float(result.best.get(task.main_metric, float("nan")))
+    print(f"[lad] {entry} {task.name}: best dev {task.main_metric} = {score:.4f} "
+          f"(step {result.best_step}); outputs in {out_dir}", flush=True)
+    return score
+
+
+def _save_gate(module, gate_dir: Path, cfg) -> None:
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in module.gate.state_dict().items()}
+        save_file(state, str(tmp / "gate.safetensors"))
+        gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True)
+        gate_cfg.update({"num_layers": module.teacher.config.num_hidden_layers,
+                         "hidden_size": module.teacher.config.hidden_size,
+                         "layer_map": module.layer_map})
+        (tmp / "gate_config.json").write_text(json.dumps(gate_cfg, indent=2))
+    atomic_dir(gate_dir, fill)
+
+
+def _predict_test(cfg, task, tokenizer, out_dir: Path, device) -> None:
+    """GLUE submission files for the test split(s), from the best checkpoint."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lad.data.features import load_features
+    from lad.data.glue import resolve_data_dir, submission_path, write_submission
+    from lad.data.tasks import has_split, test_splits
+    from lad.metrics import predictions_from_logits
+
+    best = AutoModelForSequenceClassification.from_pretrained(str(out_dir / "model")).to(device)
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    for split in test_splits(task):
+        if not has_split(task, split):
+            continue
+        try:
+            feats = load_features(task, data_dir, split, tokenizer, int(task.max_seq_length),
+                                  Path(str(cfg.data.cache_dir)), cfg.data.max_eval_samples)
+        except LADError as exc:
+            log.warning("skipping test predictions: %s", exc)
+            continue
+        preds = predictions_from_logits(task, predict_logits(best, feats, int(cfg.trainer.eval_batch_size), device))
+        write_submission(task, split, feats.guids, preds, submission_path(task, split, out_dir / "predictions"))
+
+
+def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None:
+    """Copy the best teacher to ``teacher.path`` (atomically) and register it in MLflow."""
+    target = Path(str(cfg.teacher.path))
+
+    def fill(tmp: Path) -> None:
+        for item in model_dir.iterdir():
+            shutil.copy2(item, tmp / item.name)
+        (tmp / "metrics.json").write_text(json.dumps(
+            {k: summary[k] for k in ("task", "main_metric", "best", "best_step", "steps")}, indent=2))
+    atomic_dir(target, fill)
+    summary["teacher_path"] = str(target)
+    print(f"[lad] teacher saved to {target}", flush=True)
+    if cfg.mlflow.register_teacher:
+        tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}")

@@ -1,0 +1,226 @@
+"""MLflow as the system of record: run lifecycle, params, metrics, artifacts, model registry.
+
+``make_tracker`` returns a ``NullTracker`` when ``mlflow.enabled=false`` so the training code never
+branches on tracking. mlflow is imported lazily (it costs seconds at start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lad.config import REPO_ROOT, flatten, setup_environment
+from lad.errors import ConfigError, LADError
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+SWEEP_TAG = "lad.sweep_dir"
+
+# keys of the resolved config that are not hyper-parameters of the run
+_SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume", "trainer.progress")
+
+
+def mask_secrets(text: str) -> str:
+    """Hide passwords in URLs such as postgresql://user:pw@host/db."""
+    return re.sub(r"(://[^:/@\s]+):[^@/\s]+@", r"\1:***@", str(text))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5, check=False)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """Flattened resolved config as MLflow params (dotted, sortable names)."""
+    params = {}
+    for key, value in flatten(cfg).items():
+        if key.startswith(_SKIP_PARAMS):
+            continue
+        params[key] = mask_secrets(str(value))[:6000]
+    return params
+
+
+def method_label(cfg: DictConfig) -> str:
+    """Short method name for tables: the gate for hidden-state methods, else the loss."""
+    if "gate" not in cfg:
+        return "teacher"
+    gate, loss = cfg.gate.name, cfg.loss.name
+    if loss == "lad":
+        return "lad" if gate == "lad" else ("lad-nogate" if gate == "none" else gate)
+    return loss
+
+
+class NullTracker:
+    run_id: str | None = None
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_model_dir(self, model_dir: Path, registered_name: str | None = None) -> None: ...
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
+
+
+def _import_mlflow():
+    setup_environment()
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return mlflow
+
+
+def _artifact_root(location: str | None) -> str | None:
+    if not location:
+        return None
+    if "://" in location:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def connect(mcfg: DictConfig):
+    """Import mlflow and point it at ``mlflow.tracking_uri``; unreachable stores are a clear error."""
+    mlflow = _import_mlflow()
+    uri = str(mcfg.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("http"):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        mlflow.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot reach the store"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LADError(
+            f"cannot reach the MLflow tracking store {mask_secrets(uri)} ({first[:200]}); "
+            "start the server, fix mlflow.tracking_uri, or run with mlflow=off"
+        ) from exc
+    return mlflow
+
+
+def get_experiment_id(mlflow, name: str, artifact_location: str | None) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=_artifact_root(artifact_location))
+
+
+class MlflowTracker:
+    def __init__(self, mlflow, run, client):
+        self.mlflow = mlflow
+        self.run = run
+        self.run_id = run.info.run_id
+        self.client = client
+
+    def log_params(self, params: dict) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        fresh = {k: v for k, v in params.items() if k not in existing}
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in fresh.items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(self.run_id, params=items[i:i + 90])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, mask_secrets(str(v))[:5000])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model_dir(self, model_dir: Path, registered_name: str | None = None) -> None:
+        """Log a Hugging Face model directory as an MLflow pyfunc model (optionally registered)."""
+        from lad.mlflow_model import log_hf_model
+
+        log_hf_model(self.mlflow, self.run_id, Path(model_dir), registered_name)
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            self.set_tags({"error": error})
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str) -> str:
+    """The parent run of a Hydra multirun (one per sweep dir), created by the first job."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, "lad.kind": "sweep"})
+    return run.info.run_id
+
+
+def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | None = None,
+                 sweep_dir: str | None = None, run_name: str | None = None):
+    mcfg = cfg.mlflow
+    if not mcfg.enabled:
+        return NullTracker()
+    mlflow = connect(mcfg)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp_id = get_experiment_id(mlflow, str(mcfg.experiment), mcfg.artifact_location)
+    all_tags = {k: mask_secrets(str(v)) for k, v in tags.items()}
+    if resume_run_id:
+        try:
+            run = client.get_run(resume_run_id)
+            client.update_run(resume_run_id, status="RUNNING")
+            return MlflowTracker(mlflow, run, client)
+        except Exception:  # noqa: BLE001 - the store may have been reset; start a fresh run
+            log.warning("MLflow run %s not found in the store: starting a new run", resume_run_id)
+    if sweep_dir:
+        parent = _sweep_parent(mlflow, client, exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
+        all_tags["mlflow.parentRunId"] = parent
+    run = client.create_run(exp_id, run_name=mcfg.run_name or run_name, tags=all_tags)
+    return MlflowTracker(mlflow, run, client)
+
+
+def download_model(uri: str) -> Path:
+    """Local Hugging Face directory of a model logged by ``log_model_dir`` (models:/ or runs:/ URI)."""
+    from lad.mlflow_model import hf_dir_of
+
+    mlflow = _import_mlflow()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking:
+        mlflow.set_tracking_uri(tracking)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load teacher {uri} from MLflow: {first[:200]}") from exc
+    return hf_dir_of(Path(local))
+
+
+def config_tags(cfg: DictConfig, entry: str, overrides: list[str]) -> dict[str, str]:
+    return {
+        "lad.entry": entry,
+        "lad.method": f"{method_label(cfg)}/{cfg.student.name}" if "student" in cfg else "teacher",
+        "lad.task": cfg.task.name,
+        "lad.teacher": cfg.teacher.name,
+        "lad.overrides": " ".join(overrides),
+        "mlflow.source.git.commit": git_commit(),
+    }

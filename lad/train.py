@@ -1,0 +1,229 @@
+"""The one training loop (teacher fine-tuning and distillation alike).
+
+The loop knows nothing about teachers or gates: it asks the module for parameter groups (one
+AdamW optimiser + linear warm-up/decay schedule each) and for ``training_step(batch)``; it
+evaluates, checkpoints, resumes and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lad import checkpoint as ckpt
+from lad.errors import LADError
+from lad.runtime import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+class TrainingDiverged(LADError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    best: dict
+    last: dict
+    best_step: int
+    global_step: int
+    history: list = field(default_factory=list)
+    train_examples_per_s: float = 0.0
+    resumed_from: int | None = None
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizers(module, optim_cfg, total_steps: int):
+    optimizers, schedulers, clip = [], [], []
+    warmup = int(round(float(optim_cfg.warmup_ratio) * total_steps))
+    named = {id(p): n for n, p in module.named_parameters()}
+    for group in module.param_groups(float(optim_cfg.lr), float(optim_cfg.gate_lr)):
+        if not group.params:
+            continue
+        decay = [p for p in group.params if not any(t in named.get(id(p), "") for t in NO_DECAY)]
+        no_decay = [p for p in group.params if any(t in named.get(id(p), "") for t in NO_DECAY)]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": float(optim_cfg.weight_decay)},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=group.lr,
+        )
+        optimizers.append(opt)
+        schedulers.append(linear_schedule(opt, warmup, total_steps))
+        clip.append(group.params)
+    return optimizers, schedulers, clip
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, module, train_features, evaluate: Callable[[], dict], main_metric: str,
+                 trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device, seed: int,
+                 make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None]):
+        self.module = module
+        self.features = train_features
+        self.evaluate = evaluate
+        self.main_metric = main_metric
+        self.tcfg = trainer_cfg
+        self.ocfg = optim_cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.tracker = tracker
+        self.device = device
+        self.seed = seed
+        self.make_batches = make_batches
+        self.collate = collate
+        self.on_best = on_best
+
+    def _plan(self) -> tuple[int, int]:
+        per_epoch = len(self.make_batches(0))
+        if per_epoch == 0:
+            raise LADError("the training set is empty")
+        if self.tcfg.max_steps and self.tcfg.max_steps > 0:
+            total = int(self.tcfg.max_steps)
+        else:
+            total = int(self.tcfg.epochs) * per_epoch
+        return per_epoch, total
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        per_epoch, total = self._plan()
+        module = self.module.to(self.device)
+        optimizers, schedulers, clip_groups = build_optimizers(module, self.ocfg, total)
+        step, epoch, in_epoch = 0, 0, 0
+        best_score, best_step, best, last, history = -math.inf, -1, {}, {}, []
+        train_time, seen = 0.0, 0
+        resumed_from = None
+        if resume:
+            loaded = ckpt.load_latest(self.ckpt_dir)
+            if loaded is None:
+                log.info("no checkpoint in %s: starting from scratch", self.ckpt_dir)
+            else:
+                weights, state, path = loaded
+                module.load_trainable_state_dict(weights)
+                for opt, s in zip(optimizers, state["optimizers"]):
+                    opt.load_state_dict(s)
+                for sch, s in zip(schedulers, state["schedulers"]):
+                    sch.load_state_dict(s)
+                set_rng_state(state["rng"])
+                step, epoch, in_epoch = state["step"], state["epoch"], state["in_epoch"]
+                best_score, best_step = state["best_score"], state["best_step"]
+                best, last, history = state["best"], state["last"], state["history"]
+                train_time, seen = state["train_time"], state["seen"]
+                resumed_from = step
+                log.info("resumed from %s (step %d)", path, step)
+
+        eval_every = int(self.tcfg.eval_every or 0)
+        ckpt_every = int(self.tcfg.ckpt_every or 0)
+        log_every = max(1, int(self.tcfg.log_every or 1))
+        amp = self.device.type == "cuda"
+        bar = None
+        if self.tcfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
+
+        def save_ckpt() -> None:
+            state = {
+                "step": step, "epoch": epoch, "in_epoch": in_epoch,
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers],
+                "rng": rng_state(), "best_score": best_score, "best_step": best_step,
+                "best": best, "last": last, "history": history,
+                "train_time": train_time, "seen": seen,
+            }
+            ckpt.save_checkpoint(self.ckpt_dir, step, module.trainable_state_dict(), state,
+                                 keep=int(self.tcfg.keep_checkpoints))
+
+        def run_eval() -> None:
+            nonlocal best_score, best_step, best, last
+            module.eval()
+            metrics = self.evaluate()
+            module.train()
+            last = dict(metrics)
+            history.append({"step": step, **metrics})
+            self.tracker.log_metrics({f"dev/{k}": v for k, v in metrics.items()}, step)
+            score = metrics[self.main_metric]
+            if score > best_score:
+                best_score, best_step, best = score, step, dict(metrics)
+                self.on_best(metrics)
+            self.tracker.log_metrics({f"best/{self.main_metric}": best_score}, step)
+            log.info("step %d dev %s (best %.4f @ %d)", step, _fmt(metrics), best_score, best_step)
+
+        module.train()
+        parts_acc: dict[str, float] = {}
+        n_acc = 0
+        while step < total:
+            batches = self.make_batches(epoch)
+            for b_idx in range(in_epoch, len(batches)):
+                if step >= total:
+                    break
+                t0 = time.perf_counter()
+                batch = to_device(self.collate(batches[b_idx]), self.device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    loss, parts = module.training_step(batch)
+                if not torch.isfinite(loss):
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at step {step + 1} (parts: {_fmt(parts)}); "
+                        f"the last good checkpoint is in {self.ckpt_dir}"
+                    )
+                loss.backward()
+                for opt, sch, params in zip(optimizers, schedulers, clip_groups):
+                    torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
+                    opt.step()
+                    sch.step()
+                    opt.zero_grad(set_to_none=True)
+                step += 1
+                in_epoch = b_idx + 1
+                n = int(batch["input_ids"].shape[0])
+                seen += n
+                train_time += time.perf_counter() - t0
+                for k, v in parts.items():
+                    parts_acc[k] = parts_acc.get(k, 0.0) + float(v)
+                parts_acc["loss"] = parts_acc.get("loss", 0.0) + float(loss.item())
+                n_acc += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / max(train_time, 1e-9):.1f}")
+                if step % log_every == 0 or step == total:
+                    logged = {f"train/{k}": v / n_acc for k, v in parts_acc.items()}
+                    logged["train/lr"] = schedulers[0].get_last_lr()[0]
+                    logged["train/examples_per_s"] = seen / max(train_time, 1e-9)
+                    self.tracker.log_metrics(logged, step)
+                    parts_acc, n_acc = {}, 0
+                end_of_epoch = in_epoch == len(batches)
+                if (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total:
+                    run_eval()
+                if (ckpt_every and step % ckpt_every == 0) or (not ckpt_every and end_of_epoch):
+                    save_ckpt()
+            if in_epoch >= len(batches):
+                epoch, in_epoch = epoch + 1, 0
+        if bar is not None:
+            bar.close()
+        if not last or history[-1]["step"] != step:
+            run_eval()
+        save_ckpt()
+        return TrainResult(best=best, last=last, best_step=best_step, global_step=step, history=history,
+                           train_examples_per_s=seen / max(train_time, 1e-9), resumed_from=resumed_from)
+
+
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k}={float(v):.4f}" for k, v in values.items())

@@ -1,0 +1,297 @@
+"""Tests of the LAD Optuna sweeper plugin (hydra/sweeper=lad_optuna).
+
+End-to-end tests run a tiny standalone Hydra app in a subprocess, with the
+study stored in a SQLite file under tmp_path, then inspect the study with Optuna.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("hydra_plugins.lad_optuna_sweeper") is None:  # before `pip install -e .`
+    sys.path.insert(0, str(REPO))
+
+from hydra_plugins.lad_optuna_sweeper._space import parse_search_space  # noqa: E402
+from hydra_plugins.lad_optuna_sweeper.errors import SweeperError  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+APP = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base=None, config_path="conf", config_name="config")
+    def main(cfg) -> float:
+        num = HydraConfig.get().job.num
+        if cfg.marker_dir:
+            Path(cfg.marker_dir, f"{num}-{os.getpid()}").touch()
+        time.sleep(cfg.sleep)
+        if num in cfg.fail_on or "all" in cfg.fail_on:
+            raise RuntimeError(f"boom in job {num}")
+        return -(cfg.x - 2.0) ** 2 - 0.01 * cfg.n
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+CONFIG = "x: 0.0\nn: 1\nc: a\nsleep: 0.0\nfail_on: []\nmarker_dir: null\n"
+
+
+@pytest.fixture()
+def app(tmp_path: Path) -> Path:
+    """Directory holding app.py and conf/config.yaml."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(CONFIG)
+    (tmp_path / "app.py").write_text(APP)
+    return tmp_path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _cmd(app: Path, *overrides: str, study: str = "s", n_trials: int = 2) -> list[str]:
+    return [
+        sys.executable, str(app / "app.py"), "-m",
+        "hydra/sweeper=lad_optuna",
+        f"hydra.sweeper.storage=sqlite:///{app}/db/optuna.db",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.sampler.seed=123",
+        f"hydra.sweep.dir={app}/multirun",
+        "x=interval(0, 4)",
+        "n=range(1, 4)",
+        "c=choice(a, b)",
+        *overrides,
+    ]  # fmt: skip
+
+
+def _run(app: Path, *overrides: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _cmd(app, *overrides, **kwargs),  # type: ignore[arg-type]
+        cwd=app, env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _study(app: Path, name: str = "s") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{app}/db/optuna.db")
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+# --- search space (in process) -------------------------------------------------
+
+
+def test_search_space_maps_hydra_sweeps_to_optuna_distributions() -> None:
+    space = parse_search_space(
+        {"a": "interval(1, 20)", "b": "tag(log, interval(1e-7, 1e-4))", "fixed": 3},
+        ["c=range(2, 11, 4)", "d=choice(x, 1, 2.5)", "e=tag(int, interval(1.5, 9))", "+f=z,w", "g=7", "a=interval(2, 3)"],
+    )  # fmt: skip
+    d = space.distributions
+    assert d["a"] == FloatDistribution(2.0, 3.0)  # command line wins over params
+    assert d["b"] == FloatDistribution(1e-7, 1e-4, log=True)
+    assert d["c"] == IntDistribution(2, 10, step=4)  # range end is exclusive: 2, 6, 10
+    assert d["d"] == CategoricalDistribution(["x", 1, 2.5])
+    assert d["e"] == IntDistribution(2, 9)
+    assert d["f"] == CategoricalDistribution(["z", "w"])
+    assert space.fixed == ["fixed=3", "g=7"]
+    overrides = space.overrides_for({"a": 2.5, "b": 1e-5, "c": 6, "d": 2.5, "e": 4, "f": "w"})
+    assert overrides == ["fixed=3", "g=7", "a=2.5", "b=1e-05", "c=6", "d=2.5", "e=4", "+f=w"]
+    assert list(d) == ["a", "b", "c", "d", "e", "f"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("x=tag(foo, interval(0, 1))", "unknown tag"),
+        ("x=range(5, 1)", "empty range"),
+        ("x=interval(3, 1)", "invalid search range for 'x'"),
+        ("x=tag(log, choice(1, 2))", "need interval() or range()"),
+        ("x=tag(log, range(0.0, 1.0, 0.5))", "tag(log) cannot be used"),
+    ],
+)
+def test_search_space_rejects_bad_sweeps(override: str, message: str) -> None:
+    with pytest.raises(SweeperError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_search_space({}, [override])
+
+
+def test_lad_search_config_defines_the_lad_search_space() -> None:
+    cfg = OmegaConf.load(REPO / "conf" / "hparams_search" / "lad_optuna.yaml")
+    assert {"override /hydra/sweeper": "lad_optuna"} in list(cfg.defaults)
+    assert cfg.loss.tie_hard_soft is True
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == "maximize" and sweeper.n_trials == 20
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    raw = OmegaConf.to_container(sweeper)  # not resolved: ${hydra.runtime.cwd}, ${seed}
+    assert raw["sampler"]["seed"] is not None
+    assert raw["storage"].startswith("sqlite:///")
+    space = parse_search_space(OmegaConf.to_container(sweeper.params), [])
+    assert space.distributions == {
+        "loss.temperature": FloatDistribution(1.0, 20.0),
+        "loss.soft_weight": FloatDistribution(0.1, 0.9),
+        "loss.hidden_weight": FloatDistribution(1.0, 2000.0, log=True),
+        "optim.gate_lr": FloatDistribution(1e-7, 1e-4, log=True),
+        "optim.lr": FloatDistribution(1e-5, 1e-3, log=True),
+    }
+
+
+# --- end to end (subprocess) ---------------------------------------------------
+
+
+def test_sweep_runs_trials_and_resumes_the_stored_study(app: Path) -> None:
+    first = _run(app, n_trials=2)
+    assert first.returncode == 0, first.stderr
+    study = _study(app)
+    assert _states(study) == ["COMPLETE", "COMPLETE"]
+    before = [(t.number, t.params, t.value) for t in study.trials]
+    assert all(t.value == pytest.approx(-((t.params["x"] - 2) ** 2) - 0.01 * t.params["n"]) for t in study.trials)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert sorted(p.name for p in (app / "multirun").iterdir() if p.is_dir()) == ["0", "1"]
+
+    again = _run(app, n_trials=2)  # target already reached: nothing new
+    assert again.returncode == 0, again.stderr
+    assert len(_study(app).trials) == 2
+
+    more = _run(app, n_trials=4)  # resume: 2 more, earlier trials untouched
+    assert more.returncode == 0, more.stderr
+    study = _study(app)
+    assert _states(study) == ["COMPLETE"] * 4
+    assert [(t.number, t.params, t.value) for t in study.trials[:2]] == before
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert study.trials[2].params != study.trials[0].params  # seeded sampler does not replay
+    results = OmegaConf.load(app / "multirun" / "optimization_results.yaml")
+    assert results.n_trials == 4 and results.best_value == pytest.approx(study.best_value)
+
+
+def test_failing_job_is_recorded_as_fail_and_sweep_continues(app: Path) -> None:
+    proc = _run(app, "fail_on=[1]", n_trials=3)
+    assert proc.returncode == 0, proc.stderr
+    trials = _study(app).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["error"] == "RuntimeError: boom in job 1"
+
+
+def test_sweep_where_every_job_fails_exits_nonzero(app: Path) -> None:
+    proc = _run(app, "fail_on=[all]", n_trials=2)
+    assert proc.returncode != 0
+    assert "all 2 trial(s) of this sweep failed; first: trial 0: RuntimeError: boom in job 0" in proc.stderr
+    assert _states(_study(app)) == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize("url", ["bogus://nowhere/db", "not a url"])
+def test_malformed_storage_url_gives_one_clear_line(app: Path, url: str) -> None:
+    cmd = [a for a in _cmd(app) if not a.startswith("hydra.sweeper.storage=")]
+    proc = subprocess.run(
+        [*cmd, f"hydra.sweeper.storage={url}"], cwd=app, env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "cannot open Optuna storage" in line]
+    assert len(lines) == 1 and url in lines[0], proc.stderr
+
+
+def test_two_workers_share_one_study_without_losing_or_duplicating_trials(app: Path) -> None:
+    markers = app / "markers"
+    markers.mkdir()
+    args = ("sleep=0.4", f"marker_dir={markers}")
+    workers = [
+        subprocess.Popen(
+            _cmd(app, *args, n_trials=6), cwd=app, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=60) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = _study(app).trials
+    assert [t.number for t in trials] == list(range(6))  # exactly n_trials in total
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    ran = sorted(int(p.name.split("-")[0]) for p in markers.iterdir())
+    assert ran == list(range(6))  # each trial's job ran exactly once; job.num == trial number
+    pids = {p.name.split("-")[1] for p in markers.iterdir()}
+    assert pids == {str(w.pid) for w in workers}  # both workers took trials
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == pids
+
+
+def _wait_for_running_trial(app: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        db = app / "db" / "optuna.db"
+        if db.exists():
+            try:
+                if "RUNNING" in _states(_study(app)):
+                    return
+            except (KeyError, optuna.exceptions.OptunaError):
+                pass  # study not created yet
+        time.sleep(0.1)
+    pytest.fail("sweep did not start a trial")
+
+
+def test_stale_trial_of_killed_worker_is_failed_and_does_not_block(app: Path) -> None:
+    beat = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=1")
+    proc = subprocess.Popen(
+        _cmd(app, "sleep=30", *beat, n_trials=1), cwd=app, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_for_running_trial(app, proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait(timeout=10)
+    assert _states(_study(app)) == ["RUNNING"]
+    time.sleep(2.5)  # let the heartbeat expire (grace period 1 s)
+    rerun = _run(app, *beat, n_trials=2)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _states(_study(app)) == ["FAIL", "COMPLETE"]
+
+
+def test_interrupted_sweep_marks_its_trial_failed(app: Path) -> None:
+    proc = subprocess.Popen(
+        _cmd(app, "sleep=30", n_trials=1), cwd=app, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_running_trial(app, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    trial = _study(app).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["error"].startswith("sweep interrupted: KeyboardInterrupt")
+
+
+def test_optuna4_sqlalchemy2_and_mlflow_import_together() -> None:
+    code = textwrap.dedent(
+        """
+        import optuna, sqlalchemy, mlflow
+        import mlflow.store.tracking.sqlalchemy_store
+        import hydra_plugins.lad_optuna_sweeper.sweeper
+        import hydra_plugins.lad_optuna_sweeper._impl
+        s = optuna.create_study(storage="sqlite://")
+        print(optuna.__version__, sqlalchemy.__version__, mlflow.__version__)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    versions = proc.stdout.split()
+    assert int(versions[0].split(".")[0]) >= 4  # optuna
+    assert int(versions[1].split(".")[0]) >= 2  # SQLAlchemy
+    assert versions[2]  # mlflow imported

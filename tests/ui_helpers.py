@@ -1,0 +1,421 @@
+"""Helpers to drive the MLflow UI in headless Chromium (used by tests/test_ui.py and
+scripts/ui_screenshot.py).
+
+The browser is Debian's ``chromium`` + ``chromium-driver`` driven by Selenium; install
+them with ``scripts/install_browser.sh`` (other paths: ``LAD_CHROMIUM``/``LAD_CHROMEDRIVER``).  Nothing here downloads anything: the driver
+binary is given explicitly, so selenium-manager is never consulted.
+
+MLflow's UI is a React single-page app, so every check waits for *visible text*
+(run names, parameter names) rather than relying on CSS classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("LAD_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("LAD_CHROMEDRIVER", "/usr/bin/chromedriver")
+EXPERIMENT_NAME = "lad-rte"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One fake distillation run to put in the store."""
+
+    name: str
+    params: dict[str, str]
+    accuracy: tuple[float, ...]  # dev/accuracy at steps 0, 100, 200, ...
+    loss: tuple[float, ...]  # train/loss at the same steps
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.accuracy[-1]
+
+
+DEMO_RUNS: tuple[DemoRun, ...] = (
+    DemoRun(
+        "rte-lad-T2",
+        {"gate.name": "lad", "loss.temperature": "2.0", "student.num_layers": "4"},
+        (0.5271, 0.6137, 0.6534, 0.6859, 0.7112),
+        (0.912, 0.641, 0.503, 0.437, 0.402),
+    ),
+    DemoRun(
+        "rte-none-T4",
+        {"gate.name": "none", "loss.temperature": "4.0", "student.num_layers": "4"},
+        (0.5126, 0.5812, 0.6245, 0.6498, 0.6715),
+        (0.954, 0.702, 0.588, 0.519, 0.486),
+    ),
+    DemoRun(
+        "rte-attention-T1",
+        {"gate.name": "attention", "loss.temperature": "1.0", "student.num_layers": "4"},
+        (0.5199, 0.6029, 0.6390, 0.6751, 0.6931),
+        (0.931, 0.668, 0.547, 0.471, 0.444),
+    ),
+)
+
+
+@dataclass
+class SeededStore:
+    """What :func:`seed_store` created: experiment id and run ids by run name."""
+
+    experiment_id: str
+    run_ids: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def browser_unavailable_reason() -> str | None:
+    """Why the headless browser cannot be used here, or None when it can."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        return f"{' and '.join(missing)} not found; run scripts/install_browser.sh"
+    try:
+        import selenium.webdriver  # noqa: F401
+    except ImportError:
+        return "python package 'selenium' not installed; run scripts/install_browser.sh"
+    return None
+
+
+def make_driver(user_data_dir: Path, width: int = 1600, height: int = 1000) -> Any:
+    """A headless Chromium WebDriver with a fresh profile in ``user_data_dir``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={user_data_dir}")
+    opts.add_argument(f"--window-size={width},{height}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def body_text(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for_texts(driver: Any, texts: Sequence[str], timeout: float = 45.0) -> str:
+    """Wait until every string in ``texts`` is visible on the page; return the page text."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(drv: Any) -> str | bool:
+        try:
+            text = body_text(drv)
+        except WebDriverException:
+            return False
+        return text if all(t in text for t in texts) else False
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+    except TimeoutException:
+        text = body_text(driver)
+        missing = [t for t in texts if t not in text]
+        raise AssertionError(
+            f"MLflow UI at {driver.current_url} did not show {missing} within {timeout:.0f}s; "
+            f"page text starts with: {text[:600]!r}"
+        ) from None
+
+
+def _xpath_literal(text: str) -> str:
+    if "'" not in text:
+        return f"'{text}'"
+    return 'concat("' + '", "\'", "'.join(text.split("'")) + '")'
+
+
+def click_text(driver: Any, text: str, within: str = "", tag: str = "*", timeout: float = 15.0) -> None:
+    """Click the element ``tag`` (under XPath ``within``) whose visible text is ``text``.
+
+    With ``tag="*"`` the innermost such element is clicked.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    lit = _xpath_literal(text)
+    innermost = f" and not(*[normalize-space()={lit}])" if tag == "*" else ""
+    xpath = f"{within}//{tag}[normalize-space()={lit}{innermost}]"
+    WebDriverWait(driver, timeout).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+
+
+def dismiss_assistant(driver: Any) -> bool:
+    """Close the 'MLflow Assistant' side panel if it is open (it auto-opens on first load)."""
+    from selenium.webdriver.common.by import By
+
+    if "MLflow Assistant" not in body_text(driver):
+        return False
+    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+        if button.is_displayed():
+            button.click()
+            time.sleep(0.5)
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- MLflow pages
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    return f"{base_url}/#/experiments/{experiment_id}/runs"
+
+
+def compare_url(base_url: str, experiment_id: str, run_ids: Sequence[str]) -> str:
+    """MLflow's compare view: ``#/compare-runs?runs=[...]&experiments=[...]``."""
+    runs = urllib.parse.quote(json.dumps(list(run_ids)))
+    exps = urllib.parse.quote(json.dumps([experiment_id]))
+    return f"{base_url}/#/compare-runs?runs={runs}&experiments={exps}"
+
+
+def select_columns(driver: Any, show: Sequence[str], hide: Sequence[str] = ()) -> None:
+    """Toggle runs-table columns through the 'Columns' popover (by their visible names)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    click_text(driver, "Columns", tag="button")
+    popover = "//*[@role='dialog']"
+
+    def toggle(name: str, timeout: float) -> None:
+        # Filter the (virtualised, scrolling) column tree first so the entry is on screen.
+        boxes = driver.find_elements(By.XPATH, f"{popover}//input[@type='text']")
+        if boxes:
+            boxes[0].send_keys(Keys.CONTROL, "a")
+            boxes[0].send_keys(name)
+        click_text(driver, name, within=popover, timeout=timeout)
+
+    for name in show:
+        try:
+            toggle(name, 15)
+        except TimeoutException:
+            raise AssertionError(f"no column {name!r} in the Columns popover") from None
+    for name in hide:  # cosmetic only: tolerate a missing attribute column
+        try:
+            toggle(name, 3)
+        except TimeoutException:
+            pass
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    time.sleep(0.5)
+    park_pointer(driver)
+
+
+def park_pointer(driver: Any) -> None:
+    """Drop keyboard focus and move the mouse to the page corner (no hover effects)."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    driver.execute_script("document.activeElement && document.activeElement.blur()")
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(1, 1)
+    actions.perform()
+
+
+def run_rows(driver: Any) -> dict[str, str]:
+    """Visible text of each runs-table row, keyed by run id (the grid's ``row-id``).
+
+    The grid renders pinned and scrolling cells as separate row elements; their
+    texts are joined with `` | ``.
+    """
+    from selenium.webdriver.common.by import By
+
+    rows: dict[str, list[str]] = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "[role='row'][row-id]"):
+        text = row.text.strip().replace("\n", " | ")
+        if text:
+            rows.setdefault(row.get_attribute("row-id"), []).append(text)
+    return {rid: " | ".join(parts) for rid, parts in rows.items()}
+
+
+def wait_for_run_rows(driver: Any, expected: dict[str, Sequence[str]], timeout: float = 30.0) -> dict[str, str]:
+    """Wait until each run id's row shows all of its expected strings."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(drv: Any) -> dict[str, str] | bool:
+        rows = run_rows(drv)
+        ok = all(all(s in rows.get(rid, "") for s in want) for rid, want in expected.items())
+        return rows if ok else False
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(ready)
+    except TimeoutException:
+        raise AssertionError(
+            f"runs table rows never matched {expected}; last rows: {run_rows(driver)}"
+        ) from None
+
+
+def show_runs_page(driver: Any, base_url: str, store: SeededStore) -> dict[str, str]:
+    """Open the experiment's runs table with the demo params/metrics as columns.
+
+    Returns the rows' text by run id once every run shows its params and final metric.
+    """
+    driver.get(experiment_url(base_url, store.experiment_id))
+    wait_for_texts(driver, [EXPERIMENT_NAME, *store.run_ids], timeout=60)
+    dismiss_assistant(driver)
+    select_columns(
+        driver,
+        show=["dev/accuracy", "gate.name", "loss.temperature"],
+        hide=["Dataset", "Models"],
+    )
+    by_name = {run.name: run for run in DEMO_RUNS}
+    expected = {
+        rid: [name, by_name[name].params["gate.name"], by_name[name].params["loss.temperature"],
+              f"{by_name[name].final_accuracy:g}"]
+        for name, rid in store.run_ids.items()
+    }
+    return wait_for_run_rows(driver, expected)
+
+
+def show_compare_page(driver: Any, base_url: str, store: SeededStore, names: Sequence[str]) -> str:
+    """Open the compare view for the runs called ``names``; return the page text."""
+    runs = [r for r in DEMO_RUNS if r.name in names]
+    driver.get(compare_url(base_url, store.experiment_id, [store.run_ids[n] for n in names]))
+    text = wait_for_texts(
+        driver,
+        [f"Comparing {len(names)} Runs", *names, "Parameters", "gate.name", "loss.temperature",
+         "dev/accuracy", *(r.params["gate.name"] for r in runs)],
+        timeout=60,
+    )
+    dismiss_assistant(driver)
+    time.sleep(1.0)  # let the parallel-coordinates plot finish drawing
+    return text
+
+
+# --------------------------------------------------------------------------- MLflow store + server
+
+
+def seed_store(tracking_uri: str, artifact_root: Path, runs: Sequence[DemoRun] = DEMO_RUNS) -> SeededStore:
+    """Create experiment ``lad-rte`` with ``runs`` in the store at ``tracking_uri``.
+
+    Uses an explicit MlflowClient, so the process-wide tracking URI is left alone.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp_id = client.create_experiment(
+        EXPERIMENT_NAME, artifact_location=(artifact_root / EXPERIMENT_NAME).as_uri()
+    )
+    store = SeededStore(experiment_id=exp_id)
+    t0 = int(time.time() * 1000)
+    for i, run in enumerate(runs):
+        created = client.create_run(exp_id, run_name=run.name, start_time=t0 + i * 1000)
+        rid = created.info.run_id
+        metrics = [
+            Metric(key, value, t0 + i * 1000 + step, step * 100)
+            for key, values in (("dev/accuracy", run.accuracy), ("train/loss", run.loss))
+            for step, value in enumerate(values)
+        ]
+        params = [Param(k, v) for k, v in run.params.items()]
+        client.log_batch(rid, metrics=metrics, params=params)
+        client.set_terminated(rid, "FINISHED", end_time=t0 + i * 1000 + 600_000)
+        store.run_ids[run.name] = rid
+    return store
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def mlflow_executable() -> str:
+    """The ``mlflow`` script of the running interpreter's environment."""
+    local = Path(sys.executable).parent / "mlflow"
+    return str(local) if local.exists() else (shutil.which("mlflow") or "mlflow")
+
+
+def mlflow_ui_command(backend_uri: str, artifact_root: Path, port: int, host: str = "127.0.0.1") -> list[str]:
+    """``mlflow ui`` bound to one loopback port with a single worker."""
+    return [
+        mlflow_executable(), "ui",
+        "--backend-store-uri", backend_uri,
+        "--default-artifact-root", str(artifact_root),
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+    ]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the server's whole process group (uvicorn may fork workers)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifact_root: Path, log_path: Path,
+                  start_timeout: float = 90.0) -> Iterator[str]:
+    """Run ``mlflow ui`` on a free 127.0.0.1 port; yield its base URL; stop it on exit."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    cmd = mlflow_ui_command(backend_uri, artifact_root, port)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=artifact_root.parent, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow ui exited with {proc.returncode}: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow ui not healthy after {start_timeout:.0f}s: {_tail(log_path)}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "<no log>"

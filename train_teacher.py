@@ -1,0 +1,15 @@
+"""Fine-tune a teacher classifier on a GLUE task: ``python train_teacher.py task=rte``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lad.cli import run_entry
+
+
+@hydra.main(config_path="conf", config_name="train_teacher", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return run_entry(cfg)
+
+
+if __name__ == "__main__":
+    main()
