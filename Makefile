@@ -8,7 +8,7 @@ DEMO_TASK ?= rte
 MLFLOW_URI ?= sqlite:///mlruns.db
 UI_PORT ?= 5000
 
-.PHONY: install demo test test-all ui bench clean
+.PHONY: install browser demo test ui screenshots clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found (LAD needs Python 3.11)"; exit 1; }
@@ -34,14 +34,21 @@ demo: install
 	@echo "  outputs/train_teacher/$(DEMO_TASK)/  and  outputs/distil/$(DEMO_TASK)/   (metrics.json, model/, predictions/)"
 	@echo "  MLflow runs:  make ui   then open http://127.0.0.1:$(UI_PORT)   (store: mlruns.db)"
 
-test: install
+# Headless Chromium + chromedriver (Debian packages) for the MLflow UI test; idempotent.
+browser: install
+	@bash scripts/install_browser.sh $(VENV) || echo "warning: browser install failed; the UI test will be skipped"
+
+test: install browser
 	@$(BIN)/python -m pytest -q; s=$$?; \
 	  if [ $$s -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$s
 
 ui: install
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) \
-	  --default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
+	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+screenshots: browser
+	$(BIN)/python scripts/ui_screenshot.py --out-dir docs/img
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache

@@ -55,9 +55,9 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
                     keep: int = 2) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step-{step}"
+    for stale in ckpt_dir.glob(".tmp-step-*"):  # left behind by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = ckpt_dir / f".tmp-step-{step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
     torch.save(state, tmp / STATE)
@@ -82,16 +82,29 @@ def verify(path: Path) -> bool:
         return False
 
 
-def load_latest(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """Weights, state and path of the newest intact checkpoint; None when there is none."""
+def latest_intact(ckpt_dir: Path) -> Path | None:
+    """Newest checkpoint whose checksums match; None when there is none; LADError if all are corrupt.
+
+    Cheap (hashes the files): call it before heavy work to fail fast on ``trainer.resume=true``.
+    """
     candidates = list_checkpoints(ckpt_dir)
     for path in candidates:
-        if not verify(path):
-            log.warning("checkpoint %s is corrupt or incomplete (checksum mismatch); trying an older one", path)
-            continue
-        weights = load_file(str(path / WEIGHTS))
-        state = torch.load(path / STATE, weights_only=True, map_location="cpu")
-        return weights, state, path
+        if verify(path):
+            return path
+        log.warning("checkpoint %s is corrupt or incomplete (checksum mismatch); trying an older one", path)
     if candidates:
-        raise LADError(f"every checkpoint in {ckpt_dir} is corrupt (checksum mismatch); cannot resume")
+        raise LADError(
+            f"every checkpoint in {ckpt_dir} is corrupt (checksum mismatch); cannot resume: "
+            "delete that folder to start over, or pass overwrite=true"
+        )
     return None
+
+
+def load_latest(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
+    """Weights, state and path of the newest intact checkpoint; None when there is none."""
+    path = latest_intact(ckpt_dir)
+    if path is None:
+        return None
+    weights = load_file(str(path / WEIGHTS))
+    state = torch.load(path / STATE, weights_only=True, map_location="cpu")
+    return weights, state, path

@@ -7,6 +7,7 @@ import os
 import sys
 
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from lad.config import register_resolvers, setup_environment
 from lad.errors import LADError
@@ -32,18 +33,27 @@ def _hydra_context() -> tuple[list[str], str | None]:
 def run_entry(cfg: DictConfig) -> float:
     """Run ``lad.pipeline.run``; a user mistake prints ``error: ...`` and exits with status 2.
 
-    In a multirun the error is re-raised instead, so the sweeper records the job as failed and
-    moves on. ``HYDRA_FULL_ERROR=1`` shows the full traceback.
+    A config value left as ``???`` or an interpolation that cannot be resolved counts as a user
+    mistake too. In a multirun the error is re-raised instead, so the sweeper records the job as
+    failed and moves on. ``HYDRA_FULL_ERROR=1`` shows the full traceback.
     """
     overrides, sweep_dir = _hydra_context()
     try:
         from lad.pipeline import run
 
         return run(cfg, overrides=overrides, sweep_dir=sweep_dir)
-    except LADError as exc:
+    except (LADError, MissingMandatoryValue, InterpolationResolutionError) as exc:
         if sweep_dir is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger("lad").debug("user error", exc_info=True)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    """First line of an error; a config value left as ``???`` gets a hint on how to set it."""
+    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
+        key = exc.full_key
+        return f"{key} is required here but not set: pass {key}=<value> on the command line"
+    message = str(exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__

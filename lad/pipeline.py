@@ -225,6 +225,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
                                 cfg.data.max_train_samples)
     eval_sets = {s: load_features(task, data_dir, s, asm.tokenizer, max_len, cache_dir,
                                   cfg.data.max_eval_samples) for s in eval_splits(task)}
+    if entry == "distil" and module.teacher is not None and cfg.cache.enabled:
+        from lad.teacher_cache import attach_cache
+
+        attach_cache(cfg, module, train_feats, asm.model_source, task, split="train", device=device)
 
     run_id_file = out_dir / "mlflow_run_id"
     prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None

@@ -186,8 +186,17 @@ class Trainer:
                         f"the last good checkpoint is in {self.ckpt_dir}"
                     )
                 loss.backward()
-                for opt, sch, params in zip(optimizers, schedulers, clip_groups):
-                    torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
+                norms = [torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
+                         for params in clip_groups]
+                if not all(torch.isfinite(n) for n in norms):
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingDiverged(
+                        f"gradient norm became {max(float(n) for n in norms)} at step {step + 1} "
+                        f"(loss {loss.item():.4g}; parts: {_fmt(parts)}); no update was applied; "
+                        f"the last good checkpoint is in {self.ckpt_dir}"
+                    )
+                for opt, sch in zip(optimizers, schedulers):
                     opt.step()
                     sch.step()
                     opt.zero_grad(set_to_none=True)

@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--runs-height", type=int, default=640)
-    parser.add_argument("--compare-height", type=int, default=1250)
+    parser.add_argument("--runs-height", type=int, default=600)
+    parser.add_argument("--compare-height", type=int, default=1700)
     return parser.parse_args(argv)
 
 
@@ -55,6 +55,8 @@ def capture(out_dir: Path, width: int, runs_height: int, compare_height: int) ->
 
                 driver.set_window_size(width, compare_height)
                 ui.show_compare_page(driver, url, store, COMPARED)
+                if not ui.wait_for_plot(driver):
+                    raise RuntimeError("the compare view's parallel-coordinates plot never rendered")
                 compare_png = out_dir / "mlflow-compare.png"
                 driver.save_screenshot(str(compare_png))
             finally:

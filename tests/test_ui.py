@@ -95,6 +95,9 @@ def test_runs_table_and_compare_view(mlflow_site, driver, tmp_path: Path) -> Non
     params = text[text.index("Parameters", text.index("Run details")):]
     assert "gate.name lad none" in params
     assert "loss.temperature 2.0 4.0" in params
+    metrics = params[params.index("Metrics"):]
+    assert "dev/accuracy" in metrics and "0.711" in metrics and "0.672" in metrics
+    assert ui.wait_for_plot(driver), "parallel-coordinates plot of the two runs never rendered"
     compare_png = tmp_path / "compare.png"
     assert driver.save_screenshot(str(compare_png))
     assert compare_png.stat().st_size > 20_000  # a rendered page, not a blank one

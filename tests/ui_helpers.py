@@ -187,6 +187,17 @@ def dismiss_assistant(driver: Any) -> bool:
 # --------------------------------------------------------------------------- MLflow pages
 
 
+def use_model_training_view(driver: Any) -> None:
+    """Switch the sidebar from 'GenAI' to 'Model training' (cosmetic; skipped if absent)."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        click_text(driver, "Model training", timeout=3)
+        time.sleep(0.5)
+    except TimeoutException:
+        pass
+
+
 def experiment_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url}/#/experiments/{experiment_id}/runs"
 
@@ -282,10 +293,12 @@ def show_runs_page(driver: Any, base_url: str, store: SeededStore) -> dict[str, 
     driver.get(experiment_url(base_url, store.experiment_id))
     wait_for_texts(driver, [EXPERIMENT_NAME, *store.run_ids], timeout=60)
     dismiss_assistant(driver)
+    use_model_training_view(driver)
+    wait_for_texts(driver, list(store.run_ids), timeout=30)
     select_columns(
         driver,
         show=["dev/accuracy", "gate.name", "loss.temperature"],
-        hide=["Dataset", "Models"],
+        hide=["Dataset", "Source", "Models"],
     )
     by_name = {run.name: run for run in DEMO_RUNS}
     expected = {
@@ -307,8 +320,25 @@ def show_compare_page(driver: Any, base_url: str, store: SeededStore, names: Seq
         timeout=60,
     )
     dismiss_assistant(driver)
-    time.sleep(1.0)  # let the parallel-coordinates plot finish drawing
+    park_pointer(driver)
     return text
+
+
+def wait_for_plot(driver: Any, timeout: float = 30.0) -> bool:
+    """Wait for the compare view's (lazily loaded) Plotly chart to be drawn."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def drawn(drv: Any) -> bool:
+        return any(el.is_displayed() for el in drv.find_elements(By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg"))
+
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.25).until(drawn)
+    except TimeoutException:
+        return False
+    time.sleep(1.0)  # let the lines' transition finish
+    return True
 
 
 # --------------------------------------------------------------------------- MLflow store + server

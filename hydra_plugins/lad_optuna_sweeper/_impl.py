@@ -55,8 +55,11 @@ def check_options(sweeper: "LadOptunaSweeper") -> None:
         raise SweeperError(f"hydra.sweeper.n_jobs must be >= 1, got {sweeper.n_jobs}")
     if sweeper.heartbeat_interval < 1:
         raise SweeperError(f"hydra.sweeper.heartbeat_interval must be >= 1 s, got {sweeper.heartbeat_interval}")
-    if sweeper.grace_period is not None and sweeper.grace_period < 1:
-        raise SweeperError(f"hydra.sweeper.grace_period must be >= 1 s or null, got {sweeper.grace_period}")
+    if sweeper.grace_period is not None and sweeper.grace_period <= sweeper.heartbeat_interval:
+        raise SweeperError(
+            f"hydra.sweeper.grace_period ({sweeper.grace_period} s) must exceed heartbeat_interval "
+            f"({sweeper.heartbeat_interval} s), or live trials would be marked stale"
+        )
     if sweeper.storage is not None and not isinstance(sweeper.storage, str):
         raise SweeperError(f"hydra.sweeper.storage must be a URL string or null, got {sweeper.storage!r}")
 
@@ -120,25 +123,20 @@ class _Sweep:
 
     # -- trial bookkeeping -------------------------------------------------
     def reserve(self) -> list[Trial]:
-        """Create up to n_jobs trials while the study holds fewer than n_trials."""
-        with _study.exclusive(self.lock):
-            _study.fail_stale(self.study)
-            existing = len(self.study.get_trials(deepcopy=False))
-            count = min(self.sweeper.n_jobs, self.sweeper.n_trials - existing)
-            if count <= 0:
-                return []
-            if not self.sampler_ready:  # seed + number of this process's first trial
-                self.study.sampler = self.make_sampler(existing)
-                self.sampler_ready = True
-            trials = []
-            for _ in range(count):
-                trial = _study.ask(self.study, self.space.distributions)
-                # Trial has no public id accessor; _trial_id is stable across Optuna 2-4.
-                _study.record_heartbeats(self.storage, [trial._trial_id])
-                self.pending[trial.number] = trial
-                trial.set_user_attr("worker", self.worker)
-                trials.append(trial)
-        return trials
+        """Create the next batch of trials (empty when the study reached n_trials)."""
+        sweeper = self.sweeper
+        return _study.reserve_trials(self.study, self.lock, sweeper.n_trials, sweeper.n_jobs, self._create)
+
+    def _create(self, number: int) -> Trial:
+        if not self.sampler_ready:  # seed + number of this process's first trial
+            self.study.sampler = self.make_sampler(number)
+            self.sampler_ready = True
+        trial = _study.ask(self.study, self.space.distributions)
+        # Trial has no public id accessor; _trial_id is stable across Optuna 2-4.
+        _study.record_heartbeats(self.storage, [trial._trial_id])
+        self.pending[trial.number] = trial
+        trial.set_user_attr("worker", self.worker)
+        return trial
 
     def fail(self, trial: Trial, error: str) -> None:
         """Record ``trial`` as FAIL with its error text."""
@@ -195,7 +193,7 @@ class _Sweep:
                 returns.append(results)
         except BaseException as exc:
             for trial in list(self.pending.values()):
-                self.fail(trial, f"sweep interrupted: {type(exc).__name__}: {_study.one_line(exc)}")
+                self.fail(trial, f"sweep aborted: {type(exc).__name__}: {_study.one_line(exc)}")
             raise
         self._finish()
         return returns

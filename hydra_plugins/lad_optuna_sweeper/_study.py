@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 import warnings
 from contextlib import contextmanager
@@ -84,6 +85,23 @@ def exclusive(path: Path | None) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (main thread, POSIX only).
+
+    Used while trials are created, so an interrupt cannot leave a trial in the
+    storage that this process does not know about yet.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _bad_storage(url: str, exc: BaseException) -> str:
     return (
         f"cannot open Optuna storage '{safe_url(url)}' "
@@ -149,6 +167,26 @@ def ask(study: optuna.Study, distributions: dict[str, Any]) -> optuna.Trial:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
         return study.ask(fixed_distributions=distributions)
+
+
+def reserve_trials(
+    study: optuna.Study,
+    lock: Path | None,
+    n_trials: int,
+    n_jobs: int,
+    create: Callable[[int], optuna.Trial],
+) -> list[optuna.Trial]:
+    """Create up to ``n_jobs`` trials while the study holds fewer than ``n_trials``.
+
+    Stale trials are failed first; counting and creating happen under ``lock`` so
+    that concurrent workers never exceed ``n_trials``. ``create(number)`` gets the
+    trial number the new trial is expected to receive.
+    """
+    with deferred_signals(), exclusive(lock):
+        fail_stale(study)
+        existing = len(study.get_trials(deepcopy=False))
+        count = max(0, min(n_jobs, n_trials - existing))
+        return [create(existing + i) for i in range(count)]
 
 
 def record_heartbeats(storage: Any, trial_ids: Sequence[int]) -> None:

@@ -45,6 +45,23 @@ def load_tokenizer(model_dir: str | Path):
         raise ConfigError(f"cannot load a tokenizer from {model_dir}: {exc}".splitlines()[0]) from exc
 
 
+def check_vocab(model_dir: Path, what: str) -> None:
+    """ConfigError when the directory's tokenizer yields ids its model has no embedding for.
+
+    A tokenizer larger than ``vocab_size`` means tokenizer and weights come from different
+    models (training would crash with an index error); a smaller one is fine (padded vocab).
+    """
+    vocab_size = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
+    if not isinstance(vocab_size, int):
+        return
+    n_tokens = len(load_tokenizer(model_dir))
+    if n_tokens > vocab_size:
+        raise ConfigError(
+            f"{what} {model_dir}: its tokenizer has {n_tokens} tokens but the model's vocab_size is "
+            f"{vocab_size}: tokenizer and weights do not belong together (save the model's own tokenizer there)"
+        )
+
+
 def _label_kwargs(task) -> dict:
     if task.is_regression:
         return {"num_labels": 1, "problem_type": "regression"}
@@ -64,7 +81,10 @@ def load_backbone(path: str | Path, task):
     from transformers import AutoModelForSequenceClassification
 
     model_dir = check_model_dir(path, "teacher.backbone")
-    return AutoModelForSequenceClassification.from_pretrained(str(model_dir), **_label_kwargs(task))
+    check_vocab(model_dir, "teacher.backbone")
+    # a backbone that already has a head of another size (e.g. an MNLI model for RTE) gets a new one
+    return AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), ignore_mismatched_sizes=True, **_label_kwargs(task))
 
 
 def resolve_teacher_dir(teacher_cfg: DictConfig) -> Path:
@@ -99,6 +119,7 @@ def load_teacher(teacher_cfg: DictConfig, task):
             f"teacher {model_dir} has {found} labels but task {task.name} needs {expected}: "
             "was it fine-tuned on another task?"
         )
+    check_vocab(model_dir, "teacher")
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     model.eval()
     for param in model.parameters():

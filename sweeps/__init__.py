@@ -1,0 +1,1 @@
+"""Drivers behind the results page: teachers, ablation grid, export of runs, report."""

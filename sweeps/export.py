@@ -1,0 +1,202 @@
+"""Export FINISHED LAD runs from MLflow to ``results/runs.jsonl`` (diff-friendly, no weights).
+
+    python sweeps/export.py                                   # sqlite:///mlruns.db -> results/runs.jsonl
+    python sweeps/export.py --tracking-uri sqlite:////tmp/abl/mlruns.db --out /tmp/abl/runs.jsonl
+
+One JSON object per line (keys sorted), one line per FINISHED ``distil`` / ``train_teacher`` run of
+every ``lad-*`` experiment, lines sorted by (task, entry, method, student, seed, start time, run id).
+The same record format is what ``sweeps/report.py`` and ``sweeps/ablation.py`` read from MLflow, so
+the export is a drop-in replacement for the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_URI = "sqlite:///mlruns.db"
+DEFAULT_EXPORT = Path("results") / "runs.jsonl"
+EXPERIMENT_PREFIX = "lad-"
+ENTRIES = ("distil", "train_teacher")
+TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides",
+            "mlflow.source.git.commit", "mlflow.parentRunId")
+# params worth keeping: what was trained (gate / loss / student / optimiser / budget) and its size
+PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")
+PARAM_KEYS = ("seed", "task.name", "task.main_metric", "teacher.name", "teacher.path", "teacher.params",
+              "teacher.num_layers", "teacher.hidden_size", "cache.enabled")
+PARAM_SKIP = ("data.data_dir", "data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size",
+              "trainer.log_every", "trainer.ckpt_every", "trainer.keep_checkpoints")
+METRIC_PREFIXES = ("best/", "final/")
+METRIC_KEYS = ("train_examples_per_s", "peak_rss_mb")
+
+
+def absolute_uri(uri: str, base: Path | None = None) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db`` (relative to ``base``, default the cwd)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix):])
+        return prefix + str(((base or Path.cwd()) / path).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def keep_param(key: str) -> bool:
+    if key in PARAM_SKIP or key.endswith("._target_"):
+        return False
+    return key in PARAM_KEYS or key.startswith(PARAM_PREFIXES)
+
+
+def keep_metric(key: str) -> bool:
+    return key in METRIC_KEYS or key.startswith(METRIC_PREFIXES)
+
+
+def iso_time(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def make_record(run_id: str, experiment: str, status: str, start_ms: int | None,
+                tags: dict, params: dict, metrics: dict) -> dict | None:
+    """The exported view of one run, or None when it is not a LAD training run."""
+    entry = tags.get("lad.entry")
+    if entry not in ENTRIES:
+        return None
+    method, _, student = str(tags.get("lad.method", "")).partition("/")
+    seed = params.get("seed")
+    try:
+        seed = int(seed) if seed is not None else None
+    except ValueError:
+        seed = None
+    return {
+        "run_id": run_id,
+        "experiment": experiment,
+        "status": status,
+        "entry": entry,
+        "task": tags.get("lad.task") or params.get("task.name"),
+        "method": method or ("teacher" if entry == "train_teacher" else None),
+        "student": student or None,
+        "seed": seed,
+        "teacher": tags.get("lad.teacher") or params.get("teacher.name"),
+        "main_metric": params.get("task.main_metric"),
+        "start_time": iso_time(start_ms),
+        "tags": {k: str(tags[k]) for k in TAG_KEYS if k in tags},
+        "params": {k: str(v) for k, v in sorted(params.items()) if keep_param(k)},
+        "metrics": {k: float(v) for k, v in sorted(metrics.items()) if keep_metric(k)},
+    }
+
+
+def sort_key(rec: dict) -> tuple:
+    seed = rec.get("seed")
+    return (str(rec.get("task")), str(rec.get("entry")), str(rec.get("method")),
+            str(rec.get("student") or ""), seed if isinstance(seed, int) else -1,
+            str(rec.get("start_time") or ""), str(rec.get("run_id")))
+
+
+def sort_records(records: Iterable[dict]) -> list[dict]:
+    return sorted(records, key=sort_key)
+
+
+def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = None,
+                        missing_ok: bool = False) -> list[dict]:
+    """FINISHED LAD runs of the ``lad-*`` experiments (or of ``experiments``) as export records."""
+    from lad.config import setup_environment
+    from lad.errors import LADError
+
+    setup_environment()
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        if missing_ok:
+            return []
+        raise LADError(f"no MLflow store at {db} (tracking uri {tracking_uri})")
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri)
+    wanted = set(experiments) if experiments is not None else None
+    exps = [e for e in client.search_experiments()
+            if (e.name in wanted if wanted is not None else e.name.startswith(EXPERIMENT_PREFIX))]
+    records = []
+    for exp in exps:
+        token = None
+        while True:
+            page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                      max_results=1000, page_token=token)
+            for run in page:
+                rec = make_record(run.info.run_id, exp.name, run.info.status, run.info.start_time,
+                                  run.data.tags, run.data.params, run.data.metrics)
+                if rec is not None:
+                    records.append(rec)
+            token = page.token
+            if not token:
+                break
+    return sort_records(records)
+
+
+def dumps_records(records: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in sort_records(records))
+
+
+def write_export(records: Iterable[dict], path: Path) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps_records(records)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return text.count("\n")
+
+
+def read_export(path: Path) -> list[dict]:
+    """Records of an export file ([] when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                from lad.errors import LADError
+
+                raise LADError(f"{path}:{n}: not a JSON object ({exc.msg})") from exc
+    return sort_records(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
+    parser.add_argument("--out", type=Path, default=DEFAULT_EXPORT)
+    args = parser.parse_args(argv)
+    from lad.errors import LADError
+
+    try:
+        records = load_mlflow_records(absolute_uri(args.tracking_uri))
+    except LADError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = write_export(records, args.out)
+    print(f"[export] {n} runs -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""End-to-end behaviour of the run function on tiny random teachers and tiny GLUE-format data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose, save_tiny_model
+from lad.errors import ConfigError
+from lad.models.student import build_student, layer_map
+
+
+def distil_cfg(tmp: Path, teacher: Path, glue: Path, *extra: str, name: str = "run"):
+    return compose("distil", [
+        "task=sst2", "teacher=local", f"teacher.path={teacher}", f"data.data_dir={glue}",
+        f"data.cache_dir={tmp / 'cache'}", f"output_dir={tmp / name}", "mlflow=off",
+        "trainer.progress=false", "optim.batch_size=16", "student=2layer", *extra,
+    ])
+
+
+class RecordingTracker:
+    """Stands in for MLflow: keeps every logged metric."""
+
+    run_id = None
+
+    def __init__(self):
+        self.metrics: list[tuple[int, dict]] = []
+        self.params: dict = {}
+        self.status = None
+
+    def log_params(self, params):
+        self.params.update(params)
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+    def set_tags(self, tags): ...
+    def log_artifact(self, path, artifact_path=None): ...
+    def log_model_dir(self, model_dir, registered_name=None): ...
+
+    def end(self, status="FINISHED", error=None):
+        self.status = status
+
+
+@pytest.fixture()
+def recorder(monkeypatch):
+    rec = RecordingTracker()
+    monkeypatch.setattr("lad.tracking.make_tracker", lambda *a, **k: rec)
+    return rec
+
+
+# --------------------------------------------------------------------------- students
+@pytest.mark.parametrize("k,l,expected", [(6, 12, [2, 4, 6, 8, 10, 12]), (3, 6, [2, 4, 6]),
+                                          (2, 6, [3, 6]), (4, 6, [1, 3, 4, 6]), (6, 6, [1, 2, 3, 4, 5, 6])])
+def test_layer_map(k, l, expected):
+    assert layer_map(k, l) == expected
+
+
+def test_student_deeper_than_teacher_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot be deeper"):
+        layer_map(7, 6)
+
+
+def _student_cfg(num_layers, **kw):
+    from omegaconf import OmegaConf
+
+    base = dict(name=f"{num_layers}layer", num_layers=num_layers, hidden_size=None, intermediate_size=None,
+                num_attention_heads=None, init_layers=True, init_embeddings=True, init_classifier=True)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def test_student_layer_k_is_teacher_layer_k_L_over_K(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        str(save_tiny_model(tmp_path / "t12", num_layers=12)))
+    student, mapping = build_student(teacher, _student_cfg(6))
+    assert mapping == [2, 4, 6, 8, 10, 12]
+    t_layers, s_layers = teacher.bert.encoder.layer, student.bert.encoder.layer
+    for k, m in enumerate(mapping):
+        for (name, sp), (_, tp) in zip(s_layers[k].named_parameters(), t_layers[m - 1].named_parameters()):
+            assert torch.equal(sp, tp), f"student layer {k + 1} {name} != teacher layer {m}"
+    # a different teacher layer is really different (the check above can fail)
+    assert not torch.equal(s_layers[0].attention.self.query.weight, t_layers[0].attention.self.query.weight)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+
+
+def test_reference_init_leaves_embeddings_and_classifier_random(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(str(save_tiny_model(tmp_path / "t4")))
+    student, _ = build_student(teacher, _student_cfg(2, init_embeddings=False, init_classifier=False))
+    assert not torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert not torch.equal(student.bert.embeddings.word_embeddings.weight,
+                           teacher.bert.embeddings.word_embeddings.weight)
+
+
+# --------------------------------------------------------------------------- runs
+VALID = [("lad", "lad"), ("lad_reverse", "lad"), ("mean", "lad"), ("attention", "lad"),
+         ("none", "lad"), ("none", "kd"), ("none", "pkd"), ("none", "ce")]
+
+
+@pytest.mark.parametrize("gate,loss", VALID)
+def test_every_valid_gate_loss_pair_trains_and_saves(tmp_path, tiny_teacher, tiny_glue, gate, loss):
+    from lad.pipeline import run
+
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"gate={gate}", f"loss={loss}",
+                     "trainer.max_steps=4", "trainer.eval_every=2")
+    score = run(cfg)
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"]["accuracy"] == pytest.approx(score)
+    assert metrics["steps"] == 4 and [h["step"] for h in metrics["history"]] == [2, 4]
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "predictions" / "SST-2.tsv").read_text().startswith("index\tprediction\n")
+    has_gate_params = gate in ("lad", "lad_reverse")
+    assert (out / "gates" / "gate.safetensors").is_file() == has_gate_params
+    if has_gate_params:
+        gate_cfg = json.loads((out / "gates" / "gate_config.json").read_text())
+        assert gate_cfg["layer_map"] == [2, 4] and gate_cfg["name"] == gate
+
+
+@pytest.mark.parametrize("gate,loss", [("lad", "ce"), ("lad", "kd"), ("mean", "pkd")])
+def test_gate_without_hidden_loss_is_a_config_error(tmp_path, tiny_teacher, tiny_glue, gate, loss):
+    from lad.pipeline import run
+
+    with pytest.raises(ConfigError, match="needs a loss with a hidden-state term"):
+        run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"gate={gate}", f"loss={loss}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_student_deeper_than_teacher_run_fails_cleanly(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import run
+
+    with pytest.raises(ConfigError, match="cannot be deeper"):
+        run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "student=6layer"))
+
+
+def test_loss_ce_never_runs_the_teacher(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import build_distillation
+    from lad.data.tasks import TaskSpec
+
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate=none", "loss=ce")
+    asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
+    assert asm.module.teacher is None and asm.module.gate is None
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate=lad", "loss=lad")
+    asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
+    assert asm.module.teacher is not None and not any(p.requires_grad for p in asm.module.teacher.parameters())
+
+
+def test_narrow_student_trains_through_a_projection(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import build_distillation
+    from lad.data.tasks import TaskSpec
+
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "student.hidden_size=16", "student.num_attention_heads=2")
+    asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
+    module = asm.module
+    assert module.projection is not None and module.projection.in_features == 16
+    assert module.projection.out_features == 32
+    batch = {"input_ids": torch.randint(1000, 2000, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long),
+             "token_type_ids": torch.zeros(3, 7, dtype=torch.long), "labels": torch.tensor([0, 1, 0])}
+    loss, parts = module.training_step(batch)
+    loss.backward()
+    assert parts["hidden"] > 0
+    assert module.projection.weight.grad is not None and module.projection.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("gate,loss", [("lad", "lad"), ("none", "ce")])
+def test_thirty_steps_lower_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, gate, loss):
+    from lad.pipeline import run
+
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"loss={loss}", f"gate={gate}", "trainer.max_steps=30",
+                     "trainer.log_every=1", "optim.lr=1e-3", "optim.warmup_ratio=0.0", "trainer.eval_every=30")
+    run(cfg)
+    losses = [m["train/loss"] for _, m in recorder.metrics if "train/loss" in m]
+    assert len(losses) == 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.9 * first, (first, last)
+    assert recorder.status == "FINISHED"
+    assert recorder.params["loss.name"] == loss and recorder.params["student.layer_map"] == "2,4"
+
+
+def test_teacher_finetune_uses_the_same_loop_and_is_loadable_without_lad(tmp_path, tiny_glue):
+    from lad.pipeline import run
+
+    backbone = save_tiny_model(tmp_path / "backbone", num_layers=2)
+    target = tmp_path / "teachers" / "sst2"
+    cfg = compose("train_teacher", [
+        "task=sst2", "teacher=local", f"teacher.backbone={backbone}", f"teacher.path={target}",
+        f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
+        "mlflow=off", "trainer.progress=false", "trainer.max_steps=3", "optim.batch_size=16"])
+    run(cfg)
+    assert json.loads((target / "metrics.json").read_text())["task"] == "sst2"
+    code = ("import sys; from transformers import AutoModelForSequenceClassification as A, AutoTokenizer as T;"
+            f"m = A.from_pretrained({str(target)!r}); t = T.from_pretrained({str(target)!r});"
+            "ids = t('a fine movie')['input_ids']; assert len(ids) > 2 and m.config.num_labels == 2;"
+            "assert 'lad' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_finished_run_is_not_overwritten(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import run
+
+    run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=ce", "gate=none", "trainer.max_steps=2"))
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=ce", "gate=none", "trainer.max_steps=2"))
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+    run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=ce", "gate=none", "trainer.max_steps=3",
+                   "overwrite=true"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3
+
+
+# --------------------------------------------------------------------------- configs
+TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_train_teacher_composes_for_every_task(task):
+    from omegaconf import OmegaConf
+
+    from lad.data.tasks import TaskSpec
+
+    cfg = compose("train_teacher", [f"task={task}"])
+    OmegaConf.resolve(cfg)
+    assert TaskSpec.from_config(cfg.task).name == task
+    assert cfg.teacher.path.endswith(f"teachers/minilm_l6/{task}")
+
+
+def test_every_distil_group_option_composes():
+    from omegaconf import OmegaConf
+
+    groups = {g: sorted(p.stem for p in (REPO / "conf" / g).glob("*.yaml"))
+              for g in ("student", "gate", "loss", "teacher", "experiment")}
+    assert {"lad", "lad_reverse", "none", "mean", "attention"} <= set(groups["gate"])
+    assert {"lad", "kd", "pkd", "ce"} <= set(groups["loss"])
+    for group, options in groups.items():
+        for option in options:
+            overrides = [f"{group}={option}"]
+            if group == "teacher" and option in ("bert_base", "local"):
+                overrides.append("teacher.backbone=/x")
+            cfg = compose("distil", overrides)
+            OmegaConf.to_container(cfg.student, resolve=True)
+            assert cfg[group if group != "experiment" else "task"] is not None
+
+
+def test_paper_experiment_sets_reference_hparams():
+    cfg = compose("distil", ["experiment=paper_rte"])
+    assert (cfg.task.name, cfg.student.num_layers, cfg.optim.lr, cfg.optim.gate_lr) == ("rte", 6, 7e-4, 3e-5)
+    assert (cfg.trainer.epochs, cfg.loss.temperature, cfg.loss.hidden_weight) == (10, 10, 1000)
+
+
+def test_cli_composes_qnli_6layer():
+    out = subprocess.run([sys.executable, "distil.py", "--cfg", "job", "task=qnli", "student=6layer"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "name: qnli" in out.stdout and "num_layers: 6" in out.stdout
+
+
+def test_six_layer_student_of_twelve_layer_teacher_maps_even_layers(tmp_path, tiny_glue):
+    from lad.data.tasks import TaskSpec
+    from lad.pipeline import build_distillation
+
+    teacher = save_tiny_model(tmp_path / "t12", num_layers=12)
+    cfg = distil_cfg(tmp_path, teacher, tiny_glue, "student=6layer")
+    asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
+    assert asm.module.layer_map == [2, 4, 6, 8, 10, 12]
+    assert asm.extra_params["student.layer_map"] == "2,4,6,8,10,12"
