@@ -33,7 +33,6 @@ positions), so that configuration keeps the online teacher.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -375,8 +374,7 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
             arr.flush()
         if not np.all(np.isfinite(np.asarray(logits))):
             raise LADError("teacher cache: the teacher produced non-finite logits")
-        del logits, hidden, files
-        gc.collect()
+        del logits, hidden, files  # close the memory maps before hashing and renaming
         manifest = {
             "format": CACHE_FORMAT, "key": key, "dtype": dtype,
             "content": {"mode": need.mode, "layers": layers},
@@ -560,6 +558,5 @@ def attach_cache(cfg, module, train_feats, model_source, task, split: str = "tra
     if ccfg.get("release_teacher"):
         module.teacher = ReleasedTeacher(teacher.config)
         del teacher
-        gc.collect()
     log.info("teacher cache: serving %s from %s (%.1f s)", need.name, store.path, time.perf_counter() - t0)
     return cached

@@ -13,6 +13,7 @@ import torch
 
 from conftest import compose
 from lad import teacher_cache as tc
+from lad.errors import LADError
 
 
 def distil_cfg(tmp: Path, teacher: Path, glue: Path, *extra: str):
@@ -84,7 +85,9 @@ def test_cached_losses_match_the_online_teacher(tmp_path, tiny_teacher, tiny_glu
     assert isinstance(cached, tc.CachedTeacher) and module.teacher_outputs is cached
     assert cached.need.mode == mode
     assert isinstance(module.teacher, tc.ReleasedTeacher)  # weights dropped, config kept
-    assert module.teacher.config.num_hidden_layers == 4
+    assert module.teacher.config.num_hidden_layers == 4 and not list(module.teacher.parameters())
+    with pytest.raises(LADError, match="release_teacher"):
+        module._online_teacher(data[0])
     tol = 2e-2 if dtype == "bfloat16" else 3e-3
     for b, (t_logits, t_hidden), (loss_on, parts_on) in zip(data, online_out, online):
         c_logits, c_hidden = cached(b)
@@ -104,15 +107,12 @@ def test_cached_losses_match_the_online_teacher(tmp_path, tiny_teacher, tiny_glu
             assert parts_on["hidden"] == parts_on["pkd"] == 0.0
         else:
             assert parts_on["hidden" if loss == "lad" else "pkd"] > 0
-
-
-def test_gate_none_stores_only_the_mapped_layers(tmp_path, tiny_teacher, tiny_glue):
-    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=lad", "gate=none")
-    asm, task, feats = assemble(cfg)
-    cached = attach(cfg, asm, task, feats)
-    assert cached.store.layers == tuple(asm.module.layer_map) == (2, 4)
-    _, hidden = cached(batches(feats, n=1)[0])
-    assert [h is not None for h in hidden] == [False, True, False, True]
+    if gate == "none" and mode == "tokens":  # only the mapped layers are stored and served
+        assert cached.store.layers == tuple(module.layer_map) == (2, 4)
+        assert [h is not None for h in cached(data[0])[1]] == [False, True, False, True]
+        wrong = dict(data[0], index=data[0]["index"].flip(0))  # rows of other lengths
+        with pytest.raises(LADError, match="do not match the cached rows"):
+            cached(wrong)
 
 
 # --------------------------------------------------------------------------- build once, reuse
@@ -218,28 +218,6 @@ def test_corrupt_cache_is_rebuilt(tmp_path, tiny_teacher, tiny_glue, damage, cap
     for a, b in zip(got[1], expected[1]):
         torch.testing.assert_close(a, b)
     assert variant_dirs(cfg) == [path]
-
-
-def test_released_teacher_refuses_to_run(tmp_path, tiny_teacher, tiny_glue):
-    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=kd", "gate=none")
-    asm, task, feats = assemble(cfg)
-    attach(cfg, asm, task, feats)
-    assert not list(asm.module.teacher.parameters())
-    with pytest.raises(Exception, match="release_teacher"):
-        asm.module._online_teacher(batches(feats, n=1)[0])
-
-
-def test_mismatched_index_is_an_error(tmp_path, tiny_teacher, tiny_glue):
-    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate=none")
-    asm, task, feats = assemble(cfg)
-    cached = attach(cfg, asm, task, feats)
-    batch = batches(feats, n=1)[0]
-    lengths = np.asarray(feats.lengths)[batch["index"].numpy()]
-    other = int(np.flatnonzero(np.asarray(feats.lengths) != lengths[0])[0])
-    batch["index"] = batch["index"].clone()
-    batch["index"][0] = other
-    with pytest.raises(Exception, match="do not match the cached rows"):
-        cached(batch)
 
 
 # --------------------------------------------------------------------------- end to end

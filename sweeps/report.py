@@ -1,0 +1,608 @@
+"""Results page from the recorded runs: docs/results.md, results/summary.csv and docs/img/*.png.
+
+    python sweeps/report.py                          # from MLflow (sqlite:///mlruns.db)
+    python sweeps/report.py --source export          # from results/runs.jsonl (same output)
+    python sweeps/report.py --tracking-uri sqlite:////tmp/abl/mlruns.db --out /tmp/abl/results.md \
+        --csv /tmp/abl/summary.csv
+
+Every number comes from FINISHED runs (the records of sweeps/export.py). Output is deterministic:
+rows are sorted, floats have fixed formats, nothing depends on the time or on the source.
+
+Tables: one per (task, teacher, budget) over top-level distil runs (Optuna sweep children, which
+carry ``mlflow.parentRunId``, go to the sweep section instead). A cell (method, student, seed) seen
+twice keeps its latest run. Scores are the best dev value of the task's main metric, x100; "± std"
+is the sample standard deviation over seeds. "% of teacher" divides by the best dev score of the
+task's latest FINISHED teacher run (the one whose ``teacher.path`` the students used, when known).
+The cross-task summary and the targets use each task's primary table: the one with the most
+method/student rows (then the most runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import re
+import statistics
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export  # noqa: E402
+
+GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+METHOD_ORDER = ["lad", "lad_reverse", "mean", "attention", "lad-nogate", "pkd", "kd", "ce"]
+TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
+TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_TASKS
+TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
+TARGET_STUDENT = "3layer"
+DEFAULT_TEACHER = "minilm_l6"
+# overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
+MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
+           "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",
+           "overwrite=", "mlflow.", "paths.", "hydra.", "device=", "trainer.num_threads=")
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class Row:
+    method: str
+    student: str
+    num_layers: int
+    scores: dict[int, float]               # seed -> best dev main metric
+    student_params: int | None
+    throughput: float | None               # mean train examples / s
+    pct_teacher: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores[s] for s in sorted(self.scores))
+
+    @property
+    def std(self) -> float | None:
+        values = [self.scores[s] for s in sorted(self.scores)]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class Table:
+    task: str
+    teacher: str
+    budget: str
+    budget_args: list[str]
+    main_metric: str
+    rows: list[Row]
+    teacher_score: float | None
+    teacher_params: int | None
+    extras: list[str]                      # extra overrides shared by every run
+    mixed_extras: bool
+    n_runs: int
+    primary: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (task_rank(self.task), self.teacher, self.budget)
+
+    @property
+    def slug(self) -> str:
+        text = f"{self.task}-{self.teacher}-{self.budget}"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(", ", "-"))
+
+    def row(self, method: str, student: str) -> Row | None:
+        return next((r for r in self.rows if (r.method, r.student) == (method, student)), None)
+
+
+@dataclass
+class SweepGroup:
+    task: str
+    label: str
+    main_metric: str
+    trials: list[tuple[float, dict]]       # (score, params)
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    sweeps: list[SweepGroup] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- helpers
+def task_rank(task: str) -> tuple:
+    return (GLUE_ORDER.index(task), task) if task in GLUE_ORDER else (len(GLUE_ORDER), task)
+
+
+def method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method), method) if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def to_int(value, default: int | None = None) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def to_float(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def budget_of(params: dict) -> tuple[str, list[str]]:
+    """Readable budget label and the matching ``sweeps/ablation.py`` arguments."""
+    steps = to_int(params.get("trainer.max_steps"), -1)
+    if steps is not None and steps > 0:
+        label, args = f"max_steps={steps}", [f"budget.max_steps={steps}"]
+    else:
+        epochs = params.get("trainer.epochs", "?")
+        label, args = f"epochs={epochs}", [f"budget.epochs={epochs}"]
+    samples = params.get("data.max_train_samples", "None")
+    if samples not in (None, "None", "null"):
+        label += f", train={samples}"
+        args.append(f"budget.max_train_samples={samples}")
+    else:
+        label += ", train=full"
+    return label, args
+
+
+def extras_of(record: dict) -> tuple[str, ...]:
+    overrides = str(record.get("tags", {}).get("lad.overrides", "")).split()
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith(MANAGED))
+
+
+def score_of(record: dict) -> float | None:
+    metric = record.get("main_metric")
+    return to_float(record.get("metrics", {}).get(f"best/{metric}")) if metric else None
+
+
+def latest(records: list[dict]) -> dict:
+    return max(records, key=lambda r: (str(r.get("start_time") or ""), str(r.get("run_id"))))
+
+
+def is_sweep_child(record: dict) -> bool:
+    return bool(record.get("tags", {}).get("mlflow.parentRunId"))
+
+
+def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
+    """Latest teacher run, preferring the teacher.path most of the students were distilled from."""
+    if not teachers:
+        return None
+    for path, _ in sorted(paths.items(), key=lambda kv: (-kv[1], kv[0])):
+        same = [t for t in teachers if t.get("params", {}).get("teacher.path") == path]
+        if same:
+            return latest(same)
+    return latest(teachers)
+
+
+# ----------------------------------------------------------------------------- building
+def build_report(records: list[dict]) -> Report:
+    """Tables, primary flags and sweep groups from export records (any order)."""
+    records = [r for r in records if r.get("status", "FINISHED") == "FINISHED"]
+    teachers = defaultdict(list)
+    for r in records:
+        if r.get("entry") == "train_teacher" and score_of(r) is not None and not is_sweep_child(r):
+            teachers[(r["task"], r.get("teacher") or "")].append(r)
+    groups = defaultdict(list)
+    sweep_groups = defaultdict(list)
+    for r in records:
+        if r.get("entry") != "distil" or score_of(r) is None or not r.get("student"):
+            continue
+        if is_sweep_child(r):
+            sweep_groups[(r["task"], f"{r['method']}/{r['student']}")].append(r)
+            continue
+        budget, _ = budget_of(r.get("params", {}))
+        groups[(r["task"], r.get("teacher") or "", budget)].append(r)
+    tables = [make_table(task, teacher, budget, runs, teachers.get((task, teacher), []))
+              for (task, teacher, budget), runs in groups.items()]
+    tables.sort(key=lambda t: t.key)
+    by_task = defaultdict(list)
+    for t in tables:
+        by_task[t.task].append(t)
+    for task_tables in by_task.values():
+        ranked = sorted(task_tables, key=lambda t: (-len(t.rows), -t.n_runs, t.teacher != DEFAULT_TEACHER,
+                                                    t.teacher, t.budget))
+        ranked[0].primary = True
+    sweeps = [SweepGroup(task, label, runs[0].get("main_metric") or "",
+                         sorted(((score_of(r), r.get("params", {})) for r in runs),
+                                key=lambda sp: (-sp[0], sorted(sp[1].items()))))
+              for (task, label), runs in sweep_groups.items()]
+    sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
+    return Report(tables, sweeps)
+
+
+def make_table(task: str, teacher: str, budget: str, runs: list[dict], teacher_runs: list[dict]) -> Table:
+    cells = defaultdict(list)
+    for r in runs:
+        cells[(r["method"], r["student"], r.get("seed"))].append(r)
+    chosen = [latest(v) for _, v in sorted(cells.items(), key=lambda kv: str(kv[0]))]
+    by_row = defaultdict(list)
+    for r in chosen:
+        by_row[(r["method"], r["student"])].append(r)
+    t_run = pick_teacher(teacher_runs, Counter(r.get("params", {}).get("teacher.path") for r in chosen))
+    t_score = score_of(t_run) if t_run else None
+    rows = []
+    for (method, student), rs in by_row.items():
+        params = Counter(to_int(r.get("params", {}).get("student.params")) for r in rs)
+        speeds = [to_float(r.get("metrics", {}).get("train_examples_per_s")) for r in rs]
+        speeds = [s for s in speeds if s is not None]
+        row = Row(method, student, to_int(rs[0].get("params", {}).get("student.num_layers"), 0) or 0,
+                  {r.get("seed") if r.get("seed") is not None else -1: score_of(r) for r in rs},
+                  max(params, key=lambda p: (params[p], p or 0)),
+                  statistics.fmean(speeds) if speeds else None)
+        if t_score:
+            row.pct_teacher = 100.0 * row.mean / t_score
+        rows.append(row)
+    rows.sort(key=lambda r: (r.num_layers, r.student, method_rank(r.method)))
+    extras = {extras_of(r) for r in chosen}
+    t_params = Counter(to_int(r.get("params", {}).get("teacher.params")) for r in chosen)
+    return Table(task=task, teacher=teacher, budget=budget, budget_args=budget_of(chosen[0].get("params", {}))[1],
+                 main_metric=str(chosen[0].get("main_metric")), rows=rows, teacher_score=t_score,
+                 teacher_params=max(t_params, key=lambda p: (t_params[p], p or 0)),
+                 extras=list(sorted(extras)[0]) if len(extras) == 1 else [], mixed_extras=len(extras) > 1,
+                 n_runs=len(chosen))
+
+
+# ----------------------------------------------------------------------------- summary, targets
+def primary_tables(report: Report) -> dict[str, Table]:
+    return {t.task: t for t in report.tables if t.primary}
+
+
+def summary_grid(report: Report) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Tasks (columns), method/student rows, and the tasks every row is present in."""
+    prim = primary_tables(report)
+    tasks = sorted(prim, key=task_rank)
+    keys = {(r.method, r.student, r.num_layers) for t in prim.values() for r in t.rows}
+    rows = [(m, s) for m, s, _ in sorted(keys, key=lambda k: (k[2], k[1], method_rank(k[0])))]
+    complete = [t for t in tasks if all(prim[t].row(m, s) is not None for m, s in rows)]
+    return tasks, rows, complete
+
+
+@dataclass
+class TargetResult:
+    name: str
+    status: str        # met | not met | not enough data
+    detail: str
+
+
+def target_ratio(report: Report) -> TargetResult:
+    prim = primary_tables(report)
+    name = (f"3-layer LAD student ≥ {TARGET_RATIO:g}% of teacher, average over the five tasks "
+            f"({', '.join(TARGET_TASKS)})")
+    pcts, missing = {}, []
+    for task in TARGET_TASKS:
+        row = prim[task].row("lad", TARGET_STUDENT) if task in prim else None
+        if row is None or row.pct_teacher is None:
+            missing.append(task)
+        else:
+            pcts[task] = row.pct_teacher
+    per_task = ", ".join(f"{t} {pcts[t]:.2f}%" for t in TARGET_TASKS if t in pcts)
+    if missing:
+        return TargetResult(name, "not enough data",
+                            f"no lad/{TARGET_STUDENT} run or teacher run for: {', '.join(missing)}"
+                            + (f" (have: {per_task})" if per_task else ""))
+    avg = statistics.fmean(pcts[t] for t in TARGET_TASKS)
+    status = "met" if avg >= TARGET_RATIO else "not met"
+    return TargetResult(name, status, f"average {avg:.2f}% ({per_task})")
+
+
+def target_wins(report: Report) -> TargetResult:
+    prim = primary_tables(report)
+    name = (f"LAD ≥ kd and ≥ pkd ({TARGET_STUDENT} students) on ≥ {TARGET_WINS} of "
+            f"{len(TARGET_TASKS)} tasks ({', '.join(TARGET_TASKS)})")
+    wins, losses, undecided = [], [], []
+    for task in TARGET_TASKS:
+        t = prim.get(task)
+        rows = [t.row(m, TARGET_STUDENT) if t else None for m in ("lad", "kd", "pkd")]
+        if any(r is None for r in rows):
+            undecided.append(task)
+        elif rows[0].mean >= rows[1].mean and rows[0].mean >= rows[2].mean:
+            wins.append(task)
+        else:
+            losses.append(task)
+    detail = (f"wins: {', '.join(wins) or 'none'}; losses: {', '.join(losses) or 'none'}; "
+              f"missing lad/kd/pkd: {', '.join(undecided) or 'none'}")
+    if len(wins) >= TARGET_WINS:
+        return TargetResult(name, "met", detail)
+    if len(wins) + len(undecided) < TARGET_WINS:
+        return TargetResult(name, "not met", detail)
+    return TargetResult(name, "not enough data", detail)
+
+
+# ----------------------------------------------------------------------------- rendering
+def pct(score: float | None) -> str:
+    return "–" if score is None else f"{100.0 * score:.2f}"
+
+
+def mean_std(row: Row) -> str:
+    return f"{100.0 * row.mean:.2f}" + ("" if row.std is None else f" ± {100.0 * row.std:.2f}")
+
+
+def fmt_params(n: int | None) -> str:
+    return "–" if not n else f"{n / 1e6:.1f}M"
+
+
+def quote(arg: str) -> str:
+    return f"'{arg}'" if re.search(r"[\[\]{}*?\"'\s,]", arg) else arg
+
+
+def ablation_command(table: Table) -> str:
+    methods = list(dict.fromkeys(r.method for r in sorted(table.rows, key=lambda r: method_rank(r.method))))
+    students = list(dict.fromkeys(r.student for r in table.rows))
+    seeds = sorted({s for r in table.rows for s in r.scores})
+    args = [f"task={table.task}", f"methods=[{','.join(methods)}]", f"students=[{','.join(students)}]",
+            f"seeds=[{','.join(map(str, seeds))}]", *table.budget_args]
+    if table.extras:
+        args.append("extra=[" + ",".join(f'"{e}"' for e in table.extras) + "]")
+    return "python sweeps/ablation.py " + " ".join(quote(a) for a in args)
+
+
+def teacher_command(table: Table) -> str:
+    extra = f" --teacher {table.teacher}" if table.teacher and table.teacher != DEFAULT_TEACHER else ""
+    return f"python sweeps/teachers.py --tasks {table.task}{extra}"
+
+
+def render_table(table: Table, image: str | None) -> list[str]:
+    metric = table.main_metric
+    lines = [f"### {table.task.upper()} — teacher {table.teacher}, {table.budget}"
+             + (" (primary)" if table.primary else ""), ""]
+    lines += [f"| method | student | params | n | dev {metric} (mean ± std) | % of teacher |",
+              "|---|---|---:|---:|---:|---:|"]
+    if table.teacher_score is not None:
+        lines.append(f"| teacher | {table.teacher} | {fmt_params(table.teacher_params)} | 1 | "
+                     f"{pct(table.teacher_score)} | 100.00 |")
+    for r in table.rows:
+        rel = "–" if r.pct_teacher is None else f"{r.pct_teacher:.2f}"
+        lines.append(f"| {r.method} | {r.student} | {fmt_params(r.student_params)} | {r.n} | "
+                     f"{mean_std(r)} | {rel} |")
+    lines.append("")
+    if table.teacher_score is None:
+        lines += [f"No FINISHED teacher run for {table.task} in the records: % of teacher is not available.", ""]
+    if table.mixed_extras:
+        lines += ["Note: the runs of this table were made with different extra overrides.", ""]
+    lines += ["Reproduce:", "", "```bash", teacher_command(table), ablation_command(table),
+              "python sweeps/export.py && python sweeps/report.py", "```", ""]
+    if image:
+        lines += [f"![{table.task} {table.budget}]({image})", ""]
+    return lines
+
+
+def render_summary(report: Report) -> list[str]:
+    prim = primary_tables(report)
+    tasks, rows, complete = summary_grid(report)
+    lines = ["## Cross-task summary", "",
+             "Mean best dev score (x100) of each task's primary table. Averages are over the tasks "
+             "where every method/student below is present: "
+             + (", ".join(complete) if complete else "none") + ".", ""]
+    head = ["method", "student", *tasks, "avg", "avg % of teacher"]
+    lines += ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for method, student in rows:
+        cells = []
+        for task in tasks:
+            row = prim[task].row(method, student)
+            cells.append("–" if row is None else f"{100.0 * row.mean:.2f}")
+        if complete:
+            avg = f"{100.0 * statistics.fmean(prim[t].row(method, student).mean for t in complete):.2f}"
+            rel = [prim[t].row(method, student).pct_teacher for t in complete]
+            avg_rel = "–" if any(v is None for v in rel) else f"{statistics.fmean(rel):.2f}"
+        else:
+            avg, avg_rel = "–", "–"
+        lines.append("| " + " | ".join([method, student, *cells, avg, avg_rel]) + " |")
+    lines.append("")
+    return lines
+
+
+def render_targets(report: Report) -> list[str]:
+    lines = ["## Targets", ""]
+    for res in (target_ratio(report), target_wins(report)):
+        lines.append(f"- **{res.status}** — {res.name}: {res.detail}.")
+    lines.append("")
+    return lines
+
+
+def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
+    if not report.sweeps:
+        return []
+    lines = ["## Hyper-parameter sweeps", "",
+             "Optuna sweep trials (runs with a parent sweep run); best trial per task and method/student.", "",
+             "| task | method/student | trials | best dev | T | soft weight | μ (hidden weight) | lr | gate lr |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for g in report.sweeps:
+        score, params = g.trials[0]
+        lines.append(f"| {g.task} | {g.label} | {len(g.trials)} | {pct(score)} | "
+                     + " | ".join(params.get(k, "–") for k in ("loss.temperature", "loss.soft_weight",
+                                                               "loss.hidden_weight", "optim.lr", "optim.gate_lr"))
+                     + " |")
+    lines.append("")
+    for task in sorted({g.task for g in report.sweeps}, key=task_rank):
+        if task in image_for:
+            lines += [f"![{task} sweep]({image_for[task]})", ""]
+    return lines
+
+
+def render_markdown(report: Report, images: dict[str, str]) -> str:
+    lines = ["# Results", "",
+             "Generated by `python sweeps/report.py` from the recorded runs (MLflow or "
+             "`results/runs.jsonl`); do not edit by hand.", "",
+             "Scores: best dev value of each task's main metric during training, x100, mean ± sample "
+             "std over seeds (n = seeds). % of teacher: student mean / the task's fine-tuned teacher.", ""]
+    if not report.tables:
+        lines += ["No FINISHED distillation runs recorded yet.", ""]
+    lines += render_targets(report)
+    if report.tables:
+        lines += render_summary(report)
+        lines += ["## Per-task results", ""]
+        for table in report.tables:
+            lines += render_table(table, images.get(f"table:{table.slug}"))
+    lines += render_sweeps(report, {k[len("sweep:"):]: v for k, v in images.items() if k.startswith("sweep:")})
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_csv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["task", "teacher", "budget", "primary", "main_metric", "method", "student", "n", "seeds",
+                "mean", "std", "student_params", "teacher_score", "pct_of_teacher"])
+
+    def f6(x):
+        return "" if x is None else f"{x:.6f}"
+
+    for t in report.tables:
+        for r in t.rows:
+            w.writerow([t.task, t.teacher, t.budget, int(t.primary), t.main_metric, r.method, r.student, r.n,
+                        " ".join(map(str, sorted(r.scores))), f6(r.mean), f6(r.std), r.student_params or "",
+                        f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}"])
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- plots
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+
+
+def plot_table(table: Table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    students = list(dict.fromkeys(r.student for r in table.rows))
+    methods = sorted({r.method for r in table.rows}, key=method_rank)
+    width = 0.8 / max(1, len(students))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(methods) + 2), 3.6))
+    for i, student in enumerate(students):
+        xs, ys, es = [], [], []
+        for j, method in enumerate(methods):
+            row = table.row(method, student)
+            if row is not None:
+                xs.append(j + (i - (len(students) - 1) / 2) * width)
+                ys.append(100.0 * row.mean)
+                es.append(100.0 * (row.std or 0.0))
+        ax.bar(xs, ys, width, yerr=es, capsize=3, label=student)
+    if table.teacher_score is not None:
+        ax.axhline(100.0 * table.teacher_score, color="k", linestyle="--", linewidth=1, label="teacher")
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel(f"dev {table.main_metric} (x100)")
+    ax.set_title(f"{table.task} — {table.budget}")
+    values = [100.0 * r.mean for r in table.rows] + ([100.0 * table.teacher_score] if table.teacher_score else [])
+    low = min(values) - 10
+    ax.set_ylim(max(low, 0.0) if min(values) >= 0 else low, max(values) + 5)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_sweeps(groups: list[SweepGroup], path: Path) -> bool:
+    """Dev score vs temperature and vs μ for one task's sweep trials; False when nothing varies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_keys = [("loss.temperature", "temperature T", False), ("loss.hidden_weight", "μ (hidden weight)", True)]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    drawn = False
+    for ax, (key, name, log) in zip(axes, axes_keys):
+        for g in groups:
+            pts = [(to_float(p.get(key)), 100.0 * s) for s, p in g.trials if to_float(p.get(key)) is not None]
+            if len({x for x, _ in pts}) > 1:
+                ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, label=g.label)
+                drawn = True
+        if log and any(c.get_offsets().size for c in ax.collections):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"dev {groups[0].main_metric} (x100)")
+        if ax.collections:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{groups[0].task}: sweep trials")
+    fig.tight_layout()
+    if drawn:
+        _save(fig, path)
+    plt.close(fig)
+    return drawn
+
+
+def make_plots(report: Report, img_dir: Path, rel_prefix: str) -> dict[str, str]:
+    images = {}
+    for table in report.tables:
+        name = f"results-{table.slug}.png"
+        plot_table(table, img_dir / name)
+        images[f"table:{table.slug}"] = f"{rel_prefix}/{name}"
+    by_task = defaultdict(list)
+    for g in report.sweeps:
+        by_task[g.task].append(g)
+    for task, groups in by_task.items():
+        name = f"sweep-{task}.png"
+        if plot_sweeps(groups, img_dir / name):
+            images[f"sweep:{task}"] = f"{rel_prefix}/{name}"
+    return images
+
+
+# ----------------------------------------------------------------------------- entry point
+def load_records(source: str, tracking_uri: str, export_path: Path) -> list[dict]:
+    if source == "export":
+        from lad.errors import LADError
+
+        if not Path(export_path).is_file():
+            raise LADError(f"no export at {export_path} (run python sweeps/export.py)")
+        return read_export(export_path)
+    return load_mlflow_records(absolute_uri(tracking_uri))
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def generate(records: list[dict], out: Path, csv_path: Path, img_dir: Path | None, plots: bool = True) -> Report:
+    report = build_report(records)
+    images = {}
+    if plots:
+        img_dir = img_dir or out.parent / "img"
+        rel = Path(os.path.relpath(img_dir, out.parent)).as_posix()
+        images = make_plots(report, img_dir, rel)
+    write_text(out, render_markdown(report, images))
+    write_text(csv_path, render_csv(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=["mlflow", "export"], default="mlflow")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
+    parser.add_argument("--export", type=Path, default=DEFAULT_EXPORT, help="export file for --source export")
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--csv", type=Path, default=Path("results/summary.csv"))
+    parser.add_argument("--img-dir", type=Path, default=None, help="default: img/ next to --out")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    from lad.errors import LADError
+
+    try:
+        records = load_records(args.source, args.tracking_uri, args.export)
+    except LADError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = generate(records, args.out, args.csv, args.img_dir, plots=not args.no_plots)
+    print(f"[report] {len(records)} runs, {len(report.tables)} tables -> {args.out}, {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Bad-input matrix: each user mistake ends the real entry point with ONE clear error line.
+
+Every case runs ``distil.py`` / ``train_teacher.py`` as a subprocess (the way users run them) and
+checks: exit status != 0, no traceback (unless ``HYDRA_FULL_ERROR=1``), one ``error: ...`` line on
+stderr matching the case's pattern (Hydra's own message for unknown config options), and that
+nothing was written or overwritten (the run dir holds at most Hydra's ``.hydra/`` and log file;
+a pre-existing run dir is byte-identical). The error must come before training: every command
+caps training at 2 steps, so a check that fired too late would show as a successful exit.
+
+``CASES`` is also the source of docs/troubleshooting.md (``python scripts/troubleshooting.py``):
+keep ``symptom`` (what the user sees), ``cause`` and ``fix`` readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pytest
+
+from conftest import REPO, save_tiny_model
+
+SUBPROCESS_TIMEOUT = 180
+# Hydra writes these into the run dir before our code runs; they are not outputs of a run.
+HYDRA_BOOKKEEPING = (".hydra",)
+
+
+class Sandbox:
+    """Scratch space of one case: good tiny inputs, plus helpers that break exactly one thing."""
+
+    def __init__(self, root: Path, glue: Path, teacher: Path, small_vocab_teacher: Path):
+        self.root = root
+        self.glue = glue                      # valid SST-2-format data (shared, never modified)
+        self.teacher = teacher                # valid 4-layer SST-2 teacher (shared, never modified)
+        self.small_vocab_teacher = small_vocab_teacher
+        self.run_dir = root / "run"           # hydra.run.dir = the run's output_dir
+        self.teacher_out = root / "teacher_out"
+
+    # ---- command lines -------------------------------------------------------------
+    def _common(self, data_dir: Path | str | None) -> list[str]:
+        return [
+            "mlflow=off", f"paths.output_root={self.root / 'outputs'}", f"hydra.run.dir={self.run_dir}",
+            f"data.data_dir={data_dir or self.glue}", f"data.cache_dir={self.root / 'cache'}",
+            "device=cpu", "trainer.progress=false", "trainer.num_threads=1", "trainer.max_steps=2",
+            "trainer.predict_test=false", "optim.batch_size=8",
+        ]
+
+    def distil(self, *extra: str, data: Path | str | None = None, teacher: Path | str | None = None,
+               task: str = "sst2") -> list[str]:
+        return ["distil.py", f"task={task}", "teacher=local", f"teacher.path={teacher or self.teacher}",
+                "student=2layer", *self._common(data), *extra]
+
+    def train_teacher(self, *extra: str, data: Path | str | None = None, backbone: Path | str | None = None,
+                      task: str = "sst2") -> list[str]:
+        backbone_arg = [] if backbone == "" else [f"teacher.backbone={backbone or self.teacher}"]
+        return ["train_teacher.py", f"task={task}", "teacher=local", *backbone_arg,
+                f"teacher.path={self.teacher_out}", *self._common(data), *extra]
+
+    # ---- broken inputs -------------------------------------------------------------
+    def glue_with(self, name: str, text: str | None) -> Path:
+        """A copy of the good data where SST-2/<name> has ``text`` (None: the file is deleted)."""
+        glue = self.root / "glue"
+        if not glue.exists():
+            shutil.copytree(self.glue, glue)
+        target = glue / "SST-2" / name
+        if text is None:
+            target.unlink()
+        else:
+            target.write_text(text)
+        return glue
+
+    def stsb_glue(self, rows: list[str]) -> Path:
+        task_dir = self.root / "glue_stsb" / "STS-B"
+        task_dir.mkdir(parents=True)
+        header = "index\tsentence1\tsentence2\tscore"
+        for split in ("train", "dev"):
+            (task_dir / f"{split}.tsv").write_text("\n".join([header, *rows]) + "\n")
+        return task_dir.parent
+
+    def not_a_model(self, with_config: bool = False) -> Path:
+        path = self.root / "not_a_model"
+        path.mkdir()
+        (path / "README.txt").write_text("notes, not a model\n")
+        if with_config:
+            shutil.copy(self.teacher / "config.json", path / "config.json")
+        return path
+
+    def existing_run(self, finished: bool, corrupt: bool = False) -> None:
+        """A previous run in the run dir: finished (metrics.json) or interrupted (checkpoints only)."""
+        ckpt = self.run_dir / "checkpoints" / "step-5"
+        ckpt.mkdir(parents=True)
+        (ckpt / "weights.safetensors").write_bytes(b"\0" * 64)
+        (ckpt / "state.pt").write_bytes(b"\1" * 64)
+        digest = "0" * 64 if corrupt else hashlib.sha256(b"\0" * 64).hexdigest()
+        (ckpt / "checksums.json").write_text(json.dumps({"weights.safetensors": digest, "state.pt": digest}))
+        if finished:
+            (self.run_dir / "model").mkdir()
+            (self.run_dir / "model" / "model.safetensors").write_bytes(b"weights of the finished run")
+            (self.run_dir / "metrics.json").write_text('{"best": {"accuracy": 0.9}}')
+            (self.run_dir / "config.yaml").write_text("seed: 42\n")
+
+    def optuna_plugin(self) -> None:
+        if not (REPO / "hydra_plugins" / "lad_optuna_sweeper").is_dir():
+            pytest.skip("the lad_optuna sweeper plugin is not in hydra_plugins/ yet")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Case(NamedTuple):
+    id: str
+    argv: Callable[[Sandbox], list[str]]  # builds the command (script + overrides), preparing bad inputs
+    expect: str                           # regex the error line must match
+    symptom: str                          # the message as users see it (docs; must match ``expect``)
+    cause: str
+    fix: str
+    hydra: bool = False                   # Hydra's own message (no "error:" prefix)
+    known_defect: str | None = None       # xfail(strict) until fixed: why "nothing written" fails today
+    max_seconds: float | None = None
+
+
+STSB_ROW = "0\tA man is playing a flute.\tA man plays a flute.\t{}"
+
+CASES: list[Case] = [
+    # ---- config groups and keys (Hydra reports these itself)
+    Case("unknown_task", lambda s: s.distil("task=nope"),
+         r"Could not find 'task/nope'", "Could not find 'task/nope' (followed by the available options)",
+         "No conf/task/nope.yaml: task names are lower-case GLUE ids.",
+         "Use one of the listed options, e.g. task=rte, task=sst2, task=mnli.", hydra=True),
+    Case("unknown_group_option", lambda s: s.distil("student=7layer"),
+         r"Could not find 'student/7layer'", "Could not find 'student/7layer'",
+         "The config group has no such option (conf/student/7layer.yaml does not exist).",
+         "Pick a listed option (student=2layer|3layer|4layer|6layer) or add a yaml file to the group.",
+         hydra=True),
+    Case("unknown_key", lambda s: s.distil("optim.lrr=1e-4"),
+         r"Key 'lrr' is not in struct", "Could not override 'optim.lrr'. ... Key 'lrr' is not in struct",
+         "A typo in a config key; Hydra only accepts keys that exist.",
+         "Fix the spelling (see conf/<group>/*.yaml), or use +key=value to add a new key on purpose.",
+         hydra=True),
+    Case("missing_required_value", lambda s: s.train_teacher(backbone=""),
+         r"^error: teacher\.backbone is required here but not set",
+         "error: teacher.backbone is required here but not set: pass teacher.backbone=<value> on the command line",
+         "teacher=local / teacher=bert_base have no default backbone (???).",
+         "Pass teacher.backbone=/path/to/pretrained/model."),
+    # ---- data
+    Case("data_dir_missing", lambda s: s.distil(data=s.root / "nope"),
+         r"^error: GLUE data directory not found: \S+",
+         "error: GLUE data directory not found: /path/nope",
+         "data.data_dir does not exist (data.data_dir=auto looks for ../shared/glue, then data/glue).",
+         "Point data.data_dir at the folder that holds the GLUE task folders (SST-2/, RTE/, ...)."),
+    Case("task_folder_missing", lambda s: s.distil(task="rte"),
+         r"^error: .*: GLUE task folder 'RTE' not found",
+         "error: <data_dir>/RTE: GLUE task folder 'RTE' not found",
+         "The data dir exists but has no folder for this task (names as in the GLUE download).",
+         "Download/unpack the task into <data_dir>/RTE (GLUE layout) or fix data.data_dir."),
+    Case("tsv_missing", lambda s: s.distil(data=s.glue_with("dev.tsv", None)),
+         r"^error: .*SST-2/dev\.tsv: file not found \(task 'sst2', split 'dev'\)",
+         "error: <data_dir>/SST-2/dev.tsv: file not found (task 'sst2', split 'dev')",
+         "A split file named in conf/task/<task>.yaml (splits:) is missing.",
+         "Restore the file from the GLUE download (or fix the file name under splits:)."),
+    Case("tsv_empty", lambda s: s.distil(data=s.glue_with("train.tsv", "")),
+         r"^error: .*SST-2/train\.tsv:1: empty file", "error: <data_dir>/SST-2/train.tsv:1: empty file",
+         "The TSV file has no content (interrupted download or copy).",
+         "Re-download the task's files."),
+    Case("tsv_header_only", lambda s: s.distil(data=s.glue_with("train.tsv", "sentence\tlabel\n")),
+         r"^error: .*SST-2/train\.tsv:\d+: no data rows", "error: <data_dir>/SST-2/train.tsv:1: no data rows",
+         "The TSV file holds only its header line.",
+         "Re-download the task's files."),
+    Case("wrong_column_count",
+         lambda s: s.distil(data=s.glue_with("train.tsv", "sentence\tlabel\ngood film\t1\nbad\tfilm\t0\n")),
+         r"^error: .*SST-2/train\.tsv:3: expected 2 tab-separated columns, found 3",
+         "error: <data_dir>/SST-2/train.tsv:3: expected 2 tab-separated columns, found 3",
+         "A row has more or fewer tab-separated fields than the header (stray tab, or a file of another task).",
+         "Fix the named line (texts must not contain tabs) or re-download the file."),
+    Case("label_not_in_label_set",
+         lambda s: s.distil(data=s.glue_with("train.tsv", "sentence\tlabel\ngood film\t1\nbad film\t2\n")),
+         r"^error: .*SST-2/train\.tsv:3: label '2' not in label set \[0, 1\]",
+         "error: <data_dir>/SST-2/train.tsv:3: label '2' not in label set [0, 1]",
+         "A label that the task config (conf/task/<task>.yaml, labels:) does not list.",
+         "Fix the named line, or check that task= matches the data (e.g. MNLI labels in an RTE file)."),
+    Case("stsb_non_numeric_score",
+         lambda s: s.train_teacher(task="stsb", data=s.stsb_glue([STSB_ROW.format("4.2"), STSB_ROW.format("high")])),
+         r"^error: .*STS-B/train\.tsv:3: non-numeric score 'high'",
+         "error: <data_dir>/STS-B/train.tsv:3: non-numeric score 'high'",
+         "STS-B is a regression task: every score must be a number in [0, 5].",
+         "Fix the named line (e.g. 3.8), or re-download STS-B."),
+    # ---- teacher / backbone / student
+    Case("teacher_dir_missing", lambda s: s.distil(teacher=s.root / "no_teacher"),
+         r"^error: teacher\.path \S+ does not exist: fine-tune one first",
+         "error: teacher.path <dir> does not exist: fine-tune one first (python train_teacher.py task=... "
+         "teacher=local) or set teacher.path",
+         "distil.py needs a fine-tuned teacher; none was trained for this task/teacher yet.",
+         "Run train_teacher.py for the same task and teacher first, or point teacher.path at a fine-tuned model."),
+    Case("teacher_not_a_model", lambda s: s.distil(teacher=s.not_a_model()),
+         r"^error: teacher\.path \S+ is not a model directory \(no config\.json\)",
+         "error: teacher.path <dir> is not a model directory (no config.json)",
+         "teacher.path points at a folder that is not a saved Hugging Face model.",
+         "Point teacher.path at the folder train_teacher.py wrote (config.json, model.safetensors, tokenizer)."),
+    Case("teacher_without_weights", lambda s: s.distil(teacher=s.not_a_model(with_config=True)),
+         r"^error: teacher\.path \S+ has no weights",
+         "error: teacher.path <dir> has no weights (*.safetensors)",
+         "The model folder has a config.json but no weight file (incomplete copy).",
+         "Copy the whole model folder, or fine-tune the teacher again."),
+    Case("teacher_num_labels_mismatch", lambda s: s.distil(task="mnli"),
+         r"^error: teacher .* has 2 labels but task mnli needs 3: was it fine-tuned on another task\?",
+         "error: teacher <dir> has 2 labels but task mnli needs 3: was it fine-tuned on another task?",
+         "The teacher's classifier head does not fit the task (a teacher fine-tuned on another task).",
+         "Use the teacher fine-tuned on this task (teacher.path=.../<task>), or fine-tune one."),
+    Case("teacher_tokenizer_vocab_mismatch", lambda s: s.distil(teacher=s.small_vocab_teacher),
+         r"^error: teacher .*: its tokenizer has 30522 tokens but the model's vocab_size is 100",
+         "error: teacher <dir>: its tokenizer has 30522 tokens but the model's vocab_size is 100: "
+         "tokenizer and weights do not belong together",
+         "The tokenizer saved next to the weights comes from another model; its ids would index past "
+         "the embedding table (the student inherits the teacher's vocabulary).",
+         "Save the model's own tokenizer into the folder (tokenizer.save_pretrained(model_dir))."),
+    Case("backbone_tokenizer_vocab_mismatch", lambda s: s.train_teacher(backbone=s.small_vocab_teacher),
+         r"^error: teacher\.backbone .*: its tokenizer has 30522 tokens but the model's vocab_size is 100",
+         "error: teacher.backbone <dir>: its tokenizer has 30522 tokens but the model's vocab_size is 100: ...",
+         "The pretrained backbone folder pairs weights with another model's tokenizer.",
+         "Use the tokenizer that was released with the backbone."),
+    Case("student_deeper_than_teacher", lambda s: s.distil("student=6layer"),
+         r"^error: student has 6 layers but the teacher only 4: a student cannot be deeper",
+         "error: student has 6 layers but the teacher only 4: a student cannot be deeper",
+         "Each student layer copies/mimics a distinct teacher layer, so K must be <= L.",
+         "Choose a smaller student (student=2layer|3layer) or a deeper teacher."),
+    # ---- optimisation and loss values
+    Case("lr_negative", lambda s: s.distil("optim.lr=-1e-4"),
+         r"^error: optim\.lr must be > 0, got -0\.0001", "error: optim.lr must be > 0, got -0.0001",
+         "A learning rate must be positive.", "Use e.g. optim.lr=1e-4 (distillation) or 2e-5 (BERT fine-tuning)."),
+    Case("lr_zero", lambda s: s.train_teacher("optim.lr=0"),
+         r"^error: optim\.lr must be > 0, got 0", "error: optim.lr must be > 0, got 0",
+         "lr=0 would train nothing.", "Use a positive optim.lr."),
+    Case("temperature_not_positive", lambda s: s.distil("loss.temperature=0"),
+         r"^error: loss\.temperature must be > 0, got 0", "error: loss.temperature must be > 0, got 0.0",
+         "The KD temperature divides the logits.", "Use loss.temperature >= 1 (the paper searches 1-20)."),
+    Case("all_loss_weights_zero",
+         lambda s: s.distil("loss.hard_weight=0", "loss.soft_weight=0", "loss.hidden_weight=0"),
+         r"^error: loss weights are all zero", "error: loss weights are all zero; set at least one of ...",
+         "With every weight at 0 the objective is constant: nothing would be learned.",
+         "Set at least one of loss.hard_weight, soft_weight, hidden_weight, pkd_weight > 0."),
+    Case("gate_without_hidden_loss", lambda s: s.distil("gate=lad", "loss=kd"),
+         r"^error: gate=lad needs a loss with a hidden-state term",
+         "error: gate=lad needs a loss with a hidden-state term (loss=lad), but loss=kd has hidden_weight=0; ...",
+         "Gates only shape the hidden-state targets; with hidden_weight=0 they would never be used.",
+         "Use loss=lad with a gate, or gate=none with loss=kd/pkd/ce."),
+    Case("warmup_ratio_above_one", lambda s: s.distil("optim.warmup_ratio=1.5"),
+         r"^error: optim\.warmup_ratio must be in \[0, 1\], got 1\.5",
+         "error: optim.warmup_ratio must be in [0, 1], got 1.5",
+         "warmup_ratio is the fraction of all steps spent warming up the learning rate.",
+         "Use a value in [0, 1], typically 0.1."),
+    Case("warmup_ratio_negative", lambda s: s.train_teacher("optim.warmup_ratio=-0.1"),
+         r"^error: optim\.warmup_ratio must be in \[0, 1\], got -0\.1",
+         "error: optim.warmup_ratio must be in [0, 1], got -0.1",
+         "warmup_ratio is a fraction of the training steps.", "Use a value in [0, 1]."),
+    # ---- existing outputs and resuming
+    Case("finished_run_exists", lambda s: (s.existing_run(finished=True), s.distil())[1],
+         r"^error: \S+ already holds a finished run; pass overwrite=true to replace it",
+         "error: <run dir> already holds a finished run; pass overwrite=true to replace it",
+         "The same command already finished in this output dir; outputs are never replaced silently.",
+         "Pass overwrite=true to train again, or change an override so the run gets its own dir."),
+    Case("unfinished_run_exists", lambda s: (s.existing_run(finished=False), s.distil())[1],
+         r"^error: \S+ already holds an unfinished run; pass trainer\.resume=true to continue it",
+         "error: <run dir> already holds an unfinished run; pass trainer.resume=true to continue it, "
+         "or overwrite=true to replace it",
+         "An earlier run of the same command stopped (crash, kill, Ctrl-C) and left checkpoints.",
+         "trainer.resume=true continues from the last checkpoint; overwrite=true starts over."),
+    Case("corrupt_checkpoint_on_resume",
+         lambda s: (s.existing_run(finished=False, corrupt=True), s.distil("trainer.resume=true"))[1],
+         r"^error: every checkpoint in \S+ is corrupt \(checksum mismatch\); cannot resume",
+         "error: every checkpoint in <run dir>/checkpoints is corrupt (checksum mismatch); cannot resume: ...",
+         "Every checkpoint fails its checksum (disk full, copied while being written). A corrupt newest "
+         "checkpoint alone is skipped with a warning and the previous one is used.",
+         "Delete <run dir>/checkpoints to start over, or pass overwrite=true.",
+         known_defect="pipeline writes <run dir>/config.yaml before the trainer verifies the checkpoints "
+                      "(call lad.checkpoint.latest_intact right after resolve_output_dir)"),
+    Case("overwrite_with_bad_input_keeps_old_run",
+         lambda s: (s.existing_run(finished=True), s.distil("overwrite=true", data=s.glue_with("dev.tsv", None)))[1],
+         r"^error: .*SST-2/dev\.tsv: file not found",
+         "error: <data_dir>/SST-2/dev.tsv: file not found (task 'sst2', split 'dev')",
+         "overwrite=true with an input mistake: the old run must survive until the new one can start.",
+         "Fix the input; the previous run's outputs are kept.",
+         known_defect="resolve_output_dir deletes the old outputs before data/teacher/MLflow are checked "
+                      "(delete them only right before training starts)"),
+    # ---- tracking and sweeps
+    Case("mlflow_unreachable",
+         lambda s: [a for a in s.distil(f"mlflow.tracking_uri=http://127.0.0.1:{closed_port()}") if a != "mlflow=off"],
+         r"^error: cannot reach the MLflow tracking store http://127\.0\.0\.1:\d+ .*run with mlflow=off",
+         "error: cannot reach the MLflow tracking store http://127.0.0.1:5000 (...Connection refused...); "
+         "start the server, fix mlflow.tracking_uri, or run with mlflow=off",
+         "No MLflow server listens at mlflow.tracking_uri (one retry, so this takes seconds, not minutes).",
+         "Start it (make ui), use the default sqlite:///mlruns.db, or pass mlflow=off.",
+         max_seconds=30),
+    Case("mlflow_uri_password_masked",
+         lambda s: [a for a in s.distil(f"mlflow.tracking_uri=postgresql://u:s3cr3t@127.0.0.1:{closed_port()}/x")
+                    if a != "mlflow=off"],
+         r"^error: cannot reach the MLflow tracking store postgresql://u:\*\*\*@127\.0\.0\.1:\d+/x",
+         "error: cannot reach the MLflow tracking store postgresql://u:***@127.0.0.1:5432/x (...)",
+         "The database behind mlflow.tracking_uri is down, or its driver is not installed; passwords are "
+         "masked in messages, params and tags.",
+         "Start the database / install its driver (e.g. psycopg2 for postgresql), or pass mlflow=off.",
+         max_seconds=30),
+    Case("optuna_storage_malformed",
+         lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
+                                        "hydra.sweeper.storage=not-a-url", *s.distil()[1:]])[1],
+         r"cannot open Optuna storage 'not-a-url' \(expected an SQLAlchemy URL",
+         "cannot open Optuna storage 'not-a-url' (expected an SQLAlchemy URL such as sqlite:///sweeps/optuna.db)",
+         "hydra.sweeper.storage must be an SQLAlchemy URL.",
+         "Use sqlite:///sweeps/optuna.db (the default), or postgresql://user:pw@host/db.", hydra=True),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def run_entry(argv: list[str], env_extra: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "HYDRA_FULL_ERROR" and not k.startswith("MLFLOW_")}
+    env.update({"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **(env_extra or {})})
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
+    return proc, time.monotonic() - t0
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ("cache",)) -> dict[str, str]:
+    """Relative path -> content hash ("dir" for folders) of everything under ``root``, except
+    Hydra's bookkeeping (.hydra/, *.log) and the feature cache."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in skip or any(p in HYDRA_BOOKKEEPING for p in rel.parts) or path.suffix == ".log":
+            continue
+        out[str(rel)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_vocab_teacher(tmp_path_factory) -> Path:
+    """A teacher whose config says vocab_size=100 next to the 30522-token MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from conftest import minilm_dir
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=128, num_labels=2)
+    path = tmp_path_factory.mktemp("small_vocab") / "teacher"
+    BertForSequenceClassification(cfg).save_pretrained(path, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def sandbox(tmp_path, tiny_glue, tiny_teacher, small_vocab_teacher) -> Sandbox:
+    return Sandbox(tmp_path, tiny_glue, tiny_teacher, small_vocab_teacher)
+
+
+def _param(case: Case):
+    marks = [pytest.mark.xfail(strict=True, reason=case.known_defect)] if case.known_defect else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+# --------------------------------------------------------------------------- tests
+def test_case_table_is_complete_and_consistent():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)) >= 15
+    for case in CASES:
+        assert re.search(case.expect, case.symptom), f"{case.id}: symptom does not match its own pattern"
+        assert case.cause.strip() and case.fix.strip(), case.id
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+def test_bad_input_gives_one_clear_error_and_writes_nothing(case: Case, sandbox: Sandbox):
+    argv = case.argv(sandbox)
+    before = snapshot(sandbox.root)
+    proc, seconds = run_entry(argv)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"exit 0: the mistake was not caught\n{out[-3000:]}"
+    assert "Traceback" not in out, out[-3000:]
+    if case.hydra:
+        assert re.search(case.expect, proc.stderr, re.MULTILINE), proc.stderr[-3000:]
+    else:
+        assert proc.returncode == 2, out[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr[-3000:]
+        assert re.search(case.expect, errors[0]), errors[0]
+        others = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("error:")]
+        assert not others, f"stderr should hold only the error line:\n{proc.stderr[-3000:]}"
+    if case.max_seconds is not None:
+        assert seconds < case.max_seconds, f"took {seconds:.1f}s"
+    after = snapshot(sandbox.root)
+    assert after == before, (f"files written or changed: "
+                             f"{sorted(set(after.items()) ^ set(before.items()))}")
+
+
+def test_hydra_full_error_shows_the_traceback(sandbox: Sandbox):
+    proc, _ = run_entry(sandbox.distil("optim.lr=-1"), env_extra={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ConfigError: optim.lr must be > 0" in proc.stderr

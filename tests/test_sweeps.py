@@ -1,0 +1,301 @@
+"""Sweep drivers: export records, results report, ablation planner / resumption (no real training)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from sweeps import ablation, export, report  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+T0 = 1_790_000_000_000  # fixed start times (ms) keep records deterministic
+
+
+# ----------------------------------------------------------------------------- fake MLflow runs
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def add_run(client, task: str, entry: str = "distil", method: str = "lad", student: str = "3layer",
+            seed: int = 1, score: float | None = 0.7, main_metric: str = "accuracy", status: str = "FINISHED",
+            start: int = 0, params: dict | None = None, parent: str | None = None, overrides: str = "") -> str:
+    name = f"lad-{task}"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    gate, loss = {"lad": ("lad", "lad"), "kd": ("none", "kd"), "pkd": ("none", "pkd"),
+                  "mean": ("mean", "lad"), "teacher": (None, None)}[method]
+    tags = {"lad.entry": entry, "lad.task": task, "lad.teacher": "minilm_l6", "lad.overrides": overrides,
+            "lad.method": "teacher" if entry == "train_teacher" else f"{method}/{student}",
+            "mlflow.source.git.commit": "abc123"}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(exp_id, start_time=T0 + start, tags=tags)
+    p = {"seed": str(seed), "task.name": task, "task.main_metric": main_metric, "teacher.name": "minilm_l6",
+         "teacher.path": f"artifacts/teachers/minilm_l6/{task}", "trainer.max_steps": "-1",
+         "trainer.epochs": "3", "data.max_train_samples": "None", "optim.lr": "0.0001",
+         "data.cache_dir": ".cache/lad/features", "gate._target_": "lad.gates.X"}
+    if entry == "distil":
+        layers = int(student[0])
+        p.update({"gate.name": gate, "loss.name": loss, "student.name": student,
+                  "student.num_layers": str(layers), "student.params": str(10_000_000 + layers * 1_000_000),
+                  "teacher.params": "22713216", "loss.temperature": "10.0", "loss.hidden_weight": "1000.0"})
+    p.update(params or {})
+    from mlflow.entities import Metric, Param
+
+    metrics = [Metric("train/loss", 0.5, T0, 1), Metric("dev/accuracy", 0.1, T0, 1),
+               Metric("train_examples_per_s", 100.0 + seed, T0, 10), Metric("peak_rss_mb", 900.0, T0, 10)]
+    if score is not None:
+        metrics += [Metric(f"best/{main_metric}", score - 0.05, T0, 5), Metric(f"best/{main_metric}", score, T0, 10),
+                    Metric(f"final/{main_metric}", score - 0.01, T0, 10)]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in p.items()])
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow sqlite store (creating one costs seconds: copy this instead)."""
+    path = tmp_path_factory.mktemp("mlflow-empty") / "empty.db"
+    _client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def new_store(empty_db: Path, path: Path) -> str:
+    shutil.copyfile(empty_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, empty_db) -> str:
+    """2 tasks x (lad, kd, pkd on 3layer + lad on 2layer) x 2 seeds, teachers, noise runs."""
+    uri = new_store(empty_db, tmp_path_factory.mktemp("mlflow") / "mlruns.db")
+    c = _client(uri)
+    scores = {  # (task, method, student) -> per-seed scores
+        ("rte", "lad", "3layer"): (0.70, 0.74), ("rte", "kd", "3layer"): (0.66, 0.68),
+        ("rte", "pkd", "3layer"): (0.69, 0.69), ("rte", "lad", "2layer"): (0.62, 0.60),
+        ("mrpc", "lad", "3layer"): (0.85, 0.87), ("mrpc", "kd", "3layer"): (0.88, 0.86),
+        ("mrpc", "pkd", "3layer"): (0.80, 0.82), ("mrpc", "lad", "2layer"): (0.78, 0.80),
+    }
+    metric = {"rte": "accuracy", "mrpc": "f1"}
+    for i, ((task, method, student), vals) in enumerate(sorted(scores.items())):
+        for seed, val in zip((1, 2), vals):
+            add_run(c, task, method=method, student=student, seed=seed, score=val, main_metric=metric[task],
+                    start=10 * i + seed)
+    add_run(c, "rte", entry="train_teacher", method="teacher", seed=42, score=0.80, start=-5)
+    add_run(c, "mrpc", entry="train_teacher", method="teacher", seed=42, score=0.90, main_metric="f1", start=-5)
+    # noise: an older run of a cell (superseded), a FAILED run, a run with another budget, a sweep child
+    add_run(c, "rte", method="lad", seed=1, score=0.10, start=-100)
+    add_run(c, "rte", method="lad", seed=3, score=0.99, status="FAILED", start=500)
+    add_run(c, "rte", method="kd", seed=1, score=0.55, start=600, params={"trainer.max_steps": "10"})
+    parent = c.create_run(c.get_experiment_by_name("lad-rte").experiment_id, tags={"lad.kind": "sweep"}).info.run_id
+    for j, temp in enumerate(("2.0", "5.0", "10.0")):
+        add_run(c, "rte", seed=42, score=0.6 + 0.01 * j, parent=parent, start=700 + j,
+                params={"loss.temperature": temp, "loss.hidden_weight": str(10.0 ** j)})
+    return uri
+
+
+def _report(records, tmp: Path, name: str) -> tuple[str, str, Path]:
+    out = tmp / name / "results.md"
+    csv_path = tmp / name / "summary.csv"
+    report.generate(records, out, csv_path, None)
+    return out.read_text(), csv_path.read_text(), out.parent / "img"
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_keeps_finished_training_runs_only(store, tmp_path):
+    records = export.load_mlflow_records(store)
+    assert len(records) == 16 + 2 + 1 + 1 + 3  # grid + teachers + superseded + other budget + sweep trials
+    assert all(r["status"] == "FINISHED" for r in records)
+    assert {r["entry"] for r in records} == {"distil", "train_teacher"}
+    path = tmp_path / "runs.jsonl"
+    assert export.write_export(records, path) == len(records)
+    lines = path.read_text().splitlines()
+    assert lines == sorted(lines, key=lambda l: export.sort_key(json.loads(l)))
+    rec = json.loads(lines[0])
+    assert set(rec) == {"run_id", "experiment", "status", "entry", "task", "method", "student", "seed", "teacher",
+                        "main_metric", "start_time", "tags", "params", "metrics"}
+    assert "data.cache_dir" not in rec["params"] and "gate._target_" not in rec["params"]
+    assert not any(k.startswith(("dev/", "train/")) for k in rec["metrics"])
+    assert export.read_export(path) == records
+    lad1 = [r for r in records if (r["task"], r["method"], r["student"], r["seed"]) == ("rte", "lad", "3layer", 1)]
+    assert sorted(r["metrics"]["best/accuracy"] for r in lad1) == [0.10, 0.70]  # latest value of best/ is kept
+
+
+# ----------------------------------------------------------------------------- report
+def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
+    md, csv_text, img = _report(export.load_mlflow_records(store), tmp_path, "a")
+    # rte lad/3layer: seeds 0.70 and 0.74 (the superseded 0.10 and the FAILED 0.99 are ignored)
+    # mean 72.00, sample std sqrt(2 * 0.02**2 / 1) = 2.83; teacher 0.80 -> 72 / 80 = 90.00 %
+    assert "| lad | 3layer | 13.0M | 2 | 72.00 ± 2.83 | 90.00 |" in md
+    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 |" in md
+    assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 |" in md
+    rte = md.split("### RTE — teacher minilm_l6, epochs=3, train=full (primary)")[1].split("###")[0]
+    assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
+    assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
+    assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
+    assert "rte,minilm_l6,\"epochs=3, train=full\",1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,90.0000" in csv_text
+    # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
+    assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
+    assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
+    assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
+    # sweep trials are not in the tables but in the sweep section (best T = 10.0)
+    assert "| rte | lad/3layer | 3 | 62.00 | 10.0 |" in md
+    assert (img / "sweep-rte.png").is_file()
+    pngs = sorted(p.name for p in img.glob("results-*.png"))
+    assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
+    assert not re.search(r"20\d\d-\d\d-\d\d", md)  # no dates
+
+
+def test_report_is_deterministic_and_same_from_export(store, tmp_path):
+    records = export.load_mlflow_records(store)
+    md1, csv1, img1 = _report(records, tmp_path, "one")
+    md2, csv2, img2 = _report(list(reversed(records)), tmp_path, "two")
+    assert (md1, csv1) == (md2, csv2)
+    assert [p.read_bytes() for p in sorted(img1.iterdir())] == [p.read_bytes() for p in sorted(img2.iterdir())]
+    path = tmp_path / "runs.jsonl"
+    export.write_export(records, path)
+    assert report.main(["--source", "export", "--export", str(path), "--out", str(tmp_path / "three/results.md"),
+                        "--csv", str(tmp_path / "three/summary.csv")]) == 0
+    assert report.main(["--tracking-uri", store, "--out", str(tmp_path / "four/results.md"),
+                        "--csv", str(tmp_path / "four/summary.csv"), "--no-plots"]) == 0
+    assert (tmp_path / "three/results.md").read_text() == md1
+    assert (tmp_path / "three/summary.csv").read_text() == csv1
+    assert (tmp_path / "four/summary.csv").read_text() == csv1
+
+
+def _records_for_targets(lad: float, kd: float, pkd: float, tasks=report.TARGET_TASKS) -> list[dict]:
+    recs = []
+    for task in tasks:
+        def rec(entry, method, seed, score):
+            return export.make_record(f"{task}-{method}-{seed}", f"lad-{task}", "FINISHED", T0,
+                                      {"lad.entry": entry, "lad.task": task,
+                                       "lad.method": "teacher" if method == "teacher" else f"{method}/3layer"},
+                                      {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "-1",
+                                       "trainer.epochs": "3", "student.num_layers": "3"},
+                                      {"best/m": score})
+        recs += [rec("train_teacher", "teacher", 42, 1.0)]
+        recs += [rec("distil", m, s, v) for m, v in (("lad", lad), ("kd", kd), ("pkd", pkd)) for s in (1, 2)]
+    return recs
+
+
+def test_targets_met_not_met_and_missing():
+    met = report.build_report(_records_for_targets(0.98, 0.97, 0.96))
+    assert report.target_ratio(met).status == "met"
+    assert report.target_wins(met).status == "met"
+    low = report.build_report(_records_for_targets(0.90, 0.95, 0.80))
+    assert report.target_ratio(low).status == "not met"
+    assert "average 90.00%" in report.target_ratio(low).detail
+    assert report.target_wins(low).status == "not met"
+    partial = report.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
+    assert report.target_ratio(partial).status == "not enough data"
+    assert report.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
+
+
+# ----------------------------------------------------------------------------- ablation planner
+def ablation_cfg(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "sweeps" / "conf"), version_base="1.3"):
+        cfg = compose("ablation", overrides=overrides)
+    return cfg
+
+
+def test_grid_has_only_valid_pairs():
+    cells = ablation.plan_cells(ablation_cfg([]))
+    assert len(cells) == 7 * 2 * 3
+    pairs = {(c.method, c.gate, c.loss) for c in cells}
+    assert pairs == {("lad", "lad", "lad"), ("lad_reverse", "lad_reverse", "lad"), ("mean", "mean", "lad"),
+                     ("attention", "attention", "lad"), ("kd", "none", "kd"), ("pkd", "none", "pkd"),
+                     ("ce", "none", "ce")}
+    assert all(c.gate == "none" or c.loss == "lad" for c in cells)
+    every = ablation.plan_cells(ablation_cfg(["methods=null", "students=[3layer]", "seeds=[1]"]))
+    assert sorted(c.method for c in every) == sorted(["lad", "lad_reverse", "mean", "attention", "lad-nogate",
+                                                      "kd", "pkd", "ce"])
+    with pytest.raises(ablation.ConfigError, match="not valid"):
+        ablation.plan_cells(ablation_cfg(["methods=[lad,bogus]"]))
+
+
+@pytest.fixture()
+def abl_store(tmp_path, empty_db):
+    return new_store(empty_db, tmp_path / "abl.db")
+
+
+def fake_runner(uri: str, calls: list):
+    """Records what would run and writes the FINISHED MLflow run distil.py would have made."""
+    def run(pc: ablation.PlannedCell) -> int:
+        calls.append(pc)
+        c = pc.cell
+        add_run(_client(uri), c.task, method=c.method, student=c.student, seed=c.seed, params=pc.params,
+                start=1000 + len(calls))
+        return 0
+    return run
+
+
+def test_ablation_skips_recorded_cells_and_second_run_is_empty(tmp_path, abl_store):
+    over = ["task=rte", "methods=[lad,kd]", "students=[3layer]", "seeds=[1,2]", "budget.max_steps=5",
+            f"mlflow.tracking_uri={abl_store}", f"export={tmp_path / 'runs.jsonl'}", f"log_dir={tmp_path / 'logs'}"]
+    cfg = ablation_cfg(over)
+    planned = ablation.resolve_cells(cfg, ablation.plan_cells(cfg))
+    params = {(p.cell.method, p.cell.seed): p.params for p in planned}
+    assert params[("lad", 1)]["trainer.max_steps"] == "5" and params[("kd", 1)]["loss.name"] == "kd"
+    c = _client(abl_store)
+    add_run(c, "rte", method="lad", seed=1, params=params[("lad", 1)])                           # done in MLflow
+    add_run(c, "rte", method="lad", seed=2, params=params[("lad", 2)], status="FAILED")          # not done
+    add_run(c, "rte", method="kd", seed=2, params={**params[("kd", 2)], "trainer.max_steps": "7"})  # other budget
+    kd1 = export.make_record("exported-kd-1", "lad-rte", "FINISHED", T0,
+                             {"lad.entry": "distil", "lad.task": "rte", "lad.method": "kd/3layer"},
+                             {**params[("kd", 1)], "loss.temperature": "10"}, {"best/accuracy": 0.6})  # 10 == 10.0
+    export.write_export([kd1], tmp_path / "runs.jsonl")
+
+    calls: list = []
+    summary = ablation.run_ablation(cfg, runner=fake_runner(abl_store, calls))
+    assert [(p.cell.method, p.cell.seed) for p in calls] == [("lad", 2), ("kd", 2)]
+    assert {(p.cell.method, p.cell.seed) for p in summary.skipped} == {("lad", 1), ("kd", 1)}
+    cmd = calls[1].command
+    assert cmd[1].endswith("distil.py")
+    for item in ("task=rte", "gate=none", "loss=kd", "student=3layer", "seed=2", "trainer.max_steps=5",
+                 "trainer.progress=false", "trainer.predict_test=false", f"mlflow.tracking_uri={abl_store}"):
+        assert item in cmd
+    assert not any(a.startswith(("overwrite=", "trainer.resume=")) for a in cmd)  # no leftover run dir
+
+    again: list = []
+    summary = ablation.run_ablation(cfg, runner=fake_runner(abl_store, again))
+    assert again == [] and len(summary.skipped) == 4 and not summary.failed
+
+
+def test_ablation_failed_cell_does_not_stop_the_sweep(tmp_path, abl_store):
+    cfg = ablation_cfg(["task=rte", "methods=[lad,kd]", "students=[3layer]", "seeds=[1]",
+                        f"mlflow.tracking_uri={abl_store}", "export=null", f"log_dir={tmp_path}"])
+    seen = []
+    summary = ablation.run_ablation(cfg, runner=lambda pc: seen.append(pc.cell.method) or (1 if pc.cell.method == "lad" else 0))
+    assert seen == ["lad", "kd"]
+    assert [p.cell.method for p in summary.failed] == ["lad"] and [p.cell.method for p in summary.ran] == ["kd"]
+
+
+def test_leftover_run_dir_is_resumed_or_replaced(tmp_path):
+    assert ablation.control_overrides(tmp_path / "fresh", "resume") == ()
+    (tmp_path / "crashed" / "checkpoints").mkdir(parents=True)
+    assert ablation.control_overrides(tmp_path / "crashed", "resume") == ("trainer.resume=true",)
+    assert ablation.control_overrides(tmp_path / "crashed", "overwrite") == ("overwrite=true",)
+    (tmp_path / "finished").mkdir()
+    (tmp_path / "finished" / "metrics.json").write_text("{}")
+    assert ablation.control_overrides(tmp_path / "finished", "resume") == ("overwrite=true",)
+
+
+def test_run_dir_matches_distil_naming():
+    cfg = ablation_cfg(["task=rte", "methods=[kd]", "students=[2layer]", "seeds=[3]", "budget.max_steps=10",
+                        "mlflow.tracking_uri=sqlite:////tmp/x.db", 'extra=["loss.temperature=5"]'])
+    (pc,) = ablation.resolve_cells(cfg, ablation.plan_cells(cfg))
+    assert pc.run_dir == REPO / "outputs/distil/rte" / (
+        "gate=none,loss.temperature=5,loss=kd,seed=3,student=2layer,trainer.max_steps=10,trainer.predict_test=false")
+    assert pc.params["loss.temperature"] == "5" and pc.experiment == "lad-rte"
+    assert pc.tracking_uri == "sqlite:////tmp/x.db"

@@ -1,0 +1,191 @@
+"""MLflow records: params, metrics, tags, registry, failures, resume, sweeps, a real tracking server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, compose, save_tiny_model
+
+
+def _cfg(name, tmp: Path, uri: str, *extra: str):
+    return compose(name, [
+        "task=sst2", f"data.cache_dir={tmp / 'cache'}", f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_location={tmp / 'mlartifacts'}", "trainer.progress=false",
+        "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", *extra,
+    ])
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _runs(uri, experiment="lad-sst2"):
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_glue):
+    """A sqlite store holding a registered tiny teacher and a distillation run from it."""
+    from lad.pipeline import run
+
+    tmp = tmp_path_factory.mktemp("mlstore")
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    backbone = save_tiny_model(tmp / "backbone", num_layers=4)
+    run(_cfg("train_teacher", tmp, uri, "teacher=local", f"teacher.backbone={backbone}",
+             f"teacher.path={tmp / 'teacher'}", f"data.data_dir={tiny_glue}", f"output_dir={tmp / 'out_t'}"))
+    run(_cfg("distil", tmp, uri, "teacher=mlflow", "teacher.uri=models:/lad-teacher-sst2/1", "student=2layer",
+             f"data.data_dir={tiny_glue}", f"output_dir={tmp / 'out_d'}"))
+    return tmp, uri
+
+
+def test_teacher_and_distil_runs_are_recorded(store):
+    tmp, uri = store
+    runs = _runs(uri)
+    assert [r.data.tags["lad.entry"] for r in runs] == ["train_teacher", "distil"]
+    teacher_run, distil_run = runs
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.source.git.commit"]
+        assert {"train/loss", "train/hard", "dev/accuracy", "best/accuracy", "train_examples_per_s",
+                "peak_rss_mb"} <= set(r.data.metrics)
+        assert r.data.params["task.name"] == "sst2" and r.data.params["seed"] == "42"
+    assert distil_run.data.tags["lad.method"] == "lad/2layer"
+    p = distil_run.data.params
+    assert (p["gate.name"], p["loss.name"], p["student.num_layers"], p["student.layer_map"]) == ("lad", "lad", "2", "2,4")
+    assert {"loss.temperature", "loss.hidden_weight", "optim.lr", "optim.gate_lr"} <= set(p)
+    assert {"train/soft", "train/hidden"} <= set(distil_run.data.metrics)
+    history = _client(uri).get_metric_history(distil_run.info.run_id, "dev/accuracy")
+    assert [m.step for m in history] == [2, 4]
+    artifacts = {a.path for a in _client(uri).list_artifacts(distil_run.info.run_id)}
+    assert {"metrics.json", "config.yaml", "predictions", "gates"} <= artifacts
+
+
+def test_teacher_is_registered_and_distil_loaded_it_from_the_registry(store):
+    tmp, uri = store
+    versions = _client(uri).search_model_versions("name='lad-teacher-sst2'")
+    assert [str(v.version) for v in versions] == ["1"]
+    distil_run = _runs(uri)[1]
+    assert distil_run.data.params["teacher.source"] == "mlflow"
+    assert distil_run.data.params["teacher.uri"] == "models:/lad-teacher-sst2/1"
+
+
+def test_failed_run_is_marked_failed_with_the_error(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    from lad.pipeline import run
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+    def boom(self, resume=False):
+        raise RuntimeError("simulated crash in the loop")
+
+    monkeypatch.setattr("lad.train.Trainer.fit", boom)
+    with pytest.raises(RuntimeError):
+        run(_cfg("distil", tmp_path, uri, "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
+                 f"data.data_dir={tiny_glue}", f"output_dir={tmp_path / 'out'}"))
+    (failed,) = _runs(uri)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == "RuntimeError: simulated crash in the loop"
+
+
+def test_interrupted_run_resumes_in_the_same_mlflow_run(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    import lad.pipeline as pipeline
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    real_batch_of = pipeline.batch_of
+    calls = {"n": 0}
+
+    def interrupt_at_5(features, idx):
+        calls["n"] += 1
+        if calls["n"] == 5 and len(idx) == 16:
+            raise KeyboardInterrupt
+        return real_batch_of(features, idx)
+
+    args = ("teacher=local", f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
+            f"output_dir={tmp_path / 'out'}", "trainer.max_steps=6", "trainer.ckpt_every=2")
+    monkeypatch.setattr(pipeline, "batch_of", interrupt_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_cfg("distil", tmp_path, uri, *args))
+    (first,) = _runs(uri)
+    assert first.info.status == "KILLED"
+    monkeypatch.setattr(pipeline, "batch_of", real_batch_of)
+    pipeline.run(_cfg("distil", tmp_path, uri, *args, "trainer.resume=true"))
+    (again,) = _runs(uri)
+    assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
+    steps = [m.step for m in _client(uri).get_metric_history(again.info.run_id, "dev/accuracy")]
+    assert steps == [2, 4, 6]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc, timeout: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.mark.e2e
+def test_runs_against_a_real_mlflow_server(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import run
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_http(uri + "/health", server)
+        run(compose("distil", [
+            "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
+            f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
+            f"mlflow.tracking_uri={uri}", "mlflow.artifact_location=null", "trainer.progress=false",
+            "optim.batch_size=16", "trainer.max_steps=2"]))
+        (recorded,) = _runs(uri)
+        assert recorded.info.status == "FINISHED" and "best/accuracy" in recorded.data.metrics
+        assert "metrics.json" in {a.path for a in _client(uri).list_artifacts(recorded.info.run_id)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tiny_glue):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cmd = [sys.executable, "distil.py", "-m", "task=sst2", "seed=1,2", "teacher=local",
+           f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
+           f"data.cache_dir={tmp_path / 'cache'}", f"paths.output_root={tmp_path / 'outputs'}",
+           f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'art'}",
+           "trainer.progress=false", "optim.batch_size=16", "trainer.max_steps=2", "mlflow.log_model=false"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("lad.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted(c.data.params["seed"] for c in children) == ["1", "2"]
