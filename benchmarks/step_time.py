@@ -12,7 +12,7 @@ MiniLM backbone with a fresh classification head), a 3-layer student is trained 
   c  LAD, teacher outputs from the teacher cache (its build time is reported separately)
   d  the reference settings re-implemented: every batch padded to 128, fp32, online teacher,
      gate norm per_sequence
-  extra rows: a and c under bf16 autocast, c with one intra-op thread
+  extra rows: a under bf16 autocast, c with one intra-op thread (torch.compile: see the report)
 
 Variants are timed round-robin (one step of each, then the next batch), so a busy machine slows
 them alike. Peak RSS comes from a fresh child process per variant running a few steps. The report
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,10 +64,10 @@ VARIANTS = {
     "d": ("reference: pad 128, fp32, online teacher, per_sequence", LAD_LOSS, "per_sequence", "online",
           True, False, None),
     "a_bf16": ("a under bf16 autocast", CE_LOSS, None, None, False, True, None),
-    "c_bf16": ("c under bf16 autocast", LAD_LOSS, "per_token", "cache", False, True, None),
     "c_1thread": ("c with torch.set_num_threads(1)", LAD_LOSS, "per_token", "cache", False, False, 1),
 }
 CORE = ("a", "b", "c", "d")
+DEFAULT_MAX_GB = float(OmegaConf.load(REPO / "conf" / "cache" / "default.yaml")["max_gb"])
 
 
 # ----------------------------------------------------------------------------- setup
@@ -80,7 +80,8 @@ class Setup:
     feats: object                  # the examples the timed batches use (re-indexed)
     batches: list                  # lists of positions in ``feats``
     cache_dir: Path
-    notes: list = field(default_factory=list)
+    full_examples: int = 0         # size of the whole training split
+    full_tokens: int = 0
 
 
 def _task(name: str):
@@ -145,7 +146,8 @@ def prepare(task_name: str, n_batches: int, work: Path) -> Setup:
                           REPO / ".cache" / "lad" / "features")
     batches = make_train_batches(feats, BATCH_SIZE, seed=0, epoch=0, bucket=True)[:n_batches]
     sub, sub_batches = _subset(feats, batches)
-    return Setup(task, teacher, teacher_dir, kind, sub, sub_batches, work / "teacher_outputs")
+    return Setup(task, teacher, teacher_dir, kind, sub, sub_batches, work / "teacher_outputs",
+                 len(feats), int(feats.lengths.sum()))
 
 
 def build_variant(name: str, s: Setup, total_steps: int, release_teacher: bool = False):
@@ -168,7 +170,7 @@ def build_variant(name: str, s: Setup, total_steps: int, release_teacher: bool =
     built = None
     if source == "cache":
         ccfg = OmegaConf.create({"cache": {"enabled": True, "dir": str(s.cache_dir), "dtype": "float16",
-                                           "max_gb": 4.0, "release_teacher": release_teacher,
+                                           "max_gb": DEFAULT_MAX_GB, "release_teacher": release_teacher,
                                            "build_batch_size": 64},
                                  "data": {"max_train_samples": None}})
         t0 = time.perf_counter()
@@ -232,11 +234,15 @@ def time_task(task_name: str, variants: list[str], steps: int, warmup: int, work
     print(f"[{task_name}] teacher: {s.teacher_kind}", flush=True)
     print(f"[{task_name}] {len(s.batches)} batches of {BATCH_SIZE} from {len(s.feats)} examples "
           f"(setup {time.perf_counter() - t_setup:.1f} s)", flush=True)
-    runs, build_s = {}, None
+    runs, build_s, cache = {}, None, {}
     for name in variants:
         parts = build_variant(name, s, warmup + steps)
         if parts[4] is not None and build_s is None:
             build_s = parts[4]
+            manifest = parts[0].teacher_outputs.store.manifest
+            per_token = manifest["bytes"] / max(1, manifest["num_tokens"])
+            cache = {"bytes": manifest["bytes"], "full_examples": s.full_examples,
+                     "full_gb": per_token * s.full_tokens / 1e9}
             print(f"[{task_name}] teacher cache built in {build_s:.1f} s for {len(s.feats)} examples", flush=True)
         runs[name] = make_step(name, s, parts)
     times = {n: [] for n in variants}
@@ -249,6 +255,9 @@ def time_task(task_name: str, variants: list[str], steps: int, warmup: int, work
                 tokens[name] += tok
         if i == warmup - 1:
             print(f"[{task_name}] warm-up done ({warmup} steps per variant)", flush=True)
+        elif i >= warmup and (i - warmup + 1) % 5 == 0:
+            print(f"[{task_name}] {i - warmup + 1}/{len(s.batches) - warmup} timed rounds "
+                  f"({time.perf_counter() - t_setup:.0f} s)", flush=True)
     n_examples = sum(len(b) for b in s.batches[warmup:])
     rows = {}
     for name in variants:
@@ -258,7 +267,7 @@ def time_task(task_name: str, variants: list[str], steps: int, warmup: int, work
                       "padded_tokens_per_step": tokens[name] / steps}
     real_tokens = float(np.mean([s.feats.lengths[np.asarray(b)].sum() for b in s.batches[warmup:]]))
     return {"task": task_name, "teacher": s.teacher_kind, "rows": rows, "cache_build_s": build_s,
-            "cache_examples": len(s.feats), "real_tokens_per_step": real_tokens,
+            "cache_examples": len(s.feats), "cache": cache, "real_tokens_per_step": real_tokens,
             "mean_len": float(np.mean(s.feats.lengths)), "teacher_dir": str(s.teacher_dir)}
 
 
@@ -270,14 +279,25 @@ def child_rss(task_name: str, variant: str, steps: int, n_batches: int, work: Pa
     step = make_step(variant, s, parts)
     for idx in s.batches[:steps]:
         step(idx)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it does not carry the parent's
+    peak across fork + exec)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_rss(task_name: str, variants: list[str], steps: int, n_batches: int, work: Path) -> dict:
     out = {}
     for name in variants:
         cmd = [sys.executable, __file__, "--child-rss", name, "--task", task_name, "--steps", str(steps),
-               "--child-batches", str(n_batches), "--work", str(work)]
+               "--child-batches", str(n_batches), "--work", str(work),
+               "--threads", str(torch.get_num_threads())]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         try:
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
@@ -322,7 +342,8 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
         f"- date: {today}; wall time {wall:.0f} s",
         f"- machine: {info['cores']} cores ({info['cpu']}; {info['isa']}), {info['os']}",
         f"- software: torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}, "
-        f"torch intra-op threads {info['threads']} (PyTorch default)",
+        f"torch intra-op threads {info['threads']}"
+        f"{' (set by --threads)' if args.threads else ' (PyTorch default)'}",
         f"- load average (1 min) at start / end: {load[0][0]:.2f} / {load[1][0]:.2f}",
     ]
     if busy:
@@ -357,7 +378,11 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
             per_k = res["cache_build_s"] / res["cache_examples"] * 1000
             lines += ["", f"Teacher cache build (not in the step times): {res['cache_build_s']:.1f} s for "
                           f"{res['cache_examples']} examples ({per_k:.1f} s per 1000 examples); it is "
-                          "reused by every later run, seed and trial on the same teacher and data."]
+                          "reused by every later run, seed and trial on the same teacher and data. "
+                          f"Size: {res['cache']['bytes'] / 1e6:.1f} MB here; the whole training split "
+                          f"({res['cache']['full_examples']} examples, all 6 layers, float16) would take about "
+                          f"{res['cache']['full_gb']:.2f} GB (cache.max_gb default: {DEFAULT_MAX_GB:g} GB; "
+                          "above it a run falls back to the online teacher)."]
         if all(k in rows for k in CORE):
             b_a = _ratio(rows["b"]["step_s"], rows["a"]["step_s"])
             c_a = _ratio(rows["c"]["step_s"], rows["a"]["step_s"])
@@ -388,15 +413,38 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
                          f"{'met' if t['c/a<=1.15'] else 'missed'} ({res['ratios']['c/a']:.2f}x); "
                          f"LAD+cache >= 3 x reference examples/s: "
                          f"{'met' if t['c/d>=3'] else 'missed'} ({res['ratios']['c/d']:.2f}x)")
-    lines += [
-        "",
-        "What the optional rows decide: bf16 autocast and a single intra-op thread stay off / at "
-        "PyTorch's default unless their step-time ratio above is clearly below 1. torch.compile is not "
-        "timed by default: bucketed batches change the sequence length every step, so compilation "
-        "(minutes on 2 cores) would dominate a short run.",
-        "",
-    ]
+    lines += ["", "## Optional settings", ""] + conclusions(results, busy) + [""]
     return "\n".join(lines)
+
+
+def conclusions(results: list[dict], busy: bool) -> list[str]:
+    """One generated line per optional setting, from the measured ratios."""
+    out = []
+    for base, name in (("a", "a_bf16"), ("c", "c_1thread")):
+        ratios = [_ratio(r["rows"][name]["step_s"], r["rows"][base]["step_s"])
+                  for r in results if name in r["rows"] and base in r["rows"]]
+        if not ratios:
+            continue
+        shown = ", ".join(f"{x:.2f}x" for x in ratios)
+        if name == "a_bf16":
+            verdict = ("helps: consider enabling it" if max(ratios) < 0.9 else
+                       "does not help the student step on this CPU: it stays off")
+            out.append(f"- bf16 autocast (CPU): step time {shown} of fp32 — {verdict}.")
+        else:
+            if max(ratios) < 1.0 and busy:
+                verdict = ("one thread was faster because the CPUs were oversubscribed (other jobs), so "
+                           "PyTorch's threads waited on each other; keep `trainer.num_threads: null` "
+                           "(PyTorch default) on a dedicated machine and set `trainer.num_threads=1` on a "
+                           "shared, busy one")
+            elif max(ratios) < 1.0:
+                verdict = "one thread was faster even on an idle machine: consider trainer.num_threads=1"
+            else:
+                verdict = "the PyTorch default (all cores) is faster: keep trainer.num_threads: null"
+            out.append(f"- one intra-op thread: step time {shown} of the default — {verdict}.")
+    out.append("- torch.compile: not timed. Bucketed batches change the sequence length at nearly every "
+               "step, so the compiled graph is re-specialised or made dynamic, and compiling takes minutes "
+               "on 2 cores — more than a short run saves; it stays off.")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps per variant (default 3)")
     parser.add_argument("--no-extras", action="store_true", help="skip the bf16 / 1-thread rows")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: PyTorch's default)")
     parser.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS child runs")
     parser.add_argument("--rss-steps", type=int, default=3, help="steps per peak-RSS child run (default 3)")
     parser.add_argument("--out", default=str(REPO / "docs" / "performance.md"), help="report file ('' = none)")
@@ -416,13 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child_rss:
         child_rss(args.task[0], args.child_rss, args.steps, args.child_batches, Path(args.work))
         return 0
     tasks = args.task or ["rte", "sst2"]
-    variants = list(CORE) + ([] if args.no_extras else ["a_bf16", "c_bf16", "c_1thread"])
-    command = "python benchmarks/step_time.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
-                                                  if (argv if argv is not None else sys.argv[1:]) else "")
+    variants = list(CORE) + ([] if args.no_extras else ["a_bf16", "c_1thread"])
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/step_time.py", *given])
     info = machine_info()
     load_start = os.getloadavg()
     t0 = time.perf_counter()

@@ -31,19 +31,28 @@ def _hydra_context() -> tuple[list[str], str | None]:
 
 
 def run_entry(cfg: DictConfig) -> float:
-    """Run ``lad.pipeline.run``; a user mistake prints ``error: ...`` and exits with status 2.
+    """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``)."""
+    overrides, sweep_dir = _hydra_context()
+
+    def job(cfg: DictConfig) -> float:
+        from lad.pipeline import run
+
+        return run(cfg, overrides=overrides, sweep_dir=sweep_dir)
+
+    return guarded(job, cfg, in_sweep=sweep_dir is not None)
+
+
+def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
+    """Call ``fn(cfg)``; a user mistake prints ``error: ...`` and exits with status 2.
 
     A config value left as ``???`` or an interpolation that cannot be resolved counts as a user
     mistake too. In a multirun the error is re-raised instead, so the sweeper records the job as
     failed and moves on. ``HYDRA_FULL_ERROR=1`` shows the full traceback.
     """
-    overrides, sweep_dir = _hydra_context()
     try:
-        from lad.pipeline import run
-
-        return run(cfg, overrides=overrides, sweep_dir=sweep_dir)
+        return fn(cfg)
     except (LADError, MissingMandatoryValue, InterpolationResolutionError) as exc:
-        if sweep_dir is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger("lad").debug("user error", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)

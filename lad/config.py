@@ -46,9 +46,14 @@ def run_dirname(override_dirname: str) -> str:
     return name
 
 
+def conf_file(relative: str) -> str:
+    """Absolute path of a file under conf/."""
+    return str(CONF_DIR / relative)
+
+
 def register_resolvers() -> None:
     """Register the resolvers used by conf/ (idempotent)."""
-    for name, fn in (("lad_minilm", minilm_path), ("lad_dirname", run_dirname)):
+    for name, fn in (("lad_minilm", minilm_path), ("lad_dirname", run_dirname), ("lad_conf", conf_file)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

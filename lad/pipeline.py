@@ -88,7 +88,16 @@ def write_json(path: Path, data: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- assembly
-def build_teacher_finetune(cfg: DictConfig, task) -> Assembled:
+def memoized(memo: dict | None, key: tuple, make):
+    """``make()`` once per ``key`` when a memo dict is given (in-process sweeps reuse teachers/data)."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> Assembled:
     from lad.distiller import Distiller
     from lad.losses import Objective
     from lad.models import load_backbone, load_tokenizer
@@ -112,7 +121,7 @@ def loss_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(loss)
 
 
-def build_distillation(cfg: DictConfig, task) -> Assembled:
+def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assembled:
     from lad.distiller import Distiller
     from lad.gates import build_gate
     from lad.losses import Objective
@@ -124,8 +133,9 @@ def build_distillation(cfg: DictConfig, task) -> Assembled:
             f"gate={cfg.gate.name} needs a loss with a hidden-state term (loss=lad), "
             f"but loss={cfg.loss.name} has hidden_weight=0; use gate=none with loss={cfg.loss.name}"
         )
-    teacher, teacher_dir = load_teacher(cfg.teacher, task)
-    tokenizer = load_tokenizer(teacher_dir)
+    key = ("teacher", str(cfg.teacher.source), str(cfg.teacher.path), str(cfg.teacher.uri), task.name)
+    teacher, teacher_dir = memoized(memo, key, lambda: load_teacher(cfg.teacher, task))
+    tokenizer = memoized(memo, key + ("tokenizer",), lambda: load_tokenizer(teacher_dir))
     student, mapping = build_student(teacher, cfg.student)
     L, width = teacher.config.num_hidden_layers, teacher.config.hidden_size
     gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.hidden_weight > 0 else None
@@ -188,8 +198,14 @@ def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
 
 
 # ----------------------------------------------------------------------------- the run
-def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None) -> float:
-    """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric."""
+def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None,
+        memo: dict | None = None, on_eval=None) -> float:
+    """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric.
+
+    ``memo`` (a dict kept by the caller) reuses the loaded teacher, tokenizer and features across
+    calls in one process; ``on_eval(step, metrics)`` is called after every dev evaluation (an
+    Optuna pruning callback raises ``optuna.TrialPruned`` there).
+    """
     setup_environment()
     validate_common(cfg)
     entry = str(cfg.entry)
@@ -217,14 +233,18 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     set_threads(cfg.trainer.num_threads)
     data_dir = resolve_data_dir(cfg.data.data_dir)
     seed_everything(int(cfg.seed))
-    asm = BUILDERS[entry](cfg, task)
+    asm = BUILDERS[entry](cfg, task, memo)
     module = asm.module
     max_len = int(task.max_seq_length)
     cache_dir = Path(str(cfg.data.cache_dir))
-    train_feats = load_features(task, data_dir, "train", asm.tokenizer, max_len, cache_dir,
-                                cfg.data.max_train_samples)
-    eval_sets = {s: load_features(task, data_dir, s, asm.tokenizer, max_len, cache_dir,
-                                  cfg.data.max_eval_samples) for s in eval_splits(task)}
+
+    def features(split: str, limit):
+        key = ("features", task.name, split, str(data_dir), str(asm.model_source), max_len, limit)
+        return memoized(memo, key, lambda: load_features(task, data_dir, split, asm.tokenizer, max_len,
+                                                         cache_dir, limit))
+
+    train_feats = features("train", cfg.data.max_train_samples)
+    eval_sets = {s: features(s, cfg.data.max_eval_samples) for s in eval_splits(task)}
     if entry == "distil" and module.teacher is not None and cfg.cache.enabled:
         from lad.teacher_cache import attach_cache
 
@@ -238,18 +258,25 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         run_id_file.write_text(tracker.run_id)
     try:
         result = _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir, resume,
-                                 tracker, device)
+                                 tracker, device, on_eval)
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        pruned = type(exc).__name__ == "TrialPruned"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) or pruned else "FAILED"
+        if pruned:
+            tracker.set_tags({"optuna.state": "PRUNED"})
         tracker.end(status=status, error=f"{type(exc).__name__}: {message}"[:4000])
         raise
     tracker.end("FINISHED")
+    if sweep_dir:
+        from lad.tracking import update_sweep_parent
+
+        update_sweep_parent(tracker, sweep_dir, result, task.main_metric, overrides or [])
     return result
 
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
-                    tracker, device) -> float:
+                    tracker, device, on_eval=None) -> float:
     import psutil
 
     from lad.data.loader import make_train_batches
@@ -280,7 +307,7 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         tracker=tracker, device=device, seed=int(cfg.seed),
         make_batches=lambda epoch: make_train_batches(train_feats, batch_size, int(cfg.seed), epoch,
                                                  bool(cfg.data.bucket), int(cfg.data.bucket_factor)),
-        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best,
+        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best, on_eval=on_eval,
     )
     t0 = time.time()
     result = trainer.fit(resume=resume)

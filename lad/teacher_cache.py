@@ -57,7 +57,7 @@ DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
 MODES = ("logits", "tokens", "cls")
 _HASH_BLOCK = 1 << 20        # bytes per sampled block when checking file integrity
 _HASH_BLOCKS = 16            # sampled blocks per file (small files are hashed whole)
-_DEFAULTS = {"enabled": False, "dir": ".cache/lad/teacher_outputs", "dtype": "float16", "max_gb": 4.0,
+_DEFAULTS = {"enabled": False, "dir": ".cache/lad/teacher_outputs", "dtype": "float16", "max_gb": 8.0,
              "release_teacher": True, "build_batch_size": 64}
 
 
@@ -540,6 +540,8 @@ def attach_cache(cfg, module, train_feats, model_source, task, split: str = "tra
             return None
         with _locked(root / ".lock"):
             store = find_store(root, key, need, dtype, lengths)  # another process may have built it
+            for stale in root.glob(".tmp-*"):  # builds hold the lock: these are from interrupted ones
+                shutil.rmtree(stale, ignore_errors=True)
             if store is None:
                 log.info("teacher cache: writing %.3f GB (%s, %s, %d examples, %d tokens) to %s",
                          size / 1e9, need.name, dtype, len(train_feats), int(lengths.sum()), root)

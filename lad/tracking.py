@@ -169,6 +169,7 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
     found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
                                max_results=1)
     if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, "lad.kind": "sweep"})
     return run.info.run_id
@@ -197,6 +198,27 @@ def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | Non
         all_tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, run_name=mcfg.run_name or run_name, tags=all_tags)
     return MlflowTracker(mlflow, run, client)
+
+
+def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, overrides: list[str]) -> None:
+    """Keep the sweep's parent run pointing at its best child (value, run id, overrides)."""
+    if not getattr(tracker, "run_id", None) or score != score:  # NullTracker, or NaN score
+        return
+    client = tracker.client
+    parent_id = client.get_run(tracker.run_id).data.tags.get("mlflow.parentRunId")
+    if not parent_id:
+        return
+    parent = client.get_run(parent_id)
+    best = parent.data.metrics.get(f"best/{metric}")
+    if best is None or score > best:
+        import time
+
+        from mlflow.entities import Metric
+
+        client.log_batch(parent_id, metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
+        client.set_tag(parent_id, "best.run_id", tracker.run_id)
+        client.set_tag(parent_id, "best.overrides", " ".join(overrides)[:5000])
+    client.set_terminated(parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
 
 
 def download_model(uri: str) -> Path:

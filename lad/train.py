@@ -76,7 +76,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 class Trainer:
     def __init__(self, module, train_features, evaluate: Callable[[], dict], main_metric: str,
                  trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device, seed: int,
-                 make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None]):
+                 make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None],
+                 on_eval: Callable[[int, dict], None] | None = None):
         self.module = module
         self.features = train_features
         self.evaluate = evaluate
@@ -91,6 +92,7 @@ class Trainer:
         self.make_batches = make_batches
         self.collate = collate
         self.on_best = on_best
+        self.on_eval = on_eval
 
     def _plan(self) -> tuple[int, int]:
         per_epoch = len(self.make_batches(0))
@@ -165,6 +167,8 @@ class Trainer:
                 self.on_best(metrics)
             self.tracker.log_metrics({f"best/{self.main_metric}": best_score}, step)
             log.info("step %d dev %s (best %.4f @ %d)", step, _fmt(metrics), best_score, best_step)
+            if self.on_eval is not None:
+                self.on_eval(step, metrics)
 
         module.train()
         parts_acc: dict[str, float] = {}

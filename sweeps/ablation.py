@@ -39,6 +39,11 @@ from sweeps.export import absolute_uri, load_mlflow_records, read_export  # noqa
 
 # overrides that only control how a cell runs (not what it trains)
 RUN_CONTROL = ("trainer.progress=false",)
+# config keys that do not change what is trained: never used to tell cells apart
+NOT_IDENTITY = ("paths.", "mlflow.", "hydra.", "cache.", "device", "overwrite", "data.data_dir",
+                "data.cache_dir", "trainer.progress", "trainer.resume", "trainer.num_threads",
+                "trainer.eval_batch_size", "trainer.log_every", "trainer.ckpt_every",
+                "trainer.keep_checkpoints", "trainer.predict_test")
 
 
 @dataclass(frozen=True)
@@ -144,11 +149,11 @@ def plan_cells(cfg: DictConfig, has_hidden: Callable[[str], bool] = loss_has_hid
 
 
 def override_keys(overrides: Iterable[str]) -> list[str]:
-    """Config keys set by plain ``key=value`` overrides (not config groups, not +/~ forms)."""
+    """Keys of plain ``key=value`` overrides that change what is trained (not groups, not +/~)."""
     keys = []
     for item in overrides:
         key, sep, _ = str(item).partition("=")
-        if sep and "." in key and not key.startswith(("+", "~", "hydra.")):
+        if sep and "." in key and not key.startswith(("+", "~", *NOT_IDENTITY)):
             keys.append(key)
     return keys
 
@@ -331,6 +336,9 @@ def main(cfg: DictConfig) -> None:
     except LADError as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        say("interrupted: run the same command again to resume (finished cells are skipped)")
+        sys.exit(130)
     if summary.failed:
         sys.exit(1)
 

@@ -454,7 +454,7 @@ def render_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["task", "teacher", "budget", "primary", "main_metric", "method", "student", "n", "seeds",
-                "mean", "std", "student_params", "teacher_score", "pct_of_teacher"])
+                "mean", "std", "student_params", "teacher_score", "pct_of_teacher", "train_examples_per_s"])
 
     def f6(x):
         return "" if x is None else f"{x:.6f}"
@@ -463,7 +463,8 @@ def render_csv(report: Report) -> str:
         for r in t.rows:
             w.writerow([t.task, t.teacher, t.budget, int(t.primary), t.main_metric, r.method, r.student, r.n,
                         " ".join(map(str, sorted(r.scores))), f6(r.mean), f6(r.std), r.student_params or "",
-                        f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}"])
+                        f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}",
+                        "" if r.throughput is None else f"{r.throughput:.1f}"])
     return buf.getvalue()
 
 
@@ -500,7 +501,7 @@ def plot_table(table: Table, path: Path) -> None:
     values = [100.0 * r.mean for r in table.rows] + ([100.0 * table.teacher_score] if table.teacher_score else [])
     low = min(values) - 10
     ax.set_ylim(max(low, 0.0) if min(values) >= 0 else low, max(values) + 5)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

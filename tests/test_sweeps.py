@@ -126,6 +126,8 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
     assert "data.cache_dir" not in rec["params"] and "gate._target_" not in rec["params"]
     assert not any(k.startswith(("dev/", "train/")) for k in rec["metrics"])
     assert export.read_export(path) == records
+    assert export.main(["--tracking-uri", store, "--out", str(tmp_path / "cli.jsonl")]) == 0
+    assert (tmp_path / "cli.jsonl").read_text() == path.read_text()
     lad1 = [r for r in records if (r["task"], r["method"], r["student"], r["seed"]) == ("rte", "lad", "3layer", 1)]
     assert sorted(r["metrics"]["best/accuracy"] for r in lad1) == [0.10, 0.70]  # latest value of best/ is kept
 
@@ -142,7 +144,8 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
     assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
     assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
-    assert "rte,minilm_l6,\"epochs=3, train=full\",1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,90.0000" in csv_text
+    assert ("rte,minilm_l6,\"epochs=3, train=full\",1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
+            "90.0000,101.5\n") in csv_text  # throughput: mean of 101 and 102
     # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
     assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
@@ -298,4 +301,6 @@ def test_run_dir_matches_distil_naming():
     assert pc.run_dir == REPO / "outputs/distil/rte" / (
         "gate=none,loss.temperature=5,loss=kd,seed=3,student=2layer,trainer.max_steps=10,trainer.predict_test=false")
     assert pc.params["loss.temperature"] == "5" and pc.experiment == "lad-rte"
+    assert ablation.override_keys(["loss.temperature=5", "paths.output_root=/x", "teacher=bert_base",
+                                   "+foo.bar=1", "trainer.eval_every=50"]) == ["loss.temperature", "trainer.eval_every"]
     assert pc.tracking_uri == "sqlite:////tmp/x.db"

@@ -218,6 +218,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, tiny_teacher, tiny_glue, damage, cap
     for a, b in zip(got[1], expected[1]):
         torch.testing.assert_close(a, b)
     assert variant_dirs(cfg) == [path]
+    assert not (path.parent / ".tmp-leftover").exists()
 
 
 # --------------------------------------------------------------------------- end to end

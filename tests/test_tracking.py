@@ -189,3 +189,6 @@ def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tin
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(c.data.params["seed"] for c in children) == ["1", "2"]
+    best_child = max(children, key=lambda c: c.data.metrics["best/accuracy"])
+    assert parents[0].data.metrics["best/accuracy"] == best_child.data.metrics["best/accuracy"]
+    assert parents[0].data.tags["best.run_id"] in {c.info.run_id for c in children}

@@ -51,7 +51,10 @@ def check_vocab(model_dir: Path, what: str) -> None:
     A tokenizer larger than ``vocab_size`` means tokenizer and weights come from different
     models (training would crash with an index error); a smaller one is fine (padded vocab).
     """
-    vocab_size = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
+    try:
+        vocab_size = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {model_dir}: unreadable config.json ({exc})".splitlines()[0]) from exc
     if not isinstance(vocab_size, int):
         return
     n_tokens = len(load_tokenizer(model_dir))
@@ -108,12 +111,14 @@ def load_teacher(teacher_cfg: DictConfig, task):
     """The fine-tuned teacher classifier (frozen, eval mode) and its directory."""
     setup_environment()
     _quiet_transformers()
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model_dir = resolve_teacher_dir(teacher_cfg)
-    config = json.loads((model_dir / "config.json").read_text())
     expected = 1 if task.is_regression else len(task.labels)
-    found = config.get("num_labels") or len(config.get("id2label") or {}) or None
+    try:  # transformers leaves num_labels/id2label out of config.json when there are 2 (the default)
+        found = AutoConfig.from_pretrained(str(model_dir)).num_labels
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"teacher {model_dir}: unreadable config.json ({exc})".splitlines()[0]) from exc
     if found != expected:
         raise ConfigError(
             f"teacher {model_dir} has {found} labels but task {task.name} needs {expected}: "

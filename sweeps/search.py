@@ -1,0 +1,28 @@
+"""In-process Optuna search with pruning: ``python sweeps/search.py task=rte n_trials=30``.
+
+Takes every ``distil.py`` override (task, student, gate, trainer budget, ...) plus ``n_trials`` and
+``search.*`` (storage, study_name, pruner). Re-running the same command resumes the study; several
+processes with the same study and storage share it. Writes the best params as a ready-to-run
+experiment file and Optuna plots into the run directory, and records everything in MLflow.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lad.cli import guarded  # noqa: E402
+
+
+@hydra.main(config_path="../conf", config_name="search", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from lad.search import search_entry
+
+    return guarded(search_entry, cfg)
+
+
+if __name__ == "__main__":
+    main()

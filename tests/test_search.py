@@ -1,0 +1,110 @@
+"""In-process Optuna search: trials share the loaded teacher, report to Optuna, prune, resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, compose
+
+
+def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
+    return compose("search", [
+        "task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
+        f"data.data_dir={glue}", f"data.cache_dir={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
+        f"search.storage=sqlite:///{tmp / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
+        "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", f"n_trials={n_trials}",
+        "search.plots=false", *extra])
+
+
+def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'optuna.db'}")
+
+
+def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    import lad.models.teacher as teacher_mod
+    from lad.search import search_entry
+
+    loads = {"n": 0}
+    real = teacher_mod.load_teacher
+
+    def counting(*a, **k):
+        loads["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr("lad.models.load_teacher", counting)
+    best = search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    study = _study(tmp_path)
+    assert len(study.trials) == 3 and loads["n"] == 1
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert best == pytest.approx(study.best_value)
+    assert set(study.best_params) == {"loss.temperature", "loss.soft_weight", "loss.hidden_weight",
+                                      "optim.gate_lr", "optim.lr"}
+    # every trial reported the dev score at each evaluation
+    assert all(sorted(t.intermediate_values) == [2, 4] for t in study.trials)
+    best_yaml = (tmp_path / "search" / "best_sst2.yaml").read_text()
+    assert best_yaml.startswith("# @package _global_") and "tie_hard_soft: true" in best_yaml
+    # same command again: nothing new; a larger budget adds trials instead of restarting
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    assert len(_study(tmp_path).trials) == 3
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 5))
+    numbers = [t.number for t in _study(tmp_path).trials]
+    assert numbers == [0, 1, 2, 3, 4]
+
+
+def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    import optuna
+
+    from lad.search import search_entry
+
+    monkeypatch.setattr("lad.search.make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(upper=-1.0))
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    trials = _study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    assert all(list(t.intermediate_values) == [2] for t in trials)  # stopped at the first eval
+
+
+def test_best_experiment_file_composes_into_distil(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lad.search import best_experiment_yaml
+
+    text = best_experiment_yaml("rte", {"task": "rte", "student": "3layer"},
+                                {"loss.temperature": 4.5, "optim.lr": 2e-4}, "accuracy", 0.61)
+    exp_dir = tmp_path / "experiment"
+    exp_dir.mkdir()
+    (exp_dir / "best_rte.yaml").write_text(text)
+    body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
+    assert body.loss.temperature == 4.5 and body.optim.lr == 2e-4 and body.loss.tie_hard_soft is True
+
+
+def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
+    from lad.errors import ConfigError
+    from lad.search import search_entry
+
+    with pytest.raises(ConfigError, match="search.pruner must be one of"):
+        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus"))
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue):
+    args = [sys.executable, "sweeps/search.py", "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}",
+            "student=2layer", f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"search.storage=sqlite:///{tmp_path / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
+            "optim.batch_size=16", "trainer.max_steps=2", "trainer.eval_every=2", "n_trials=6",
+            "search.plots=false"]
+    workers = [subprocess.Popen(args + [f"paths.output_root={tmp_path / f'w{i}'}"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [w.communicate(timeout=600) for w in workers]
+    for w, (_, err) in zip(workers, outs):
+        assert w.returncode == 0, err[-3000:]
+    trials = _study(tmp_path).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    ran = [sum(1 for line in out.splitlines() if line.startswith("[search] trial")) for out, _ in outs]
+    assert sum(ran) == 6
