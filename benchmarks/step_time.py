@@ -12,7 +12,8 @@ MiniLM backbone with a fresh classification head), a 3-layer student is trained 
   c  LAD, teacher outputs from the teacher cache (its build time is reported separately)
   d  the reference settings re-implemented: every batch padded to 128, fp32, online teacher,
      gate norm per_sequence
-  extra rows: a under bf16 autocast, c with one intra-op thread (torch.compile: see the report)
+  extra rows: a under bf16 autocast; c with the other intra-op thread count (1 thread when the run
+  uses several, else all cores); torch.compile: see the report
 
 Variants are timed round-robin (one step of each, then the next batch), so a busy machine slows
 them alike. Peak RSS comes from a fresh child process per variant running a few steps. The report
@@ -64,7 +65,8 @@ VARIANTS = {
     "d": ("reference: pad 128, fp32, online teacher, per_sequence", LAD_LOSS, "per_sequence", "online",
           True, False, None),
     "a_bf16": ("a under bf16 autocast", CE_LOSS, None, None, False, True, None),
-    "c_1thread": ("c with torch.set_num_threads(1)", LAD_LOSS, "per_token", "cache", False, False, 1),
+    # the other thread setting: 1 thread when the run uses several, else all cores
+    "c_threads": ("c with the other thread count", LAD_LOSS, "per_token", "cache", False, False, "alt"),
 }
 CORE = ("a", "b", "c", "d")
 DEFAULT_MAX_GB = float(OmegaConf.load(REPO / "conf" / "cache" / "default.yaml")["max_gb"])
@@ -200,6 +202,8 @@ def collate_for(name: str, s: Setup, idx):
 def make_step(name: str, s: Setup, parts):
     module, opts, scheds, clips, _ = parts
     bf16, threads = VARIANTS[name][5], VARIANTS[name][6]
+    if threads == "alt":
+        threads = alt_threads()
 
     def step(idx) -> tuple[float, int]:
         """One optimisation step on batch ``idx``; returns (seconds, padded tokens)."""
@@ -228,6 +232,17 @@ def make_step(name: str, s: Setup, parts):
 
 
 # ----------------------------------------------------------------------------- measuring
+def alt_threads() -> int:
+    """Thread count of the ``c_threads`` row: 1 if the run uses several, else all cores."""
+    return 1 if torch.get_num_threads() > 1 else (os.cpu_count() or 1)
+
+
+def describe(name: str) -> str:
+    if VARIANTS[name][6] == "alt":
+        return f"c with torch.set_num_threads({alt_threads()})"
+    return VARIANTS[name][0]
+
+
 def time_task(task_name: str, variants: list[str], steps: int, warmup: int, work: Path) -> dict:
     t_setup = time.perf_counter()
     s = prepare(task_name, warmup + steps, work)
@@ -371,7 +386,7 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
             rss = res.get("rss", {}).get(name)
             rss_s = f"{rss:.0f}" if isinstance(rss, float) and rss == rss else "-"
             rel = f"{_ratio(row['step_s'], a['step_s']):.2f}x" if a else "-"
-            lines.append(f"| {name}: {VARIANTS[name][0]} | {row['step_s'] * 1e3:.0f} | "
+            lines.append(f"| {name}: {describe(name)} | {row['step_s'] * 1e3:.0f} | "
                          f"{row['median_step_s'] * 1e3:.0f} | {row['steps_per_s']:.2f} | "
                          f"{row['examples_per_s']:.1f} | {row['padded_tokens_per_step']:.0f} | {rel} | {rss_s} |")
         if res.get("cache_build_s") is not None:
@@ -402,7 +417,7 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
             for name in extra:
                 base = name.split("_")[0]
                 if base in rows:
-                    lines.append(f"- {name} ({VARIANTS[name][0]}): step time "
+                    lines.append(f"- {name} ({describe(name)}): step time "
                                  f"{_ratio(rows[name]['step_s'], rows[base]['step_s']):.2f}x of {base}")
         lines.append("")
     lines += ["## Summary", ""]
@@ -420,7 +435,7 @@ def report(results: list[dict], info: dict, command: str, load: tuple, wall: flo
 def conclusions(results: list[dict], busy: bool) -> list[str]:
     """One generated line per optional setting, from the measured ratios."""
     out = []
-    for base, name in (("a", "a_bf16"), ("c", "c_1thread")):
+    for base, name in (("a", "a_bf16"), ("c", "c_threads")):
         ratios = [_ratio(r["rows"][name]["step_s"], r["rows"][base]["step_s"])
                   for r in results if name in r["rows"] and base in r["rows"]]
         if not ratios:
@@ -431,16 +446,19 @@ def conclusions(results: list[dict], busy: bool) -> list[str]:
                        "does not help the student step on this CPU: it stays off")
             out.append(f"- bf16 autocast (CPU): step time {shown} of fp32 — {verdict}.")
         else:
-            if max(ratios) < 1.0 and busy:
-                verdict = ("one thread was faster because the CPUs were oversubscribed (other jobs), so "
-                           "PyTorch's threads waited on each other; keep `trainer.num_threads: null` "
-                           "(PyTorch default) on a dedicated machine and set `trainer.num_threads=1` on a "
-                           "shared, busy one")
-            elif max(ratios) < 1.0:
-                verdict = "one thread was faster even on an idle machine: consider trainer.num_threads=1"
+            run_threads, other = torch.get_num_threads(), alt_threads()
+            one = [x if other == 1 else 1.0 / x for x in ratios]  # 1 thread relative to several
+            if max(one) < 1.0:
+                verdict = (f"1 thread was faster than {max(run_threads, other)}"
+                           + (", most likely because other jobs oversubscribed the CPUs and PyTorch's "
+                              "threads waited on each other: keep `trainer.num_threads: null` (PyTorch default) on a "
+                              "dedicated machine and set `trainer.num_threads=1` on a shared, busy one"
+                              if busy else ": consider `trainer.num_threads=1`"))
+            elif min(one) > 1.0:
+                verdict = f"{max(run_threads, other)} threads were faster: keep `trainer.num_threads: null`"
             else:
-                verdict = "the PyTorch default (all cores) is faster: keep trainer.num_threads: null"
-            out.append(f"- one intra-op thread: step time {shown} of the default — {verdict}.")
+                verdict = "no consistent difference: keep `trainer.num_threads: null`"
+            out.append(f"- c with {other} thread(s) instead of {run_threads}: step time {shown} — {verdict}.")
     out.append("- torch.compile: not timed. Bucketed batches change the sequence length at nearly every "
                "step, so the compiled graph is re-specialised or made dynamic, and compiling takes minutes "
                "on 2 cores — more than a short run saves; it stays off.")
@@ -472,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         child_rss(args.task[0], args.child_rss, args.steps, args.child_batches, Path(args.work))
         return 0
     tasks = args.task or ["rte", "sst2"]
-    variants = list(CORE) + ([] if args.no_extras else ["a_bf16", "c_1thread"])
+    variants = list(CORE) + ([] if args.no_extras else ["a_bf16", "c_threads"])
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python benchmarks/step_time.py", *given])
     info = machine_info()

@@ -73,8 +73,9 @@ def _parse(text: str):
 def run_search(cfg: DictConfig, out_dir: Path) -> dict:
     """Run trials until the study holds ``n_trials``; returns a summary with the best trial."""
     import optuna
-    from hydra_plugins.lad_optuna_sweeper._study import (ask, exclusive, lock_path, open_storage,
-                                                          open_study, reserve_trials)
+    from hydra_plugins.lad_optuna_sweeper._study import (ask, exclusive, heartbeat, lock_path,
+                                                          open_storage, open_study, record_heartbeats,
+                                                          reserve_trials)
 
     from lad.data.tasks import TaskSpec
     from lad.pipeline import run
@@ -88,7 +89,8 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
     space = load_space(str(scfg.space_file))
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
     with exclusive(lock):  # concurrent workers must not create the schema / study twice
-        storage = open_storage(str(scfg.storage), heartbeat_interval=60, grace_period=None) if scfg.storage else None
+        storage = open_storage(str(scfg.storage), heartbeat_interval=int(scfg.heartbeat_interval),
+                               grace_period=None) if scfg.storage else None
         sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed))
         study = open_study(storage, str(scfg.study_name), "maximize", sampler)
     # a resumed / second worker must not replay the first worker's seeded suggestions
@@ -103,6 +105,8 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         if not trials:
             break
         trial = trials[0]
+        # heartbeats let a later worker fail this trial if this process is killed mid-trial
+        record_heartbeats(storage, [trial._trial_id])
         overrides = space.overrides_for(trial.params)
         tcfg = trial_config(cfg, overrides, out_dir, trial.number)
 
@@ -113,7 +117,8 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
 
         log.info("trial %d: %s", trial.number, " ".join(overrides))
         try:
-            value = run(tcfg, overrides=overrides, sweep_dir=sweep_tag, memo=memo, on_eval=on_eval)
+            with heartbeat(storage, [trial._trial_id], float(scfg.heartbeat_interval)):
+                value = run(tcfg, overrides=overrides, sweep_dir=sweep_tag, memo=memo, on_eval=on_eval)
             study.tell(trial, value)
             state = "COMPLETE"
         except optuna.TrialPruned:

@@ -115,16 +115,26 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_FINGERPRINTS: dict[tuple, dict] = {}  # (dir, file stats) -> fingerprint, for in-process sweeps
+
+
 def teacher_fingerprint(teacher_dir: str | os.PathLike) -> dict:
-    """Identity of a checkpoint directory: sha256 of config.json and of every weight file (+ size)."""
+    """Identity of a checkpoint directory: sha256 of config.json and of every weight file (+ size).
+
+    Hashes are recomputed only when a file's size or mtime changed since the last call in this process.
+    """
     root = Path(teacher_dir)
     weights = sorted(list(root.glob("*.safetensors")) + list(root.glob("pytorch_model*.bin")))
     if not (root / "config.json").is_file() or not weights:
         raise ConfigError(f"teacher cache: {root} is not a model directory (config.json + weights)")
-    return {
-        "config_sha256": _sha256_file(root / "config.json"),
-        "weights": {p.name: {"size": p.stat().st_size, "sha256": _sha256_file(p)} for p in weights},
-    }
+    files = [root / "config.json", *weights]
+    stamp = (str(root.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _FINGERPRINTS:
+        _FINGERPRINTS[stamp] = {
+            "config_sha256": _sha256_file(root / "config.json"),
+            "weights": {p.name: {"size": p.stat().st_size, "sha256": _sha256_file(p)} for p in weights},
+        }
+    return _FINGERPRINTS[stamp]
 
 
 def features_digest(feats) -> str:
