@@ -106,11 +106,15 @@ def _teacher(task, work: Path):
         model = AutoModelForSequenceClassification.from_pretrained(str(path))
         kind = f"fine-tuned MiniLM-L6 teacher ({tuned.relative_to(REPO)})"
     except Exception:  # noqa: BLE001 - any problem: use the raw backbone
+        from transformers import AutoModelForSequenceClassification
+
         backbone = Path(minilm_path())
-        torch.manual_seed(0)
-        model = load_backbone(backbone, task)
-        path = work / "teacher" / task.name
-        if not (path / "config.json").is_file():
+        path = work / "teacher" / task.name  # saved once, so the cache key matches these weights
+        if (path / "config.json").is_file():
+            model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        else:
+            torch.manual_seed(0)
+            model = load_backbone(backbone, task)
             path.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(path, safe_serialization=True)
             load_tokenizer(backbone).save_pretrained(path)

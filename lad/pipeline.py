@@ -33,13 +33,23 @@ class Assembled:
 
 
 # ----------------------------------------------------------------------------- output dir
+OUTPUT_NAMES = ("checkpoints", "metrics.json", "model", "gates", "predictions", "mlflow_run_id")
+
+
 def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """Run directory and whether to resume; refuses to clobber a finished or unfinished run."""
+    """Run directory and whether to resume; refuses to clobber a finished or unfinished run.
+
+    Nothing is deleted here: with ``overwrite=true`` the old outputs are removed by
+    ``clear_outputs`` only once every input has been checked, so a mistake never costs a run.
+    """
+    from lad import checkpoint as ckpt
+
     resume = cfg.trainer.resume
     if isinstance(resume, str) and resume not in ("true", "false", ""):
         out = Path(resume).expanduser()
         if not out.is_dir():
             raise ConfigError(f"trainer.resume={resume}: no such run directory")
+        ckpt.latest_intact(out / "checkpoints")
         return out, True
     out = Path(str(cfg.output_dir))
     resume = bool(resume) and resume != "false"
@@ -48,19 +58,24 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
     if resume:
         if finished and not cfg.overwrite:
             raise ConfigError(f"{out} already holds a finished run; pass overwrite=true to train it again")
-        return out, not finished
+        if unfinished:
+            ckpt.latest_intact(out / "checkpoints")  # all corrupt -> one clear error, before any work
+        return out, unfinished
     if (finished or unfinished) and not cfg.overwrite:
         state = "a finished" if finished else "an unfinished"
         hint = "" if finished else " trainer.resume=true to continue it, or"
         raise ConfigError(f"{out} already holds {state} run; pass{hint} overwrite=true to replace it")
-    if cfg.overwrite:
-        for name in ("checkpoints", "metrics.json", "model", "gates", "predictions", "mlflow_run_id"):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
     return out, False
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """Remove a previous run's outputs (``overwrite=true``), just before training starts."""
+    for name in OUTPUT_NAMES:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def atomic_dir(final: Path, fill) -> None:
@@ -108,9 +123,11 @@ def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> A
     model = load_backbone(backbone, task)
     objective = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
                           temperature=1.0, is_regression=task.is_regression)
+    n_params = sum(p.numel() for p in model.parameters())
     return Assembled(Distiller(model, objective), tokenizer, backbone,
                      {"teacher.num_layers": model.config.num_hidden_layers,
-                      "teacher.hidden_size": model.config.hidden_size})
+                      "teacher.hidden_size": model.config.hidden_size,
+                      "teacher.params": n_params, "student.params": n_params})
 
 
 def loss_config(cfg: DictConfig) -> DictConfig:
@@ -220,18 +237,22 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
         Objective.from_config(loss, is_regression=task.is_regression)  # validate before heavy work
     out_dir, resume = resolve_output_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    import torch
 
     from lad.data.features import load_features
-    from lad.data.glue import resolve_data_dir
+    from lad.data.glue import read_split, resolve_data_dir
     from lad.runtime import pick_device, seed_everything, set_threads
-    from lad.tracking import config_tags, make_tracker
+    from lad.tracking import config_tags, connect, make_tracker
 
     device = pick_device(str(cfg.device))
-    set_threads(cfg.trainer.num_threads)
     data_dir = resolve_data_dir(cfg.data.data_dir)
+    # cheap checks first: every data file parses, the tracking store answers
+    for split in ["train", *eval_splits(task)]:
+        limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
+        memoized(memo, ("examples", task.name, split, str(data_dir), limit),
+                 lambda: read_split(task, data_dir, split, limit))
+    if cfg.mlflow.enabled:
+        connect(cfg.mlflow)
+    set_threads(cfg.trainer.num_threads)
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
     module = asm.module
@@ -250,6 +271,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
         attach_cache(cfg, module, train_feats, asm.model_source, task, split="train", device=device)
 
+    if cfg.overwrite and not resume:
+        clear_outputs(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     run_id_file = out_dir / "mlflow_run_id"
     prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
     tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,

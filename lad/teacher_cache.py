@@ -505,6 +505,34 @@ def _cache_cfg(cfg) -> dict:
     return values
 
 
+def _build_locked(root: Path, key: dict, need: Content, dtype: str, lengths: np.ndarray, size: int,
+                  teacher, feats, ccfg: dict, device: torch.device | None) -> Store | None:
+    """Build the variant under the directory lock (None: not enough free disk space)."""
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if size > 0.9 * free:
+        log.warning("teacher cache: %s would take %.2f GB but only %.2f GB are free; "
+                    "falling back to the online teacher", root / need.name, size / 1e9, free / 1e9)
+        return None
+    with _locked(root / ".lock"):
+        store = find_store(root, key, need, dtype, lengths)  # another process may have built it
+        for stale in root.glob(".tmp-*"):  # builds hold the lock: these are from interrupted ones
+            shutil.rmtree(stale, ignore_errors=True)
+        if store is not None:
+            return store
+        log.info("teacher cache: writing %.3f GB (%s, %s, %d examples, %d tokens) to %s",
+                 size / 1e9, need.name, dtype, len(feats), int(lengths.sum()), root)
+        build_device = device or torch.device("cpu")
+        teacher.to(build_device)
+        path = build_store(root, key, need, teacher, feats, dtype, int(ccfg.get("build_batch_size") or 64),
+                           build_device)
+        store = load_store(path, key, lengths)
+        if store is None:
+            raise LADError(f"teacher cache: {path} failed validation right after it was written")
+        log.info("teacher cache: built in %.1f s", store.manifest["build_seconds"])
+        return store
+
+
 def attach_cache(cfg, module, train_feats, model_source, task, split: str = "train",
                  device: torch.device | None = None) -> CachedTeacher | None:
     """Serve ``module``'s teacher outputs from the disk cache (building it if needed).
@@ -542,27 +570,13 @@ def attach_cache(cfg, module, train_feats, model_source, task, split: str = "tra
             log.warning("teacher cache: %s would take %.2f GB > cache.max_gb=%s; "
                         "falling back to the online teacher", where, size / 1e9, ccfg["max_gb"])
             return None
-        root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(root).free
-        if size > 0.9 * free:
-            log.warning("teacher cache: %s would take %.2f GB but only %.2f GB are free; "
-                        "falling back to the online teacher", where, size / 1e9, free / 1e9)
+        try:
+            store = _build_locked(root, key, need, dtype, lengths, size, teacher, train_feats, ccfg, device)
+        except OSError as err:
+            log.warning("teacher cache: cannot write %s (%s); falling back to the online teacher", root, err)
             return None
-        with _locked(root / ".lock"):
-            store = find_store(root, key, need, dtype, lengths)  # another process may have built it
-            for stale in root.glob(".tmp-*"):  # builds hold the lock: these are from interrupted ones
-                shutil.rmtree(stale, ignore_errors=True)
-            if store is None:
-                log.info("teacher cache: writing %.3f GB (%s, %s, %d examples, %d tokens) to %s",
-                         size / 1e9, need.name, dtype, len(train_feats), int(lengths.sum()), root)
-                build_device = device or torch.device("cpu")
-                teacher.to(build_device)
-                path = build_store(root, key, need, teacher, train_feats, dtype,
-                                   int(ccfg.get("build_batch_size") or 64), build_device)
-                store = load_store(path, key, lengths)
-                if store is None:
-                    raise LADError(f"teacher cache: {path} failed validation right after it was written")
-                log.info("teacher cache: built in %.1f s", store.manifest["build_seconds"])
+        if store is None:
+            return None
     else:
         log.info("teacher cache: reusing %s (%.3f GB)", store.path, store.manifest["bytes"] / 1e9)
     cached = CachedTeacher(store, need, int(teacher.config.num_hidden_layers))

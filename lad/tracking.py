@@ -6,6 +6,7 @@ branches on tracking. mlflow is imported lazily (it costs seconds at start-up).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ _SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume"
 
 def mask_secrets(text: str) -> str:
     """Hide passwords in URLs such as postgresql://user:pw@host/db."""
-    return re.sub(r"(://[^:/@\s]+):[^@/\s]+@", r"\1:***@", str(text))
+    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", str(text))
 
 
 def git_commit() -> str:
@@ -243,6 +244,6 @@ def config_tags(cfg: DictConfig, entry: str, overrides: list[str]) -> dict[str, 
         "lad.method": f"{method_label(cfg)}/{cfg.student.name}" if "student" in cfg else "teacher",
         "lad.task": cfg.task.name,
         "lad.teacher": cfg.teacher.name,
-        "lad.overrides": " ".join(overrides),
+        "lad.overrides": json.dumps(list(overrides)),
         "mlflow.source.git.commit": git_commit(),
     }

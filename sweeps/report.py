@@ -37,6 +37,19 @@ if str(REPO) not in sys.path:
 
 from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export  # noqa: E402
 
+def parse_overrides(tag: str) -> list[str]:
+    """The ``lad.overrides`` tag: a JSON list (older runs: space-separated)."""
+    import json
+
+    try:
+        value = json.loads(tag)
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    except ValueError:
+        pass
+    return tag.split()
+
+
 GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 METHOD_ORDER = ["lad", "lad_reverse", "mean", "attention", "lad-nogate", "pkd", "kd", "ce"]
 TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
@@ -159,7 +172,7 @@ def budget_of(params: dict) -> tuple[str, list[str]]:
 
 
 def extras_of(record: dict) -> tuple[str, ...]:
-    overrides = str(record.get("tags", {}).get("lad.overrides", "")).split()
+    overrides = parse_overrides(str(record.get("tags", {}).get("lad.overrides", "")))
     return tuple(o for o in overrides if not o.lstrip("+~").startswith(MANAGED))
 
 

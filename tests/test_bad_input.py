@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple
 
 import pytest
 
-from conftest import REPO, save_tiny_model
+from conftest import REPO
 
 SUBPROCESS_TIMEOUT = 300
 PARALLEL = 2  # concurrent subprocesses (2 cores); each spends most of its time importing torch

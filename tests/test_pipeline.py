@@ -172,15 +172,17 @@ def test_narrow_student_trains_through_a_projection(tmp_path, tiny_teacher, tiny
     assert module.projection.weight.grad is not None and module.projection.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("gate,loss", [("lad", "lad"), ("none", "ce")])
-def test_thirty_steps_lower_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, gate, loss):
+# LAD's hidden term falls within 30 steps; plain CE on the synthetic task needs ~25 steps to
+# leave its plateau, so it gets 60 (and then reaches 100% dev accuracy).
+@pytest.mark.parametrize("gate,loss,lr,steps", [("lad", "lad", 1e-3, 30), ("none", "ce", 5e-3, 60)])
+def test_training_lowers_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, gate, loss, lr, steps):
     from lad.pipeline import run
 
-    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"loss={loss}", f"gate={gate}", "trainer.max_steps=30",
-                     "trainer.log_every=1", "optim.lr=1e-3", "optim.warmup_ratio=0.0", "trainer.eval_every=30")
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"loss={loss}", f"gate={gate}", f"trainer.max_steps={steps}",
+                     "trainer.log_every=1", f"optim.lr={lr}", "optim.warmup_ratio=0.0", f"trainer.eval_every={steps}")
     run(cfg)
     losses = [m["train/loss"] for _, m in recorder.metrics if "train/loss" in m]
-    assert len(losses) == 30
+    assert len(losses) == steps
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.9 * first, (first, last)
     assert recorder.status == "FINISHED"
@@ -231,7 +233,7 @@ def test_train_teacher_composes_for_every_task(task):
     from lad.data.tasks import TaskSpec
 
     cfg = compose("train_teacher", [f"task={task}"])
-    OmegaConf.resolve(cfg)
+    OmegaConf.to_container(cfg.teacher, resolve=True)  # resolves the packaged backbone path
     assert TaskSpec.from_config(cfg.task).name == task
     assert cfg.teacher.path.endswith(f"teachers/minilm_l6/{task}")
 

@@ -146,12 +146,10 @@ def assert_same_run(runs: dict) -> None:
     assert not list((runs["resumed"] / "checkpoints").glob(".tmp-*")), "stale temporary checkpoint left behind"
 
 
-@pytest.mark.slow
 def test_distil_kill9_then_resume_matches_uninterrupted_run(distil_runs):
     assert_same_run(distil_runs)
 
 
-@pytest.mark.slow
 def test_train_teacher_kill9_then_resume_matches_uninterrupted_run(teacher_runs):
     assert_same_run(teacher_runs)
     ref_teacher = teacher_runs["ref"].parents[2] / "teacher"
@@ -164,7 +162,6 @@ def _tree(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix != ".log" and ".hydra" not in p.parts}
 
 
-@pytest.mark.slow
 def test_finished_run_is_never_overwritten_silently(distil_runs):
     run_dir = distil_runs["ref"]
     before = _tree(run_dir)

@@ -161,14 +161,19 @@ def test_key_changes_with_max_len(tmp_path, tiny_teacher, tiny_glue):
 
 
 # --------------------------------------------------------------------------- fallbacks and repair
-def test_size_limit_keeps_the_online_teacher(tmp_path, tiny_teacher, tiny_glue, caplog):
-    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "cache.max_gb=1e-9")
+@pytest.mark.parametrize("why", ["max_gb", "unwritable"])
+def test_size_limit_or_unwritable_dir_keeps_the_online_teacher(tmp_path, tiny_teacher, tiny_glue, caplog, why):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    extra = "cache.max_gb=1e-9" if why == "max_gb" else f"cache.dir={blocker / 'sub'}"
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, extra)
     asm, task, feats = assemble(cfg)
     module = asm.module
     teacher = module.teacher
     with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
         assert attach(cfg, asm, task, feats) is None
-    assert "cache.max_gb" in caplog.text and "falling back to the online teacher" in caplog.text
+    assert ("cache.max_gb" if why == "max_gb" else "cannot write") in caplog.text
+    assert "falling back to the online teacher" in caplog.text
     assert module.teacher is teacher and module.teacher_outputs == module._online_teacher
     assert variant_dirs(cfg) == []
     loss, _ = module.training_step(batches(feats, n=1)[0])
