@@ -210,9 +210,10 @@ CASES: list[Case] = [
          "error: teacher.path <dir> has no weights (*.safetensors)",
          "The model folder has a config.json but no weight file (incomplete copy).",
          "Copy the whole model folder, or fine-tune the teacher again."),
-    Case("teacher_num_labels_mismatch", lambda s: s.distil(task="mnli"),
-         r"^error: teacher .* has 2 labels but task mnli needs 3: was it fine-tuned on another task\?",
-         "error: teacher <dir> has 2 labels but task mnli needs 3: was it fine-tuned on another task?",
+    Case("teacher_num_labels_mismatch",
+         lambda s: s.distil(task="stsb", data=s.stsb_glue([STSB_ROW.format("4.2"), STSB_ROW.format("1.5")])),
+         r"^error: teacher .* has 2 labels but task stsb needs 1: was it fine-tuned on another task\?",
+         "error: teacher <dir> has 2 labels but task stsb needs 1: was it fine-tuned on another task?",
          "The teacher's classifier head does not fit the task (a teacher fine-tuned on another task).",
          "Use the teacher fine-tuned on this task (teacher.path=.../<task>), or fine-tune one."),
     Case("teacher_tokenizer_vocab_mismatch", lambda s: s.distil(teacher=s.small_vocab_teacher),
@@ -279,17 +280,13 @@ CASES: list[Case] = [
          "error: every checkpoint in <run_dir>/checkpoints is corrupt (checksum mismatch); cannot resume: ...",
          "Every checkpoint fails its checksum (disk full, copied while being written). A corrupt newest "
          "checkpoint alone is skipped with a warning and the previous one is used.",
-         "Delete <run_dir>/checkpoints to start over, or pass overwrite=true.",
-         known_defect="pipeline writes <run_dir>/config.yaml before the trainer verifies the checkpoints "
-                      "(call lad.checkpoint.latest_intact right after resolve_output_dir)"),
+         "Delete <run_dir>/checkpoints to start over, or pass overwrite=true."),
     Case("overwrite_with_bad_input_keeps_old_run",
          lambda s: (s.existing_run(finished=True), s.distil("overwrite=true", data=s.glue_with("dev.tsv", None)))[1],
          r"^error: .*SST-2/dev\.tsv: file not found",
          "error: <data_dir>/SST-2/dev.tsv: file not found (task 'sst2', split 'dev')",
          "overwrite=true does not skip the input checks: the run stops at the first mistake.",
-         "Fix the input and run the command again.",
-         known_defect="resolve_output_dir deletes the old outputs before data/teacher/MLflow are checked "
-                      "(delete them only right before training starts)"),
+         "Fix the input and run the command again."),
     # ---- tracking and sweeps
     Case("mlflow_unreachable",
          lambda s: [a for a in s.distil(f"mlflow.tracking_uri=http://127.0.0.1:{closed_port()}") if a != "mlflow=off"],

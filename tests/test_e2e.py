@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e,
 
 def _run(script: str, *args: str, tmp) -> subprocess.CompletedProcess:
     cmd = [sys.executable, script, "task=rte", f"paths.output_root={tmp / 'outputs'}",
-           f"paths.artifacts={tmp / 'artifacts'}", f"data.cache_dir={tmp / 'cache'}",
+           f"paths.artifacts={tmp / 'artifacts'}", f"paths.cache={tmp / 'cache'}",
            f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}", f"mlflow.artifact_location={tmp / 'mlartifacts'}",
            "data.max_train_samples=64", "data.max_eval_samples=48", "optim.batch_size=16",
            "trainer.progress=false", *args]

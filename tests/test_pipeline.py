@@ -18,7 +18,7 @@ from lad.models.student import build_student, layer_map
 def distil_cfg(tmp: Path, teacher: Path, glue: Path, *extra: str, name: str = "run"):
     return compose("distil", [
         "task=sst2", "teacher=local", f"teacher.path={teacher}", f"data.data_dir={glue}",
-        f"data.cache_dir={tmp / 'cache'}", f"output_dir={tmp / name}", "mlflow=off",
+        f"paths.cache={tmp / 'cache'}", f"output_dir={tmp / name}", "mlflow=off",
         "trainer.progress=false", "optim.batch_size=16", "student=2layer", *extra,
     ])
 
@@ -196,7 +196,7 @@ def test_teacher_finetune_uses_the_same_loop_and_is_loadable_without_lad(tmp_pat
     target = tmp_path / "teachers" / "sst2"
     cfg = compose("train_teacher", [
         "task=sst2", "teacher=local", f"teacher.backbone={backbone}", f"teacher.path={target}",
-        f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
+        f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
         "mlflow=off", "trainer.progress=false", "trainer.max_steps=3", "optim.batch_size=16"])
     run(cfg)
     assert json.loads((target / "metrics.json").read_text())["task"] == "sst2"

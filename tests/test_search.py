@@ -14,7 +14,7 @@ from conftest import REPO, compose
 def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
     return compose("search", [
         "task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
-        f"data.data_dir={glue}", f"data.cache_dir={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
+        f"data.data_dir={glue}", f"paths.cache={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
         f"search.storage=sqlite:///{tmp / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
         "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", f"n_trials={n_trials}",
         "search.plots=false", *extra])
@@ -94,7 +94,7 @@ def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
 @pytest.mark.slow
 def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue):
     args = [sys.executable, "sweeps/search.py", "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}",
-            "student=2layer", f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}",
+            "student=2layer", f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
             f"search.storage=sqlite:///{tmp_path / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
             "optim.batch_size=16", "trainer.max_steps=2", "trainer.eval_every=2", "n_trials=6",
             "search.plots=false"]

@@ -17,7 +17,7 @@ from conftest import REPO, compose, save_tiny_model
 
 def _cfg(name, tmp: Path, uri: str, *extra: str):
     return compose(name, [
-        "task=sst2", f"data.cache_dir={tmp / 'cache'}", f"mlflow.tracking_uri={uri}",
+        "task=sst2", f"paths.cache={tmp / 'cache'}", f"mlflow.tracking_uri={uri}",
         f"mlflow.artifact_location={tmp / 'mlartifacts'}", "trainer.progress=false",
         "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", *extra,
     ])
@@ -163,7 +163,7 @@ def test_runs_against_a_real_mlflow_server(tmp_path, tiny_teacher, tiny_glue):
         _wait_http(uri + "/health", server)
         run(compose("distil", [
             "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
-            f"data.data_dir={tiny_glue}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
+            f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}", f"output_dir={tmp_path / 'out'}",
             f"mlflow.tracking_uri={uri}", "mlflow.artifact_location=null", "trainer.progress=false",
             "optim.batch_size=16", "trainer.max_steps=2"]))
         (recorded,) = _runs(uri)
@@ -178,7 +178,7 @@ def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tin
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cmd = [sys.executable, "distil.py", "-m", "task=sst2", "seed=1,2", "teacher=local",
            f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
-           f"data.cache_dir={tmp_path / 'cache'}", f"paths.output_root={tmp_path / 'outputs'}",
+           f"paths.cache={tmp_path / 'cache'}", f"paths.output_root={tmp_path / 'outputs'}",
            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'art'}",
            "trainer.progress=false", "optim.batch_size=16", "trainer.max_steps=2", "mlflow.log_model=false"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
