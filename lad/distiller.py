@@ -68,6 +68,10 @@ class Distiller(nn.Module):
                 kwargs.update(self.hidden_terms(s_hidden, t_hidden, mask))
         return obj(s_out.logits, batch["labels"], **kwargs)
 
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training step (so that DistributedDataParallel can wrap the module)."""
+        return self.training_step(batch)
+
     def hidden_terms(self, s_hidden, t_hidden, mask) -> dict:
         obj = self.objective
         out: dict = {"mask": mask}

@@ -239,10 +239,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     out_dir, resume = resolve_output_dir(cfg)
 
     from lad.data.features import load_features
+    from lad.distributed import DistContext
     from lad.data.glue import read_split, resolve_data_dir
     from lad.runtime import pick_device, seed_everything, set_threads
     from lad.tracking import config_tags, connect, make_tracker
 
+    dist = DistContext.from_env()
     device = pick_device(str(cfg.device))
     data_dir = resolve_data_dir(cfg.data.data_dir)
     # cheap checks first: every data file parses, the tracking store answers
@@ -250,9 +252,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
         memoized(memo, ("examples", task.name, split, str(data_dir), limit),
                  lambda: read_split(task, data_dir, split, limit))
-    if cfg.mlflow.enabled:
+    if cfg.mlflow.enabled and dist.is_main:
         connect(cfg.mlflow)
     set_threads(cfg.trainer.num_threads)
+    device = dist.init(device)
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
     module = asm.module
@@ -271,18 +274,24 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
         attach_cache(cfg, module, train_feats, asm.model_source, task, split="train", device=device)
 
-    if cfg.overwrite and not resume:
+    if cfg.overwrite and not resume and dist.is_main:
         clear_outputs(out_dir)
+    dist.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id_file = out_dir / "mlflow_run_id"
     prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
-    tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
-                           sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+    if dist.is_main:
+        tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
+                               sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+    else:  # under torchrun only rank 0 records
+        from lad.tracking import NullTracker
+
+        tracker = NullTracker()
     if tracker.run_id:
         run_id_file.write_text(tracker.run_id)
     try:
         result = _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir, resume,
-                                 tracker, device, on_eval)
+                                 tracker, device, on_eval, dist)
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         pruned = type(exc).__name__ == "TrialPruned"
@@ -290,8 +299,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         if pruned:
             tracker.set_tags({"optuna.state": "PRUNED"})
         tracker.end(status=status, error=f"{type(exc).__name__}: {message}"[:4000])
+        dist.close()
         raise
     tracker.end("FINISHED")
+    dist.close()
     if sweep_dir:
         from lad.tracking import update_sweep_parent
 
@@ -300,7 +311,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
-                    tracker, device, on_eval=None) -> float:
+                    tracker, device, on_eval=None, dist=None) -> float:
     import psutil
 
     from lad.data.loader import make_train_batches
@@ -312,7 +323,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     params.update({k: str(v) for k, v in asm.extra_params.items()})
     params["data.train_examples"] = str(len(train_feats))
     tracker.log_params(params)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    if dist is None or dist.is_main:
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     model_dir = out_dir / "model"
 
     def save_best(metrics: dict) -> None:
@@ -331,7 +343,7 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         tracker=tracker, device=device, seed=int(cfg.seed),
         make_batches=lambda epoch: make_train_batches(train_feats, batch_size, int(cfg.seed), epoch,
                                                  bool(cfg.data.bucket), int(cfg.data.bucket_factor)),
-        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best, on_eval=on_eval,
+        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best, on_eval=on_eval, dist=dist,
     )
     t0 = time.time()
     result = trainer.fit(resume=resume)
@@ -349,6 +361,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         "train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
         "wall_s": time.time() - t0, "resumed_from": result.resumed_from,
     }
+    if dist is not None and not dist.is_main:  # other ranks only trained; rank 0 writes everything
+        return float("nan")
     tracker.log_metrics({"train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
                          **{f"final/{k}": v for k, v in result.last.items()}}, result.global_step)
     if cfg.trainer.predict_test:

@@ -18,6 +18,7 @@ import torch
 
 from lad import checkpoint as ckpt
 from lad.errors import LADError
+from lad.distributed import DistContext
 from lad.runtime import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Trainer:
     def __init__(self, module, train_features, evaluate: Callable[[], dict], main_metric: str,
                  trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device, seed: int,
                  make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None],
-                 on_eval: Callable[[int, dict], None] | None = None):
+                 on_eval: Callable[[int, dict], None] | None = None, dist=None):
         self.module = module
         self.features = train_features
         self.evaluate = evaluate
@@ -93,6 +94,7 @@ class Trainer:
         self.collate = collate
         self.on_best = on_best
         self.on_eval = on_eval
+        self.dist = dist or DistContext()
 
     def _plan(self) -> tuple[int, int]:
         per_epoch = len(self.make_batches(0))
@@ -135,13 +137,17 @@ class Trainer:
         ckpt_every = int(self.tcfg.ckpt_every or 0)
         log_every = max(1, int(self.tcfg.log_every or 1))
         amp = self.device.type == "cuda"
+        dist = self.dist
+        model = dist.wrap(module, self.device)  # DDP under torchrun; forward() is the training step
         bar = None
-        if self.tcfg.progress:
+        if self.tcfg.progress and dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
 
         def save_ckpt() -> None:
+            if not dist.is_main:
+                return
             state = {
                 "step": step, "epoch": epoch, "in_epoch": in_epoch,
                 "optimizers": [o.state_dict() for o in optimizers],
@@ -155,6 +161,8 @@ class Trainer:
 
         def run_eval() -> None:
             nonlocal best_score, best_step, best, last
+            if not dist.is_main:  # rank 0 evaluates; the others go on to the next step
+                return
             module.eval()
             metrics = self.evaluate()
             module.train()
@@ -178,10 +186,13 @@ class Trainer:
             for b_idx in range(in_epoch, len(batches)):
                 if step >= total:
                     break
+                if dist.enabled and len(batches[b_idx]) < dist.world:
+                    in_epoch = b_idx + 1  # a tail batch too small to give every rank an example
+                    continue
                 t0 = time.perf_counter()
-                batch = to_device(self.collate(batches[b_idx]), self.device)
+                batch = to_device(self.collate(dist.shard(batches[b_idx])), self.device)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    loss, parts = module.training_step(batch)
+                    loss, parts = model(batch)
                 if not torch.isfinite(loss):
                     if bar is not None:
                         bar.close()
@@ -206,7 +217,7 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                 step += 1
                 in_epoch = b_idx + 1
-                n = int(batch["input_ids"].shape[0])
+                n = int(batch["input_ids"].shape[0]) * dist.world
                 seen += n
                 train_time += time.perf_counter() - t0
                 for k, v in parts.items():
@@ -231,7 +242,7 @@ class Trainer:
                 epoch, in_epoch = epoch + 1, 0
         if bar is not None:
             bar.close()
-        if not last or history[-1]["step"] != step:
+        if dist.is_main and (not last or history[-1]["step"] != step):
             run_eval()
         save_ckpt()
         return TrainResult(best=best, last=last, best_step=best_step, global_step=step, history=history,

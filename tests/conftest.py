@@ -35,16 +35,17 @@ def tiny_bert_config(num_layers: int = 4, hidden: int = 32, num_labels: int = 2,
 
 
 def save_tiny_model(path: Path, num_layers: int = 4, hidden: int = 32, labels=("0", "1"), seed: int = 0,
-                    regression: bool = False) -> Path:
+                    regression: bool = False, dropout: float = 0.1) -> Path:
     """A random tiny BERT classifier + the real MiniLM tokenizer, saved like a fine-tuned teacher."""
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     torch.manual_seed(seed)
+    drop = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     if regression:
-        cfg = tiny_bert_config(num_layers, hidden, num_labels=1, problem_type="regression")
+        cfg = tiny_bert_config(num_layers, hidden, num_labels=1, problem_type="regression", **drop)
     else:
-        cfg = tiny_bert_config(num_layers, hidden, num_labels=len(labels),
+        cfg = tiny_bert_config(num_layers, hidden, num_labels=len(labels), **drop,
                                id2label=dict(enumerate(labels)),
                                label2id={name: i for i, name in enumerate(labels)})
     model = BertForSequenceClassification(cfg)
