@@ -333,7 +333,10 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
             asm.tokenizer.save_pretrained(tmp)
         atomic_dir(model_dir, fill)
         if module.gate is not None and any(True for _ in module.gate.parameters()):
-            _save_gate(module, out_dir / "gates", cfg)
+            values = probe_gate_values(module, train_feats, device)
+            _save_gate(module, out_dir / "gates", cfg, values)
+            if values:
+                tracker.log_metrics({f"gate/layer_{l:02d}": v for l, v in values.items()}, 0)
 
     batch_size = int(cfg.optim.batch_size)
     trainer = Trainer(
@@ -380,10 +383,38 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     return score
 
 
-def _save_gate(module, gate_dir: Path, cfg) -> None:
+def probe_gate_values(module, features, device, n: int = 64) -> dict[int, float]:
+    """Mean gate value per teacher layer on a fixed probe batch (the first ``n`` training examples).
+
+    Uses ``module.teacher_outputs``, so it works with the online teacher and with the cache.
+    Layers the gates do not compute (the anchor layer, or layers above the last mapped one) are
+    left out.
+    """
+    import math
+
+    import torch
+
+    from lad.train import to_device
+
+    gate = module.gate
+    if gate is None or getattr(gate, "needs_student_hidden", False):
+        return {}
+    batch = to_device(batch_of(features, list(range(min(n, len(features))))), device)
+    with torch.no_grad():
+        _, t_hidden = module.teacher_outputs(batch)
+        gate(t_hidden, batch["attention_mask"], module.layer_map, None)
+    values = getattr(gate, "gate_values", None)
+    if values is None:
+        return {}
+    return {l + 1: float(v) for l, v in enumerate(values.tolist()) if not math.isnan(v)}
+
+
+def _save_gate(module, gate_dir: Path, cfg, values: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     def fill(tmp: Path) -> None:
+        if values:
+            (tmp / "gate_values.json").write_text(json.dumps({str(k): v for k, v in values.items()}, indent=1))
         state = {k: v.detach().cpu().contiguous() for k, v in module.gate.state_dict().items()}
         save_file(state, str(tmp / "gate.safetensors"))
         gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True)

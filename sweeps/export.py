@@ -35,7 +35,7 @@ PARAM_KEYS = ("seed", "task.name", "task.main_metric", "teacher.name", "teacher.
               "teacher.num_layers", "teacher.hidden_size", "cache.enabled")
 PARAM_SKIP = ("data.data_dir", "data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size",
               "trainer.log_every", "trainer.ckpt_every", "trainer.keep_checkpoints")
-METRIC_PREFIXES = ("best/", "final/")
+METRIC_PREFIXES = ("best/", "final/", "gate/")
 METRIC_KEYS = ("train_examples_per_s", "peak_rss_mb")
 
 

@@ -125,9 +125,17 @@ class SweepGroup:
 
 
 @dataclass
+class GateRow:
+    label: str                              # method/student
+    n: int                                  # runs averaged
+    values: dict[int, float]                # teacher layer -> mean gate value
+
+
+@dataclass
 class Report:
     tables: list[Table]
     sweeps: list[SweepGroup] = field(default_factory=list)
+    gates: dict[str, list[GateRow]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -233,7 +241,70 @@ def build_report(records: list[dict]) -> Report:
                                 key=lambda sp: (-sp[0], sorted(sp[1].items()))))
               for (task, label), runs in sweep_groups.items()]
     sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
-    return Report(tables, sweeps)
+    return Report(tables, sweeps, gate_rows(records))
+
+
+def gate_rows(records: list[dict]) -> dict[str, list[GateRow]]:
+    """Mean gate value per teacher layer (metrics ``gate/layer_NN`` logged at the best eval)."""
+    found: dict = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("entry") != "distil" or is_sweep_child(r):
+            continue
+        vals = {int(k.rsplit("_", 1)[1]): float(v) for k, v in r.get("metrics", {}).items()
+                if k.startswith("gate/layer_")}
+        if vals:
+            found[r["task"]][(r.get("method") or "", r.get("student") or "")].append(vals)
+    out = {}
+    for task, groups in found.items():
+        rows = []
+        for (method, student) in sorted(groups, key=lambda k: (method_rank(k[0]), k[1])):
+            runs = groups[(method, student)]
+            layers = sorted(set().union(*runs))
+            rows.append(GateRow(f"{method}/{student}", len(runs),
+                                {l: statistics.fmean(v[l] for v in runs if l in v) for l in layers}))
+        out[task] = rows
+    return out
+
+
+def render_gates(report: Report, image_for: dict[str, str]) -> list[str]:
+    if not report.gates:
+        return []
+    lines = ["## Gate values", "",
+             "Mean highway-gate value g_l per teacher layer l (the weight of H_l against the aggregate "
+             "of the layers below it; the anchor layer is 1 by definition), on a fixed probe batch of "
+             "training examples at each run's best dev evaluation, averaged over seeds.", ""]
+    for task in sorted(report.gates, key=task_rank):
+        rows = report.gates[task]
+        layers = sorted(set().union(*(r.values for r in rows)))
+        lines += [f"### {task}", "", "| method/student | n | " + " | ".join(f"layer {l}" for l in layers) + " |",
+                  "|---|---:|" + "---:|" * len(layers)]
+        for r in rows:
+            cells = [f"{r.values[l]:.3f}" if l in r.values else "" for l in layers]
+            lines.append(f"| {r.label} | {r.n} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if task in image_for:
+            lines += [f"![{task} gate values]({image_for[task]})", ""]
+    return lines
+
+
+def plot_gates(task: str, rows: list[GateRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(set().union(*(r.values for r in rows)))
+    grid = [[r.values.get(l, float("nan")) for l in layers] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(layers), 0.9 + 0.45 * len(rows)))
+    im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(layers)), [str(l) for l in layers])
+    ax.set_yticks(range(len(rows)), [r.label for r in rows])
+    ax.set_xlabel("teacher layer")
+    ax.set_title(f"{task}: mean gate value")
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
 
 
 def make_table(task: str, teacher: str, budget: str, runs: list[dict], teacher_runs: list[dict]) -> Table:
@@ -459,6 +530,7 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
         lines += ["## Per-task results", ""]
         for table in report.tables:
             lines += render_table(table, images.get(f"table:{table.slug}"))
+    lines += render_gates(report, {k[len("gates:"):]: v for k, v in images.items() if k.startswith("gates:")})
     lines += render_sweeps(report, {k[len("sweep:"):]: v for k, v in images.items() if k.startswith("sweep:")})
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -563,6 +635,10 @@ def make_plots(report: Report, img_dir: Path, rel_prefix: str) -> dict[str, str]
         name = f"sweep-{task}.png"
         if plot_sweeps(groups, img_dir / name):
             images[f"sweep:{task}"] = f"{rel_prefix}/{name}"
+    for task, rows in report.gates.items():
+        name = f"gates-{task}.png"
+        plot_gates(task, rows, img_dir / name)
+        images[f"gates:{task}"] = f"{rel_prefix}/{name}"
     return images
 
 

@@ -125,6 +125,8 @@ def test_every_valid_gate_loss_pair_trains_and_saves(tmp_path, tiny_teacher, tin
     if has_gate_params:
         gate_cfg = json.loads((out / "gates" / "gate_config.json").read_text())
         assert gate_cfg["layer_map"] == [2, 4] and gate_cfg["name"] == gate
+        values = json.loads((out / "gates" / "gate_values.json").read_text())
+        assert set(values) == {"1", "2", "3", "4"} and all(0.0 <= v <= 1.0 for v in values.values())
 
 
 @pytest.mark.parametrize("gate,loss", [("lad", "ce"), ("lad", "kd"), ("mean", "pkd")])

@@ -304,3 +304,17 @@ def test_run_dir_matches_distil_naming():
     assert ablation.override_keys(["loss.temperature=5", "paths.output_root=/x", "teacher=bert_base",
                                    "+foo.bar=1", "trainer.eval_every=50"]) == ["loss.temperature", "trainer.eval_every"]
     assert pc.tracking_uri == "sqlite:////tmp/x.db"
+
+
+def test_gate_values_are_averaged_over_seeds_into_a_table():
+    from sweeps.report import build_report, render_gates
+
+    def rec(seed, values):
+        return {"entry": "distil", "status": "FINISHED", "task": "rte", "method": "lad", "student": "3layer",
+                "seed": seed, "tags": {}, "params": {}, "metrics": {f"gate/layer_{l:02d}": v for l, v in values.items()}}
+
+    report = build_report([rec(1, {1: 1.0, 2: 0.25, 3: 0.5}), rec(2, {1: 1.0, 2: 0.75, 3: 0.25})])
+    (row,) = report.gates["rte"]
+    assert (row.label, row.n, row.values) == ("lad/3layer", 2, {1: 1.0, 2: 0.5, 3: 0.375})
+    text = "\n".join(render_gates(report, {}))
+    assert "| lad/3layer | 2 | 1.000 | 0.500 | 0.375 |" in text
