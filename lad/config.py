@@ -107,5 +107,7 @@ def validate_common(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_steps must be > 0 or -1 (no cap)")
     if tr.max_steps < 0 and tr.epochs <= 0:
         raise ConfigError(f"trainer.epochs must be > 0, got {tr.epochs}")
+    if tr.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"trainer.precision must be auto, fp32 or bf16, got {tr.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")

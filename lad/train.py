@@ -136,7 +136,8 @@ class Trainer:
         eval_every = int(self.tcfg.eval_every or 0)
         ckpt_every = int(self.tcfg.ckpt_every or 0)
         log_every = max(1, int(self.tcfg.log_every or 1))
-        amp = self.device.type == "cuda"
+        precision = str(self.tcfg.precision)
+        amp = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         dist = self.dist
         model = dist.wrap(module, self.device)  # DDP under torchrun; forward() is the training step
         bar = None
@@ -191,7 +192,7 @@ class Trainer:
                     continue
                 t0 = time.perf_counter()
                 batch = to_device(self.collate(dist.shard(batches[b_idx])), self.device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
                     loss, parts = model(batch)
                 if not torch.isfinite(loss):
                     if bar is not None:

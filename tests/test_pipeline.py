@@ -279,3 +279,12 @@ def test_six_layer_student_of_twelve_layer_teacher_maps_even_layers(tmp_path, ti
     asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
     assert asm.module.layer_map == [2, 4, 6, 8, 10, 12]
     assert asm.extra_params["student.layer_map"] == "2,4,6,8,10,12"
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path, tiny_teacher, tiny_glue):
+    from lad.pipeline import run
+
+    score = run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=bf16", "trainer.max_steps=2"))
+    assert 0.0 <= score <= 1.0
+    with pytest.raises(ConfigError, match="trainer.precision must be"):
+        run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=fp8", name="other"))
