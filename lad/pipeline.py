@@ -340,10 +340,10 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
 
     batch_size = int(cfg.optim.batch_size)
     trainer = Trainer(
-        module, train_feats,
+        module,
         evaluate=make_evaluator(module, task, eval_sets, int(cfg.trainer.eval_batch_size), device),
         main_metric=task.main_metric, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, out_dir=out_dir,
-        tracker=tracker, device=device, seed=int(cfg.seed),
+        tracker=tracker, device=device,
         make_batches=lambda epoch: make_train_batches(train_feats, batch_size, int(cfg.seed), epoch,
                                                  bool(cfg.data.bucket), int(cfg.data.bucket_factor)),
         collate=lambda idx: batch_of(train_feats, idx), on_best=save_best, on_eval=on_eval, dist=dist,

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lad.checkpoint import sha256
 from lad.errors import ConfigError, LADError
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,6 @@ def required_content(module) -> tuple[Content | None, str]:
 
 
 # ----------------------------------------------------------------------------- identity
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _FINGERPRINTS: dict[tuple, dict] = {}  # (dir, file stats) -> fingerprint, for in-process sweeps
 
 
@@ -131,8 +124,8 @@ def teacher_fingerprint(teacher_dir: str | os.PathLike) -> dict:
     stamp = (str(root.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if stamp not in _FINGERPRINTS:
         _FINGERPRINTS[stamp] = {
-            "config_sha256": _sha256_file(root / "config.json"),
-            "weights": {p.name: {"size": p.stat().st_size, "sha256": _sha256_file(p)} for p in weights},
+            "config_sha256": sha256(root / "config.json"),
+            "weights": {p.name: {"size": p.stat().st_size, "sha256": sha256(p)} for p in weights},
         }
     return _FINGERPRINTS[stamp]
 

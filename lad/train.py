@@ -75,12 +75,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 class Trainer:
-    def __init__(self, module, train_features, evaluate: Callable[[], dict], main_metric: str,
-                 trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device, seed: int,
+    def __init__(self, module, evaluate: Callable[[], dict], main_metric: str,
+                 trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device,
                  make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None],
                  on_eval: Callable[[int, dict], None] | None = None, dist=None):
         self.module = module
-        self.features = train_features
         self.evaluate = evaluate
         self.main_metric = main_metric
         self.tcfg = trainer_cfg
@@ -89,7 +88,6 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.tracker = tracker
         self.device = device
-        self.seed = seed
         self.make_batches = make_batches
         self.collate = collate
         self.on_best = on_best
