@@ -136,6 +136,7 @@ class Report:
     tables: list[Table]
     sweeps: list[SweepGroup] = field(default_factory=list)
     gates: dict[str, list[GateRow]] = field(default_factory=dict)
+    teachers: list[dict] = field(default_factory=list)      # latest teacher run per (task, teacher)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -241,7 +242,27 @@ def build_report(records: list[dict]) -> Report:
                                 key=lambda sp: (-sp[0], sorted(sp[1].items()))))
               for (task, label), runs in sweep_groups.items()]
     sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
-    return Report(tables, sweeps, gate_rows(records))
+    latest_teachers = sorted((latest(runs) for runs in teachers.values()),
+                             key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
+    return Report(tables, sweeps, gate_rows(records), latest_teachers)
+
+
+def render_teachers(report: Report) -> list[str]:
+    if not report.teachers:
+        return []
+    lines = ["## Teachers", "",
+             "Best dev score of the latest finished teacher fine-tuning run per task (x100).", "",
+             "| task | teacher | main metric | best dev | budget | command |", "|---|---|---|---:|---|---|"]
+    for r in report.teachers:
+        params = r.get("params", {})
+        budget, _ = budget_of(params)
+        cmd = f"python train_teacher.py task={r['task']} teacher={r.get('teacher') or DEFAULT_TEACHER}"
+        steps = to_int(params.get("trainer.max_steps"), -1)
+        if steps is not None and steps > 0:
+            cmd += f" trainer.max_steps={steps}"
+        lines.append(f"| {r['task']} | {r.get('teacher') or ''} | {r.get('main_metric')} | "
+                     f"{100.0 * score_of(r):.2f} | {budget} | `{cmd}` |")
+    return lines + [""]
 
 
 def gate_rows(records: list[dict]) -> dict[str, list[GateRow]]:
@@ -525,6 +546,7 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
     if not report.tables:
         lines += ["No FINISHED distillation runs recorded yet.", ""]
     lines += render_targets(report)
+    lines += render_teachers(report)
     if report.tables:
         lines += render_summary(report)
         lines += ["## Per-task results", ""]
