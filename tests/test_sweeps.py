@@ -318,3 +318,14 @@ def test_gate_values_are_averaged_over_seeds_into_a_table():
     assert (row.label, row.n, row.values) == ("lad/3layer", 2, {1: 1.0, 2: 0.5, 3: 0.375})
     text = "\n".join(render_gates(report, {}))
     assert "| lad/3layer | 2 | 1.000 | 0.500 | 0.375 |" in text
+
+
+def test_readme_headline_block_is_regenerated_in_place(tmp_path):
+    from sweeps.report import README_BEGIN, README_END, Report, refresh_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# X\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\nrest\n")
+    refresh_readme(readme, Report(tables=[]), Path("docs/results.md"))
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.endswith(f"{README_END}\n\nrest\n")
+    assert "copied from [`docs/results.md`](docs/results.md)" in text and "**not enough data**" in text
