@@ -206,6 +206,10 @@ def heartbeat(storage: Any, trial_ids: Sequence[int], interval: float) -> Iterat
     stop = threading.Event()
 
     def beat() -> None:
+        # signals must reach the main thread: one delivered to this thread would not interrupt
+        # a job sleeping or blocked in a system call there
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while not stop.wait(interval):
             try:
                 record_heartbeats(storage, trial_ids)
