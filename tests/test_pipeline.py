@@ -290,3 +290,10 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, tiny_teacher, tiny_glue):
     assert 0.0 <= score <= 1.0
     with pytest.raises(ConfigError, match="trainer.precision must be"):
         run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=fp8", name="other"))
+
+
+@pytest.mark.parametrize("entry", ["train_teacher", "distil"])
+def test_experiment_files_override_the_primary_config(entry):
+    cfg = compose(entry, ["experiment=demo"])
+    assert cfg.overwrite is True and cfg.trainer.epochs == 2 and cfg.data.max_train_samples == 1024
+    assert cfg.paths.artifacts == "artifacts/demo"
