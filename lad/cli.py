@@ -30,9 +30,22 @@ def _hydra_context() -> tuple[list[str], str | None]:
         return [], None
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) unwinds like Ctrl-C, so the MLflow run ends KILLED."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def run_entry(cfg: DictConfig) -> float:
     """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``)."""
     overrides, sweep_dir = _hydra_context()
+    _sigterm_as_interrupt()
 
     def job(cfg: DictConfig) -> float:
         from lad.pipeline import run

@@ -192,3 +192,23 @@ def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tin
     best_child = max(children, key=lambda c: c.data.metrics["best/accuracy"])
     assert parents[0].data.metrics["best/accuracy"] == best_child.data.metrics["best/accuracy"]
     assert parents[0].data.tags["best.run_id"] in {c.info.run_id for c in children}
+
+
+def test_sigterm_ends_the_mlflow_run_killed(tmp_path, tiny_teacher, tiny_glue):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cmd = [sys.executable, "distil.py", "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}",
+           "student=2layer", f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
+           f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'out'}", f"mlflow.tracking_uri={uri}",
+           f"mlflow.artifact_location={tmp_path / 'art'}", "trainer.progress=false", "optim.batch_size=16",
+           "trainer.max_steps=100000", "trainer.ckpt_every=0", "trainer.eval_every=0", "trainer.num_threads=1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "out" / "mlflow_run_id").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    (run,) = _runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt: terminated by signal")
