@@ -212,3 +212,18 @@ def test_sigterm_ends_the_mlflow_run_killed(tmp_path, tiny_teacher, tiny_glue):
     assert proc.returncode != 0
     (run,) = _runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt: terminated by signal")
+
+
+def test_logged_student_loads_offline_as_a_pyfunc_model(store):
+    import mlflow
+    import pandas as pd
+
+    tmp, uri = store
+    distil_run = _runs(uri)[1]
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{distil_run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    preds = model.predict(pd.DataFrame({"text_a": ["a good film", "an awful film"]}))
+    assert list(preds) and set(preds) <= {"0", "1"}
