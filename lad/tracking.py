@@ -99,7 +99,8 @@ def connect(mcfg: DictConfig):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
-        mlflow.search_experiments(max_results=1)
+        with _sqlite_lock(uri):  # parallel jobs must not create a fresh store's schema twice
+            mlflow.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot reach the store"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LADError(
@@ -109,11 +110,37 @@ def connect(mcfg: DictConfig):
     return mlflow
 
 
+def _sqlite_lock(uri: str):
+    """An exclusive file lock next to a SQLite store (a no-op for other stores)."""
+    import contextlib
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked():
+        import fcntl
+
+        with open(db.with_name(db.name + ".lock"), "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+
+    return locked()
+
+
 def get_experiment_id(mlflow, name: str, artifact_location: str | None) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_root(artifact_location))
+    try:
+        return mlflow.create_experiment(name, artifact_location=_artifact_root(artifact_location))
+    except Exception:  # noqa: BLE001 - another process created it first
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 class MlflowTracker:
@@ -166,14 +193,25 @@ class MlflowTracker:
 
 
 def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str) -> str:
-    """The parent run of a Hydra multirun (one per sweep dir), created by the first job."""
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
-                               max_results=1)
-    if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, "lad.kind": "sweep"})
-    return run.info.run_id
+    """The parent run of a Hydra multirun (one per sweep dir), created by the first job.
+
+    Jobs of a parallel launcher (joblib) run in several processes: a lock file in the sweep
+    directory makes sure only one of them creates the parent.
+    """
+    import contextlib
+    import fcntl
+
+    lock = Path(sweep_dir) / ".lad-mlflow-parent.lock" if Path(sweep_dir).is_dir() else None
+    with open(lock, "a") if lock else contextlib.nullcontext() as handle:
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
+                                   max_results=1)
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, "lad.kind": "sweep"})
+        return run.info.run_id
 
 
 def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | None = None,

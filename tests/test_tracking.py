@@ -174,9 +174,11 @@ def test_runs_against_a_real_mlflow_server(tmp_path, tiny_teacher, tiny_glue):
         server.wait(timeout=30)
 
 
-def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tiny_glue):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tiny_glue, launcher):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    cmd = [sys.executable, "distil.py", "-m", "task=sst2", "seed=1,2", "teacher=local",
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    cmd = [sys.executable, "distil.py", "-m", *extra, "task=sst2", "seed=1,2", "teacher=local",
            f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
            f"paths.cache={tmp_path / 'cache'}", f"paths.output_root={tmp_path / 'outputs'}",
            f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'art'}",
