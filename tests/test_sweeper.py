@@ -306,7 +306,7 @@ def _start_long_job(app: Path, *overrides: str) -> subprocess.Popen[str]:
     markers = app / "markers"
     markers.mkdir()
     proc = subprocess.Popen(
-        _cmd(app, "sleep=30", f"marker_dir={markers}", *overrides, n_trials=1),
+        _cmd(app, "sleep=300", f"marker_dir={markers}", *overrides, n_trials=1),
         cwd=app, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -333,7 +333,7 @@ def test_stale_trial_of_killed_worker_is_failed_and_does_not_block(app: Path) ->
 def test_interrupted_sweep_marks_its_trial_failed(app: Path) -> None:
     proc = _start_long_job(app)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=120)  # the job sleeps 300 s: only the interrupt can end it this soon
     assert proc.returncode != 0
     trial = _study(app).trials[0]
     assert trial.state == TrialState.FAIL

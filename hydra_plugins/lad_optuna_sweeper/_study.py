@@ -217,7 +217,16 @@ def heartbeat(storage: Any, trial_ids: Sequence[int], interval: float) -> Iterat
                 log.warning("Optuna heartbeat failed: %s", one_line(exc))
 
     thread = threading.Thread(target=beat, name="lad-optuna-heartbeat", daemon=True)
-    thread.start()
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        # start the thread with the signals already blocked (it inherits the mask): no window
+        # in which a Ctrl-C could land on it
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    else:
+        thread.start()
     try:
         yield
     finally:
