@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sst2-steps", type=int, default=800)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
+    known = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
+    unknown = [t for t in args.tasks if t not in known]
+    if unknown:  # e.g. an override swallowed by --tasks: put overrides before --tasks or after --
+        print(f"error: unknown task(s) {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return 2
     failed = []
     for task in args.tasks:
         if teacher_done(Path(args.artifacts), args.teacher, task):
