@@ -301,6 +301,13 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_trials(app: P
     assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == pids
 
 
+def _default_signals() -> None:
+    """Child starts with SIGINT unblocked and at its default action, whatever the test runner's
+    own signal state is (an ignored or blocked SIGINT is inherited across fork/exec)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _start_long_job(app: Path, *overrides: str) -> subprocess.Popen[str]:
     """Start a one-trial sweep whose job sleeps; return once the job is running."""
     markers = app / "markers"
@@ -308,6 +315,7 @@ def _start_long_job(app: Path, *overrides: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         _cmd(app, "sleep=300", f"marker_dir={markers}", *overrides, n_trials=1),
         cwd=app, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_signals,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not any(markers.iterdir()):
