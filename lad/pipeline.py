@@ -312,8 +312,6 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
                     tracker, device, on_eval=None, dist=None) -> float:
-    import psutil
-
     from lad.data.loader import make_train_batches
     from lad.tracking import run_params
     from lad.train import Trainer
@@ -350,13 +348,14 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     )
     t0 = time.time()
     result = trainer.fit(resume=resume)
-    peak_rss = psutil.Process().memory_info().rss / 2**20
-    try:
+    try:  # peak resident set size of this process (Linux: ru_maxrss in KiB)
         import resource
 
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except ImportError:  # pragma: no cover - non-POSIX
-        pass
+    except ImportError:  # pragma: no cover - non-POSIX: current RSS instead
+        import psutil
+
+        peak_rss = psutil.Process().memory_info().rss / 2**20
     summary = {
         "task": task.name, "entry": entry, "main_metric": task.main_metric,
         "best": result.best, "last": result.last, "best_step": result.best_step,
