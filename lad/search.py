@@ -27,13 +27,25 @@ def make_pruner(cfg: DictConfig):
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=int(cfg.startup_trials),
                                                       n_warmup_steps=int(cfg.warmup_evals)),
-        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(),
+        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=_min_resource(cfg), reduction_factor=int(cfg.reduction_factor)),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=_min_resource(cfg), reduction_factor=int(cfg.reduction_factor)),
         "none": lambda: optuna.pruners.NopPruner(),
     }
     if cfg.pruner not in pruners:
         raise ConfigError(f"search.pruner must be one of {', '.join(pruners)}, got {cfg.pruner!r}")
     return pruners[cfg.pruner]()
+
+
+def _min_resource(cfg: DictConfig):
+    """Steps a trial trains before its first rung (halving / hyperband); "auto" = Optuna's estimate."""
+    value = cfg.get("min_resource", "auto")
+    if value in (None, "auto"):
+        return "auto"
+    if int(value) < 1:
+        raise ConfigError(f"search.min_resource must be >= 1 or auto, got {value}")
+    return int(value)
 
 
 def load_space(space_file: str):

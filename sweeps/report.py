@@ -8,7 +8,7 @@
 Every number comes from FINISHED runs (the records of sweeps/export.py). Output is deterministic:
 rows are sorted, floats have fixed formats, nothing depends on the time or on the source.
 
-Tables: one per (task, teacher, budget) over top-level distil runs (Optuna sweep children, which
+Tables: one per (task, teacher, budget, extra overrides) over top-level distil runs (Optuna sweep children, which
 carry ``mlflow.parentRunId``, go to the sweep section instead). A cell (method, student, seed) seen
 twice keeps its latest run. Scores are the best dev value of the task's main metric, x100; "± std"
 is the sample standard deviation over seeds. "% of teacher" divides by the best dev score of the
@@ -57,6 +57,9 @@ TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_T
 TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
 TARGET_STUDENT = "3layer"
 DEFAULT_TEACHER = "minilm_l6"
+# extra overrides that do not change what a table compares (left out of its title and variant)
+NOISE_SE = 2.0               # |difference| above this many standard errors counts as an effect
+NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
 MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
            "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",
@@ -98,18 +101,22 @@ class Table:
     rows: list[Row]
     teacher_score: float | None
     teacher_params: int | None
-    extras: list[str]                      # extra overrides shared by every run
-    mixed_extras: bool
+    extras: list[str]                      # extra overrides shared by every run (sorted)
     n_runs: int
     primary: bool = False
 
     @property
     def key(self) -> tuple:
-        return (task_rank(self.task), self.teacher, self.budget)
+        return (task_rank(self.task), self.teacher, self.budget, tuple(self.extras))
+
+    @property
+    def variant(self) -> str:
+        """The extra overrides that set this table apart from the others of its task, as text."""
+        return " ".join(e for e in self.extras if not e.startswith(NEUTRAL))
 
     @property
     def slug(self) -> str:
-        text = f"{self.task}-{self.teacher}-{self.budget}"
+        text = f"{self.task}-{self.teacher}-{self.budget}" + (f"-{self.variant}" if self.variant else "")
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(", ", "-"))
 
     def row(self, method: str, student: str) -> Row | None:
@@ -223,19 +230,19 @@ def build_report(records: list[dict]) -> Report:
         if r.get("entry") != "distil" or score_of(r) is None or not r.get("student"):
             continue
         if is_sweep_child(r):
-            sweep_groups[(r["task"], f"{r['method']}/{r['student']}")].append(r)
+            sweep_groups[(r["task"], f"{r['method']}/{r['student']}, {budget_of(r.get('params', {}))[0]}")].append(r)
             continue
         budget, _ = budget_of(r.get("params", {}))
-        groups[(r["task"], r.get("teacher") or "", budget)].append(r)
-    tables = [make_table(task, teacher, budget, runs, teachers.get((task, teacher), []))
-              for (task, teacher, budget), runs in groups.items()]
+        groups[(r["task"], r.get("teacher") or "", budget, tuple(sorted(extras_of(r))))].append(r)
+    tables = [make_table(task, teacher, budget, list(extras), runs, teachers.get((task, teacher), []))
+              for (task, teacher, budget, extras), runs in groups.items()]
     tables.sort(key=lambda t: t.key)
     by_task = defaultdict(list)
     for t in tables:
         by_task[t.task].append(t)
     for task_tables in by_task.values():
-        ranked = sorted(task_tables, key=lambda t: (-len(t.rows), -t.n_runs, t.teacher != DEFAULT_TEACHER,
-                                                    t.teacher, t.budget))
+        ranked = sorted(task_tables, key=lambda t: (-len(t.rows), -t.n_runs, len(t.variant.split()),
+                                                    t.teacher != DEFAULT_TEACHER, t.teacher, t.budget, t.variant))
         ranked[0].primary = True
     sweeps = [SweepGroup(task, label, runs[0].get("main_metric") or "",
                          sorted(((score_of(r), r.get("params", {})) for r in runs),
@@ -328,7 +335,8 @@ def plot_gates(task: str, rows: list[GateRow], path: Path) -> None:
     plt.close(fig)
 
 
-def make_table(task: str, teacher: str, budget: str, runs: list[dict], teacher_runs: list[dict]) -> Table:
+def make_table(task: str, teacher: str, budget: str, extras: list[str], runs: list[dict],
+               teacher_runs: list[dict]) -> Table:
     cells = defaultdict(list)
     for r in runs:
         cells[(r["method"], r["student"], r.get("seed"))].append(r)
@@ -351,13 +359,11 @@ def make_table(task: str, teacher: str, budget: str, runs: list[dict], teacher_r
             row.pct_teacher = 100.0 * row.mean / t_score
         rows.append(row)
     rows.sort(key=lambda r: (r.num_layers, r.student, method_rank(r.method)))
-    extras = {extras_of(r) for r in chosen}
     t_params = Counter(to_int(r.get("params", {}).get("teacher.params")) for r in chosen)
     return Table(task=task, teacher=teacher, budget=budget, budget_args=budget_of(chosen[0].get("params", {}))[1],
                  main_metric=str(chosen[0].get("main_metric")), rows=rows, teacher_score=t_score,
                  teacher_params=max(t_params, key=lambda p: (t_params[p], p or 0)),
-                 extras=list(sorted(extras)[0]) if len(extras) == 1 else [], mixed_extras=len(extras) > 1,
-                 n_runs=len(chosen))
+                 extras=extras, n_runs=len(chosen))
 
 
 # ----------------------------------------------------------------------------- summary, targets
@@ -426,6 +432,122 @@ def target_wins(report: Report) -> TargetResult:
     return TargetResult(name, "not enough data", detail)
 
 
+# ----------------------------------------------------------------------------- discussion
+@dataclass
+class Comparison:
+    task: str
+    student: str
+    other: str
+    delta: float                  # lad mean - other mean (x100)
+    se: float | None              # standard error of the difference (x100); None with a single seed
+    n: tuple[int, int]
+
+    @property
+    def verdict(self) -> str:
+        if self.se is None:
+            return "single seed, noise unknown"
+        if abs(self.delta) <= NOISE_SE * self.se:
+            return "within seed noise"
+        return "LAD ahead" if self.delta > 0 else "LAD behind"
+
+
+def _diff(a: Row, b: Row) -> tuple[float, float | None]:
+    delta = 100.0 * (a.mean - b.mean)
+    if a.std is None or b.std is None:
+        return delta, None
+    return delta, 100.0 * math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+
+
+def comparisons(table: Table, method: str = "lad") -> list[Comparison]:
+    """LAD against every other method of the same student in one table."""
+    out = []
+    for row in table.rows:
+        if row.method != method:
+            continue
+        for other in table.rows:
+            if other.student == row.student and other.method != method:
+                delta, se = _diff(row, other)
+                out.append(Comparison(table.task, row.student, other.method, delta, se, (row.n, other.n)))
+    return out
+
+
+def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
+    """(primary, variant) tables of one task with the same teacher and budget but other extra overrides."""
+    prim = primary_tables(report)
+    return [(prim[t.task], t) for t in report.tables
+            if not t.primary and t.task in prim and (t.teacher, t.budget) == (prim[t.task].teacher, prim[t.task].budget)]
+
+
+def render_discussion(report: Report) -> list[str]:
+    """Effect sizes against seed noise, variants against the default, and what differs from the paper."""
+    lines = ["## Discussion", "",
+             f"Generated from the tables above. A difference counts as real only when it exceeds {NOISE_SE:g} "
+             "standard errors of the difference of the two means (sample std over seeds, both sides); "
+             "otherwise it is reported as seed noise.", ""]
+    prim = primary_tables(report)
+    found = False
+    for task in sorted(prim, key=task_rank):
+        comps = comparisons(prim[task])
+        if not comps:
+            continue
+        found = True
+        t = prim[task]
+        lines.append(f"- **{task}** ({t.budget}{', ' + t.variant if t.variant else ''}): " + "; ".join(
+            f"LAD vs {c.other} ({c.student}) {c.delta:+.2f}"
+            + (f" ± {c.se:.2f}" if c.se is not None else "") + f" (n={c.n[0]}/{c.n[1]}): {c.verdict}"
+            for c in comps) + ".")
+    if not found:
+        lines.append("- No primary table has a LAD row next to another method yet.")
+    lines.append("")
+    pairs = variant_pairs(report)
+    if pairs:
+        lines += ["Variants (same task, teacher and budget as the primary table; difference = variant − default, "
+                  "same method and student):", ""]
+        for base, var in pairs:
+            items = []
+            for row in var.rows:
+                ref = base.row(row.method, row.student)
+                if ref is None:
+                    continue
+                delta, se = _diff(row, ref)
+                verdict = ("noise unknown" if se is None else "within seed noise" if abs(delta) <= NOISE_SE * se
+                           else "better" if delta > 0 else "worse")
+                items.append(f"{row.method}/{row.student} {delta:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
+                             + f" ({verdict})")
+            if items:
+                lines.append(f"- **{var.task}**, `{var.variant}`: " + "; ".join(items) + ".")
+        lines.append("")
+    lines += ["What differs from the paper (Lin, Chen, Kao, Sensors 2023):", "",
+              "- Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, a sentence-embedding model) fine-tuned here, "
+              "not a 12-layer bert-base; the students keep 2 or 3 of its 6 layers, so there are fewer "
+              "teacher layers for the gates to aggregate.",
+              "- Budget: CPU-only training capped at the step budgets named in each table heading, far "
+              "shorter than the paper's epochs, with default or briefly searched hyper-parameters.",
+              "- Seeds: means and spreads come from the seeds listed in each table; RTE and MRPC dev sets are "
+              "small, so single-point differences are usually noise.", ""]
+    lines += render_published()
+    return lines
+
+
+def render_published(path: Path | None = None) -> list[str]:
+    """Published 6-layer students of bert-base teachers (sweeps/published.yaml), for context only."""
+    import yaml
+
+    path = path or REPO / "sweeps" / "published.yaml"
+    if not path.is_file():
+        return []
+    data = yaml.safe_load(path.read_text())
+    tasks = [t for t in TARGET_TASKS if any(t in m["scores"] for m in data["models"])]
+    lines = ["Published numbers, **different setup** (12-layer bert-base teachers, 6-layer students "
+             "with hidden size 768, full GPU training); quoted from the papers for context only, not "
+             "comparable with the tables above:", "",
+             "| model | split | " + " | ".join(tasks) + " | source |", "|---|---|" + "---:|" * len(tasks) + "---|"]
+    for m in data["models"]:
+        cells = [str(m["scores"].get(t, "–")) for t in tasks]
+        lines.append(f"| {m['name']} | {m['split']} | " + " | ".join(cells) + f" | {m['source']} |")
+    return lines + ["", data.get("note", "").strip(), ""] if data.get("note") else lines + [""]
+
+
 # ----------------------------------------------------------------------------- rendering
 def pct(score: float | None) -> str:
     return "–" if score is None else f"{100.0 * score:.2f}"
@@ -462,7 +584,7 @@ def teacher_command(table: Table) -> str:
 def render_table(table: Table, image: str | None) -> list[str]:
     metric = table.main_metric
     lines = [f"### {table.task.upper()} — teacher {table.teacher}, {table.budget}"
-             + (" (primary)" if table.primary else ""), ""]
+             + (f", {table.variant}" if table.variant else "") + (" (primary)" if table.primary else ""), ""]
     lines += [f"| method | student | params | n | dev {metric} (mean ± std) | % of teacher |",
               "|---|---|---:|---:|---:|---:|"]
     if table.teacher_score is not None:
@@ -475,8 +597,6 @@ def render_table(table: Table, image: str | None) -> list[str]:
     lines.append("")
     if table.teacher_score is None:
         lines += [f"No FINISHED teacher run for {table.task} in the records: % of teacher is not available.", ""]
-    if table.mixed_extras:
-        lines += ["Note: the runs of this table were made with different extra overrides.", ""]
     lines += ["Reproduce:", "", "```bash", teacher_command(table), ablation_command(table),
               "python sweeps/export.py && python sweeps/report.py", "```", ""]
     if image:
@@ -517,6 +637,11 @@ def render_targets(report: Report) -> list[str]:
     return lines
 
 
+def _num(value) -> str:
+    x = to_float(value)
+    return "–" if x is None else f"{x:.4g}"
+
+
 def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     if not report.sweeps:
         return []
@@ -527,14 +652,81 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     for g in report.sweeps:
         score, params = g.trials[0]
         lines.append(f"| {g.task} | {g.label} | {len(g.trials)} | {pct(score)} | "
-                     + " | ".join(params.get(k, "–") for k in ("loss.temperature", "loss.soft_weight",
+                     + " | ".join(_num(params.get(k)) for k in ("loss.temperature", "loss.soft_weight",
                                                                "loss.hidden_weight", "optim.lr", "optim.gate_lr"))
                      + " |")
     lines.append("")
     for task in sorted({g.task for g in report.sweeps}, key=task_rank):
         if task in image_for:
             lines += [f"![{task} sweep]({image_for[task]})", ""]
+        if f"importance:{task}" in image_for:
+            lines += [f"![{task} parameter importance]({image_for[f'importance:{task}']})", ""]
+    rows = [(g, param_importances(g)) for g in report.sweeps]
+    rows = [(g, imp) for g, imp in rows if imp]
+    if rows:
+        lines += ["Parameter importance (fANOVA with a fixed seed over each group's finished trials; "
+                  "pruned trials are not included):", "",
+                  "| task | method/student | trials | importance (parameter: share) |", "|---|---|---:|---|"]
+        for g, imp in rows:
+            lines.append(f"| {g.task} | {g.label} | {len(g.trials)} | "
+                         + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(imp.items(), key=lambda kv: (-kv[1], kv[0])))
+                         + " |")
+        lines.append("")
     return lines
+
+
+def search_distributions() -> dict:
+    """Search-space distributions by parameter, from every conf/hparams_search/*.yaml file."""
+    from lad.search import load_space
+
+    out = {}
+    for path in sorted((REPO / "conf" / "hparams_search").glob("*.yaml")):
+        out.update(load_space(str(path)).distributions)
+    return out
+
+
+def param_importances(group: SweepGroup) -> dict[str, float]:
+    """fANOVA importance (fixed seed, deterministic) of the searched parameters over a group's trials."""
+    import optuna
+
+    dists = search_distributions()
+    values = {k: [to_float(p.get(k)) for _, p in group.trials] for k in dists}
+    keys = [k for k, vs in values.items()
+            if all(v is not None and dists[k].low <= v <= dists[k].high for v in vs) and len(set(vs)) > 1]
+    if len(group.trials) < 3 or not keys or len({score for score, _ in group.trials}) < 2:
+        return {}  # fANOVA needs a few trials and some variance in the score
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    for i, (score, _) in enumerate(group.trials):
+        study.add_trial(optuna.trial.create_trial(params={k: values[k][i] for k in keys},
+                                                  distributions={k: dists[k] for k in keys}, value=score))
+    imp = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return {k: float(imp[k]) for k in sorted(imp)}
+
+
+def plot_importances(groups: list[SweepGroup], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = [(g, param_importances(g)) for g in groups]
+    data = [(g, imp) for g, imp in data if imp]
+    if not data:
+        return False
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 2.8), squeeze=False)
+    for ax, (g, imp) in zip(axes[0], data):
+        keys = sorted(imp, key=lambda k: imp[k])
+        ax.barh(range(len(keys)), [imp[k] for k in keys])
+        ax.set_yticks(range(len(keys)), keys, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("fANOVA importance")
+        ax.set_title(f"{g.task} {g.label} ({len(g.trials)} trials)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True
 
 
 def render_markdown(report: Report, images: dict[str, str]) -> str:
@@ -554,13 +746,15 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
             lines += render_table(table, images.get(f"table:{table.slug}"))
     lines += render_gates(report, {k[len("gates:"):]: v for k, v in images.items() if k.startswith("gates:")})
     lines += render_sweeps(report, {k[len("sweep:"):]: v for k, v in images.items() if k.startswith("sweep:")})
+    if report.tables:
+        lines += render_discussion(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def render_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["task", "teacher", "budget", "primary", "main_metric", "method", "student", "n", "seeds",
+    w.writerow(["task", "teacher", "budget", "variant", "primary", "main_metric", "method", "student", "n", "seeds",
                 "mean", "std", "student_params", "teacher_score", "pct_of_teacher", "train_examples_per_s"])
 
     def f6(x):
@@ -568,7 +762,7 @@ def render_csv(report: Report) -> str:
 
     for t in report.tables:
         for r in t.rows:
-            w.writerow([t.task, t.teacher, t.budget, int(t.primary), t.main_metric, r.method, r.student, r.n,
+            w.writerow([t.task, t.teacher, t.budget, t.variant, int(t.primary), t.main_metric, r.method, r.student, r.n,
                         " ".join(map(str, sorted(r.scores))), f6(r.mean), f6(r.std), r.student_params or "",
                         f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}",
                         "" if r.throughput is None else f"{r.throughput:.1f}"])
@@ -604,7 +798,8 @@ def plot_table(table: Table, path: Path) -> None:
         ax.axhline(100.0 * table.teacher_score, color="k", linestyle="--", linewidth=1, label="teacher")
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel(f"dev {table.main_metric} (x100)")
-    ax.set_title(f"{table.task} — {table.budget}")
+    ax.set_title(f"{table.task} — {table.budget}" + (f"\n{table.variant}" if table.variant else ""),
+                 fontsize=9 if table.variant else None)
     values = [100.0 * r.mean for r in table.rows] + ([100.0 * table.teacher_score] if table.teacher_score else [])
     low = min(values) - 10
     ax.set_ylim(max(low, 0.0) if min(values) >= 0 else low, max(values) + 5)
@@ -657,6 +852,9 @@ def make_plots(report: Report, img_dir: Path, rel_prefix: str) -> dict[str, str]
         name = f"sweep-{task}.png"
         if plot_sweeps(groups, img_dir / name):
             images[f"sweep:{task}"] = f"{rel_prefix}/{name}"
+        name = f"importance-{task}.png"
+        if plot_importances(groups, img_dir / name):
+            images[f"sweep:importance:{task}"] = f"{rel_prefix}/{name}"
     for task, rows in report.gates.items():
         name = f"gates-{task}.png"
         plot_gates(task, rows, img_dir / name)

@@ -20,7 +20,7 @@ def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str)
         "search.plots=false", *extra])
 
 
-def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad"):
+def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad"):
     import optuna
 
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'optuna.db'}")
@@ -108,3 +108,29 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue)
     assert all(t.state.name == "COMPLETE" for t in trials)
     ran = [sum(1 for line in out.splitlines() if line.startswith("[search] trial")) for out, _ in outs]
     assert sum(ran) == 6
+
+
+def test_kd_space_and_halving_pruner(tmp_path, tiny_teacher, tiny_glue):
+    """search.space=kd_optuna searches only KD's knobs; halving's first rung sits at the first evaluation."""
+    import optuna
+
+    from lad.search import make_pruner, search_entry
+
+    cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
+                     "search.pruner=halving", "search.reduction_factor=2")
+    pruner = make_pruner(cfg.search)
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert (pruner._min_resource, pruner._reduction_factor) == (2, 2)  # min_resource = trainer.eval_every
+    search_entry(cfg)
+    study = _study(tmp_path, "lad-inproc-sst2-2layer-none-kd")
+    assert len(study.trials) == 2
+    assert all(set(t.params) == {"loss.temperature", "loss.soft_weight", "optim.lr"} for t in study.trials)
+
+
+def test_bad_min_resource_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
+    from lad.errors import ConfigError
+    from lad.search import make_pruner
+
+    cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=hyperband", "search.min_resource=0")
+    with pytest.raises(ConfigError, match="search.min_resource must be >= 1 or auto"):
+        make_pruner(cfg.search)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -144,14 +145,14 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
     assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
     assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
-    assert ("rte,minilm_l6,\"epochs=3, train=full\",1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
+    assert ("rte,minilm_l6,\"epochs=3, train=full\",,1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
             "90.0000,101.5\n") in csv_text  # throughput: mean of 101 and 102
     # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
     assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
     assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
     # sweep trials are not in the tables but in the sweep section (best T = 10.0)
-    assert "| rte | lad/3layer | 3 | 62.00 | 10.0 |" in md
+    assert "| rte | lad/3layer, epochs=3, train=full | 3 | 62.00 | 10 |" in md
     assert (img / "sweep-rte.png").is_file()
     pngs = sorted(p.name for p in img.glob("results-*.png"))
     assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
@@ -329,3 +330,64 @@ def test_readme_headline_block_is_regenerated_in_place(tmp_path):
     text = readme.read_text()
     assert "stale numbers" not in text and text.endswith(f"{README_END}\n\nrest\n")
     assert "copied from [`docs/results.md`](docs/results.md)" in text and "**not enough data**" in text
+
+
+# ----------------------------------------------------------------------------- variants, discussion, importance
+def _rec(task, method, seed, score, overrides=(), parent=None, params=None):
+    p = {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "160", "student.num_layers": "3"}
+    p.update(params or {})
+    tags = {"lad.entry": "distil", "lad.task": task, "lad.method": f"{method}/3layer",
+            "lad.overrides": json.dumps([f"task={task}", f"seed={seed}", *overrides])}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return export.make_record(f"{task}-{method}-{seed}-{len(overrides)}-{parent}-{score}", f"lad-{task}", "FINISHED",
+                              T0 + seed, tags, p, {"best/m": score})
+
+
+def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
+    init_off = ("student.init_embeddings=false", "student.init_classifier=false", "trainer.eval_every=40")
+    recs = [_rec("mrpc", m, s, v + 0.01 * s, ("trainer.eval_every=40",)) for m, v in (("lad", 0.80), ("ce", 0.78))
+            for s in (1, 2, 3)]
+    recs += [_rec("mrpc", m, s, v + 0.01 * s, init_off) for m, v in (("lad", 0.70), ("ce", 0.60)) for s in (1, 2, 3)]
+    rep = report.build_report(recs)
+    assert len(rep.tables) == 2
+    prim = report.primary_tables(rep)["mrpc"]
+    assert prim.variant == "" and prim.row("lad", "3layer").mean == pytest.approx(0.82)
+    (base, var), = report.variant_pairs(rep)
+    assert base is prim and var.variant == "student.init_classifier=false student.init_embeddings=false"
+    assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
+    text = "\n".join(report.render_discussion(rep))
+    # default: lad - ce = 2 points with std 1 point on each side (n=3): 2 / sqrt(2/3) = 2.45 SE -> an effect
+    assert "LAD vs ce (3layer) +2.00 ± 0.82 (n=3/3): LAD ahead" in text
+    assert "lad/3layer -10.00 ± 0.82 (worse)" in text and "ce/3layer -18.00" in text
+    assert "student.init_classifier=false student.init_embeddings=false" in report.render_table(var, None)[0]
+
+
+def test_discussion_calls_small_differences_noise():
+    recs = [_rec("rte", "lad", s, v) for s, v in ((1, 0.55), (2, 0.58), (3, 0.52))]
+    recs += [_rec("rte", "kd", s, v) for s, v in ((1, 0.56), (2, 0.53), (3, 0.54))]
+    recs += [_rec("rte", "ce", 1, 0.50)]
+    (comp_ce, comp_kd) = sorted(report.comparisons(report.build_report(recs).tables[0]), key=lambda c: c.other)
+    assert comp_kd.verdict == "within seed noise" and comp_kd.delta == pytest.approx(0.67, abs=0.01)
+    assert comp_ce.verdict == "single seed, noise unknown" and comp_ce.se is None
+
+
+def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    recs = []
+    for i in range(12):
+        lr, temp = 10 ** rng.uniform(-5, -3), rng.uniform(1, 20)
+        score = 0.5 + 0.1 * (math.log10(lr) + 5) + 0.001 * rng.random()  # lr drives the score, T does not
+        recs.append(_rec("rte", "lad", 42, score, parent="p", params={
+            "optim.lr": str(lr), "loss.temperature": str(temp), "loss.hidden_weight": "1000.0"}))
+    rep = report.build_report(recs)
+    (group,) = rep.sweeps
+    imp = report.param_importances(group)
+    assert set(imp) == {"optim.lr", "loss.temperature"}  # hidden_weight did not vary
+    assert imp["optim.lr"] > 0.8 and imp == report.param_importances(group)
+    text1, _, img = _report(recs, tmp_path, "a")
+    text2, _, _ = _report(recs, tmp_path, "b")
+    assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
+    assert (img / "importance-rte.png").is_file() and "![rte parameter importance](img/importance-rte.png)" in text1
