@@ -150,6 +150,11 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
             f"gate={cfg.gate.name} needs a loss with a hidden-state term (loss=lad), "
             f"but loss={cfg.loss.name} has hidden_weight=0; use gate=none with loss={cfg.loss.name}"
         )
+    if cfg.loss.name == "ce" and objective.needs_teacher:
+        raise ConfigError(
+            "loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set "
+            "(an experiment file such as paper_<task> sets LAD's loss weights); use loss=kd or loss=lad, "
+            "or drop the experiment and set optim.* directly")
     key = ("teacher", str(cfg.teacher.source), str(cfg.teacher.path), str(cfg.teacher.uri), task.name)
     teacher, teacher_dir = memoized(memo, key, lambda: load_teacher(cfg.teacher, task))
     tokenizer = memoized(memo, key + ("tokenizer",), lambda: load_tokenizer(teacher_dir))

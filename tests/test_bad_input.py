@@ -253,6 +253,12 @@ CASES: list[Case] = [
          "error: gate=lad needs a loss with a hidden-state term (loss=lad), but loss=kd has hidden_weight=0; ...",
          "Gates only shape the hidden-state targets; with hidden_weight=0 they would never be used.",
          "Use loss=lad with a gate, or gate=none with loss=kd/pkd/ce."),
+    Case("ce_with_teacher_weights", lambda s: s.distil("gate=none", "loss=ce", "experiment=paper_rte"),
+         r"^error: loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set",
+         "error: loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set ...",
+         "A paper_<task> experiment sets LAD's loss weights globally; on top of loss=ce they would silently "
+         "turn the baseline into KD.",
+         "Use loss=kd / loss=lad with the experiment, or set optim.lr / optim.gate_lr directly for a ce run."),
     Case("warmup_ratio_above_one", lambda s: s.distil("optim.warmup_ratio=1.5"),
          r"^error: optim\.warmup_ratio must be in \[0, 1\], got 1\.5",
          "error: optim.warmup_ratio must be in [0, 1], got 1.5",
