@@ -26,7 +26,7 @@ def make_pruner(cfg: DictConfig):
 
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=int(cfg.startup_trials),
-                                                      n_warmup_steps=int(cfg.warmup_evals)),
+                                                      n_warmup_steps=_warmup_steps(cfg)),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=_min_resource(cfg), reduction_factor=int(cfg.reduction_factor)),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(
@@ -36,6 +36,15 @@ def make_pruner(cfg: DictConfig):
     if cfg.pruner not in pruners:
         raise ConfigError(f"search.pruner must be one of {', '.join(pruners)}, got {cfg.pruner!r}")
     return pruners[cfg.pruner]()
+
+
+def _warmup_steps(cfg: DictConfig) -> int:
+    """Median pruner: trials report at training steps, so the first ``warmup_evals`` evaluations
+    (every ``eval_every`` steps) are protected by a warm-up of that many steps plus one."""
+    evals = int(cfg.warmup_evals)
+    if evals < 0:
+        raise ConfigError(f"search.warmup_evals must be >= 0, got {evals}")
+    return evals * int(cfg.eval_every) + 1 if evals else 0
 
 
 def _min_resource(cfg: DictConfig):

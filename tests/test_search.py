@@ -134,3 +134,12 @@ def test_bad_min_resource_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
     cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=hyperband", "search.min_resource=0")
     with pytest.raises(ConfigError, match="search.min_resource must be >= 1 or auto"):
         make_pruner(cfg.search)
+
+
+def test_median_warmup_counts_evaluations_not_steps(tmp_path, tiny_teacher, tiny_glue):
+    from lad.search import make_pruner
+
+    # trials report at steps 2, 4, ...: warmup_evals=1 protects the report at step 2 only
+    pruner = make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=1").search)
+    assert pruner._n_warmup_steps == 3
+    assert make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=0").search)._n_warmup_steps == 0
