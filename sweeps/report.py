@@ -251,7 +251,9 @@ def build_report(records: list[dict]) -> Report:
     sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
     latest_teachers = sorted((latest(runs) for runs in teachers.values()),
                              key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
-    return Report(tables, sweeps, gate_rows(records), latest_teachers)
+    # gate values of the runs behind each task's primary table (one budget / variant, not a mix)
+    primary_runs = [r for t in tables if t.primary for r in groups[(t.task, t.teacher, t.budget, tuple(t.extras))]]
+    return Report(tables, sweeps, gate_rows(primary_runs), latest_teachers)
 
 
 def render_teachers(report: Report) -> list[str]:
@@ -300,7 +302,8 @@ def render_gates(report: Report, image_for: dict[str, str]) -> list[str]:
     lines = ["## Gate values", "",
              "Mean highway-gate value g_l per teacher layer l (the weight of H_l against the aggregate "
              "of the layers below it; the anchor layer is 1 by definition), on a fixed probe batch of "
-             "training examples at each run's best dev evaluation, averaged over seeds.", ""]
+             "training examples at each run's best dev evaluation, averaged over seeds; runs of each "
+             "task's primary table.", ""]
     for task in sorted(report.gates, key=task_rank):
         rows = report.gates[task]
         layers = sorted(set().union(*(r.values for r in rows)))

@@ -310,11 +310,14 @@ def test_run_dir_matches_distil_naming():
 def test_gate_values_are_averaged_over_seeds_into_a_table():
     from sweeps.report import build_report, render_gates
 
-    def rec(seed, values):
+    def rec(seed, values, steps="-1"):
         return {"entry": "distil", "status": "FINISHED", "task": "rte", "method": "lad", "student": "3layer",
-                "seed": seed, "tags": {}, "params": {}, "metrics": {f"gate/layer_{l:02d}": v for l, v in values.items()}}
+                "seed": seed, "tags": {}, "params": {"trainer.max_steps": steps}, "main_metric": "m",
+                "metrics": {"best/m": 0.5, **{f"gate/layer_{l:02d}": v for l, v in values.items()}}}
 
-    report = build_report([rec(1, {1: 1.0, 2: 0.25, 3: 0.5}), rec(2, {1: 1.0, 2: 0.75, 3: 0.25})])
+    # the single run of another budget is not the primary table: its gates are left out
+    report = build_report([rec(1, {1: 1.0, 2: 0.25, 3: 0.5}), rec(2, {1: 1.0, 2: 0.75, 3: 0.25}),
+                           rec(1, {1: 1.0, 2: 0.0, 3: 0.0}, steps="10")])
     (row,) = report.gates["rte"]
     assert (row.label, row.n, row.values) == ("lad/3layer", 2, {1: 1.0, 2: 0.5, 3: 0.375})
     text = "\n".join(render_gates(report, {}))
