@@ -487,20 +487,19 @@ def render_discussion(report: Report) -> list[str]:
              f"Generated from the tables above. A difference counts as real only when it exceeds {NOISE_SE:g} "
              "standard errors of the difference of the two means (sample std over seeds, both sides); "
              "otherwise it is reported as seed noise.", ""]
-    prim = primary_tables(report)
     found = False
-    for task in sorted(prim, key=task_rank):
-        comps = comparisons(prim[task])
+    for t in report.tables:
+        comps = comparisons(t)
         if not comps:
             continue
         found = True
-        t = prim[task]
-        lines.append(f"- **{task}** ({t.budget}{', ' + t.variant if t.variant else ''}): " + "; ".join(
+        lines.append(f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}"
+                     f"{', primary' if t.primary else ''}): " + "; ".join(
             f"LAD vs {c.other} ({c.student}) {c.delta:+.2f}"
             + (f" ± {c.se:.2f}" if c.se is not None else "") + f" (n={c.n[0]}/{c.n[1]}): {c.verdict}"
             for c in comps) + ".")
     if not found:
-        lines.append("- No primary table has a LAD row next to another method yet.")
+        lines.append("- No table has a LAD row next to another method yet.")
     lines.append("")
     pairs = variant_pairs(report)
     if pairs:

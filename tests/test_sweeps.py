@@ -361,7 +361,10 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
     text = "\n".join(report.render_discussion(rep))
     # default: lad - ce = 2 points with std 1 point on each side (n=3): 2 / sqrt(2/3) = 2.45 SE -> an effect
-    assert "LAD vs ce (3layer) +2.00 ± 0.82 (n=3/3): LAD ahead" in text
+    assert "- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 ± 0.82 (n=3/3): LAD ahead" in text
+    # every table gets its comparison, the variant too (10 points ahead, spread 1 point -> an effect)
+    assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false): "
+            "LAD vs ce (3layer) +10.00 ± 0.82 (n=3/3): LAD ahead") in text
     assert "lad/3layer -10.00 ± 0.82 (worse)" in text and "ce/3layer -18.00" in text
     assert "student.init_classifier=false student.init_embeddings=false" in report.render_table(var, None)[0]
 
