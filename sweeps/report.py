@@ -8,13 +8,15 @@
 Every number comes from FINISHED runs (the records of sweeps/export.py). Output is deterministic:
 rows are sorted, floats have fixed formats, nothing depends on the time or on the source.
 
-Tables: one per (task, teacher, budget, extra overrides) over top-level distil runs (Optuna sweep children, which
-carry ``mlflow.parentRunId``, go to the sweep section instead). A cell (method, student, seed) seen
-twice keeps its latest run. Scores are the best dev value of the task's main metric, x100; "± std"
-is the sample standard deviation over seeds. "% of teacher" divides by the best dev score of the
+Tables: one per (task, teacher, budget, extra overrides) over top-level distil runs (Optuna sweep
+children, which carry ``mlflow.parentRunId``, go to the sweep section instead). A cell (method,
+student, seed) seen twice keeps its latest run. Scores are the best dev value of the task's main
+metric, x100; "± std" is the sample standard deviation over seeds. "% of teacher" divides by the best dev score of the
 task's latest FINISHED teacher run (the one whose ``teacher.path`` the students used, when known).
-The cross-task summary and the targets use each task's primary table: the one with the most
-method/student rows (then the most runs).
+The cross-task summary, the targets and the gate table use each task's primary table: the one with
+the most method/student rows (then the most runs, then the fewest extra overrides). The discussion
+compares LAD with every other method of each table against seed noise, and each variant table
+with the primary one.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_T
 TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
 TARGET_STUDENT = "3layer"
 DEFAULT_TEACHER = "minilm_l6"
-# extra overrides that do not change what a table compares (left out of its title and variant)
 NOISE_SE = 2.0               # |difference| above this many standard errors counts as an effect
+# extra overrides that do not change what a table compares (left out of its title and variant)
 NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
 MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
@@ -478,7 +480,8 @@ def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
     """(primary, variant) tables of one task with the same teacher and budget but other extra overrides."""
     prim = primary_tables(report)
     return [(prim[t.task], t) for t in report.tables
-            if not t.primary and t.task in prim and (t.teacher, t.budget) == (prim[t.task].teacher, prim[t.task].budget)]
+            if not t.primary and t.task in prim
+            and (t.teacher, t.budget) == (prim[t.task].teacher, prim[t.task].budget)]
 
 
 def render_discussion(report: Report) -> list[str]:
