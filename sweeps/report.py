@@ -484,44 +484,51 @@ def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
             and (t.teacher, t.budget) == (prim[t.task].teacher, prim[t.task].budget)]
 
 
+def comparison_lines(report: Report) -> list[str]:
+    """One bullet per table with a LAD row: LAD minus each other method, with its standard error."""
+    lines = []
+    for t in report.tables:
+        comps = comparisons(t)
+        if comps:
+            lines.append(f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}"
+                         f"{', primary' if t.primary else ''}): " + "; ".join(
+                f"LAD vs {c.other} ({c.student}) {c.delta:+.2f}"
+                + (f" ± {c.se:.2f}" if c.se is not None else "") + f" (n={c.n[0]}/{c.n[1]}): {c.verdict}"
+                for c in comps) + ".")
+    return lines
+
+
+def variant_lines(report: Report) -> list[str]:
+    """One bullet per variant table: variant minus primary table, per method/student."""
+    lines = []
+    for base, var in variant_pairs(report):
+        items = []
+        for row in var.rows:
+            ref = base.row(row.method, row.student)
+            if ref is None:
+                continue
+            delta, se = _diff(row, ref)
+            verdict = ("noise unknown" if se is None else "within seed noise" if abs(delta) <= NOISE_SE * se
+                       else "better" if delta > 0 else "worse")
+            items.append(f"{row.method}/{row.student} {delta:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
+                         + f" ({verdict})")
+        if items:
+            lines.append(f"- **{var.task}**, `{var.variant}`: " + "; ".join(items) + ".")
+    return lines
+
+
 def render_discussion(report: Report) -> list[str]:
     """Effect sizes against seed noise, variants against the default, and what differs from the paper."""
     lines = ["## Discussion", "",
              f"Generated from the tables above. A difference counts as real only when it exceeds {NOISE_SE:g} "
              "standard errors of the difference of the two means (sample std over seeds, both sides); "
              "otherwise it is reported as seed noise.", ""]
-    found = False
-    for t in report.tables:
-        comps = comparisons(t)
-        if not comps:
-            continue
-        found = True
-        lines.append(f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}"
-                     f"{', primary' if t.primary else ''}): " + "; ".join(
-            f"LAD vs {c.other} ({c.student}) {c.delta:+.2f}"
-            + (f" ± {c.se:.2f}" if c.se is not None else "") + f" (n={c.n[0]}/{c.n[1]}): {c.verdict}"
-            for c in comps) + ".")
-    if not found:
-        lines.append("- No table has a LAD row next to another method yet.")
+    lines += comparison_lines(report) or ["- No table has a LAD row next to another method yet."]
     lines.append("")
-    pairs = variant_pairs(report)
-    if pairs:
+    variants = variant_lines(report)
+    if variants:
         lines += ["Variants (same task, teacher and budget as the primary table; difference = variant − default, "
-                  "same method and student):", ""]
-        for base, var in pairs:
-            items = []
-            for row in var.rows:
-                ref = base.row(row.method, row.student)
-                if ref is None:
-                    continue
-                delta, se = _diff(row, ref)
-                verdict = ("noise unknown" if se is None else "within seed noise" if abs(delta) <= NOISE_SE * se
-                           else "better" if delta > 0 else "worse")
-                items.append(f"{row.method}/{row.student} {delta:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
-                             + f" ({verdict})")
-            if items:
-                lines.append(f"- **{var.task}**, `{var.variant}`: " + "; ".join(items) + ".")
-        lines.append("")
+                  "same method and student):", ""] + variants + [""]
     lines += ["What differs from the paper (Lin, Chen, Kao, Sensors 2023):", "",
               "- Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, a sentence-embedding model) fine-tuned here, "
               "not a 12-layer bert-base; the students keep 2 or 3 of its 6 layers, so there are fewer "
@@ -936,6 +943,12 @@ def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
     _, tail = rest.split(README_END, 1)
     body = [f"Headline numbers, copied from [`{results_page.as_posix()}`]({results_page.as_posix()}):", ""]
     body += [line for line in render_targets(report) if line.startswith("- ")]
+    comps, variants = comparison_lines(report), variant_lines(report)
+    if comps:
+        body += ["", "LAD against the other methods of each table (mean difference ± its standard error, x100):", ""]
+        body += comps
+    if variants:
+        body += ["", "Variants against the default settings (same method, same budget):", ""] + variants
     path.write_text(head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
 
 

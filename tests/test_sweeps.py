@@ -397,3 +397,20 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
     text2, _, _ = _report(recs, tmp_path, "b")
     assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
     assert (img / "importance-rte.png").is_file() and "![rte parameter importance](img/importance-rte.png)" in text1
+
+
+def test_readme_block_quotes_the_comparisons_of_the_results_page(tmp_path):
+    from sweeps.report import README_BEGIN, README_END, refresh_readme
+
+    recs = [_rec("mrpc", m, s, v + 0.01 * s) for m, v in (("lad", 0.80), ("ce", 0.78)) for s in (1, 2, 3)]
+    recs += [_rec("mrpc", m, s, v + 0.01 * s, ("optim.lr=7e-4",)) for m, v in (("lad", 0.85), ("ce", 0.78))
+             for s in (1, 2, 3)]
+    rep = report.build_report(recs)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    refresh_readme(readme, rep, Path("docs/results.md"))
+    text = readme.read_text()
+    page = "\n".join(report.render_discussion(rep))
+    for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 ± 0.82 (n=3/3): LAD ahead.",
+                 "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 ± 0.82 (better); ce/3layer +0.00 ± 0.82 (within seed noise)."):
+        assert line in text and line in page
