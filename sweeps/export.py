@@ -1,10 +1,11 @@
-"""Export FINISHED LAD runs from MLflow to ``results/runs.jsonl`` (diff-friendly, no weights).
+"""Export finished LAD runs from MLflow to ``results/runs.jsonl`` (diff-friendly, no weights).
 
     python sweeps/export.py                                   # sqlite:///mlruns.db -> results/runs.jsonl
     python sweeps/export.py --tracking-uri sqlite:////tmp/abl/mlruns.db --out /tmp/abl/runs.jsonl
 
 One JSON object per line (keys sorted), one line per FINISHED ``distil`` / ``train_teacher`` run of
-every ``lad-*`` experiment, lines sorted by (task, entry, method, student, seed, start time, run id).
+every ``lad-*`` experiment (plus Optuna trials stopped by the pruner, status KILLED, which only count
+towards a study's trials), lines sorted by (task, entry, method, student, seed, start time, run id).
 The same record format is what ``sweeps/report.py`` and ``sweeps/ablation.py`` read from MLflow, so
 the export is a drop-in replacement for the store.
 """
@@ -28,7 +29,7 @@ DEFAULT_EXPORT = Path("results") / "runs.jsonl"
 EXPERIMENT_PREFIX = "lad-"
 ENTRIES = ("distil", "train_teacher")
 TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides",
-            "mlflow.source.git.commit", "mlflow.parentRunId")
+            "mlflow.source.git.commit", "mlflow.parentRunId", "optuna.state")
 # params worth keeping: what was trained (gate / loss / student / optimiser / budget) and its size
 PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")
 PARAM_KEYS = ("seed", "task.name", "task.main_metric", "teacher.name", "teacher.path", "teacher.params",
@@ -111,6 +112,12 @@ def sort_records(records: Iterable[dict]) -> list[dict]:
     return sorted(records, key=sort_key)
 
 
+# runs exported: finished ones, and Optuna trials stopped by the pruner (status KILLED), so that a
+# study's trial count survives the store; every consumer keeps to FINISHED runs for scores
+KEPT = ("attributes.status = 'FINISHED'",
+        "attributes.status = 'KILLED' and tags.`optuna.state` = 'PRUNED'")
+
+
 def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = None,
                         missing_ok: bool = False) -> list[dict]:
     """FINISHED LAD runs of the ``lad-*`` experiments (or of ``experiments``) as export records."""
@@ -135,18 +142,19 @@ def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = N
             if (e.name in wanted if wanted is not None else e.name.startswith(EXPERIMENT_PREFIX))]
     records = []
     for exp in exps:
-        token = None
-        while True:
-            page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                      max_results=1000, page_token=token)
-            for run in page:
-                rec = make_record(run.info.run_id, exp.name, run.info.status, run.info.start_time,
-                                  run.data.tags, run.data.params, run.data.metrics)
-                if rec is not None:
-                    records.append(rec)
-            token = page.token
-            if not token:
-                break
+        for query in KEPT:
+            token = None
+            while True:
+                page = client.search_runs([exp.experiment_id], filter_string=query, max_results=1000,
+                                          page_token=token)
+                for run in page:
+                    rec = make_record(run.info.run_id, exp.name, run.info.status, run.info.start_time,
+                                      run.data.tags, run.data.params, run.data.metrics)
+                    if rec is not None:
+                        records.append(rec)
+                token = page.token
+                if not token:
+                    break
     return sort_records(records)
 
 

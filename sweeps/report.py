@@ -130,7 +130,8 @@ class SweepGroup:
     task: str
     label: str
     main_metric: str
-    trials: list[tuple[float, dict]]       # (score, params)
+    trials: list[tuple[float, dict]]       # (score, params) of the finished trials
+    pruned: int = 0                        # trials stopped by the pruner (no final score)
 
 
 @dataclass
@@ -203,6 +204,10 @@ def latest(records: list[dict]) -> dict:
     return max(records, key=lambda r: (str(r.get("start_time") or ""), str(r.get("run_id"))))
 
 
+def sweep_label(record: dict) -> str:
+    return f"{record['method']}/{record['student']}, {budget_of(record.get('params', {}))[0]}"
+
+
 def is_sweep_child(record: dict) -> bool:
     return bool(record.get("tags", {}).get("mlflow.parentRunId"))
 
@@ -221,6 +226,9 @@ def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
 # ----------------------------------------------------------------------------- building
 def build_report(records: list[dict]) -> Report:
     """Tables, primary flags and sweep groups from export records (any order)."""
+    pruned = Counter((r["task"], sweep_label(r)) for r in records
+                     if r.get("status") == "KILLED" and r.get("tags", {}).get("optuna.state") == "PRUNED"
+                     and is_sweep_child(r) and r.get("student"))
     records = [r for r in records if r.get("status", "FINISHED") == "FINISHED"]
     teachers = defaultdict(list)
     for r in records:
@@ -232,7 +240,7 @@ def build_report(records: list[dict]) -> Report:
         if r.get("entry") != "distil" or score_of(r) is None or not r.get("student"):
             continue
         if is_sweep_child(r):
-            sweep_groups[(r["task"], f"{r['method']}/{r['student']}, {budget_of(r.get('params', {}))[0]}")].append(r)
+            sweep_groups[(r["task"], sweep_label(r))].append(r)
             continue
         budget, _ = budget_of(r.get("params", {}))
         groups[(r["task"], r.get("teacher") or "", budget, tuple(sorted(extras_of(r))))].append(r)
@@ -248,7 +256,7 @@ def build_report(records: list[dict]) -> Report:
         ranked[0].primary = True
     sweeps = [SweepGroup(task, label, runs[0].get("main_metric") or "",
                          sorted(((score_of(r), r.get("params", {})) for r in runs),
-                                key=lambda sp: (-sp[0], sorted(sp[1].items()))))
+                                key=lambda sp: (-sp[0], sorted(sp[1].items()))), pruned[(task, label)])
               for (task, label), runs in sweep_groups.items()]
     sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
     latest_teachers = sorted((latest(runs) for runs in teachers.values()),
@@ -658,12 +666,13 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     if not report.sweeps:
         return []
     lines = ["## Hyper-parameter sweeps", "",
-             "Optuna sweep trials (runs with a parent sweep run); best trial per task and method/student.", "",
+             "Optuna sweep trials (runs with a parent sweep run); best trial per task and method/student "
+             "(trials: finished + pruned).", "",
              "| task | method/student | trials | best dev | T | soft weight | μ (hidden weight) | lr | gate lr |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for g in report.sweeps:
         score, params = g.trials[0]
-        lines.append(f"| {g.task} | {g.label} | {len(g.trials)} | {pct(score)} | "
+        lines.append(f"| {g.task} | {g.label} | {len(g.trials)} + {g.pruned} | {pct(score)} | "
                      + " | ".join(_num(params.get(k)) for k in ("loss.temperature", "loss.soft_weight",
                                                                "loss.hidden_weight", "optim.lr", "optim.gate_lr"))
                      + " |")

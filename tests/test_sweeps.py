@@ -101,6 +101,11 @@ def store(tmp_path_factory, empty_db) -> str:
     for j, temp in enumerate(("2.0", "5.0", "10.0")):
         add_run(c, "rte", seed=42, score=0.6 + 0.01 * j, parent=parent, start=700 + j,
                 params={"loss.temperature": temp, "loss.hidden_weight": str(10.0 ** j)})
+    # a trial stopped by the pruner (exported, counted, never scored) and a plain KILLED run (dropped)
+    pruned = add_run(c, "rte", seed=42, score=0.95, parent=parent, start=710, status="KILLED",
+                     params={"loss.temperature": "3.0"})
+    c.set_tag(pruned, "optuna.state", "PRUNED")
+    add_run(c, "rte", method="kd", seed=2, score=0.97, start=720, status="KILLED")
     return uri
 
 
@@ -114,8 +119,10 @@ def _report(records, tmp: Path, name: str) -> tuple[str, str, Path]:
 # ----------------------------------------------------------------------------- export
 def test_export_keeps_finished_training_runs_only(store, tmp_path):
     records = export.load_mlflow_records(store)
-    assert len(records) == 16 + 2 + 1 + 1 + 3  # grid + teachers + superseded + other budget + sweep trials
-    assert all(r["status"] == "FINISHED" for r in records)
+    # grid + teachers + superseded + other budget + sweep trials + pruned trial
+    assert len(records) == 16 + 2 + 1 + 1 + 3 + 1
+    assert sorted(r["status"] for r in records).count("KILLED") == 1
+    assert all(r["status"] == "FINISHED" or r["tags"].get("optuna.state") == "PRUNED" for r in records)
     assert {r["entry"] for r in records} == {"distil", "train_teacher"}
     path = tmp_path / "runs.jsonl"
     assert export.write_export(records, path) == len(records)
@@ -152,7 +159,7 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
     assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
     # sweep trials are not in the tables but in the sweep section (best T = 10.0)
-    assert "| rte | lad/3layer, epochs=3, train=full | 3 | 62.00 | 10 |" in md
+    assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | 10 |" in md  # the pruned 0.95 is no score
     assert (img / "sweep-rte.png").is_file()
     pngs = sorted(p.name for p in img.glob("results-*.png"))
     assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
