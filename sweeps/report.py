@@ -736,14 +736,15 @@ def plot_importances(groups: list[SweepGroup], path: Path) -> bool:
     data = [(g, imp) for g, imp in data if imp]
     if not data:
         return False
-    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(data), figsize=(4.8 * len(data), 3.0), squeeze=False)
     for ax, (g, imp) in zip(axes[0], data):
         keys = sorted(imp, key=lambda k: imp[k])
         ax.barh(range(len(keys)), [imp[k] for k in keys])
         ax.set_yticks(range(len(keys)), keys, fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_xlabel("fANOVA importance")
-        ax.set_title(f"{g.task} {g.label} ({len(g.trials)} trials)", fontsize=9)
+        method, _, budget = g.label.partition(", ")
+        ax.set_title(f"{g.task} {method} ({len(g.trials)} finished trials)\n{budget}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
