@@ -254,6 +254,7 @@ def build_report(records: list[dict]) -> Report:
         ranked = sorted(task_tables, key=lambda t: (-len(t.rows), -t.n_runs, len(t.variant.split()),
                                                     t.teacher != DEFAULT_TEACHER, t.teacher, t.budget, t.variant))
         ranked[0].primary = True
+    tables.sort(key=lambda t: (task_rank(t.task), not t.primary, t.key))  # each task opens with its primary
     sweeps = [SweepGroup(task, label, runs[0].get("main_metric") or "",
                          sorted(((score_of(r), r.get("params", {})) for r in runs),
                                 key=lambda sp: (-sp[0], sorted(sp[1].items()))), pruned[(task, label)])
