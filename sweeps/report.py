@@ -59,6 +59,7 @@ TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_T
 TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
 TARGET_STUDENT = "3layer"
 DEFAULT_TEACHER = "minilm_l6"
+MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
 NOISE_SE = 2.0               # |difference| above this many standard errors counts as an effect
 # extra overrides that do not change what a table compares (left out of its title and variant)
 NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
@@ -686,8 +687,8 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     rows = [(g, param_importances(g)) for g in report.sweeps]
     rows = [(g, imp) for g, imp in rows if imp]
     if rows:
-        lines += ["Parameter importance (fANOVA with a fixed seed over each group's finished trials; "
-                  "pruned trials are not included):", "",
+        lines += [f"Parameter importance (fANOVA with a fixed seed over each group's finished trials, groups with "
+                  f"at least {MIN_IMPORTANCE_TRIALS}; pruned trials are not included):", "",
                   "| task | method/student | trials | importance (parameter: share) |", "|---|---|---:|---|"]
         for g, imp in rows:
             lines.append(f"| {g.task} | {g.label} | {len(g.trials)} | "
@@ -715,7 +716,7 @@ def param_importances(group: SweepGroup) -> dict[str, float]:
     values = {k: [to_float(p.get(k)) for _, p in group.trials] for k in dists}
     keys = [k for k, vs in values.items()
             if all(v is not None and dists[k].low <= v <= dists[k].high for v in vs) and len(set(vs)) > 1]
-    if len(group.trials) < 3 or not keys or len({score for score, _ in group.trials}) < 2:
+    if len(group.trials) < MIN_IMPORTANCE_TRIALS or not keys or len({score for score, _ in group.trials}) < 2:
         return {}  # fANOVA needs a few trials and some variance in the score
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="maximize")
