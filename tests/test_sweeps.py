@@ -421,3 +421,19 @@ def test_readme_block_quotes_the_comparisons_of_the_results_page(tmp_path):
     for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 ± 0.82 (n=3/3): LAD ahead.",
                  "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 ± 0.82 (better); ce/3layer +0.00 ± 0.82 (within seed noise)."):
         assert line in text and line in page
+
+
+def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
+    lr, init = "optim.lr=7e-4", "student.init_embeddings=false"
+    recs = []
+    for extras, base in (((), 0.80), ((lr,), 0.85), ((lr, init), 0.83)):
+        recs += [_rec("mrpc", m, s, base + d + 0.01 * s, extras) for m, d in (("lad", 0.0), ("ce", -0.02))
+                 for s in (1, 2, 3)]
+    recs += [_rec("mrpc", "kd", s, 0.80, (lr,)) for s in (1, 2, 3)]  # makes the lr table the primary
+    rep = report.build_report(recs)
+    assert report.primary_tables(rep)["mrpc"].variant == lr
+    pairs = {var.variant: base.variant for base, var in report.variant_pairs(rep)}
+    assert pairs == {lr: "", f"{lr} {init}": lr}
+    text = "\n".join(report.variant_lines(rep))
+    assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 ± 0.82 (worse)" in text
+    assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 ± 0.82 (better)" in text
