@@ -492,7 +492,8 @@ def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
     out = []
     for t in report.tables:
         mine = set(t.variant.split())
-        bases = [b for b in report.tables if b is not t and (b.task, b.teacher, b.budget) == (t.task, t.teacher, t.budget)
+        bases = [b for b in report.tables
+                 if b is not t and (b.task, b.teacher, b.budget) == (t.task, t.teacher, t.budget)
                  and set(b.variant.split()) < mine]
         if bases:
             out.append((max(bases, key=lambda b: (len(b.variant.split()), b.variant)), t))
@@ -967,7 +968,8 @@ def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
         body += ["", "LAD against the other methods of each table (mean difference ± its standard error, x100):", ""]
         body += comps
     if variants:
-        body += ["", "Variants (difference = with the added overrides − without them; same method, student and budget):", ""] + variants
+        body += ["", "Variants (difference = with the added overrides − without them; "
+                 "same method, student and budget):", ""] + variants
     path.write_text(head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
 
 
