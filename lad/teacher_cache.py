@@ -32,7 +32,6 @@ positions), so that configuration keeps the online teacher.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from torch import nn
 
 from lad.checkpoint import sha256
 from lad.errors import ConfigError, LADError
+from lad.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -294,23 +294,6 @@ def _from_storage(x: torch.Tensor, dtype: str) -> torch.Tensor:
     return x.float()
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Exclusive advisory lock on ``path`` (no-op where fcntl is unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _teacher_batches(feats, batch_size: int) -> list[list[int]]:
     """Longest-first batches (least padding while the teacher runs)."""
     order = np.argsort(-np.asarray(feats.lengths), kind="stable")
@@ -507,7 +490,7 @@ def _build_locked(root: Path, key: dict, need: Content, dtype: str, lengths: np.
         log.warning("teacher cache: %s would take %.2f GB but only %.2f GB are free; "
                     "falling back to the online teacher", root / need.name, size / 1e9, free / 1e9)
         return None
-    with _locked(root / ".lock"):
+    with file_lock(root / ".lock"):
         store = find_store(root, key, need, dtype, lengths)  # another process may have built it
         for stale in root.glob(".tmp-*"):  # builds hold the lock: these are from interrupted ones
             shutil.rmtree(stale, ignore_errors=True)

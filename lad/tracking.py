@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from lad.config import REPO_ROOT, flatten, setup_environment
 from lad.errors import ConfigError, LADError
+from lad.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +111,18 @@ def connect(mcfg: DictConfig):
     return mlflow
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for other stores."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
 def _sqlite_lock(uri: str):
     """An exclusive file lock next to a SQLite store (a no-op for other stores)."""
     import contextlib
 
-    if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-
-    @contextlib.contextmanager
-    def locked():
-        import fcntl
-
-        with open(db.with_name(db.name + ".lock"), "a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            yield
-
-    return locked()
+    db = sqlite_path(uri)
+    return contextlib.nullcontext() if db is None else file_lock(db.with_name(db.name + ".lock"))
 
 
 def get_experiment_id(mlflow, name: str, artifact_location: str | None) -> str:
@@ -199,12 +194,9 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
     directory makes sure only one of them creates the parent.
     """
     import contextlib
-    import fcntl
 
-    lock = Path(sweep_dir) / ".lad-mlflow-parent.lock" if Path(sweep_dir).is_dir() else None
-    with open(lock, "a") if lock else contextlib.nullcontext() as handle:
-        if handle is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    sweep = Path(sweep_dir)
+    with file_lock(sweep / ".lad-mlflow-parent.lock") if sweep.is_dir() else contextlib.nullcontext():
         found = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}'",
                                    max_results=1)
         if found:

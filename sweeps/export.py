@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lad.tracking import sqlite_path  # noqa: E402
+
 DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPORT = Path("results") / "runs.jsonl"
 EXPERIMENT_PREFIX = "lad-"
@@ -47,11 +49,6 @@ def absolute_uri(uri: str, base: Path | None = None) -> str:
         path = Path(uri[len(prefix):])
         return prefix + str(((base or Path.cwd()) / path).resolve())
     return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
 def keep_param(key: str) -> bool:
