@@ -133,6 +133,7 @@ class SweepGroup:
     main_metric: str
     trials: list[tuple[float, dict]]       # (score, params) of the finished trials
     pruned: int = 0                        # trials stopped by the pruner (no final score)
+    importance: dict[str, float] = field(default_factory=dict)   # fANOVA share per searched parameter
 
 
 @dataclass
@@ -261,6 +262,10 @@ def build_report(records: list[dict]) -> Report:
                                 key=lambda sp: (-sp[0], sorted(sp[1].items()))), pruned[(task, label)])
               for (task, label), runs in sweep_groups.items()]
     sweeps.sort(key=lambda g: (task_rank(g.task), g.label))
+    if sweeps:
+        dists = search_distributions()
+        for g in sweeps:
+            g.importance = param_importances(g, dists)
     latest_teachers = sorted((latest(runs) for runs in teachers.values()),
                              key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
     # gate values of the runs behind each task's primary table (one budget / variant, not a mix)
@@ -692,8 +697,7 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
             lines += [f"![{task} sweep]({image_for[task]})", ""]
         if f"importance:{task}" in image_for:
             lines += [f"![{task} parameter importance]({image_for[f'importance:{task}']})", ""]
-    rows = [(g, param_importances(g)) for g in report.sweeps]
-    rows = [(g, imp) for g, imp in rows if imp]
+    rows = [(g, g.importance) for g in report.sweeps if g.importance]
     if rows:
         lines += [f"Parameter importance (fANOVA with a fixed seed over each group's finished trials, groups with "
                   f"at least {MIN_IMPORTANCE_TRIALS}; pruned trials are not included):", "",
@@ -716,11 +720,11 @@ def search_distributions() -> dict:
     return out
 
 
-def param_importances(group: SweepGroup) -> dict[str, float]:
+def param_importances(group: SweepGroup, dists: dict | None = None) -> dict[str, float]:
     """fANOVA importance (fixed seed, deterministic) of the searched parameters over a group's trials."""
     import optuna
 
-    dists = search_distributions()
+    dists = search_distributions() if dists is None else dists
     values = {k: [to_float(p.get(k)) for _, p in group.trials] for k in dists}
     keys = [k for k, vs in values.items()
             if all(v is not None and dists[k].low <= v <= dists[k].high for v in vs) and len(set(vs)) > 1]
@@ -742,8 +746,7 @@ def plot_importances(groups: list[SweepGroup], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = [(g, param_importances(g)) for g in groups]
-    data = [(g, imp) for g, imp in data if imp]
+    data = [(g, g.importance) for g in groups if g.importance]
     if not data:
         return False
     fig, axes = plt.subplots(1, len(data), figsize=(4.8 * len(data), 3.0), squeeze=False)

@@ -399,7 +399,7 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
     (group,) = rep.sweeps
     imp = report.param_importances(group)
     assert set(imp) == {"optim.lr", "loss.temperature"}  # hidden_weight did not vary
-    assert imp["optim.lr"] > 0.8 and imp == report.param_importances(group)
+    assert imp["optim.lr"] > 0.8 and imp == report.param_importances(group) == group.importance
     text1, _, img = _report(recs, tmp_path, "a")
     text2, _, _ = _report(recs, tmp_path, "b")
     assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
