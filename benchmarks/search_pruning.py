@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def search_cfg(task: str, n_trials: int, steps: int, eval_every: int, pruner: str, tmp: Path, extra):
-    label = "pruned" if pruner != "none" else "none"
+def search_cfg(task: str, n_trials: int, steps: int, eval_every: int, pruner: str, label: str, tmp: Path,
+               extra):
     from hydra import compose, initialize_config_dir
 
     from lad.config import CONF_DIR, register_resolvers
@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for label, pruner in (("none", "none"), ("pruned", args.pruner)):
-            cfg = search_cfg(args.task, args.trials, args.steps, args.eval_every, pruner, tmp, args.overrides)
+            cfg = search_cfg(args.task, args.trials, args.steps, args.eval_every, pruner, label, tmp,
+                             args.overrides)
             t0 = time.time()
             summary = run_search(cfg, tmp / label)
             study = optuna.load_study(study_name=f"bench-{label}", storage=f"sqlite:///{tmp / 'optuna.db'}")
