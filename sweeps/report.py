@@ -464,11 +464,16 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.se is None:
-            return "single seed, noise unknown"
-        if abs(self.delta) <= NOISE_SE * self.se:
-            return "within seed noise"
-        return "LAD ahead" if self.delta > 0 else "LAD behind"
+        return _verdict(self.delta, self.se, "LAD ahead", "LAD behind", "single seed, noise unknown")
+
+
+def _verdict(delta: float, se: float | None, up: str, down: str, unknown: str) -> str:
+    """Name a difference: ``unknown`` without a spread, seed noise within NOISE_SE errors, else up/down."""
+    if se is None:
+        return unknown
+    if abs(delta) <= NOISE_SE * se:
+        return "within seed noise"
+    return up if delta > 0 else down
 
 
 def _diff(a: Row, b: Row) -> tuple[float, float | None]:
@@ -529,8 +534,7 @@ def variant_lines(report: Report) -> list[str]:
             if ref is None:
                 continue
             delta, se = _diff(row, ref)
-            verdict = ("noise unknown" if se is None else "within seed noise" if abs(delta) <= NOISE_SE * se
-                       else "better" if delta > 0 else "worse")
+            verdict = _verdict(delta, se, "better", "worse", "noise unknown")
             items.append(f"{row.method}/{row.student} {delta:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
                          + f" ({verdict})")
         if items:
