@@ -72,7 +72,9 @@ def main(argv=None) -> int:
                 if t.state.name == "COMPLETE":
                     best = max(best, t.value)
                 timeline.append(((t.datetime_complete.timestamp() - t0), best))
-            results[label] = {"summary": summary, "wall_s": time.time() - t0, "timeline": timeline}
+            trials = {t.number: t for t in study.trials}
+            results[label] = {"summary": summary, "wall_s": time.time() - t0, "timeline": timeline,
+                              "trials": trials, "prune_on": cfg.search.prune_on}
 
     base, pruned = results["none"], results["pruned"]
     target = base["summary"]["best_value"]
@@ -90,7 +92,10 @@ def main(argv=None) -> int:
         "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
         f"Task {args.task}, 3-layer student of the fine-tuned MiniLM teacher, {args.trials} trials of "
-        f"{args.steps} steps (dev evaluation every {args.eval_every} steps), TPE with the same seed.",
+        f"{args.steps} steps (dev evaluation every {args.eval_every} steps), TPE with the same seed. "
+        f"At each evaluation a trial reports "
+        + ("minus its dev loss" if pruned["prune_on"] == "loss" else "its dev score")
+        + " to the pruner; the study maximises the dev score.",
         "",
         "| search | wall time (s) | trials complete / pruned / failed | best dev score |",
         "|---|---:|---|---:|",
@@ -100,6 +105,14 @@ def main(argv=None) -> int:
         bv = res["summary"]["best_value"]
         lines.append(f"| {name} | {res['wall_s']:.0f} | {st.get('COMPLETE', 0)} / {st.get('PRUNED', 0)} / "
                      f"{st.get('FAIL', 0)} | {'n/a' if bv is None else f'{bv:.4f}'} |")
+    lines += ["", "Trial by trial (TPE's first random trials draw the same parameters in both searches, and a "
+              "trial's training is deterministic on CPU, so a pair with the same parameters is the same run, "
+              "stopped early or not):", "",
+              "| trial | same parameters | no pruning | " + f"{args.pruner} pruner |", "|---:|---|---:|---|"]
+    for number in sorted(base["trials"]):
+        a, b = base["trials"][number], pruned["trials"].get(number)
+        lines.append(f"| {number} | {'yes' if b is not None and a.params == b.params else 'no'} | "
+                     f"{_outcome(a)} | {_outcome(b)} |")
     lines += ["",
               f"The pruned search first reached the unpruned search's best score ({target}) after "
               + (f"{reached:.0f} s = {ratio:.0%} of the unpruned wall time." if reached is not None
@@ -117,6 +130,16 @@ def main(argv=None) -> int:
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def _outcome(trial) -> str:
+    if trial is None:
+        return "—"
+    if trial.state.name == "COMPLETE":
+        return f"{trial.value:.4f}"
+    if trial.state.name == "PRUNED":
+        return f"pruned at step {max(trial.intermediate_values, default=0)}"
+    return trial.state.name.lower()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     return logits.argmax(axis=-1) if logits.ndim == 2 else logits.astype(np.int64)
 
 
+def dev_loss(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean loss of the student's own objective on labelled data (``dev/loss`` in MLflow, like
+    Hugging Face's ``eval_loss``): cross-entropy for classification, squared error for regression."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if task.is_regression:
+        preds = logits.reshape(len(logits), -1)[:, 0]
+        return float(np.mean((preds - np.asarray(labels, dtype=np.float64).reshape(-1)) ** 2))
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
+
+
 def _correlation(fn, preds: np.ndarray, labels: np.ndarray) -> float:
     """Correlation, defined as 0.0 when either side is constant (scipy would give NaN)."""
     if np.ptp(preds) == 0 or np.ptp(labels) == 0:

@@ -207,14 +207,15 @@ def batch_of(features, indices) -> dict:
 
 
 def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
-    from lad.metrics import compute_split_metrics, predictions_from_logits
+    from lad.metrics import compute_split_metrics, dev_loss, predictions_from_logits
 
     def evaluate() -> dict:
-        results = {}
+        results, losses = {}, {}
         for split, feats in eval_sets.items():
             logits = predict_logits(module.student, feats, batch_size, device)
             results[split] = (predictions_from_logits(task, logits), feats.labels)
-        return {k: float(v) for k, v in compute_split_metrics(task, results).items()}
+            losses["loss" + task.split(split).metric_suffix] = dev_loss(task, logits, feats.labels)
+        return {k: float(v) for k, v in {**compute_split_metrics(task, results), **losses}.items()}
 
     return evaluate
 

@@ -38,6 +38,19 @@ def make_pruner(cfg: DictConfig):
     return pruners[cfg.pruner]()
 
 
+PRUNE_ON = ("metric", "loss")
+
+
+def prune_value(metrics: dict, main_metric: str, prune_on: str) -> float:
+    """What a trial reports to the pruner at an evaluation (higher is better): the task's main dev
+    metric, or with ``prune_on=loss`` the negated dev loss (mean over the eval splits). The loss
+    moves smoothly from the first steps, while F1/accuracy sit on the majority-class plateau."""
+    if prune_on == "loss":
+        losses = [v for k, v in metrics.items() if k == "loss" or k.startswith("loss_")]
+        return -float(sum(losses) / len(losses))
+    return float(metrics[main_metric])
+
+
 def _warmup_steps(cfg: DictConfig) -> int:
     """Median pruner: trials report at training steps, so the first ``warmup_evals`` evaluations
     (every ``eval_every`` steps) are protected by a warm-up of that many steps plus one."""
@@ -108,6 +121,10 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
     if int(cfg.n_trials) < 1:
         raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
     space = load_space(str(scfg.space_file))
+    prune_on = str(scfg.get("prune_on", "metric"))
+    if prune_on not in PRUNE_ON:
+        raise ConfigError(f"search.prune_on must be one of {', '.join(PRUNE_ON)}, got {prune_on!r}")
+    pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
     with exclusive(lock):  # concurrent workers must not create the schema / study twice
         storage = open_storage(str(scfg.storage), heartbeat_interval=int(scfg.heartbeat_interval),
@@ -116,7 +133,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         study = open_study(storage, str(scfg.study_name), "maximize", sampler)
     # a resumed / second worker must not replay the first worker's seeded suggestions
     study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
-    study.pruner = make_pruner(scfg)
+    study.pruner = pruner
     memo: dict = {}
     sweep_tag = f"search:{scfg.study_name}"
     t0 = time.time()
@@ -132,7 +149,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         tcfg = trial_config(cfg, overrides, out_dir, trial.number)
 
         def on_eval(step: int, metrics: dict, trial=trial) -> None:
-            trial.report(float(metrics[task.main_metric]), step)
+            trial.report(prune_value(metrics, task.main_metric, prune_on), step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 

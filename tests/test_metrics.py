@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from lad.data.tasks import TaskSpec
 from lad.errors import ConfigError
-from lad.metrics import compute_metrics, compute_split_metrics, main_score, predictions_from_logits
+from lad.metrics import (compute_metrics, compute_split_metrics, dev_loss, main_score,
+                         predictions_from_logits)
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"
 
@@ -77,6 +78,15 @@ def test_logits_are_reduced_to_predictions():
     assert predictions_from_logits(task("rte"), logits).tolist() == [1, 0, 1]
     assert compute_metrics(task("rte"), logits, np.array([1, 1, 1]))["accuracy"] == pytest.approx(2 / 3)
     assert predictions_from_logits(task("stsb"), np.array([[1.5], [2.0]])).tolist() == [1.5, 2.0]
+
+
+def test_dev_loss_is_cross_entropy_or_squared_error():
+    # softmax([0, 0]) = 1/2; softmax([ln 3, 0]) = 3/4, 1/4 (large offsets must not overflow)
+    logits = np.array([[0.0, 0.0], [math.log(3.0) + 1000.0, 1000.0]])
+    expected = (math.log(2.0) - math.log(0.25)) / 2
+    assert dev_loss(task("rte"), logits, np.array([1, 1])) == pytest.approx(expected)
+    assert dev_loss(task("rte"), logits, np.array([0, 0])) == pytest.approx((math.log(2.0) - math.log(0.75)) / 2)
+    assert dev_loss(task("stsb"), np.array([[1.0], [3.0]]), np.array([2.0, 5.0])) == pytest.approx((1 + 4) / 2)
 
 
 def test_mnli_split_suffixes_and_main_metric():

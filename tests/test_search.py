@@ -69,6 +69,28 @@ def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue,
     assert all(list(t.intermediate_values) == [2] for t in trials)  # stopped at the first eval
 
 
+def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_glue):
+    import json
+
+    from lad.search import search_entry
+
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=loss"))
+    trial = _study(tmp_path).trials[0]
+    history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == sorted(trial.intermediate_values) == [2, 4]
+    for h in history:
+        assert h["loss"] > 0 and trial.intermediate_values[h["step"]] == pytest.approx(-h["loss"])
+    assert trial.value == pytest.approx(max(h["accuracy"] for h in history))  # the objective stays the metric
+
+
+def test_prune_value_averages_the_losses_of_all_eval_splits():
+    from lad.search import prune_value
+
+    metrics = {"accuracy_m": 0.7, "accuracy_mm": 0.6, "loss_m": 0.5, "loss_mm": 0.7}
+    assert prune_value(metrics, "accuracy_m", "metric") == 0.7
+    assert prune_value(metrics, "accuracy_m", "loss") == pytest.approx(-0.6)
+
+
 def test_best_experiment_file_composes_into_distil(tmp_path):
     from omegaconf import OmegaConf
 
@@ -89,6 +111,9 @@ def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
 
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
         search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus"))
+    with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss"):
+        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy"))
+    assert not (tmp_path / "optuna.db").exists()  # both rejected before a study is created
 
 
 @pytest.mark.slow
@@ -143,3 +168,21 @@ def test_median_warmup_counts_evaluations_not_steps(tmp_path, tiny_teacher, tiny
     pruner = make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=1").search)
     assert pruner._n_warmup_steps == 3
     assert make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=0").search)._n_warmup_steps == 0
+
+
+def test_pruning_benchmark_writes_its_page(tmp_path, tiny_teacher, tiny_glue):
+    """benchmarks/search_pruning.py end to end on the tiny teacher: both searches, the pair table."""
+    out = tmp_path / "search.md"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/search_pruning.py", "--task", "sst2", "--trials", "2", "--steps", "4",
+         "--eval-every", "2", "--pruner", "median", "--out", str(out), "teacher=local",
+         f"teacher.path={tiny_teacher}", f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
+         "optim.batch_size=16", "search.prune_on=loss"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text()
+    assert "reports minus its dev loss to the pruner" in page
+    rows = [line for line in page.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    # TPE's first trials are random draws from the same seed: identical parameters in both searches
+    assert len(rows) == 2 and all(row.split("|")[2].strip() == "yes" for row in rows)
+    assert "| no pruning |" in page and "Target (≤ 50 % of the unpruned wall time)" in page
