@@ -437,3 +437,17 @@ def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
     text = "\n".join(report.variant_lines(rep))
     assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 ± 0.82 (worse)" in text
     assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 ± 0.82 (better)" in text
+
+
+def test_primary_tables_share_one_setup_across_tasks():
+    """A task whose own largest table uses another setup still takes the setup common to most tasks."""
+    lr = ("optim.lr=7e-4",)
+    recs = [_rec(task, m, s, 0.80 + 0.01 * s, lr) for task in ("mrpc", "stsb", "rte") for m in ("lad", "kd")
+            for s in (1, 2, 3)]
+    # rte also has a default-lr table with more methods: on its own it would be rte's largest table
+    recs += [_rec("rte", m, s, 0.55, ()) for m in ("lad", "kd", "pkd", "ce") for s in (1, 2, 3)]
+    # cola has only a default-lr table: it keeps that one
+    recs += [_rec("cola", m, s, 0.20, ()) for m in ("lad", "kd") for s in (1, 2)]
+    prim = report.primary_tables(report.build_report(recs))
+    assert {task: t.variant for task, t in prim.items()} == {
+        "mrpc": lr[0], "stsb": lr[0], "rte": lr[0], "cola": ""}
