@@ -51,6 +51,19 @@ def prune_value(metrics: dict, main_metric: str, prune_on: str) -> float:
     return float(metrics[main_metric])
 
 
+def _check_prune_on(study, prune_on: str) -> None:
+    """Pruners compare the values trials report at the same step, so a study keeps one kind: the
+    first run stores it on the study; resuming with another ``search.prune_on`` is refused."""
+    stored = study.user_attrs.get("prune_on")
+    if stored is None and any(t.intermediate_values for t in study.trials):
+        stored = "metric"  # studies from before the option reported the metric
+    if stored is None:
+        study.set_user_attr("prune_on", prune_on)
+    elif stored != prune_on:
+        raise ConfigError(f"study {study.study_name!r} was run with search.prune_on={stored}; resume it with "
+                          f"the same value or start a new one with another search.study_name")
+
+
 def _warmup_steps(cfg: DictConfig) -> int:
     """Median pruner: trials report at training steps, so the first ``warmup_evals`` evaluations
     (every ``eval_every`` steps) are protected by a warm-up of that many steps plus one."""
@@ -131,6 +144,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
                                grace_period=None) if scfg.storage else None
         sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed))
         study = open_study(storage, str(scfg.study_name), "maximize", sampler)
+    _check_prune_on(study, prune_on)
     # a resumed / second worker must not replay the first worker's seeded suggestions
     study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
     study.pruner = pruner

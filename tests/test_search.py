@@ -81,6 +81,12 @@ def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_g
     for h in history:
         assert h["loss"] > 0 and trial.intermediate_values[h["step"]] == pytest.approx(-h["loss"])
     assert trial.value == pytest.approx(max(h["accuracy"] for h in history))  # the objective stays the metric
+    # the study remembers what its trials report: resuming it with the metric would mix the two scales
+    from lad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="was run with search.prune_on=loss"):
+        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    assert len(_study(tmp_path).trials) == 1
 
 
 def test_prune_value_averages_the_losses_of_all_eval_splits():
