@@ -541,6 +541,25 @@ def comparison_lines(report: Report) -> list[str]:
     return lines
 
 
+def hyperparameter_lines(report: Report) -> list[str]:
+    """The searched parameters the primary tables set by hand, next to each search's best value."""
+    lines = []
+    for variant in sorted({t.variant for t in report.tables if t.primary and t.variant}):
+        pairs = dict(item.split("=", 1) for item in variant.split())
+        groups = [(g, [k for k in sorted(pairs) if len({p.get(k) for _, p in g.trials}) > 1])
+                  for g in report.sweeps if len(g.trials) + g.pruned >= MIN_IMPORTANCE_TRIALS]
+        groups = [(g, keys) for g, keys in groups if keys]  # the group searched one of these parameters
+        if not groups:
+            continue
+        tasks = [t.task for t in report.tables if t.primary and t.variant == variant]
+        best = ["{} {}: {}".format(g.task, g.label.split(",")[0], ", ".join(
+                    f"{k} {_num(g.trials[0][1].get(k))}" for k in keys)) for g, keys in groups]
+        lines.append(f"- Primary tables of {', '.join(tasks)} set `{variant}` for every method; the best trial "
+                     f"of each search (≥ {MIN_IMPORTANCE_TRIALS} trials, see the sweep section) had "
+                     + "; ".join(best) + ".")
+    return lines
+
+
 def variant_lines(report: Report) -> list[str]:
     """One bullet per variant table: variant minus its base table, per method/student."""
     lines = []
@@ -573,6 +592,9 @@ def render_discussion(report: Report) -> list[str]:
     if variants:
         lines += ["Variants (same task, teacher and budget; difference = table with the added overrides − table "
                   "without them, same method and student):", ""] + variants + [""]
+    hparams = hyperparameter_lines(report)
+    if hparams:
+        lines += ["Hyper-parameters:", ""] + hparams + [""]
     lines += ["What differs from the paper (Lin, Chen, Kao, Sensors 2023):", "",
               "- Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, a sentence-embedding model) fine-tuned here, "
               "not a 12-layer bert-base; the students keep 2 or 3 of its 6 layers, so there are fewer "

@@ -451,3 +451,19 @@ def test_primary_tables_share_one_setup_across_tasks():
     prim = report.primary_tables(report.build_report(recs))
     assert {task: t.variant for task, t in prim.items()} == {
         "mrpc": lr[0], "stsb": lr[0], "rte": lr[0], "cola": ""}
+
+
+def test_discussion_sets_hand_picked_parameters_next_to_the_searched_best():
+    lr = ("optim.lr=7e-4",)
+    recs = [_rec("mrpc", m, s, 0.80 + 0.01 * s, lr) for m in ("lad", "kd") for s in (1, 2, 3)]
+    # a 5-trial lad search whose best trial used lr 8.5e-4, and a 2-trial one that is too small to quote
+    recs += [_rec("mrpc", "lad", 42, score, parent="p", params={"optim.lr": str(v)})
+             for score, v in ((0.70, 1e-5), (0.83, 8.5e-4), (0.75, 1e-4), (0.72, 3e-5), (0.71, 2e-5))]
+    recs += [_rec("rte", "kd", 42, score, parent="q", params={"optim.lr": str(v)}) for score, v in ((0.5, 1e-3), (0.6, 2e-5))]
+    # a search that kept optim.lr fixed has nothing to say about it
+    recs += [_rec("stsb", "kd", 42, 0.5 + i / 100, parent="r", params={"optim.lr": "1e-4", "loss.temperature": str(i)})
+             for i in range(1, 6)]
+    text = "\n".join(report.render_discussion(report.build_report(recs)))
+    assert ("- Primary tables of mrpc set `optim.lr=7e-4` for every method; the best trial of each search "
+            "(≥ 5 trials, see the sweep section) had mrpc lad/3layer: optim.lr 0.00085.") in text
+    assert "rte kd" not in text and "stsb kd" not in text
