@@ -8,6 +8,8 @@ once with a pruner (``--pruner``: median, halving or hyperband; ``search.*`` ove
 and once without, same sampler seed, same number of trials, and writes docs/search.md: wall
 time of each, best dev score of each, and the wall time at which the pruned search first
 reached the unpruned search's best score (the target is <= 50 % of the unpruned wall time).
+Next to the page (``--out``), a ``.json`` file keeps every trial's reports and duration, so that
+other pruners can be replayed offline on the same trial pairs.
 """
 
 from __future__ import annotations
@@ -128,8 +130,18 @@ def main(argv=None) -> int:
                           for k, v in results.items()}, indent=1, sort_keys=True, default=str),
               "```", ""]
     Path(args.out).write_text("\n".join(lines))
+    # every trial's reports and duration, so that other pruners can be replayed on these pairs
+    Path(args.out).with_suffix(".json").write_text(json.dumps({
+        "command": lines[2], "trials": {k: [_trial_record(t) for _, t in sorted(v["trials"].items())]
+                                        for k, v in results.items()}}, indent=1, sort_keys=True) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _trial_record(trial) -> dict:
+    took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+    return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
+            "reports": {str(k): v for k, v in sorted(trial.intermediate_values.items())}, "duration_s": took}
 
 
 def _outcome(trial) -> str:

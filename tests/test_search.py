@@ -178,6 +178,8 @@ def test_median_warmup_counts_evaluations_not_steps(tmp_path, tiny_teacher, tiny
 
 def test_pruning_benchmark_writes_its_page(tmp_path, tiny_teacher, tiny_glue):
     """benchmarks/search_pruning.py end to end on the tiny teacher: both searches, the pair table."""
+    import json
+
     out = tmp_path / "search.md"
     proc = subprocess.run(
         [sys.executable, "benchmarks/search_pruning.py", "--task", "sst2", "--trials", "2", "--steps", "4",
@@ -192,3 +194,7 @@ def test_pruning_benchmark_writes_its_page(tmp_path, tiny_teacher, tiny_glue):
     # TPE's first trials are random draws from the same seed: identical parameters in both searches
     assert len(rows) == 2 and all(row.split("|")[2].strip() == "yes" for row in rows)
     assert "| no pruning |" in page and "Target (≤ 50 % of the unpruned wall time)" in page
+    raw = json.loads(out.with_suffix(".json").read_text())
+    assert [t["number"] for t in raw["trials"]["none"]] == [0, 1]
+    assert all(set(t["reports"]) == {"2", "4"} and all(v < 0 for v in t["reports"].values())  # minus the loss
+               for t in raw["trials"]["none"])
