@@ -1,7 +1,7 @@
 """Pruned vs unpruned in-process Optuna search, same trials budget, in one run (not a test).
 
-    python benchmarks/search_pruning.py --task mrpc --trials 16 --steps 60 --eval-every 15 \
-        --pruner median search.startup_trials=3 search.warmup_evals=0 trainer.num_threads=1
+    python benchmarks/search_pruning.py --task mrpc --trials 12 --steps 80 --eval-every 10 --pruner median \
+        search.startup_trials=3 search.warmup_evals=1 search.prune_on=loss trainer.num_threads=1
 
 Runs the same study twice on the real fine-tuned MiniLM teacher (artifacts/teachers/minilm_l6/<task>):
 once with a pruner (``--pruner``: median, halving or hyperband; ``search.*`` overrides tune it)

@@ -414,7 +414,11 @@ def summary_grid(report: Report) -> tuple[list[str], list[tuple[str, str]], list
     tasks = sorted(prim, key=task_rank)
     keys = {(r.method, r.student, r.num_layers) for t in prim.values() for r in t.rows}
     rows = [(m, s) for m, s, _ in sorted(keys, key=lambda k: (k[2], k[1], method_rank(k[0])))]
-    complete = [t for t in tasks if all(prim[t].row(m, s) is not None for m, s in rows)]
+    # the rows present on the most tasks fix the tasks averaged over (a row run on one task only,
+    # say a 2-layer student, must not shrink everyone's average to that task)
+    coverage = {r: sum(prim[t].row(*r) is not None for t in tasks) for r in rows}
+    core = [r for r in rows if coverage[r] == max(coverage.values(), default=0)]
+    complete = [t for t in tasks if all(prim[t].row(m, s) is not None for m, s in core)]
     return tasks, rows, complete
 
 
@@ -687,8 +691,8 @@ def render_summary(report: Report) -> list[str]:
     tasks, rows, complete = summary_grid(report)
     lines = ["## Cross-task summary", "",
              "Mean best dev score (x100) of each task's primary table. Averages are over the tasks "
-             "where every method/student below is present: "
-             + (", ".join(complete) if complete else "none") + ".", ""]
+             "where every method/student run on the most tasks is present: "
+             + (", ".join(complete) if complete else "none") + "; a row missing one of them has no average.", ""]
     head = ["method", "student", *tasks, "avg", "avg % of teacher"]
     lines += ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for method, student in rows:
@@ -696,7 +700,7 @@ def render_summary(report: Report) -> list[str]:
         for task in tasks:
             row = prim[task].row(method, student)
             cells.append("–" if row is None else f"{100.0 * row.mean:.2f}")
-        if complete:
+        if complete and all(prim[t].row(method, student) is not None for t in complete):
             avg = f"{100.0 * statistics.fmean(prim[t].row(method, student).mean for t in complete):.2f}"
             rel = [prim[t].row(method, student).pct_teacher for t in complete]
             avg_rel = "–" if any(v is None for v in rel) else f"{statistics.fmean(rel):.2f}"

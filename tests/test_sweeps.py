@@ -467,3 +467,15 @@ def test_discussion_sets_hand_picked_parameters_next_to_the_searched_best():
     assert ("- Primary tables of mrpc set `optim.lr=7e-4` for every method; the best trial of each search "
             "(≥ 5 trials, see the sweep section) had mrpc lad/3layer: optim.lr 0.00085.") in text
     assert "rte kd" not in text and "stsb kd" not in text
+
+
+def test_cross_task_average_is_not_shrunk_by_a_row_run_on_one_task():
+    recs = [_rec(task, m, s, 0.50 + 0.1 * i, ()) for i, task in enumerate(("rte", "mrpc", "stsb"))
+            for m in ("lad", "kd") for s in (1, 2)]
+    recs += [_rec("mrpc", "mean", s, 0.9, ()) for s in (1, 2)]  # a gate variant run on mrpc only
+    lines = report.render_summary(report.build_report(recs))
+    assert "is present: mrpc, stsb, rte; a row missing one of them has no average." in lines[2]
+    lad = next(l for l in lines if l.startswith("| lad | 3layer |"))
+    mean = next(l for l in lines if l.startswith("| mean | 3layer |"))
+    assert lad.split("|")[-3].strip() == "60.00"  # (50 + 60 + 70) / 3
+    assert mean.split("|")[-3].strip() == "–"
