@@ -43,8 +43,9 @@ PRUNE_ON = ("metric", "loss")
 
 def prune_value(metrics: dict, main_metric: str, prune_on: str) -> float:
     """What a trial reports to the pruner at an evaluation (higher is better): the task's main dev
-    metric, or with ``prune_on=loss`` the negated dev loss (mean over the eval splits). The loss
-    moves smoothly from the first steps, while F1/accuracy sit on the majority-class plateau."""
+    metric, or with ``prune_on=loss`` the negated dev loss (mean over the eval splits). Early
+    F1/accuracy often sit on the majority-class plateau for every trial while the loss already
+    differs; whether either predicts the final score depends on the training budget."""
     if prune_on == "loss":
         losses = [v for k, v in metrics.items() if k == "loss" or k.startswith("loss_")]
         return -float(sum(losses) / len(losses))
