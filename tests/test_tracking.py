@@ -210,10 +210,12 @@ def test_sigterm_ends_the_mlflow_run_killed(tmp_path, tiny_teacher, tiny_glue):
         time.sleep(0.5)
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     (run,) = _runs(uri)
-    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt: terminated by signal")
+    # (seen once in CI: the run stayed RUNNING; the child's stderr says where the signal landed)
+    assert run.info.status == "KILLED", err[-3000:]
+    assert run.data.tags["error"].startswith("KeyboardInterrupt: terminated by signal")
 
 
 def test_logged_student_loads_offline_as_a_pyfunc_model(store):
