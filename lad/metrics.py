@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from lad.data.tasks import METRIC_KEYS, TaskSpec
@@ -29,8 +29,7 @@ def dev_loss(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> float:
         preds = logits.reshape(len(logits), -1)[:, 0]
         return float(np.mean((preds - np.asarray(labels, dtype=np.float64).reshape(-1)) ** 2))
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    log_probs = special.log_softmax(logits, axis=-1)
     return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
 
 

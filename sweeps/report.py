@@ -136,6 +136,12 @@ class SweepGroup:
     pruned: int = 0                        # trials stopped by the pruner (no final score)
     importance: dict[str, float] = field(default_factory=dict)   # fANOVA share per searched parameter
 
+    @property
+    def method_budget(self) -> tuple[str, str]:
+        """("method/student", "budget") from the label that ``sweep_label`` wrote."""
+        method, _, budget = self.label.partition(", ")
+        return method, budget
+
 
 @dataclass
 class GateRow:
@@ -556,7 +562,7 @@ def hyperparameter_lines(report: Report) -> list[str]:
         if not groups:
             continue
         tasks = [t.task for t in report.tables if t.primary and t.variant == variant]
-        best = ["{} {}: {}".format(g.task, g.label.split(",")[0], ", ".join(
+        best = ["{} {}: {}".format(g.task, g.method_budget[0], ", ".join(
                     f"{k} {_num(g.trials[0][1].get(k))}" for k in keys)) for g, keys in groups]
         lines.append(f"- Primary tables of {', '.join(tasks)} set `{variant}` for every method; the best trial "
                      f"of each search (≥ {MIN_IMPORTANCE_TRIALS} trials, see the sweep section) had "
@@ -803,7 +809,7 @@ def plot_importances(groups: list[SweepGroup], path: Path) -> bool:
         ax.set_yticks(range(len(keys)), keys, fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_xlabel("fANOVA importance")
-        method, _, budget = g.label.partition(", ")
+        method, budget = g.method_budget
         ax.set_title(f"{g.task} {method} ({len(g.trials)} finished trials)\n{budget}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
