@@ -1,15 +1,17 @@
 """Pruned vs unpruned in-process Optuna search, same trials budget, in one run (not a test).
 
-    python benchmarks/search_pruning.py --task mrpc --trials 12 --steps 80 --eval-every 10 --pruner median \
-        search.startup_trials=3 search.warmup_evals=1 search.prune_on=loss trainer.num_threads=1
+    python benchmarks/search_pruning.py --task mrpc --trials 12 --steps 160 --eval-every 20 --pruner median \
+        --out docs/search-160-seed1.md seed=1 search.startup_trials=3 search.warmup_evals=1 \
+        search.prune_on=accuracy trainer.num_threads=1
 
 Runs the same study twice on the real fine-tuned MiniLM teacher (artifacts/teachers/minilm_l6/<task>):
 once with a pruner (``--pruner``: median, halving or hyperband; ``search.*`` overrides tune it)
-and once without, same sampler seed, same number of trials, and writes docs/search.md: wall
-time of each, best dev score of each, and the wall time at which the pruned search first
-reached the unpruned search's best score (the target is <= 50 % of the unpruned wall time).
-Next to the page (``--out``), a ``.json`` file keeps every trial's reports and duration, so that
-other pruners can be replayed offline on the same trial pairs.
+and once without, same sampler seed, same number of trials, and writes a page (``--out``): wall
+time of each, best dev score of each, the wall time at which the pruned search first reached the
+unpruned search's best score (the target is <= 50 % of the unpruned wall time), when the unpruned
+search itself got there, and how well each dev signal at each evaluation ranked the final scores.
+Next to the page, a ``.json`` file keeps every trial's reports, dev metrics and duration and each
+search's timeline, so that other pruners can be replayed offline on the same trial pairs.
 """
 
 from __future__ import annotations
@@ -80,9 +82,10 @@ def main(argv=None) -> int:
 
     base, pruned = results["none"], results["pruned"]
     target = base["summary"]["best_value"]
-    reached = next((s for s, b in pruned["timeline"] if target is not None and b >= target), None)
+    reached = first_reached(pruned["timeline"], target)
     ratio = reached / base["wall_s"] if reached is not None else None
     met = ratio is not None and ratio <= 0.5
+    own = first_reached(base["timeline"], target)  # when the unpruned search itself got there
     command = ("python benchmarks/search_pruning.py "
                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                           (("task", args.task), ("trials", args.trials), ("steps", args.steps),
@@ -97,8 +100,7 @@ def main(argv=None) -> int:
         f"Task {args.task}, 3-layer student of the fine-tuned MiniLM teacher, {args.trials} trials of "
         f"{args.steps} steps (dev evaluation every {args.eval_every} steps), TPE with the same seed. "
         f"At each evaluation a trial reports "
-        + ("minus its dev loss" if pruned["prune_on"] == "loss" else "its dev score")
-        + " to the pruner; the study maximises the dev score.",
+        + _reported(pruned["prune_on"]) + " to the pruner; the study maximises the dev score.",
         "",
         "| search | wall time (s) | trials complete / pruned / failed | best dev score |",
         "|---|---:|---|---:|",
@@ -123,6 +125,14 @@ def main(argv=None) -> int:
               "",
               f"Target (≤ 50 % of the unpruned wall time): **{'met' if met else 'not met'}**.",
               "",
+              "For context, from the same run: the unpruned search itself reached that score after "
+              + (f"{own:.0f} s = {own / base['wall_s']:.0%} of its wall time" if own is not None else "—")
+              + f", and the pruned search ran all its {args.trials} trials in "
+              f"{pruned['wall_s'] / base['wall_s']:.0%} of the unpruned wall time (best "
+              + ("n/a" if pruned["summary"]["best_value"] is None else f"{pruned['summary']['best_value']:.4f}")
+              + "). A target met only because the best trial came early, before the pruner stopped "
+              "anything, says little about the pruner.",
+              "", *signal_lines(base["trials"]),
               "Raw results:",
               "",
               "```json",
@@ -130,19 +140,73 @@ def main(argv=None) -> int:
                               "best_params": v["summary"]["best_params"], "states": v["summary"]["states"]}
                           for k, v in results.items()}, indent=1, sort_keys=True, default=str),
               "```", ""]
-    Path(args.out).write_text("\n".join(lines))
-    # every trial's reports and duration, so that other pruners can be replayed on these pairs
-    Path(args.out).with_suffix(".json").write_text(json.dumps({
-        "command": command, "trials": {k: [_trial_record(t) for _, t in sorted(v["trials"].items())]
-                                        for k, v in results.items()}}, indent=1, sort_keys=True) + "\n")
+    # every trial's reports, dev metrics and duration, so that other pruners can be replayed on these pairs
+    _write(Path(args.out).with_suffix(".json"), json.dumps({
+        "command": command, "wall_s": {k: round(v["wall_s"], 1) for k, v in results.items()},
+        "timeline": {k: [[round(s, 1), b] for s, b in v["timeline"]] for k, v in results.items()},
+        "trials": {k: [_trial_record(t) for _, t in sorted(v["trials"].items())]
+                   for k, v in results.items()}}, indent=1, sort_keys=True) + "\n")
+    _write(Path(args.out), "\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def first_reached(timeline: list, target) -> float | None:
+    """Seconds after its start at which a search's best complete score first reached ``target``."""
+    return next((s for s, b in timeline if target is not None and b >= target), None)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` whole (a crash never leaves a half-written page)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _reported(prune_on: str) -> str:
+    return {"metric": "its dev score", "loss": "minus its dev loss"}.get(prune_on, f"its dev {prune_on}")
+
+
+def dev_curves(trial) -> dict[int, dict]:
+    """``{step: dev metrics}`` of a trial, from the ``dev@<step>`` user attrs that lad.search records."""
+    return {int(k.split("@", 1)[1]): v for k, v in trial.user_attrs.items() if k.startswith("dev@")}
+
+
+def signal_lines(trials: dict) -> list[str]:
+    """How well each dev signal at each evaluation ranks the unpruned trials' final scores: Spearman's
+    rho over the complete trials between the signal at that step (minus the loss, so higher is better
+    everywhere) and the trial's objective. A pruner deciding at step s on a signal with a low rho
+    there is deciding on noise."""
+    from scipy import stats
+
+    done = [t for t in trials.values() if t.state.name == "COMPLETE" and dev_curves(t)]
+    if len(done) < 3:
+        return []
+    curves = [dev_curves(t) for t in done]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    names = sorted(set.intersection(*(set(c[s]) for c in curves for s in steps)))
+    finals = [t.value for t in done]
+    lines = ["How well each dev signal ranks the unpruned trials' final scores (Spearman's rho between the "
+             f"signal at a step and the final score, over the {len(done)} unpruned trials; loss negated; "
+             "— where the signal is constant):", "",
+             "| signal | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|---|" + "---:|" * len(steps)]
+    for name in names:
+        sign = -1.0 if name.startswith("loss") else 1.0
+        cells = []
+        for step in steps:
+            xs = [sign * c[step][name] for c in curves]
+            rho = stats.spearmanr(xs, finals)[0] if len(set(xs)) > 1 and len(set(finals)) > 1 else float("nan")
+            cells.append("—" if rho != rho else f"{rho:+.2f}")
+        lines.append(f"| {'-' if sign < 0 else ''}{name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _trial_record(trial) -> dict:
     took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
     return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-            "reports": {str(k): v for k, v in sorted(trial.intermediate_values.items())}, "duration_s": took}
+            "reports": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+            "dev": {str(k): v for k, v in sorted(dev_curves(trial).items())}, "duration_s": took}
 
 
 def _outcome(trial) -> str:

@@ -38,18 +38,31 @@ def make_pruner(cfg: DictConfig):
     return pruners[cfg.pruner]()
 
 
-PRUNE_ON = ("metric", "loss")
+def prune_keys(task) -> tuple[str, ...]:
+    """Valid ``search.prune_on`` values for a task: ``metric`` (its main dev metric), ``loss`` and
+    each dev metric it logs (unsuffixed: ``accuracy`` averages MNLI's ``accuracy_m``/``_mm``)."""
+    from lad.data.tasks import METRIC_KEYS
+
+    return ("metric", "loss", *METRIC_KEYS[task.metric])
 
 
-def prune_value(metrics: dict, main_metric: str, prune_on: str) -> float:
+def prune_value(metrics: dict, task, prune_on: str) -> float:
     """What a trial reports to the pruner at an evaluation (higher is better): the task's main dev
-    metric, or with ``prune_on=loss`` the negated dev loss (mean over the eval splits). Early
-    F1/accuracy often sit on the majority-class plateau for every trial while the loss already
-    differs; whether either predicts the final score depends on the training budget."""
-    if prune_on == "loss":
-        losses = [v for k, v in metrics.items() if k == "loss" or k.startswith("loss_")]
-        return -float(sum(losses) / len(losses))
-    return float(metrics[main_metric])
+    metric; with ``prune_on=loss`` the negated dev loss; with a metric name such as ``accuracy``
+    that metric. Several eval splits (MNLI matched/mismatched) are averaged. Early F1 often sits on
+    the all-positive plateau for every trial while accuracy or the loss already differ; which one
+    predicts the final score depends on the task and the training budget."""
+    from lad.data.tasks import eval_splits
+
+    if prune_on == "metric":
+        return float(metrics[task.main_metric])
+    key = prune_on
+    suffixes = {task.split(s).metric_suffix for s in eval_splits(task)}
+    values = [float(metrics[key + sfx]) for sfx in sorted(suffixes) if key + sfx in metrics]
+    if not values:
+        raise ConfigError(f"search.prune_on={prune_on}: no such dev metric (got {', '.join(sorted(metrics))})")
+    mean = sum(values) / len(values)
+    return -mean if prune_on == "loss" else mean
 
 
 def _check_prune_on(study, prune_on: str) -> None:
@@ -136,8 +149,9 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
     space = load_space(str(scfg.space_file))
     prune_on = str(scfg.get("prune_on", "metric"))
-    if prune_on not in PRUNE_ON:
-        raise ConfigError(f"search.prune_on must be one of {', '.join(PRUNE_ON)}, got {prune_on!r}")
+    if prune_on not in prune_keys(task):
+        raise ConfigError(f"search.prune_on must be one of {', '.join(prune_keys(task))} for task {task.name}, "
+                          f"got {prune_on!r}")
     pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
     with exclusive(lock):  # concurrent workers must not create the schema / study twice
@@ -164,7 +178,10 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         tcfg = trial_config(cfg, overrides, out_dir, trial.number)
 
         def on_eval(step: int, metrics: dict, trial=trial) -> None:
-            trial.report(prune_value(metrics, task.main_metric, prune_on), step)
+            # every dev metric of the evaluation stays on the trial (Optuna user attrs), so a
+            # finished study shows which signal would have ranked its trials
+            trial.set_user_attr(f"dev@{step}", {k: float(v) for k, v in metrics.items()})
+            trial.report(prune_value(metrics, task, prune_on), step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 

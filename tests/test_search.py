@@ -89,12 +89,52 @@ def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_g
     assert len(_study(tmp_path).trials) == 1
 
 
-def test_prune_value_averages_the_losses_of_all_eval_splits():
+def _task(name: str):
+    from lad.data.tasks import TaskSpec
+
+    return TaskSpec.from_config(compose("distil", [f"task={name}"]).task)
+
+
+def test_prune_value_averages_the_eval_splits():
     from lad.search import prune_value
 
+    mnli = _task("mnli")
     metrics = {"accuracy_m": 0.7, "accuracy_mm": 0.6, "loss_m": 0.5, "loss_mm": 0.7}
-    assert prune_value(metrics, "accuracy_m", "metric") == 0.7
-    assert prune_value(metrics, "accuracy_m", "loss") == pytest.approx(-0.6)
+    assert prune_value(metrics, mnli, "metric") == 0.7
+    assert prune_value(metrics, mnli, "loss") == pytest.approx(-0.6)
+    assert prune_value(metrics, mnli, "accuracy") == pytest.approx(0.65)
+    # MRPC logs f1, accuracy and their mean: "f1" must not pick up "f1_acc_mean"
+    mrpc = _task("mrpc")
+    metrics = {"f1": 0.81, "accuracy": 0.68, "f1_acc_mean": 0.745, "loss": 0.6}
+    assert prune_value(metrics, mrpc, "metric") == 0.81
+    assert prune_value(metrics, mrpc, "f1") == 0.81
+    assert prune_value(metrics, mrpc, "accuracy") == 0.68
+    assert prune_value(metrics, mrpc, "f1_acc_mean") == 0.745
+
+
+def test_prune_keys_are_the_metrics_the_task_logs():
+    from lad.search import prune_keys
+
+    assert prune_keys(_task("mrpc")) == ("metric", "loss", "f1", "accuracy", "f1_acc_mean")
+    assert prune_keys(_task("stsb")) == ("metric", "loss", "pearson", "spearman", "corr_mean")
+    assert prune_keys(_task("cola")) == ("metric", "loss", "mcc")
+
+
+def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_teacher, tiny_glue):
+    import json
+
+    from lad.search import search_entry
+
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy"))
+    trial = _study(tmp_path).trials[0]
+    history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
+    assert sorted(trial.intermediate_values) == [h["step"] for h in history] == [2, 4]
+    for h in history:
+        assert trial.intermediate_values[h["step"]] == pytest.approx(h["accuracy"])
+        # the trial keeps all dev metrics of each evaluation, whatever it reported
+        kept = trial.user_attrs[f"dev@{h['step']}"]
+        assert kept == pytest.approx({k: v for k, v in h.items() if k != "step"})
+        assert set(kept) >= {"accuracy", "loss"}
 
 
 def test_best_experiment_file_composes_into_distil(tmp_path):
@@ -117,8 +157,8 @@ def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
 
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
         search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus"))
-    with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy"))
+    with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss, accuracy for task sst2"):
+        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1"))
     assert not (tmp_path / "optuna.db").exists()  # both rejected before a study is created
 
 
@@ -194,7 +234,45 @@ def test_pruning_benchmark_writes_its_page(tmp_path, tiny_teacher, tiny_glue):
     # TPE's first trials are random draws from the same seed: identical parameters in both searches
     assert len(rows) == 2 and all(row.split("|")[2].strip() == "yes" for row in rows)
     assert "| no pruning |" in page and "Target (≤ 50 % of the unpruned wall time)" in page
+    assert "the unpruned search itself reached that score after" in page
     raw = json.loads(out.with_suffix(".json").read_text())
+    assert set(raw["wall_s"]) == set(raw["timeline"]) == {"none", "pruned"}
+    assert all(t["dev"] for t in raw["trials"]["none"])  # every evaluation's dev metrics are kept
     assert [t["number"] for t in raw["trials"]["none"]] == [0, 1]
     assert all(set(t["reports"]) == {"2", "4"} and all(v < 0 for v in t["reports"].values())  # minus the loss
                for t in raw["trials"]["none"])
+
+
+def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
+    """benchmarks/search_pruning.signal_lines: Spearman's rho per signal and step, loss negated."""
+    import optuna
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from search_pruning import signal_lines
+
+    finals = [0.80, 0.82, 0.85, 0.83]
+    trials = {}
+    for i, final in enumerate(finals):
+        # accuracy at step 10 ranks the finals exactly; the loss at step 10 ranks them backwards
+        # (so minus the loss ranks them exactly); f1 sits on a plateau at step 10
+        dev = {"dev@10": {"accuracy": final - 0.1, "loss": 1 - final, "f1": 0.81},
+               "dev@20": {"accuracy": 0.7 - i / 100, "loss": 0.5, "f1": final}}
+        trials[i] = optuna.trial.create_trial(value=final, user_attrs=dev)
+    lines = signal_lines(trials)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in lines if line.startswith("| ") and "step" not in line}
+    assert rows["accuracy"] == ["+1.00", f"{-0.8:+.2f}"]
+    assert rows["-loss"] == ["+1.00", "—"]
+    assert rows["f1"] == ["—", "+1.00"]
+    assert signal_lines(dict(list(trials.items())[:2])) == []  # too few trials to rank
+
+
+def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from search_pruning import first_reached
+
+    timeline = [(10.0, 0.80), (25.0, 0.80), (40.0, 0.83), (70.0, 0.85)]
+    assert first_reached(timeline, 0.83) == 40.0
+    assert first_reached(timeline, 0.80) == 10.0
+    assert first_reached(timeline, 0.86) is None
+    assert first_reached(timeline, None) is None
