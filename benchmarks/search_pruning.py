@@ -43,7 +43,8 @@ def search_cfg(task: str, n_trials: int, steps: int, eval_every: int, pruner: st
             f"trainer.max_steps={steps}", f"trainer.eval_every={eval_every}", *extra])
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also parsed back from a page's JSON by ``search_replay.py``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="rte")
     parser.add_argument("--trials", type=int, default=10)
@@ -52,7 +53,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pruner", default="median", choices=("median", "halving", "hyperband"))
     parser.add_argument("--out", default=str(REPO / "docs" / "search.md"))
     parser.add_argument("overrides", nargs="*", help="extra distil overrides for every trial")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import optuna
     import torch

@@ -1,0 +1,267 @@
+"""Pruners replayed offline on recorded unpruned searches, over many trial orders (not a test).
+
+    python benchmarks/search_replay.py docs/search-160-seed*.json docs/search-160w2-seed*.json \
+        --variant search.warmup_evals=1 --variant search.warmup_evals=2 --out docs/search-replay.md
+
+Each input is a ``.json`` written by ``benchmarks/search_pruning.py``. Its unpruned search ran every
+trial to the end and kept the trial's dev metrics at every evaluation and its duration, so a pruner
+can be replayed on the same trials without training anything: the recorded dev values are fed to
+Optuna's own pruner (built by ``lad.search.make_pruner`` from the search config of the recorded
+command, plus the ``--variant`` overrides) one evaluation at a time, exactly as ``lad.search`` reports
+them, and a stopped trial is charged the share of its recorded duration that it trained
+(steps done / steps).
+
+Where the best trial falls in a search is luck of the sampler's order, and a 12-trial search whose
+best comes early reaches it within half its time with or without a pruner. The replay therefore
+runs each recorded search in ``--orders`` random orders of its trials (the same orders for every
+variant) and counts how often the pruned search reaches the unpruned best within half of the
+unpruned wall time, how often the unpruned search does so by itself, and how often the pruner
+stops the best trial. What it cannot show: in a live search TPE picks later trials from what it
+has seen, and pruned trials change what it sees; the replay keeps the recorded trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search_pruning import REPO, _write, build_parser, search_cfg  # noqa: E402
+
+
+class Recorded:
+    """One recorded benchmark run: its command's settings and its unpruned (complete) trials."""
+
+    def __init__(self, path: Path):
+        try:
+            raw = json.loads(Path(path).read_text())
+            self.command = raw["command"]
+            self.args = build_parser().parse_args(shlex.split(self.command)[2:])
+            self.trials = [t for t in raw["trials"]["none"] if t["state"] == "COMPLETE"]
+            self.pruned_run = raw["trials"].get("pruned", [])
+        except (OSError, ValueError, KeyError, SystemExit) as exc:
+            raise ValueError(f"{path}: not a JSON written by benchmarks/search_pruning.py ({exc})") from None
+        if not self.trials or not all(t["dev"] and t["duration_s"] for t in self.trials):
+            raise ValueError(f"{path}: its unpruned search has no complete trial with dev metrics and a duration")
+        self.name = Path(path).stem
+        self.total = sum(t["duration_s"] for t in self.trials)
+        self.target = max(t["value"] for t in self.trials)
+
+
+class Setting:
+    """A pruner and what trials report to it, composed from a recorded command plus overrides."""
+
+    def __init__(self, rec: Recorded, variant: list[str]):
+        from lad.data.tasks import TaskSpec
+        from lad.search import make_pruner, prune_keys, prune_value
+
+        a = rec.args
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = search_cfg(a.task, a.trials, a.steps, a.eval_every, a.pruner, "replay", Path(tmp),
+                             [*a.overrides, *variant])
+        self.search, self.steps = cfg.search, int(a.steps)
+        task = TaskSpec.from_config(cfg.task)
+        prune_on = str(self.search.get("prune_on", "metric"))
+        if prune_on not in prune_keys(task):
+            raise ValueError(f"search.prune_on must be one of {', '.join(prune_keys(task))}, got {prune_on!r}")
+        self.new_pruner = lambda: make_pruner(self.search)
+        self.value = lambda metrics: prune_value(metrics, task, prune_on)
+        s = self.search
+        if s.pruner == "median":
+            self.label = (f"median on {prune_on}, {s.startup_trials} startup trials, "
+                          f"{s.warmup_evals} warm-up evaluations")
+        else:
+            self.label = f"{s.pruner} on {prune_on}, min_resource {s.min_resource}, reduction {s.reduction_factor}"
+
+
+def replay(trials: list[dict], order: list[int], setting: Setting, target: float):
+    """Run ``trials`` in ``order`` under the setting's pruner. Returns (seconds until the best complete
+    score first reached ``target`` or None, seconds for all trials, {trial number: step it was stopped at})."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", pruner=setting.new_pruner())
+    clock, best, reached, stopped = 0.0, float("-inf"), None, {}
+    for i in order:
+        rec = trials[i]
+        trial = study.ask()
+        for step in sorted(int(s) for s in rec["dev"]):
+            trial.report(setting.value(rec["dev"][str(step)]), step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                clock += rec["duration_s"] * min(step / setting.steps, 1.0)
+                stopped[rec["number"]] = step
+                break
+        else:
+            study.tell(trial, rec["value"])
+            clock += rec["duration_s"]
+            best = max(best, rec["value"])
+            if reached is None and best >= target:
+                reached = clock
+    return reached, clock, stopped
+
+
+def unpruned_reach(trials: list[dict], order: list[int], target: float) -> float:
+    """Seconds until the unpruned search, running ``order``, completes a trial scoring ``target``."""
+    clock = 0.0
+    for i in order:
+        clock += trials[i]["duration_s"]
+        if trials[i]["value"] >= target:
+            return clock
+    raise ValueError("target above every trial's score")
+
+
+def tally(rec: Recorded, setting: Setting, orders: list[list[int]]) -> dict:
+    """Counts over ``orders`` for one recorded search and one setting (shares of the unpruned total)."""
+    alone = late = rescued = met = lost = 0
+    shares, totals = [], []
+    for order in orders:
+        own = unpruned_reach(rec.trials, order, rec.target) / rec.total
+        reached, clock, _ = replay(rec.trials, order, setting, rec.target)
+        share = float("inf") if reached is None else reached / rec.total
+        alone += own <= 0.5
+        met += share <= 0.5
+        late += own > 0.5
+        rescued += own > 0.5 and share <= 0.5
+        lost += reached is None
+        shares.append(share)
+        totals.append(clock / rec.total)
+    return {"orders": len(orders), "alone": alone, "met": met, "late": late, "rescued": rescued, "lost": lost,
+            "shares": shares, "totals": totals}
+
+
+def agreement(rec: Recorded, setting: Setting) -> str:
+    """The replay of the recorded order next to what the recorded pruned search did, on the trials
+    that drew the same parameters in both searches (a check of the replay itself)."""
+    base = {t["number"]: t for t in rec.trials}
+    _, _, stopped = replay(rec.trials, list(range(len(rec.trials))), setting, rec.target)
+    same = [t for t in rec.pruned_run if t["number"] in base and t["params"] == base[t["number"]]["params"]]
+    if not same:
+        return f"{rec.name}: no pruned search on record to compare with."
+    agree = charge = 0
+    ratios = []
+    for t in same:
+        recorded = max(map(int, t["reports"]), default=0) if t["state"] == "PRUNED" else None
+        agree += recorded == stopped.get(t["number"])
+        if recorded is not None and t["duration_s"]:
+            charge += 1
+            ratios.append(t["duration_s"] / (base[t["number"]]["duration_s"] * recorded / setting.steps))
+    line = (f"{rec.name}: replaying the recorded order with the recorded settings makes the same decision "
+            f"(stopped at the same step, or run to the end) as the recorded pruned search for {agree} of "
+            f"the {len(same)} trials that drew the same parameters in both")
+    if ratios:
+        line += (f"; a trial it stopped took {min(ratios):.2f}–{max(ratios):.2f} × the duration the replay "
+                 f"charges for it")
+    return line + "."
+
+
+def expand(variant: str) -> list[list[str]]:
+    """``"a=1,2 b=x"`` -> ``[["a=1", "b=x"], ["a=2", "b=x"]]``: comma lists sweep as in Hydra's multirun."""
+    choices = []
+    for token in variant.split():
+        key, sep, values = token.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--variant {variant!r}: expected key=value overrides, got {token!r}")
+        choices.append([f"{key}={v}" for v in values.split(",")])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def _pct(n: int, d: int) -> str:
+    return "—" if d == 0 else f"{n / d:.0%} ({n}/{d})"
+
+
+def _median_share(shares: list[float]) -> str:
+    m = statistics.median(shares)
+    return "never" if m == float("inf") else f"{m:.0%}"
+
+
+def row(name: str, label: str, t: dict) -> str:
+    return (f"| {name} | {label} | {_pct(t['alone'], t['orders'])} | {_pct(t['met'], t['orders'])} | "
+            f"{_pct(t['rescued'], t['late'])} | {_pct(t['lost'], t['orders'])} | {_median_share(t['shares'])} | "
+            f"{statistics.mean(t['totals']):.0%} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="JSON files written by benchmarks/search_pruning.py")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="space-separated search overrides replayed on top of each recorded command; "
+                             "key=a,b sweeps the values as Hydra's multirun does (repeatable; default: the "
+                             "recorded settings only)")
+    parser.add_argument("--orders", type=int, default=500, help="random trial orders per recorded search")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pooled-only", action="store_true",
+                        help="only the rows of all recorded searches together (for many variants)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "search-replay.md"))
+    args = parser.parse_args(argv)
+    if args.orders < 1:
+        parser.error("--orders must be >= 1")
+
+    import optuna
+
+    from lad.config import setup_environment
+
+    setup_environment()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        recs = [Recorded(Path(p)) for p in args.inputs]
+        variants = [combo for v in args.variant for combo in expand(v)] or [[]]
+        settings = [[Setting(rec, v) for v in variants] for rec in recs]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bad override is a user mistake: one line, no traceback
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
+        return 2
+
+    command = "python benchmarks/search_replay.py " + " ".join(
+        [*args.inputs, *(f"--variant {shlex.quote(v)}" for v in args.variant),
+         f"--orders {args.orders}", f"--seed {args.seed}", *(["--pooled-only"] if args.pooled_only else [])])
+    header = ("| recorded search | replayed pruner | unpruned reaches its best ≤ 50 % | pruned reaches it ≤ 50 % "
+              "| … of the orders where unpruned needs > 50 % | pruner stops the best trial | median time to "
+              "the best (share of unpruned total) | all trials (share of unpruned total) |")
+    lines = ["# Pruners replayed on recorded searches", "",
+             f"Generated by `{command}` — do not edit by hand.", "",
+             "Each recorded search (a `.json` from `benchmarks/search_pruning.py`) is replayed in "
+             f"{args.orders} random orders of its unpruned trials (seed {args.seed}, the same orders for each "
+             "pruner): the recorded dev metrics are reported to Optuna's pruner one evaluation at a time, and "
+             "a stopped trial costs the share of its recorded duration it trained. The target is the "
+             "unpruned search's best score, reached within 50 % of the unpruned wall time. In a live "
+             "search TPE would choose later trials from what it has seen; the replay keeps the recorded "
+             "trials, so it measures the pruner's decisions and savings, not the sampler's.", "",
+             *([] if args.pooled_only else [header, "|---|---|---:|---:|---:|---:|---:|---:|"])]
+    rng = random.Random(args.seed)
+    pooled: dict[str, dict] = {}
+    for rec, rec_settings in zip(recs, settings):
+        orders = [rng.sample(range(len(rec.trials)), len(rec.trials)) for _ in range(args.orders)]
+        for setting in rec_settings:
+            t = tally(rec, setting, orders)
+            p = pooled.setdefault(setting.label, {k: 0 if k not in ("shares", "totals") else [] for k in t})
+            for k, v in t.items():
+                p[k] += v
+            line = row(f"{rec.name} ({len(rec.trials)} trials)", setting.label, t)
+            print(line, flush=True)
+            if not args.pooled_only:
+                lines.append(line)
+    if len(recs) > 1 or args.pooled_only:
+        lines += ["", f"All {len(recs)} recorded searches together (each weighs the same):", "",
+                  header, "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [row("all", label, t) for label, t in pooled.items()]
+    lines += ["", "Check of the replay against the recorded pruned searches (recorded settings, recorded "
+              "order):", ""]
+    lines += [f"- {agreement(rec, Setting(rec, []))}" for rec in recs]
+    lines.append("")
+    _write(Path(args.out), "\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""benchmarks/search_replay.py: Optuna's pruners replayed on a recorded unpruned search."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+COMMAND = ("python benchmarks/search_pruning.py --task mrpc --trials 4 --steps 40 --eval-every 20 --pruner median "
+           "search.startup_trials=1 search.warmup_evals=0 search.prune_on=accuracy")
+
+# (early accuracy, late accuracy, final score): trial 1 is the best but dips at the first evaluation
+CURVES = [(0.70, 0.70, 0.80), (0.60, 0.80, 0.90), (0.65, 0.65, 0.78), (0.75, 0.75, 0.82)]
+
+
+def _trial(number, early, late, final, state="COMPLETE", steps=(20, 40)):
+    acc = {20: early, 40: late}
+    dev = {str(s): {"accuracy": acc[s], "f1": final, "f1_acc_mean": (acc[s] + final) / 2, "loss": 1 - acc[s]}
+           for s in steps}
+    return {"number": number, "state": state, "value": final if state == "COMPLETE" else None,
+            "params": {"optim.lr": 1e-4 * (number + 1)}, "reports": {k: v["accuracy"] for k, v in dev.items()},
+            "dev": dev, "duration_s": 100.0 * len(steps) / 2}
+
+
+def write_recorded(path: Path) -> Path:
+    # what the recorded pruned search did with these settings: trials 1 and 2 stopped at step 20
+    pruned = [_trial(0, *CURVES[0]), _trial(1, *CURVES[1], state="PRUNED", steps=(20,)),
+              _trial(2, *CURVES[2], state="PRUNED", steps=(20,)), _trial(3, *CURVES[3])]
+    path.write_text(json.dumps({"command": COMMAND, "wall_s": {"none": 400, "pruned": 300},
+                                "trials": {"none": [_trial(i, *c) for i, c in enumerate(CURVES)],
+                                           "pruned": pruned}}))
+    return path
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    from search_replay import Recorded
+
+    return Recorded(write_recorded(tmp_path / "search-x.json"))
+
+
+def test_replay_feeds_the_recorded_dev_values_to_optunas_pruner(recorded):
+    from search_replay import Setting, replay, unpruned_reach
+
+    assert recorded.target == 0.90 and recorded.total == 400.0
+    as_recorded = Setting(recorded, [])
+    assert "median on accuracy, 1 startup trials, 0 warm-up" in as_recorded.label
+    # trial 0 completes; trial 1 (the best) reports 0.60 < 0.70 at step 20 and is stopped, as is trial 2;
+    # a stopped trial costs the half of its duration it trained
+    assert replay(recorded.trials, [0, 1, 2, 3], as_recorded, recorded.target) == (None, 300.0, {1: 20, 2: 20})
+    # first in line, the best trial cannot be pruned (no complete trial to compare with); its 0.80 at
+    # step 40 then stops every other trial there, at the end of its training
+    assert replay(recorded.trials, [1, 0, 2, 3], as_recorded, recorded.target) == (100.0, 400.0,
+                                                                                   {0: 40, 2: 40, 3: 40})
+    assert unpruned_reach(recorded.trials, [0, 2, 1, 3], recorded.target) == 300.0
+    # with one protected evaluation the best trial recovers by step 40 and is kept
+    warm = Setting(recorded, ["search.warmup_evals=1"])
+    assert replay(recorded.trials, [0, 1, 2, 3], warm, recorded.target) == (200.0, 400.0, {2: 40})
+
+
+def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(recorded):
+    from search_replay import Setting, tally
+
+    # best trial last: the unpruned search needs all its time; with warm-up the pruner stops trial 2
+    # only at its end, so nothing is saved; without warm-up the best trial itself is stopped
+    orders = [[1, 0, 2, 3], [0, 2, 3, 1]]
+    t = tally(recorded, Setting(recorded, ["search.warmup_evals=1"]), orders)
+    assert (t["alone"], t["met"], t["late"], t["rescued"], t["lost"]) == (1, 1, 1, 0, 0)
+    t = tally(recorded, Setting(recorded, []), orders)
+    assert (t["alone"], t["met"], t["late"], t["rescued"], t["lost"]) == (1, 1, 1, 0, 1)
+
+
+def test_replay_page_checks_itself_against_the_recorded_pruned_search(tmp_path):
+    src = write_recorded(tmp_path / "search-x.json")
+    out = tmp_path / "replay.md"
+    proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(src), "--orders", "6",
+                           "--variant", "search.warmup_evals=0", "--variant", "search.warmup_evals=1",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text()
+    assert "--variant search.warmup_evals=1 --orders 6 --seed 0" in page
+    rows = [line for line in page.splitlines() if line.startswith("| search-x (4 trials) |")]
+    assert len(rows) == 2 and "0 warm-up" in rows[0] and "1 warm-up" in rows[1]
+    assert all(row.count("(") >= 4 and "/6)" in row for row in rows)
+    # the recorded settings, replayed in the recorded order, decide as the recorded pruned search did
+    assert "as the recorded pruned search for 4 of the 4 trials" in page
+    assert "took 1.00–1.00 × the duration the replay charges" in page
+
+
+def test_replay_bad_inputs_are_one_line_errors(tmp_path):
+    src = write_recorded(tmp_path / "search-x.json")
+    bad = tmp_path / "page.md"
+    bad.write_text("# not json")
+    for args, msg in (([str(bad)], "not a JSON written by benchmarks/search_pruning.py"),
+                      ([str(src), "--variant", "search.prune_on=spearman"], "search.prune_on must be one of"),
+                      ([str(src), "--variant", "search.warmup_evals"], "expected key=value overrides")):
+        proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", *args, "--out",
+                               str(tmp_path / "replay.md")], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "replay.md").exists()
+
+
+def test_variant_comma_lists_sweep_like_hydra_multirun():
+    from search_replay import expand
+
+    assert expand("search.warmup_evals=0,1 search.prune_on=f1") == [
+        ["search.warmup_evals=0", "search.prune_on=f1"], ["search.warmup_evals=1", "search.prune_on=f1"]]
+    assert len(expand("search.pruner=halving,hyperband search.min_resource=20,40,60")) == 6
+    with pytest.raises(ValueError, match="expected key=value overrides, got 'search.warmup_evals'"):
+        expand("search.warmup_evals")
