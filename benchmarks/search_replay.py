@@ -2,6 +2,8 @@
 
     python benchmarks/search_replay.py docs/search-160-seed*.json docs/search-160w2-seed*.json \
         --variant search.warmup_evals=1 --variant search.warmup_evals=2 --out docs/search-replay.md
+    python benchmarks/search_replay.py docs/search-160*.json --pool 30 --variant "search.warmup_evals=0,1,2" \
+        --out docs/search-replay-pool30.md
 
 Each input is a ``.json`` written by ``benchmarks/search_pruning.py``. Its unpruned search ran every
 trial to the end and kept the trial's dev metrics at every evaluation and its duration, so a pruner
@@ -16,8 +18,10 @@ best comes early reaches it within half its time with or without a pruner. The r
 runs each recorded search in ``--orders`` random orders of its trials (the same orders for every
 variant) and counts how often the pruned search reaches the unpruned best within half of the
 unpruned wall time, how often the unpruned search does so by itself, and how often the pruner
-stops the best trial. What it cannot show: in a live search TPE picks later trials from what it
-has seen, and pruned trials change what it sees; the replay keeps the recorded trials.
+stops the best trial. ``--pool N`` puts the trials of all inputs (same task and budget) in one pool
+and replays searches of N trials drawn from it, a larger study than any one recording. What the
+replay cannot show: in a live search TPE picks later trials from what it has seen, and pruned
+trials change what it sees; the replay keeps the recorded trials.
 """
 
 from __future__ import annotations
@@ -52,8 +56,20 @@ class Recorded:
         if not self.trials or not all(t["dev"] and t["duration_s"] for t in self.trials):
             raise ValueError(f"{path}: its unpruned search has no complete trial with dev metrics and a duration")
         self.name = Path(path).stem
-        self.total = sum(t["duration_s"] for t in self.trials)
-        self.target = max(t["value"] for t in self.trials)
+
+    @classmethod
+    def pool(cls, recs: list["Recorded"]) -> "Recorded":
+        """All unpruned trials of several recorded searches as one pool (same task and trial budget)."""
+        first = recs[0]
+        for rec in recs[1:]:
+            if (rec.args.task, rec.args.steps, rec.args.eval_every) != (first.args.task, first.args.steps,
+                                                                         first.args.eval_every):
+                raise ValueError(f"--pool: {rec.name} and {first.name} differ in task, steps or eval-every")
+        pooled = cls.__new__(cls)
+        pooled.command, pooled.args, pooled.pruned_run = first.command, first.args, []
+        pooled.trials = [dict(t, number=i) for i, t in enumerate(t for rec in recs for t in rec.trials)]
+        pooled.name = f"pool of {len(recs)}"
+        return pooled
 
 
 class Setting:
@@ -65,7 +81,7 @@ class Setting:
 
         a = rec.args
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = search_cfg(a.task, a.trials, a.steps, a.eval_every, a.pruner, "replay", Path(tmp),
+            cfg = search_cfg(a.task, a.trials, a.steps, a.eval_every, a.pruner, "pruned", Path(tmp),
                              [*a.overrides, *variant])
         self.search, self.steps = cfg.search, int(a.steps)
         task = TaskSpec.from_config(cfg.task)
@@ -87,7 +103,10 @@ def replay(trials: list[dict], order: list[int], setting: Setting, target: float
     score first reached ``target`` or None, seconds for all trials, {trial number: step it was stopped at})."""
     import optuna
 
-    study = optuna.create_study(direction="maximize", pruner=setting.new_pruner())
+    # the recorded pruned search's study name: Hyperband picks a trial's bracket from a hash of the
+    # study name and the trial number, so a random name would make the replay irreproducible
+    study = optuna.create_study(study_name=str(setting.search.study_name), direction="maximize",
+                                pruner=setting.new_pruner())
     clock, best, reached, stopped = 0.0, float("-inf"), None, {}
     for i in order:
         rec = trials[i]
@@ -119,20 +138,23 @@ def unpruned_reach(trials: list[dict], order: list[int], target: float) -> float
 
 
 def tally(rec: Recorded, setting: Setting, orders: list[list[int]]) -> dict:
-    """Counts over ``orders`` for one recorded search and one setting (shares of the unpruned total)."""
+    """Counts over ``orders`` (each a search: trial indices in the order they run) for one setting;
+    times are shares of that search's unpruned total, the target is its best trial's score."""
     alone = late = rescued = met = lost = 0
     shares, totals = [], []
     for order in orders:
-        own = unpruned_reach(rec.trials, order, rec.target) / rec.total
-        reached, clock, _ = replay(rec.trials, order, setting, rec.target)
-        share = float("inf") if reached is None else reached / rec.total
+        target = max(rec.trials[i]["value"] for i in order)
+        total = sum(rec.trials[i]["duration_s"] for i in order)
+        own = unpruned_reach(rec.trials, order, target) / total
+        reached, clock, _ = replay(rec.trials, order, setting, target)
+        share = float("inf") if reached is None else reached / total
         alone += own <= 0.5
         met += share <= 0.5
         late += own > 0.5
         rescued += own > 0.5 and share <= 0.5
         lost += reached is None
         shares.append(share)
-        totals.append(clock / rec.total)
+        totals.append(clock / total)
     return {"orders": len(orders), "alone": alone, "met": met, "late": late, "rescued": rescued, "lost": lost,
             "shares": shares, "totals": totals}
 
@@ -141,17 +163,16 @@ def agreement(rec: Recorded, setting: Setting) -> str:
     """The replay of the recorded order next to what the recorded pruned search did, on the trials
     that drew the same parameters in both searches (a check of the replay itself)."""
     base = {t["number"]: t for t in rec.trials}
-    _, _, stopped = replay(rec.trials, list(range(len(rec.trials))), setting, rec.target)
+    _, _, stopped = replay(rec.trials, list(range(len(rec.trials))), setting,
+                           max(t["value"] for t in rec.trials))
     same = [t for t in rec.pruned_run if t["number"] in base and t["params"] == base[t["number"]]["params"]]
     if not same:
         return f"{rec.name}: no pruned search on record to compare with."
-    agree = charge = 0
-    ratios = []
+    agree, ratios = 0, []
     for t in same:
         recorded = max(map(int, t["reports"]), default=0) if t["state"] == "PRUNED" else None
         agree += recorded == stopped.get(t["number"])
         if recorded is not None and t["duration_s"]:
-            charge += 1
             ratios.append(t["duration_s"] / (base[t["number"]]["duration_s"] * recorded / setting.steps))
     line = (f"{rec.name}: replaying the recorded order with the recorded settings makes the same decision "
             f"(stopped at the same step, or run to the end) as the recorded pruned search for {agree} of "
@@ -197,12 +218,17 @@ def main(argv=None) -> int:
                              "recorded settings only)")
     parser.add_argument("--orders", type=int, default=500, help="random trial orders per recorded search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool", type=int, default=0, metavar="N",
+                        help="put the inputs' trials in one pool and replay searches of N trials drawn "
+                             "from it (a larger study than any one recording; 0: each input as recorded)")
     parser.add_argument("--pooled-only", action="store_true",
                         help="only the rows of all recorded searches together (for many variants)")
     parser.add_argument("--out", default=str(REPO / "docs" / "search-replay.md"))
     args = parser.parse_args(argv)
     if args.orders < 1:
         parser.error("--orders must be >= 1")
+    if args.pool < 0:
+        parser.error("--pool must be >= 0")
 
     import optuna
 
@@ -212,6 +238,11 @@ def main(argv=None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         recs = [Recorded(Path(p)) for p in args.inputs]
+        checked = recs
+        if args.pool:
+            recs = [Recorded.pool(recs)]
+            if args.pool > len(recs[0].trials):
+                raise ValueError(f"--pool {args.pool}: the inputs hold only {len(recs[0].trials)} complete trials")
         variants = [combo for v in args.variant for combo in expand(v)] or [[]]
         settings = [[Setting(rec, v) for v in variants] for rec in recs]
     except ValueError as exc:
@@ -223,7 +254,8 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/search_replay.py " + " ".join(
         [*args.inputs, *(f"--variant {shlex.quote(v)}" for v in args.variant),
-         f"--orders {args.orders}", f"--seed {args.seed}", *(["--pooled-only"] if args.pooled_only else [])])
+         f"--orders {args.orders}", f"--seed {args.seed}", *([f"--pool {args.pool}"] if args.pool else []),
+         *(["--pooled-only"] if args.pooled_only else [])])
     header = ("| recorded search | replayed pruner | unpruned reaches its best ≤ 50 % | pruned reaches it ≤ 50 % "
               "| … of the orders where unpruned needs > 50 % | pruner stops the best trial | median time to "
               "the best (share of unpruned total) | all trials (share of unpruned total) |")
@@ -235,18 +267,23 @@ def main(argv=None) -> int:
              "a stopped trial costs the share of its recorded duration it trained. The target is the "
              "unpruned search's best score, reached within 50 % of the unpruned wall time. In a live "
              "search TPE would choose later trials from what it has seen; the replay keeps the recorded "
-             "trials, so it measures the pruner's decisions and savings, not the sampler's.", "",
+             "trials, so it measures the pruner's decisions and savings, not the sampler's."
+             + (f" Here the inputs' trials form one pool and each replayed search runs {args.pool} trials "
+                "drawn from it at random, as a larger study whose sampler kept drawing at random; the "
+                "target is then the best of the drawn trials." if args.pool else ""), "",
              *([] if args.pooled_only else [header, "|---|---|---:|---:|---:|---:|---:|---:|"])]
     rng = random.Random(args.seed)
     pooled: dict[str, dict] = {}
     for rec, rec_settings in zip(recs, settings):
-        orders = [rng.sample(range(len(rec.trials)), len(rec.trials)) for _ in range(args.orders)]
+        size = args.pool or len(rec.trials)
+        orders = [rng.sample(range(len(rec.trials)), size) for _ in range(args.orders)]
         for setting in rec_settings:
             t = tally(rec, setting, orders)
             p = pooled.setdefault(setting.label, {k: 0 if k not in ("shares", "totals") else [] for k in t})
             for k, v in t.items():
                 p[k] += v
-            line = row(f"{rec.name} ({len(rec.trials)} trials)", setting.label, t)
+            line = row(f"{rec.name} ({len(rec.trials)} trials" + (f", searches of {size})" if args.pool else ")"),
+                       setting.label, t)
             print(line, flush=True)
             if not args.pooled_only:
                 lines.append(line)
@@ -256,7 +293,7 @@ def main(argv=None) -> int:
         lines += [row("all", label, t) for label, t in pooled.items()]
     lines += ["", "Check of the replay against the recorded pruned searches (recorded settings, recorded "
               "order):", ""]
-    lines += [f"- {agreement(rec, Setting(rec, []))}" for rec in recs]
+    lines += [f"- {agreement(rec, Setting(rec, []))}" for rec in checked]
     lines.append("")
     _write(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")

@@ -49,20 +49,21 @@ def recorded(tmp_path):
 def test_replay_feeds_the_recorded_dev_values_to_optunas_pruner(recorded):
     from search_replay import Setting, replay, unpruned_reach
 
-    assert recorded.target == 0.90 and recorded.total == 400.0
+    target = max(t["value"] for t in recorded.trials)
+    assert target == 0.90 and [t["duration_s"] for t in recorded.trials] == [100.0] * 4
     as_recorded = Setting(recorded, [])
     assert "median on accuracy, 1 startup trials, 0 warm-up" in as_recorded.label
     # trial 0 completes; trial 1 (the best) reports 0.60 < 0.70 at step 20 and is stopped, as is trial 2;
     # a stopped trial costs the half of its duration it trained
-    assert replay(recorded.trials, [0, 1, 2, 3], as_recorded, recorded.target) == (None, 300.0, {1: 20, 2: 20})
+    assert replay(recorded.trials, [0, 1, 2, 3], as_recorded, target) == (None, 300.0, {1: 20, 2: 20})
     # first in line, the best trial cannot be pruned (no complete trial to compare with); its 0.80 at
     # step 40 then stops every other trial there, at the end of its training
-    assert replay(recorded.trials, [1, 0, 2, 3], as_recorded, recorded.target) == (100.0, 400.0,
+    assert replay(recorded.trials, [1, 0, 2, 3], as_recorded, target) == (100.0, 400.0,
                                                                                    {0: 40, 2: 40, 3: 40})
-    assert unpruned_reach(recorded.trials, [0, 2, 1, 3], recorded.target) == 300.0
+    assert unpruned_reach(recorded.trials, [0, 2, 1, 3], target) == 300.0
     # with one protected evaluation the best trial recovers by step 40 and is kept
     warm = Setting(recorded, ["search.warmup_evals=1"])
-    assert replay(recorded.trials, [0, 1, 2, 3], warm, recorded.target) == (200.0, 400.0, {2: 40})
+    assert replay(recorded.trials, [0, 1, 2, 3], warm, target) == (200.0, 400.0, {2: 40})
 
 
 def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(recorded):
@@ -75,6 +76,9 @@ def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(record
     assert (t["alone"], t["met"], t["late"], t["rescued"], t["lost"]) == (1, 1, 1, 0, 0)
     t = tally(recorded, Setting(recorded, []), orders)
     assert (t["alone"], t["met"], t["late"], t["rescued"], t["lost"]) == (1, 1, 1, 0, 1)
+    # a search of some of the trials: its own best is the target, its own total the scale
+    t = tally(recorded, Setting(recorded, []), [[2, 0]])
+    assert (t["alone"], t["met"], t["lost"], t["shares"], t["totals"]) == (0, 0, 0, [1.0], [1.0])
 
 
 def test_replay_page_checks_itself_against_the_recorded_pruned_search(tmp_path):
@@ -116,3 +120,41 @@ def test_variant_comma_lists_sweep_like_hydra_multirun():
     assert len(expand("search.pruner=halving,hyperband search.min_resource=20,40,60")) == 6
     with pytest.raises(ValueError, match="expected key=value overrides, got 'search.warmup_evals'"):
         expand("search.warmup_evals")
+
+
+def test_pool_replays_larger_searches_drawn_from_several_recordings(tmp_path):
+    first, second = write_recorded(tmp_path / "a.json"), write_recorded(tmp_path / "b.json")
+    out = tmp_path / "replay.md"
+    proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(first), str(second), "--pool", "6",
+                           "--orders", "4", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| pool of 2 (8 trials, searches of 6) |")]
+    assert len(rows) == 1 and rows[0].count("/4)") >= 3  # shares over the 4 drawn searches
+    assert "each replayed search runs 6 trials drawn from it" in page and "--pool 6" in page
+    # the self-check still compares each recording with its own pruned search
+    assert page.count("as the recorded pruned search for 4 of the 4 trials") == 2
+
+    other = json.loads(second.read_text())
+    other["command"] = other["command"].replace("--steps 40", "--steps 80")
+    second.write_text(json.dumps(other))
+    for args, msg in ((["--pool", "6"], "differ in task, steps or eval-every"),
+                      (["--pool", "9"], None)):
+        srcs = [str(first), str(second)] if msg else [str(first), str(first)]
+        proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", *srcs, *args, "--out",
+                               str(tmp_path / "bad.md")], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert (msg or "--pool 9: the inputs hold only 8 complete trials") in proc.stderr
+    assert not (tmp_path / "bad.md").exists()
+
+
+def test_replay_is_reproducible_with_hyperband(recorded):
+    """Hyperband assigns a trial to a bracket by hashing the study name with the trial number, so the
+    replay's study carries the benchmark's name, not a random one: the same orders give the same page."""
+    from search_replay import Setting, tally
+
+    setting = Setting(recorded, ["search.pruner=hyperband", "search.min_resource=20", "search.reduction_factor=2"])
+    orders = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] * 5
+    runs = [tally(recorded, setting, orders) for _ in range(4)]
+    assert all(run == runs[0] for run in runs)
