@@ -172,17 +172,14 @@ def _reported(prune_on: str) -> str:
     return {"metric": "its dev score", "loss": "minus its dev loss"}.get(prune_on, f"its dev {prune_on}")
 
 
-def dev_curves(trial) -> dict[int, dict]:
-    """``{step: dev metrics}`` of a trial, from the ``dev@<step>`` user attrs that lad.search records."""
-    return {int(k.split("@", 1)[1]): v for k, v in trial.user_attrs.items() if k.startswith("dev@")}
-
-
 def signal_lines(trials: dict) -> list[str]:
     """How well each dev signal at each evaluation ranks the unpruned trials' final scores: Spearman's
     rho over the complete trials between the signal at that step (minus the loss, so higher is better
     everywhere) and the trial's objective. A pruner deciding at step s on a signal with a low rho
     there is deciding on noise."""
     from scipy import stats
+
+    from lad.search import dev_curves
 
     done = [t for t in trials.values() if t.state.name == "COMPLETE" and dev_curves(t)]
     if len(done) < 3:
@@ -208,6 +205,8 @@ def signal_lines(trials: dict) -> list[str]:
 
 
 def _trial_record(trial) -> dict:
+    from lad.search import dev_curves
+
     took = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
     return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
             "reports": {str(k): v for k, v in sorted(trial.intermediate_values.items())},

@@ -34,6 +34,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,21 +42,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_pruning import REPO, _write, build_parser, search_cfg  # noqa: E402
 
 
+@dataclass
 class Recorded:
-    """One recorded benchmark run: its command's settings and its unpruned (complete) trials."""
+    """One recorded benchmark run: its command's settings, its unpruned (complete) trials and the
+    trials of its pruned search."""
 
-    def __init__(self, path: Path):
+    name: str
+    args: argparse.Namespace
+    trials: list[dict]
+    pruned_run: list[dict]
+
+    @classmethod
+    def load(cls, path: Path) -> "Recorded":
         try:
             raw = json.loads(Path(path).read_text())
-            self.command = raw["command"]
-            self.args = build_parser().parse_args(shlex.split(self.command)[2:])
-            self.trials = [t for t in raw["trials"]["none"] if t["state"] == "COMPLETE"]
-            self.pruned_run = raw["trials"].get("pruned", [])
+            args = build_parser().parse_args(shlex.split(raw["command"])[2:])
+            trials = [t for t in raw["trials"]["none"] if t["state"] == "COMPLETE"]
+            pruned_run = raw["trials"].get("pruned", [])
         except (OSError, ValueError, KeyError, SystemExit) as exc:
             raise ValueError(f"{path}: not a JSON written by benchmarks/search_pruning.py ({exc})") from None
-        if not self.trials or not all(t["dev"] and t["duration_s"] for t in self.trials):
+        if not trials or not all(t["dev"] and t["duration_s"] for t in trials):
             raise ValueError(f"{path}: its unpruned search has no complete trial with dev metrics and a duration")
-        self.name = Path(path).stem
+        return cls(Path(path).stem, args, trials, pruned_run)
 
     @classmethod
     def pool(cls, recs: list["Recorded"]) -> "Recorded":
@@ -65,11 +73,8 @@ class Recorded:
             if (rec.args.task, rec.args.steps, rec.args.eval_every) != (first.args.task, first.args.steps,
                                                                          first.args.eval_every):
                 raise ValueError(f"--pool: {rec.name} and {first.name} differ in task, steps or eval-every")
-        pooled = cls.__new__(cls)
-        pooled.command, pooled.args, pooled.pruned_run = first.command, first.args, []
-        pooled.trials = [dict(t, number=i) for i, t in enumerate(t for rec in recs for t in rec.trials)]
-        pooled.name = f"pool of {len(recs)}"
-        return pooled
+        trials = [dict(t, number=i) for i, t in enumerate(t for rec in recs for t in rec.trials)]
+        return cls(f"pool of {len(recs)}", first.args, trials, [])
 
 
 class Setting:
@@ -77,7 +82,7 @@ class Setting:
 
     def __init__(self, rec: Recorded, variant: list[str]):
         from lad.data.tasks import TaskSpec
-        from lad.search import make_pruner, prune_keys, prune_value
+        from lad.search import make_pruner, prune_value, resolve_prune_on
 
         a = rec.args
         with tempfile.TemporaryDirectory() as tmp:
@@ -85,9 +90,7 @@ class Setting:
                              [*a.overrides, *variant])
         self.search, self.steps = cfg.search, int(a.steps)
         task = TaskSpec.from_config(cfg.task)
-        prune_on = str(self.search.get("prune_on", "metric"))
-        if prune_on not in prune_keys(task):
-            raise ValueError(f"search.prune_on must be one of {', '.join(prune_keys(task))}, got {prune_on!r}")
+        prune_on = resolve_prune_on(self.search, task)
         self.new_pruner = lambda: make_pruner(self.search)
         self.value = lambda metrics: prune_value(metrics, task, prune_on)
         s = self.search
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
     setup_environment()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        recs = [Recorded(Path(p)) for p in args.inputs]
+        recs = [Recorded.load(Path(p)) for p in args.inputs]
         checked = recs
         if args.pool:
             recs = [Recorded.pool(recs)]
@@ -245,11 +248,9 @@ def main(argv=None) -> int:
                 raise ValueError(f"--pool {args.pool}: the inputs hold only {len(recs[0].trials)} complete trials")
         variants = [combo for v in args.variant for combo in expand(v)] or [[]]
         settings = [[Setting(rec, v) for v in variants] for rec in recs]
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - a bad override is a user mistake: one line, no traceback
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a bad input file or override is a user mistake: one line
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
     command = "python benchmarks/search_replay.py " + " ".join(

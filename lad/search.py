@@ -46,6 +46,23 @@ def prune_keys(task) -> tuple[str, ...]:
     return ("metric", "loss", *METRIC_KEYS[task.metric])
 
 
+def resolve_prune_on(scfg: DictConfig, task) -> str:
+    """``search.prune_on`` (default ``metric``), checked against what the task logs."""
+    prune_on = str(scfg.get("prune_on", "metric"))
+    if prune_on not in prune_keys(task):
+        raise ConfigError(f"search.prune_on must be one of {', '.join(prune_keys(task))} for task {task.name}, "
+                          f"got {prune_on!r}")
+    return prune_on
+
+
+DEV_ATTR = "dev@"  # trial user attr prefix: ``dev@<step>`` holds that evaluation's dev metrics
+
+
+def dev_curves(trial) -> dict[int, dict]:
+    """``{step: dev metrics}`` of a trial, from the ``dev@<step>`` user attrs that ``run_search`` records."""
+    return {int(k[len(DEV_ATTR):]): v for k, v in trial.user_attrs.items() if k.startswith(DEV_ATTR)}
+
+
 def prune_value(metrics: dict, task, prune_on: str) -> float:
     """What a trial reports to the pruner at an evaluation (higher is better): the task's main dev
     metric; with ``prune_on=loss`` the negated dev loss; with a metric name such as ``accuracy``
@@ -148,10 +165,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
     if int(cfg.n_trials) < 1:
         raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
     space = load_space(str(scfg.space_file))
-    prune_on = str(scfg.get("prune_on", "metric"))
-    if prune_on not in prune_keys(task):
-        raise ConfigError(f"search.prune_on must be one of {', '.join(prune_keys(task))} for task {task.name}, "
-                          f"got {prune_on!r}")
+    prune_on = resolve_prune_on(scfg, task)
     pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
     with exclusive(lock):  # concurrent workers must not create the schema / study twice
@@ -180,7 +194,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         def on_eval(step: int, metrics: dict, trial=trial) -> None:
             # every dev metric of the evaluation stays on the trial (Optuna user attrs), so a
             # finished study shows which signal would have ranked its trials
-            trial.set_user_attr(f"dev@{step}", {k: float(v) for k, v in metrics.items()})
+            trial.set_user_attr(f"{DEV_ATTR}{step}", {k: float(v) for k, v in metrics.items()})
             trial.report(prune_value(metrics, task, prune_on), step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")

@@ -43,7 +43,7 @@ def write_recorded(path: Path) -> Path:
 def recorded(tmp_path):
     from search_replay import Recorded
 
-    return Recorded(write_recorded(tmp_path / "search-x.json"))
+    return Recorded.load(write_recorded(tmp_path / "search-x.json"))
 
 
 def test_replay_feeds_the_recorded_dev_values_to_optunas_pruner(recorded):
@@ -102,12 +102,15 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
     src = write_recorded(tmp_path / "search-x.json")
     bad = tmp_path / "page.md"
     bad.write_text("# not json")
-    for args, msg in (([str(bad)], "not a JSON written by benchmarks/search_pruning.py"),
-                      ([str(src), "--variant", "search.prune_on=spearman"], "search.prune_on must be one of"),
-                      ([str(src), "--variant", "search.warmup_evals"], "expected key=value overrides")):
+    for args, start, msg in (([str(bad)], f"error: {bad}: ", "not a JSON written by benchmarks/search_pruning.py"),
+                             ([str(src), "--variant", "search.prune_on=spearman"],
+                              "error: search.prune_on must be one of", "for task mrpc, got 'spearman'"),
+                             ([str(src), "--variant", "search.warmup_evals"], "error: --variant",
+                              "expected key=value overrides")):
         proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", *args, "--out",
                                str(tmp_path / "replay.md")], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(start), proc.stderr  # the message itself, not its repr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "replay.md").exists()
 
