@@ -81,6 +81,32 @@ def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(record
     assert (t["alone"], t["met"], t["lost"], t["shares"], t["totals"]) == (0, 0, 0, [1.0], [1.0])
 
 
+def test_tolerance_lowers_the_target_below_the_best(recorded, tmp_path):
+    from search_replay import Setting, tally
+
+    # without warm-up the best trial (0.90, second in line: the unpruned search has it at half its time) is
+    # stopped in this order, so the pruned search never reaches the best; with a
+    # tolerance of 0.11 the first trial's 0.80 is close enough, reached after a quarter of the time
+    orders, as_recorded = [[0, 1, 2, 3]], Setting(recorded, [])
+    t = tally(recorded, as_recorded, orders)
+    assert (t["alone"], t["met"], t["lost"], t["shares"]) == (1, 0, 1, [float("inf")])
+    t = tally(recorded, as_recorded, orders, tolerance=0.11)
+    assert (t["alone"], t["met"], t["lost"], t["shares"]) == (1, 1, 0, [0.25])
+
+    out = tmp_path / "replay.md"
+    proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(write_recorded(tmp_path / "s.json")),
+                           "--orders", "3", "--tolerance", "0.11", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text()
+    assert "--orders 3 --seed 0 --tolerance 0.11`" in page and "best score minus 0.11, reached" in page
+    assert "| unpruned reaches its best − 0.11 ≤ 50 % |" in page and "pruned search never gets there" in page
+    proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(tmp_path / "s.json"),
+                           "--tolerance", "-1", "--out", str(tmp_path / "bad.md")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--tolerance must be >= 0" in proc.stderr and not (tmp_path / "bad.md").exists()
+
+
 def test_replay_page_checks_itself_against_the_recorded_pruned_search(tmp_path):
     src = write_recorded(tmp_path / "search-x.json")
     out = tmp_path / "replay.md"
