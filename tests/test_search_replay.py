@@ -84,9 +84,9 @@ def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(record
 def test_tolerance_lowers_the_target_below_the_best(recorded, tmp_path):
     from search_replay import Setting, tally
 
-    # without warm-up the best trial (0.90, second in line: the unpruned search has it at half its time) is
-    # stopped in this order, so the pruned search never reaches the best; with a
-    # tolerance of 0.11 the first trial's 0.80 is close enough, reached after a quarter of the time
+    # without warm-up the best trial (0.90, second in line: the unpruned search has it at half its time)
+    # is stopped in this order, so the pruned search never reaches the best; with a tolerance of 0.11
+    # the first trial's 0.80 is close enough, reached after a quarter of the time
     orders, as_recorded = [[0, 1, 2, 3]], Setting(recorded, [])
     t = tally(recorded, as_recorded, orders)
     assert (t["alone"], t["met"], t["lost"], t["shares"]) == (1, 0, 1, [float("inf")])
