@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lad.fileio import write_text  # noqa: E402
+
 
 def search_cfg(task: str, n_trials: int, steps: int, eval_every: int, pruner: str, label: str, tmp: Path,
                extra):
@@ -146,12 +148,12 @@ def main(argv=None) -> int:
                           for k, v in results.items()}, indent=1, sort_keys=True, default=str),
               "```", ""]
     # every trial's reports, dev metrics and duration, so that other pruners can be replayed on these pairs
-    _write(Path(args.out).with_suffix(".json"), json.dumps({
+    write_text(Path(args.out).with_suffix(".json"), json.dumps({
         "command": command, "wall_s": {k: round(v["wall_s"], 1) for k, v in results.items()},
         "timeline": {k: [[round(s, 1), b] for s, b in v["timeline"]] for k, v in results.items()},
         "trials": {k: [_trial_record(t) for _, t in sorted(v["trials"].items())]
                    for k, v in results.items()}}, indent=1, sort_keys=True) + "\n")
-    _write(Path(args.out), "\n".join(lines))
+    write_text(Path(args.out), "\n".join(lines))
     print("\n".join(lines))
     return 0
 
@@ -159,13 +161,6 @@ def main(argv=None) -> int:
 def first_reached(timeline: list, target) -> float | None:
     """Seconds after its start at which a search's best complete score first reached ``target``."""
     return next((s for s, b in timeline if target is not None and b >= target), None)
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace ``path`` whole (a crash never leaves a half-written page)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _reported(prune_on: str) -> str:

@@ -22,7 +22,8 @@ variant) and counts how often the pruned search reaches the unpruned best within
 unpruned wall time, how often the unpruned search does so by itself, and how often the pruner
 stops the best trial. ``--tolerance T`` lowers the target to the best score minus ``T`` (a few dev
 examples' worth), to see how close to the best the searches get. ``--pool N`` puts the trials of all
-inputs (same task and budget) in one pool and replays searches of N trials drawn from it, a larger
+inputs (trained alike: same task, budget and training overrides) in one pool, each input's durations
+rescaled to a common median trial time, and replays searches of N trials drawn from it, a larger
 study than any one recording. What the replay cannot show: in a live search TPE picks later trials
 from what it has seen, and pruned trials change what it sees; the replay keeps the recorded trials.
 """
@@ -42,7 +43,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_pruning import REPO, _write, build_parser, search_cfg  # noqa: E402
+from search_pruning import REPO, build_parser, search_cfg  # noqa: E402
+
+from lad.fileio import write_text  # noqa: E402
 
 
 @dataclass
@@ -68,15 +71,28 @@ class Recorded:
             raise ValueError(f"{path}: its unpruned search has no complete trial with dev metrics and a duration")
         return cls(Path(path).stem, args, trials, pruned_run)
 
+    def training(self) -> tuple:
+        """What decides a trial's dev curve: task, budget and the overrides other than the seed, the
+        pruner's settings (``search.*``) and the thread count (which changes durations only)."""
+        a = self.args
+        return (a.task, a.steps, a.eval_every,
+                sorted(o for o in a.overrides if not o.startswith(("seed=", "search.", "trainer.num_threads="))))
+
     @classmethod
     def pool(cls, recs: list["Recorded"]) -> "Recorded":
-        """All unpruned trials of several recorded searches as one pool (same task and trial budget)."""
+        """All unpruned trials of several recorded searches as one pool. The recordings must have trained
+        alike (``training()``); each one's durations are rescaled so that its median trial takes the pool's
+        median time, since recordings run on different thread counts (or machines) differ in speed only."""
         first = recs[0]
         for rec in recs[1:]:
-            if (rec.args.task, rec.args.steps, rec.args.eval_every) != (first.args.task, first.args.steps,
-                                                                         first.args.eval_every):
-                raise ValueError(f"--pool: {rec.name} and {first.name} differ in task, steps or eval-every")
-        trials = [dict(t, number=i) for i, t in enumerate(t for rec in recs for t in rec.trials)]
+            if rec.training() != first.training():
+                raise ValueError(f"--pool: {rec.name} and {first.name} trained differently (task, steps, "
+                                 "eval-every or overrides other than seed=, search.* and trainer.num_threads=)")
+        medians = [statistics.median(t["duration_s"] for t in rec.trials) for rec in recs]
+        unit = statistics.median(medians)
+        rescaled = (dict(t, duration_s=t["duration_s"] * unit / median)
+                    for rec, median in zip(recs, medians) for t in rec.trials)
+        trials = [dict(t, number=i) for i, t in enumerate(rescaled)]
         return cls(f"pool of {len(recs)}", first.args, trials, [])
 
 
@@ -292,7 +308,9 @@ def main(argv=None) -> int:
              "trials, so it measures the pruner's decisions and savings, not the sampler's."
              + (f" Here the inputs' trials form one pool and each replayed search runs {args.pool} trials "
                 "drawn from it at random, as a larger study whose sampler kept drawing at random; the "
-                "target is then the best of the drawn trials." if args.pool else ""), "",
+                "target is then the best of the drawn trials. Each input's trial durations are rescaled so "
+                "that its median trial takes the pool's median time (inputs run on different thread counts "
+                "differ in speed only)." if args.pool else ""), "",
              *([] if args.pooled_only else head)]
     rng = random.Random(args.seed)
     pooled: dict[str, dict] = {}
@@ -317,7 +335,7 @@ def main(argv=None) -> int:
               "order):", ""]
     lines += [f"- {agreement(rec, Setting(rec, []))}" for rec in checked]
     lines.append("")
-    _write(Path(args.out), "\n".join(lines))
+    write_text(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lad.config import setup_environment, validate_common
 from lad.errors import ConfigError, LADError
+from lad.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,6 @@ def atomic_dir(final: Path, fill) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- assembly

@@ -225,7 +225,7 @@ def search_entry(cfg: DictConfig) -> float:
     import json
 
     from lad.config import setup_environment
-    from lad.pipeline import write_json
+    from lad.fileio import write_json
 
     setup_environment()
     out_dir = Path(str(cfg.output_dir))

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lad.fileio import write_text  # noqa: E402
 from lad.tracking import sqlite_path  # noqa: E402
 
 DEFAULT_URI = "sqlite:///mlruns.db"
@@ -160,12 +161,8 @@ def dumps_records(records: Iterable[dict]) -> str:
 
 
 def write_export(records: Iterable[dict], path: Path) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = dumps_records(records)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
     return text.count("\n")
 
 

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lad.fileio import write_text  # noqa: E402
 from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export  # noqa: E402
 
 def parse_overrides(tag: str) -> list[str]:
@@ -962,13 +963,6 @@ def load_records(source: str, tracking_uri: str, export_path: Path) -> list[dict
             raise LADError(f"no export at {export_path} (run python sweeps/export.py)")
         return read_export(export_path)
     return load_mlflow_records(absolute_uri(tracking_uri))
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def generate(records: list[dict], out: Path, csv_path: Path, img_dir: Path | None, plots: bool = True) -> Report:

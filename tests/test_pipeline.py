@@ -297,3 +297,18 @@ def test_experiment_files_override_the_primary_config(entry):
     cfg = compose(entry, ["experiment=demo"])
     assert cfg.overwrite is True and cfg.trainer.epochs == 2 and cfg.data.max_train_samples == 1024
     assert cfg.paths.artifacts == "artifacts/demo"
+
+
+def test_write_text_replaces_whole_or_not_at_all(tmp_path):
+    """Pages, exports, metrics and submissions are written through lad.fileio: a failed write keeps
+    the old file and leaves no temporary file beside it."""
+    from lad.fileio import write_json, write_text
+
+    path = tmp_path / "new" / "page.md"
+    write_text(path, "old\n")
+    with pytest.raises(TypeError):
+        write_text(path, b"not text")  # fails inside the write
+    assert path.read_text() == "old\n" and sorted(p.name for p in path.parent.iterdir()) == ["page.md"]
+    write_json(path, {"b": 1, "a": 0.5})
+    text = path.read_text()
+    assert json.loads(text) == {"a": 0.5, "b": 1} and text.index('"a"') < text.index('"b"')

@@ -66,7 +66,7 @@ def run_dir_of(root: Path, entry: str) -> Path:
 
 
 def steps_on_disk(root: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1]) for p in root.glob(f"*/sst2/*/checkpoints/step-*"))
+    return sorted(int(p.name.split("-")[1]) for p in root.glob("*/sst2/*/checkpoints/step-*"))
 
 
 def kill_at_first_checkpoint(proc: subprocess.Popen, root: Path, log: Path) -> int:
@@ -340,7 +340,7 @@ def test_tracking_uri_password_is_masked_and_never_in_params(tmp_path):
     assert mask_secrets(f"tracking at {uri} failed") == "tracking at postgresql://u:***@127.0.0.1/x failed"
     assert mask_secrets("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
     assert mask_secrets("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-    cfg = compose("distil", [f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location=s3://key:secret@bucket/a",
+    cfg = compose("distil", [f"mlflow.tracking_uri={uri}", "mlflow.artifact_location=s3://key:secret@bucket/a",
                              f"+extra.db={uri}", f"output_dir={tmp_path / 'run'}"])
     params = run_params(cfg)
     assert params["extra.db"] == "postgresql://u:***@127.0.0.1/x"

@@ -165,17 +165,41 @@ def test_pool_replays_larger_searches_drawn_from_several_recordings(tmp_path):
     # the self-check still compares each recording with its own pruned search
     assert page.count("as the recorded pruned search for 4 of the 4 trials") == 2
 
-    other = json.loads(second.read_text())
-    other["command"] = other["command"].replace("--steps 40", "--steps 80")
-    second.write_text(json.dumps(other))
-    for args, msg in ((["--pool", "6"], "differ in task, steps or eval-every"),
-                      (["--pool", "9"], None)):
-        srcs = [str(first), str(second)] if msg else [str(first), str(first)]
-        proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", *srcs, *args, "--out",
-                               str(tmp_path / "bad.md")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    for change in ((" --steps 40", " --steps 80"), (" search.", " student.init_classifier=false search."), None):
+        other = json.loads(first.read_text())
+        other["command"] = other["command"].replace(*change) if change else other["command"]
+        second.write_text(json.dumps(other))
+        args = ["--pool", "6"] if change else ["--pool", "9"]
+        proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(first), str(second), *args,
+                               "--out", str(tmp_path / "bad.md")], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
         assert proc.returncode == 2, proc.stderr
-        assert (msg or "--pool 9: the inputs hold only 8 complete trials") in proc.stderr
+        assert ("b and a trained differently" if change else "--pool 9: the inputs hold only 8 complete trials") \
+            in proc.stderr
     assert not (tmp_path / "bad.md").exists()
+
+
+def test_pool_accepts_other_seeds_and_pruner_settings_and_evens_out_speed(tmp_path):
+    """Recordings that differ in seed, pruner settings or thread count trained alike and pool; one run at
+    half speed pools as if it had run at the other's speed (its durations are rescaled)."""
+    from search_replay import Recorded
+
+    first = write_recorded(tmp_path / "a.json")
+    slow = json.loads(first.read_text())
+    slow["command"] = slow["command"].replace("search.warmup_evals=0", "seed=9 search.warmup_evals=1 "
+                                              "trainer.num_threads=1")
+    for t in slow["trials"]["none"]:
+        t["duration_s"] *= 2 + t["number"] / 10  # about half speed, not exactly: rescaling is by the median
+    (tmp_path / "b.json").write_text(json.dumps(slow))
+    a, b = Recorded.load(first), Recorded.load(tmp_path / "b.json")
+    pooled = Recorded.pool([a, b])
+    assert [t["number"] for t in pooled.trials] == list(range(8))
+    durations = [t["duration_s"] for t in pooled.trials]
+    # the pool's median trial time is the middle of the two medians (100 s and 215 s); each input keeps
+    # its own spread around it
+    unit = (100 + 215) / 2
+    assert durations[:4] == pytest.approx([unit] * 4)
+    assert durations[4:] == pytest.approx([t["duration_s"] * unit / 215 for t in b.trials])
 
 
 def test_replay_is_reproducible_with_hyperband(recorded):

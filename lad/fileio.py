@@ -1,0 +1,34 @@
+"""Whole-file writes that never leave a half-written file behind.
+
+Every generated page, export, metrics file and submission goes through ``write_text``: the text is
+written to a temporary file beside the target and moved over it with ``os.replace`` (atomic on one
+filesystem), so a crash or a full disk leaves either the old file or the new one, never a mix, and
+two writers racing for one path each replace it whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends), creating its folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """``data`` as indented JSON with sorted keys (numpy scalars written as floats)."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float))
