@@ -167,7 +167,7 @@ def test_pool_replays_larger_searches_drawn_from_several_recordings(tmp_path):
 
     for change in ((" --steps 40", " --steps 80"), (" search.", " student.init_classifier=false search."), None):
         other = json.loads(first.read_text())
-        other["command"] = other["command"].replace(*change) if change else other["command"]
+        other["command"] = other["command"].replace(*change, 1) if change else other["command"]
         second.write_text(json.dumps(other))
         args = ["--pool", "6"] if change else ["--pool", "9"]
         proc = subprocess.run([sys.executable, "benchmarks/search_replay.py", str(first), str(second), *args,

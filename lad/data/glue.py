@@ -211,9 +211,6 @@ def write_submission(
             lines.append(f"{guid}\t{float(pred):.6g}")
         else:
             lines.append(f"{guid}\t{task.label_name(int(pred))}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
