@@ -46,6 +46,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from lad.fileio import write_text  # noqa: E402
+
 BATCH_SIZE = 32
 REF_MAX_LEN = 128
 STUDENT = {"name": "3layer", "num_layers": 3, "hidden_size": None, "intermediate_size": None,
@@ -515,8 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, info, command, (load_start, os.getloadavg()), time.perf_counter() - t0, args)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_text(args.out, text)
         print(f"written to {args.out}")
     return 0
 

@@ -13,15 +13,21 @@ import os
 import tempfile
 from pathlib import Path
 
+_UMASK = os.umask(0)  # read once (setting it is the only way to read it), then put back
+os.umask(_UMASK)
+
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends), creating its folder if needed."""
+    """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends), creating its folder if needed. The file
+    keeps the mode it had; a new one gets the mode ``open()`` would give it (mkstemp's is 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

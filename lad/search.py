@@ -225,7 +225,7 @@ def search_entry(cfg: DictConfig) -> float:
     import json
 
     from lad.config import setup_environment
-    from lad.fileio import write_json
+    from lad.fileio import write_json, write_text
 
     setup_environment()
     out_dir = Path(str(cfg.output_dir))
@@ -234,8 +234,8 @@ def search_entry(cfg: DictConfig) -> float:
     groups = {g: cfg[g].name for g in ("task", "teacher", "student", "gate", "loss")}
     if summary["best_params"]:
         best_file = out_dir / f"best_{cfg.task.name}.yaml"
-        best_file.write_text(best_experiment_yaml(cfg.task.name, groups, summary["best_params"],
-                                                  summary["metric"], summary["best_value"]))
+        write_text(best_file, best_experiment_yaml(cfg.task.name, groups, summary["best_params"],
+                                                   summary["metric"], summary["best_value"]))
         summary["best_experiment"] = str(best_file)
     write_json(out_dir / "search.json", summary)
     if cfg.search.plots:

@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
-    TARGET.write_text(text)
-    README.write_text(readme)
+    sys.path.insert(0, str(REPO))
+    from lad.fileio import write_text
+
+    write_text(TARGET, text)
+    write_text(README, readme)
     print(f"wrote {TARGET.relative_to(REPO)} ({text.count(chr(10))} lines) and the README table")
     return 0
 

@@ -1023,7 +1023,7 @@ def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
     if variants:
         body += ["", "Variants (difference = with the added overrides − without them; "
                  "same method, student and budget):", ""] + variants
-    path.write_text(head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
+    write_text(path, head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
 
 
 if __name__ == "__main__":

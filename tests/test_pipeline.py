@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -306,9 +307,14 @@ def test_write_text_replaces_whole_or_not_at_all(tmp_path):
 
     path = tmp_path / "new" / "page.md"
     write_text(path, "old\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it, not mkstemp's 0600
+    path.chmod(0o640)
     with pytest.raises(TypeError):
         write_text(path, b"not text")  # fails inside the write
     assert path.read_text() == "old\n" and sorted(p.name for p in path.parent.iterdir()) == ["page.md"]
     write_json(path, {"b": 1, "a": 0.5})
     text = path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     assert json.loads(text) == {"a": 0.5, "b": 1} and text.index('"a"') < text.index('"b"')
