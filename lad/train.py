@@ -1,7 +1,7 @@
 """The one training loop (teacher fine-tuning and distillation alike).
 
 The loop knows nothing about teachers or gates: it asks the module for parameter groups (one
-AdamW optimiser + linear warm-up/decay schedule each) and for ``training_step(batch)``; it
+AdamW optimiser + warm-up/decay schedule each, ``optim.lr_scheduler_type``) and for ``training_step(batch)``; it
 evaluates, checkpoints, resumes and logs.
 """
 
@@ -20,6 +20,7 @@ from lad import checkpoint as ckpt
 from lad.errors import LADError
 from lad.distributed import DistContext
 from lad.runtime import rng_state, set_rng_state
+from lad.schedules import schedule
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,15 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def lr_schedule(optimizer, kind: str, warmup_steps: int, total_steps: int):
+    fn = schedule(kind)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: fn(step, warmup_steps, total_steps))
 
 
 def build_optimizers(module, optim_cfg, total_steps: int):
     optimizers, schedulers, clip = [], [], []
     warmup = int(round(float(optim_cfg.warmup_ratio) * total_steps))
+    kind = str(optim_cfg.get("lr_scheduler_type", "linear"))
     named = {id(p): n for n, p in module.named_parameters()}
     for group in module.param_groups(float(optim_cfg.lr), float(optim_cfg.gate_lr)):
         if not group.params:
@@ -65,7 +63,7 @@ def build_optimizers(module, optim_cfg, total_steps: int):
             lr=group.lr,
         )
         optimizers.append(opt)
-        schedulers.append(linear_schedule(opt, warmup, total_steps))
+        schedulers.append(lr_schedule(opt, kind, warmup, total_steps))
         clip.append(group.params)
     return optimizers, schedulers, clip
 

@@ -268,6 +268,12 @@ CASES: list[Case] = [
          r"^error: optim\.warmup_ratio must be in \[0, 1\], got -0\.1",
          "error: optim.warmup_ratio must be in [0, 1], got -0.1",
          "warmup_ratio is a fraction of the training steps.", "Use a value in [0, 1]."),
+    Case("unknown_lr_schedule", lambda s: s.distil("optim.lr_scheduler_type=cosine_restarts"),
+         r"^error: optim\.lr_scheduler_type must be one of linear, constant_with_warmup, constant, "
+         r"got 'cosine_restarts'",
+         "error: optim.lr_scheduler_type must be one of linear, constant_with_warmup, constant, got 'cosine_restarts'",
+         "The schedule names follow Hugging Face Trainer's lr_scheduler_type; only these three are built in.",
+         "Use linear (the default), constant_with_warmup or constant."),
     # ---- existing outputs and resuming
     Case("finished_run_exists", lambda s: (s.existing_run(finished=True), s.distil())[1],
          r"^error: \S+ already holds a finished run; pass overwrite=true to replace it",

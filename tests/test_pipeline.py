@@ -318,3 +318,34 @@ def test_write_text_replaces_whole_or_not_at_all(tmp_path):
     text = path.read_text()
     assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     assert json.loads(text) == {"a": 0.5, "b": 1} and text.index('"a"') < text.index('"b"')
+
+
+@pytest.mark.parametrize("kind", ["linear", "constant_with_warmup"])
+def test_lr_scheduler_type_shapes_the_logged_learning_rate(tmp_path, tiny_teacher, tiny_glue, recorder, kind):
+    from lad.pipeline import run
+
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=10", "trainer.log_every=1",
+                     "optim.lr=1e-3", "optim.warmup_ratio=0.3", f"optim.lr_scheduler_type={kind}",
+                     "trainer.eval_every=10")
+    run(cfg)
+    lrs = [m["train/lr"] for _, m in recorder.metrics if "train/lr" in m]
+    assert len(lrs) == 10
+    # logged after each step: the LR the next step uses; three warm-up steps reach the peak
+    assert lrs[0] == pytest.approx(2e-3 / 3) and lrs[1] == pytest.approx(1e-3)
+    after = lrs[2:]
+    if kind == "linear":  # decays from the peak (step 3) towards 0 at the last step
+        assert after[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(after, after[1:]))
+        assert after[-1] < 0.2e-3
+    else:
+        assert after == pytest.approx([1e-3] * len(after))
+    assert recorder.params["optim.lr_scheduler_type"] == kind
+
+
+def test_schedules_by_name():
+    from lad.schedules import schedule
+
+    assert [schedule("linear")(s, 2, 10) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    assert [schedule("constant_with_warmup")(s, 4, 10) for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
+    assert schedule("constant")(0, 4, 10) == 1.0
+    with pytest.raises(ConfigError, match="optim.lr_scheduler_type must be one of linear, constant_with_warmup"):
+        schedule("cosine")
