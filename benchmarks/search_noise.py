@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_pruning import REPO, build_parser, search_cfg  # noqa: E402
+from search_pruning import REPO, search_cfg  # noqa: E402
+from search_replay import Recorded  # noqa: E402
 
 from lad.fileio import write_text  # noqa: E402
 
@@ -37,15 +37,10 @@ _MEMO: dict = {}  # per worker process: the teacher, tokenizer and features, loa
 
 def load_recording(path: Path) -> tuple[argparse.Namespace, list[dict]]:
     """The recorded command's settings and its unpruned search's complete trials."""
-    try:
-        raw = json.loads(Path(path).read_text())
-        args = build_parser().parse_args(shlex.split(raw["command"])[2:])
-        trials = [t for t in raw["trials"]["none"] if t["state"] == "COMPLETE"]
-    except (OSError, ValueError, KeyError, SystemExit) as exc:
-        raise ValueError(f"{path}: not a JSON written by benchmarks/search_pruning.py ({exc})") from None
-    if len(trials) < 2:
+    rec = Recorded.load(Path(path))
+    if len(rec.trials) < 2:
         raise ValueError(f"{path}: its unpruned search has fewer than two complete trials")
-    return args, trials
+    return rec.args, rec.trials
 
 
 def recorded_seed(args: argparse.Namespace) -> int:
@@ -61,9 +56,14 @@ def recorded_seed(args: argparse.Namespace) -> int:
         return int(compose("search").seed)
 
 
+def by_score(trials: list[dict]) -> list[dict]:
+    """Trials from the highest recorded score down (ties: lower trial number first)."""
+    return sorted(trials, key=lambda t: (-t["value"], t["number"]))
+
+
 def pick(trials: list[dict], spec: str) -> list[dict]:
     """Trials named by rank of recorded score (best / median / worst) or by number, in the given order."""
-    ranked = sorted(trials, key=lambda t: (-t["value"], t["number"]))
+    ranked = by_score(trials)
     by_number = {t["number"]: t for t in trials}
     chosen = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
@@ -142,8 +142,7 @@ def main(argv=None) -> int:
     scores = {t["number"]: values[i * len(seeds):(i + 1) * len(seeds)] for i, t in enumerate(chosen)}
 
     recorded = [t["value"] for t in trials]
-    ranked = sorted(trials, key=lambda t: -t["value"])
-    rank = {t["number"]: ranked.index(t) + 1 for t in trials}
+    rank = {t["number"]: i for i, t in enumerate(by_score(trials), start=1)}
     reproduced = all(abs(scores[t["number"]][0] - t["value"]) < 1e-9 for t in chosen)
     new = {n: v[1:] for n, v in scores.items()}
     seed_sd = statistics.mean(statistics.stdev(v) for v in new.values()) if len(seeds) > 2 else None
