@@ -102,9 +102,9 @@ def validate_common(cfg: DictConfig) -> None:
     require_positive("optim.max_grad_norm", optim.max_grad_norm)
     if not 0.0 <= float(optim.warmup_ratio) <= 1.0:
         raise ConfigError(f"optim.warmup_ratio must be in [0, 1], got {optim.warmup_ratio}")
-    from lad.schedules import schedule
+    from lad.schedules import check
 
-    schedule(str(optim.get("lr_scheduler_type", "linear")))
+    check(str(optim.get("lr_scheduler_type", "linear")))
     tr = cfg.trainer
     if tr.max_steps is not None and tr.max_steps == 0:
         raise ConfigError("trainer.max_steps must be > 0 or -1 (no cap)")

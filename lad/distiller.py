@@ -14,9 +14,16 @@ from torch import nn
 
 @dataclass
 class ParamGroup:
+    """Parameters sharing one AdamW optimiser and LR; ``clip_units`` are clipped separately
+    (default: the whole group together)."""
+
     name: str
     params: list
     lr: float
+    clip_units: list | None = None
+
+    def units(self) -> list:
+        return self.clip_units if self.clip_units is not None else [self.params]
 
 
 class Distiller(nn.Module):
@@ -96,9 +103,9 @@ class Distiller(nn.Module):
         if self.projection is not None:
             student_params += list(self.projection.parameters())
         groups = [ParamGroup("student", student_params, lr)]
-        gate_params = [p for p in self.gate.parameters()] if self.gate is not None else []
-        if gate_params and self.objective.hidden_weight > 0:
-            groups.append(ParamGroup("gate", gate_params, gate_lr))
+        gate_params = self.gate.trainable_parameters() if self.gate is not None else []
+        if gate_params and self.objective.needs_targets:  # frozen gates: no optimiser sees them
+            groups.append(ParamGroup("gate", gate_params, gate_lr, self.gate.clip_units()))
         return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

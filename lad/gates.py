@@ -24,27 +24,60 @@ from torch import Tensor, nn
 from lad.errors import ConfigError
 
 NORMS = ("per_token", "per_sequence")
+AFFINES = ("hidden", "position")
+BIAS_INITS = ("zeros", "default")
 
 
 class Aggregator(nn.Module):
-    """Base class: validates inputs shared by all aggregators."""
+    """Base class: validates inputs shared by all aggregators.
+
+    Every aggregator takes ``frozen`` (its parameters stay at their initial values: no optimiser
+    sees them, the same targets are computed) and ``clip_per_gate`` (each unit of
+    :meth:`clip_units` has its gradient norm clipped on its own, as the reference code does for
+    each highway gate; otherwise the gate parameters are clipped together).
+    """
 
     needs_student_hidden: bool = False
+    # True when the targets depend on padded positions (then a cache of unpadded rows cannot serve them)
+    reads_padding: bool = False
 
-    def __init__(self, num_layers: int | None = None, hidden_size: int | None = None) -> None:
+    def __init__(self, num_layers: int | None = None, hidden_size: int | None = None,
+                 frozen: bool = False, clip_per_gate: bool = False) -> None:
         super().__init__()
         if num_layers is not None and int(num_layers) < 1:
             raise ConfigError(f"gate num_layers must be >= 1, got {num_layers}")
         if hidden_size is not None and int(hidden_size) < 1:
             raise ConfigError(f"gate hidden_size must be >= 1, got {hidden_size}")
+        for key, value in (("frozen", frozen), ("clip_per_gate", clip_per_gate)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"gate.{key} must be true or false, got {value!r}")
         self.num_layers = None if num_layers is None else int(num_layers)
         self.hidden_size = None if hidden_size is None else int(hidden_size)
+        self.frozen = frozen
+        self.clip_per_gate = clip_per_gate
         # Detached summary of the last forward (for heatmaps); None when not applicable.
         self.gate_values: Tensor | None = None
 
     @property
     def has_params(self) -> bool:
         return any(True for _ in self.parameters())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimiser should update (none when ``frozen``)."""
+        return [] if self.frozen else list(self.parameters())
+
+    def clip_units(self) -> list[list[nn.Parameter]]:
+        """Parameter lists whose gradient norms are clipped separately."""
+        params = self.trainable_parameters()
+        return [params] if params else []
+
+    def teacher_layers(self, layer_map: Sequence[int], num_layers: int) -> tuple[int, ...]:
+        """1-based teacher layers the targets are computed from (what a teacher cache must hold)."""
+        return tuple(range(1, num_layers + 1))
+
+    def weight_movement(self, initial: Mapping[str, Tensor]) -> dict[str, float]:
+        """Relative movement ``||W - W0|| / ||W0||`` of each gate's weight matrix (empty if none)."""
+        return {}
 
     def _check(self, teacher_hidden: Sequence[Tensor], layer_map: Sequence[int]) -> int:
         """Validate the layer count and the layer map; return L."""
@@ -74,19 +107,27 @@ def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 class SequenceLayerNorm(nn.Module):
-    """Normalise each example over its whole ``[T, d]`` block, affine over ``d``.
+    """Normalise each example over its whole ``[T, d]`` block (statistics include padding).
 
-    This mirrors the reference implementation, so statistics include padded positions
-    (the result depends on the padding length).
+    ``positions=None``: the affine is over ``d`` (shape ``[d]``), so any padded length works.
+    ``positions=T``: an element-wise ``[T, d]`` affine, as the reference code's
+    ``nn.LayerNorm([max_len, d])``; inputs must then be padded to exactly ``T``.
     """
 
-    def __init__(self, hidden_size: int, eps: float = 1e-5) -> None:
+    def __init__(self, hidden_size: int, eps: float = 1e-5, positions: int | None = None) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.positions = positions
+        shape = (hidden_size,) if positions is None else (int(positions), hidden_size)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.positions is not None and x.shape[1] != self.positions:
+            raise ValueError(
+                f"gate.affine=position was built for sequences padded to {self.positions}, got length "
+                f"{x.shape[1]} (use loss.hidden_positions=all, which pads every batch to max length)"
+            )
         mean = x.mean(dim=(1, 2), keepdim=True)
         var = x.var(dim=(1, 2), keepdim=True, unbiased=False)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
@@ -113,26 +154,64 @@ class HighwayGates(Aggregator):
         reverse: bool = False,
         norm: str = "per_token",
         eps: float = 1e-5,
+        affine: str = "hidden",
+        max_len: int | None = None,
+        bias_init: str = "default",
+        frozen: bool = False,
+        clip_per_gate: bool = True,
     ) -> None:
         if num_layers is None or hidden_size is None:
             raise ConfigError("HighwayGates needs num_layers and hidden_size")
-        super().__init__(num_layers, hidden_size)
-        if norm not in NORMS:
-            raise ConfigError(f"gate norm must be one of {', '.join(NORMS)}; got {norm!r}")
+        super().__init__(num_layers, hidden_size, frozen=frozen, clip_per_gate=clip_per_gate)
+        for key, value, allowed in (("norm", norm, NORMS), ("affine", affine, AFFINES),
+                                    ("bias_init", bias_init, BIAS_INITS)):
+            if value not in allowed:
+                raise ConfigError(f"gate.{key} must be one of {', '.join(allowed)}; got {value!r}")
+        if affine == "position" and norm != "per_sequence":
+            raise ConfigError("gate.affine=position needs gate.norm=per_sequence (a [max_len, d] affine "
+                              "over each example's padded block)")
+        if affine == "position" and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+            raise ConfigError(f"gate.affine=position needs gate.max_len (the padded length), got {max_len!r}")
         self.reverse = bool(reverse)
         self.norm = norm
+        self.affine = affine
+        self.bias_init = bias_init
+        self.reads_padding = norm == "per_sequence"
         steps = self.num_layers - 1
         self.proj = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(steps))
+        positions = int(max_len) if affine == "position" else None
         if norm == "per_token":
             self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, eps=eps) for _ in range(steps))
         else:
-            self.norms = nn.ModuleList(SequenceLayerNorm(hidden_size, eps=eps) for _ in range(steps))
+            self.norms = nn.ModuleList(SequenceLayerNorm(hidden_size, eps=eps, positions=positions)
+                                       for _ in range(steps))
         for lin in self.proj:
             nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
+            if bias_init == "zeros":  # "default" keeps torch's nn.Linear init (the reference code's)
+                nn.init.zeros_(lin.bias)
+        if frozen:
+            self.requires_grad_(False)
 
     def extra_repr(self) -> str:
-        return f"num_layers={self.num_layers}, reverse={self.reverse}, norm={self.norm!r}"
+        return (f"num_layers={self.num_layers}, reverse={self.reverse}, norm={self.norm!r}, "
+                f"affine={self.affine!r}, frozen={self.frozen}")
+
+    def clip_units(self) -> list[list[nn.Parameter]]:
+        if self.frozen:
+            return []
+        if not self.clip_per_gate:
+            return [list(self.parameters())]
+        return [[*lin.parameters(), *norm.parameters()] for lin, norm in zip(self.proj, self.norms)]
+
+    def weight_movement(self, initial: Mapping[str, Tensor]) -> dict[str, float]:
+        """``{gate: ||W - W0|| / ||W0||}`` per highway gate, keyed by the 1-based teacher layer it mixes in."""
+        order = self._order()
+        out = {}
+        for step, lin in enumerate(self.proj):
+            w0 = initial[f"proj.{step}.weight"].to(lin.weight.device, torch.float64)
+            delta = torch.linalg.vector_norm(lin.weight.detach().double() - w0)
+            out[f"layer_{order[step + 1] + 1:02d}"] = float(delta / torch.linalg.vector_norm(w0).clamp_min(1e-30))
+        return out
 
     def _order(self) -> list[int]:
         """0-based layer indices in aggregation order (anchor first)."""
@@ -172,6 +251,9 @@ class HighwayGates(Aggregator):
 
 class DirectGates(Aggregator):
     """``none``: direct layer mapping, target_k = H_{layer_map[k]}."""
+
+    def teacher_layers(self, layer_map: Sequence[int], num_layers: int) -> tuple[int, ...]:
+        return tuple(sorted({int(m) for m in layer_map}))
 
     def forward(
         self,

@@ -4,7 +4,9 @@ total = hard_w * hard + soft_w * soft + hidden_w * hidden + pkd_w * pkd, where
 
 * hard:   CE(student, labels)  (regression: MSE)
 * soft:   T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean  (regression: MSE(s, t))
-* hidden: (1/K) sum_k MSE(student_k, target_k) over non-padding tokens and dims
+* hidden: (1/K) sum_k MSE(student_k, target_k) over the tokens chosen by ``hidden_positions``:
+          ``real`` averages over non-padding tokens and dims; ``all`` over every position of the
+          batch, padding included (the reference code, which pads every batch to max length)
 * pkd:    Patient-KD, (1/K) sum_k mean_b || s/|s| - t/|t| ||^2 on [CLS] vectors
 """
 
@@ -20,6 +22,7 @@ from torch import Tensor
 from lad.errors import ConfigError
 
 WEIGHT_KEYS = ("hard_weight", "soft_weight", "hidden_weight", "pkd_weight")
+HIDDEN_POSITIONS = ("real", "all")
 PART_KEYS = ("hard", "soft", "hidden", "pkd")
 
 
@@ -49,11 +52,12 @@ def hidden_mse(student: Sequence[Tensor], targets: Sequence[Tensor], mask: Tenso
     """
     if len(student) != len(targets) or len(student) == 0:
         raise ValueError(f"hidden_mse needs matching non-empty lists, got {len(student)} and {len(targets)}")
-    total = student[0].new_zeros((), dtype=torch.float32)
+    dtype = _at_least_fp32(student[0].dtype)  # fp32 under bf16 autocast; fp64 stays fp64
+    total = student[0].new_zeros((), dtype=dtype)
     for s, t in zip(student, targets):
         if s.shape != t.shape:
             raise ValueError(f"student hidden {tuple(s.shape)} and target {tuple(t.shape)} differ")
-        sq = (s.float() - t.float()).pow(2)
+        sq = (s.to(dtype) - t.to(dtype)).pow(2)
         if mask is None:
             total = total + sq.mean()
         else:
@@ -86,7 +90,11 @@ class Objective:
         pkd_weight: float,
         temperature: float,
         is_regression: bool,
+        hidden_positions: str = "real",
     ) -> None:
+        if hidden_positions not in HIDDEN_POSITIONS:
+            raise ConfigError(f"loss.hidden_positions must be one of {', '.join(HIDDEN_POSITIONS)}, "
+                              f"got {hidden_positions!r}")
         weights = {
             "hard_weight": hard_weight,
             "soft_weight": soft_weight,
@@ -109,6 +117,12 @@ class Objective:
         self.pkd_weight = float(pkd_weight)
         self.temperature = float(temperature)
         self.is_regression = bool(is_regression)
+        self.hidden_positions = hidden_positions
+
+    @property
+    def pads_to_max_length(self) -> bool:
+        """True when training batches must be padded to the task's max length (``hidden_positions=all``)."""
+        return self.hidden_weight > 0 and self.hidden_positions == "all"
 
     @classmethod
     def from_config(cls, cfg: Any, is_regression: bool) -> "Objective":
@@ -116,12 +130,14 @@ class Objective:
         spec = _to_dict(cfg)
         spec.pop("name", None)
         required = (*WEIGHT_KEYS, "temperature")
+        optional = ("hidden_positions",)
         missing = [k for k in required if k not in spec]
         if missing:
             raise ConfigError(f"loss config is missing: {', '.join(missing)}")
-        unknown = sorted(set(spec) - set(required))
+        unknown = sorted(set(spec) - set(required) - set(optional))
         if unknown:
-            raise ConfigError(f"unknown loss config keys: {', '.join(unknown)}; allowed: name, {', '.join(required)}")
+            raise ConfigError(f"unknown loss config keys: {', '.join(unknown)}; "
+                              f"allowed: name, {', '.join(required + optional)}")
         return cls(is_regression=is_regression, **spec)
 
     @property
@@ -145,7 +161,8 @@ class Objective:
     def __repr__(self) -> str:
         return (
             f"Objective(hard={self.hard_weight}, soft={self.soft_weight}, hidden={self.hidden_weight}, "
-            f"pkd={self.pkd_weight}, T={self.temperature}, regression={self.is_regression})"
+            f"pkd={self.pkd_weight}, T={self.temperature}, regression={self.is_regression}, "
+            f"hidden_positions={self.hidden_positions!r})"
         )
 
     def __call__(
@@ -160,7 +177,7 @@ class Objective:
         t_cls: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Return ``(total, parts)``; ``parts`` has the unweighted value of every term (0.0 if off)."""
-        total = s_logits.new_zeros((), dtype=torch.float32)
+        total = s_logits.new_zeros((), dtype=_at_least_fp32(s_logits.dtype))
         parts = dict.fromkeys(PART_KEYS, 0.0)
         terms: list[tuple[str, float, Tensor]] = []
         if self.hard_weight > 0:
@@ -174,7 +191,8 @@ class Objective:
         if self.hidden_weight > 0:
             _require(s_hidden, "s_hidden", "hidden_weight")
             _require(targets, "targets", "hidden_weight")
-            terms.append(("hidden", self.hidden_weight, hidden_mse(s_hidden, targets, mask)))
+            hidden_mask = mask if self.hidden_positions == "real" else None
+            terms.append(("hidden", self.hidden_weight, hidden_mse(s_hidden, targets, hidden_mask)))
         if self.pkd_weight > 0:
             _require(s_cls, "s_cls", "pkd_weight")
             _require(t_cls, "t_cls", "pkd_weight")
@@ -185,6 +203,10 @@ class Objective:
         for (key, _, _), value in zip(terms, values):
             parts[key] = value
         return total, parts
+
+
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _require(value: Any, arg: str, weight: str) -> None:

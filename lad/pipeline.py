@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -138,6 +139,8 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
     from lad.gates import build_gate
     from lad.losses import Objective
     from lad.models import build_student, load_teacher, load_tokenizer
+    from lad.models.student import init_source
+    from lad.models.teacher import load_pretrained_encoder, resolve_pretrained
 
     objective = Objective.from_config(loss_config(cfg), is_regression=task.is_regression)
     if cfg.gate.name != "none" and objective.hidden_weight <= 0:
@@ -148,19 +151,27 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
     if cfg.loss.name == "ce" and objective.needs_teacher:
         raise ConfigError(
             "loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set "
-            "(an experiment file such as paper_<task> sets LAD's loss weights); use loss=kd or loss=lad, "
+            "(an experiment file such as reference_<task> sets LAD's loss weights); use loss=kd or loss=lad, "
             "or drop the experiment and set optim.* directly")
     key = ("teacher", str(cfg.teacher.source), str(cfg.teacher.path), str(cfg.teacher.uri), task.name)
     teacher, teacher_dir = memoized(memo, key, lambda: load_teacher(cfg.teacher, task))
     tokenizer = memoized(memo, key + ("tokenizer",), lambda: load_tokenizer(teacher_dir))
-    student, mapping = build_student(teacher, cfg.student)
+    pretrained, source = None, str(teacher_dir)
+    if init_source(cfg.student) == "pretrained":
+        source = resolve_pretrained(cfg.student, cfg.teacher, teacher_dir)
+        pretrained = memoized(memo, ("pretrained", source), lambda: load_pretrained_encoder(source))
+    student, mapping = build_student(teacher, cfg.student, pretrained)
     L, width = teacher.config.num_hidden_layers, teacher.config.hidden_size
     gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.hidden_weight > 0 else None
+    if getattr(gate, "affine", None) == "position" and not objective.pads_to_max_length:
+        raise ConfigError("gate.affine=position needs every batch padded to max length: "
+                          "set loss.hidden_positions=all (as the reference recipe does)")
     module = Distiller(student, objective, teacher=teacher if objective.needs_teacher else None,
                        gate=gate, layer_map=mapping, teacher_hidden_size=width)
     n_params = sum(p.numel() for p in student.parameters())
     extra = {
         "teacher.dir": str(teacher_dir),
+        "student.init_source": source,
         "teacher.num_layers": L,
         "student.layer_map": ",".join(map(str, mapping)),
         "student.params": n_params,
@@ -193,12 +204,12 @@ def predict_logits(model, features, batch_size: int, device):
     return out
 
 
-def batch_of(features, indices) -> dict:
-    """Collated (dynamically padded) batch of the given example positions."""
+def batch_of(features, indices, pad_to: int | None = None) -> dict:
+    """Collated batch of the given example positions: padded to the longest one, or to ``pad_to``."""
     from lad.data.loader import FeaturesDataset, collate
 
     data = FeaturesDataset(features)
-    return collate([data[i] for i in indices], pad_id=features.pad_id)
+    return collate([data[i] for i in indices], pad_id=features.pad_id, pad_to=pad_to)
 
 
 def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
@@ -318,6 +329,9 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     from lad.train import Trainer
 
     module = asm.module
+    # hidden_positions=all (the reference) pads every training batch to the task's max length
+    pad_to = int(task.max_seq_length) if getattr(module.objective, "pads_to_max_length", False) else None
+    gate_probe = GateProbe(module, train_feats, device, pad_to)
     params = run_params(cfg)
     params.update({k: str(v) for k, v in asm.extra_params.items()})
     params["data.train_examples"] = str(len(train_feats))
@@ -332,7 +346,7 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
             asm.tokenizer.save_pretrained(tmp)
         atomic_dir(model_dir, fill)
         if module.gate is not None and any(True for _ in module.gate.parameters()):
-            values = probe_gate_values(module, train_feats, device)
+            values = probe_gate_values(module, train_feats, device, pad_to=pad_to)
             _save_gate(module, out_dir / "gates", cfg, values)
             if values:
                 tracker.log_metrics({f"gate/layer_{l:02d}": v for l, v in values.items()}, 0)
@@ -345,7 +359,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         tracker=tracker, device=device,
         make_batches=lambda epoch: make_train_batches(train_feats, batch_size, int(cfg.seed), epoch,
                                                  bool(cfg.data.bucket), int(cfg.data.bucket_factor)),
-        collate=lambda idx: batch_of(train_feats, idx), on_best=save_best, on_eval=on_eval, dist=dist,
+        collate=lambda idx: batch_of(train_feats, idx, pad_to), on_best=save_best, on_eval=on_eval, dist=dist,
+        diagnostics=gate_probe if gate_probe.active else None,
     )
     t0 = time.time()
     result = trainer.fit(resume=resume)
@@ -364,6 +379,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         "train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
         "wall_s": time.time() - t0, "resumed_from": result.resumed_from,
     }
+    if gate_probe.active:
+        summary["gates"] = gate_probe.summary()
     if dist is not None and not dist.is_main:  # other ranks only trained; rank 0 writes everything
         return float("nan")
     tracker.log_metrics({"train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
@@ -380,10 +397,55 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     score = float(result.best.get(task.main_metric, float("nan")))
     print(f"[lad] {entry} {task.name}: best dev {task.main_metric} = {score:.4f} "
           f"(step {result.best_step}); outputs in {out_dir}", flush=True)
+    warning = gate_probe.warning(float(cfg.optim.gate_lr)) if gate_probe.active else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return score
 
 
-def probe_gate_values(module, features, device, n: int = 64) -> dict[int, float]:
+GATE_MOVED = 0.01  # relative change ||W - W0|| / ||W0|| below which a run's gates count as unmoved
+
+
+class GateProbe:
+    """Per-evaluation gate diagnostics: the mean gate per teacher layer on a fixed probe batch and
+    each gate's relative weight movement ``||W - W0|| / ||W0||`` since initialisation.
+
+    ``W0`` is taken when the probe is made, i.e. right after the (seeded) model is built and before
+    a resumed run loads its checkpoint, so a resumed run measures from the same start.
+    """
+
+    def __init__(self, module, features, device, pad_to: int | None = None) -> None:
+        gate = module.gate
+        self.module, self.features, self.device, self.pad_to = module, features, device, pad_to
+        self.active = gate is not None and any(True for _ in gate.parameters())
+        self.initial = ({k: v.detach().clone() for k, v in gate.state_dict().items()} if self.active else {})
+        self.last: dict = {}
+
+    def __call__(self) -> dict:
+        values = probe_gate_values(self.module, self.features, self.device, pad_to=self.pad_to)
+        moves = self.module.gate.weight_movement(self.initial)
+        self.last = {**{f"gate/mean/layer_{l:02d}": v for l, v in values.items()},
+                     **{f"gate/move/{name}": v for name, v in moves.items()}}
+        return self.last
+
+    def summary(self) -> dict:
+        if not self.last:
+            self()
+        return {"frozen": bool(self.module.gate.frozen),
+                "mean": {k.split("/")[-1]: v for k, v in self.last.items() if k.startswith("gate/mean/")},
+                "movement": {k.split("/")[-1]: v for k, v in self.last.items() if k.startswith("gate/move/")}}
+
+    def warning(self, gate_lr: float) -> str | None:
+        """One line when trainable gates ended (almost) where they started."""
+        moves = self.summary()["movement"]
+        if self.module.gate.frozen or not moves or max(moves.values()) >= GATE_MOVED:
+            return None
+        return (f"the gates hardly moved (largest relative change ||W-W0||/||W0|| = {max(moves.values()):.2%}, "
+                f"under {GATE_MOVED:.0%}): their targets are still a random mix of teacher layers; "
+                f"raise optim.gate_lr (now {gate_lr:g}) or train longer")
+
+
+def probe_gate_values(module, features, device, n: int = 64, pad_to: int | None = None) -> dict[int, float]:
     """Mean gate value per teacher layer on a fixed probe batch (the first ``n`` training examples).
 
     Uses ``module.teacher_outputs``, so it works with the online teacher and with the cache.
@@ -399,7 +461,7 @@ def probe_gate_values(module, features, device, n: int = 64) -> dict[int, float]
     gate = module.gate
     if gate is None or getattr(gate, "needs_student_hidden", False):
         return {}
-    batch = to_device(batch_of(features, list(range(min(n, len(features))))), device)
+    batch = to_device(batch_of(features, list(range(min(n, len(features)))), pad_to), device)
     with torch.no_grad():
         _, t_hidden = module.teacher_outputs(batch)
         gate(t_hidden, batch["attention_mask"], module.layer_map, None)
@@ -453,9 +515,12 @@ def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None
     """Copy the best teacher to ``teacher.path`` (atomically) and register it in MLflow."""
     target = Path(str(cfg.teacher.path))
 
+    from lad.models.teacher import write_teacher_meta
+
     def fill(tmp: Path) -> None:
         for item in model_dir.iterdir():
             shutil.copy2(item, tmp / item.name)
+        write_teacher_meta(tmp, str(cfg.teacher.backbone), str(cfg.teacher.name), task.name)
         (tmp / "metrics.json").write_text(json.dumps(
             {k: summary[k] for k in ("task", "main_metric", "best", "best_step", "steps")}, indent=2))
     atomic_dir(target, fill)

@@ -1,41 +1,31 @@
-"""Learning-rate schedules by name (``optim.lr_scheduler_type``, Hugging Face Trainer's names).
+"""Learning-rate schedules by name (``optim.lr_scheduler_type``): Hugging Face's own schedules.
 
-Each is the LR multiplier at an optimisation step, given the warm-up and total step counts; pure
-Python, so config validation can check the name without importing torch. Under ``linear`` the decay
-ends at each run's last step, so a run's early scores depend on its total budget; a constant LR
-after warm-up removes that dependence (tried for pruned searches: ``docs/search-160const-*.md``).
+The schedule objects come from ``transformers.get_scheduler``, so a name here means exactly what it
+means in the Hugging Face Trainer (e.g. ``linear``: ``step / warmup`` during warm-up, then a linear
+decay to 0 at the last step). The names are listed without importing torch or transformers, so
+config validation can check them before any heavy import. Under ``linear`` the decay ends at each
+run's last step, so a run's early scores depend on its total budget; ``constant_with_warmup``
+removes that dependence.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from lad.errors import ConfigError
 
-
-def _linear(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
+# Hugging Face SchedulerType values that need nothing beyond the warm-up and total step counts.
+SCHEDULES: tuple[str, ...] = ("linear", "constant_with_warmup", "constant", "cosine", "polynomial")
 
 
-def _constant_with_warmup(step: int, warmup: int, total: int) -> float:
-    return (step + 1) / max(1, warmup) if step < warmup else 1.0
-
-
-def _constant(step: int, warmup: int, total: int) -> float:
-    return 1.0
-
-
-SCHEDULES: dict[str, Callable[[int, int, int], float]] = {
-    "linear": _linear,
-    "constant_with_warmup": _constant_with_warmup,
-    "constant": _constant,
-}
-
-
-def schedule(kind: str) -> Callable[[int, int, int], float]:
-    """The multiplier function for ``kind``; an unknown name is a one-line config error."""
+def check(kind: str) -> str:
+    """``kind`` when it is a supported schedule name; a one-line config error otherwise."""
     if kind not in SCHEDULES:
         raise ConfigError(f"optim.lr_scheduler_type must be one of {', '.join(SCHEDULES)}, got {kind!r}")
-    return SCHEDULES[kind]
+    return kind
+
+
+def build(kind: str, optimizer, warmup_steps: int, total_steps: int):
+    """The ``torch.optim.lr_scheduler.LambdaLR`` Hugging Face builds for ``kind``."""
+    from transformers import get_scheduler
+
+    return get_scheduler(check(kind), optimizer, num_warmup_steps=int(warmup_steps),
+                         num_training_steps=int(total_steps))

@@ -87,8 +87,6 @@ class Content:
 
 def required_content(module) -> tuple[Content | None, str]:
     """What ``module``'s objective needs from the teacher; ``(None, reason)`` when it cannot be cached."""
-    from lad.gates import DirectGates, HighwayGates
-
     obj = module.objective
     if not obj.needs_teacher:
         return None, "the objective does not use the teacher"
@@ -98,12 +96,13 @@ def required_content(module) -> tuple[Content | None, str]:
     mapped = tuple(sorted({int(m) for m in module.layer_map}))
     if obj.hidden_weight > 0:
         gate = module.gate
-        if isinstance(gate, HighwayGates) and gate.norm == "per_sequence":
+        if getattr(gate, "reads_padding", False):
             return None, ("gate.norm=per_sequence normalises over padded positions, which a cache "
                           "of unpadded rows cannot reproduce")
-        if isinstance(gate, DirectGates):
-            return Content("tokens", mapped), ""
-        return Content("tokens", tuple(range(1, num_layers + 1))), ""
+        if obj.pads_to_max_length:
+            return None, ("loss.hidden_positions=all matches the teacher's hidden states at padded "
+                          "positions too, which a cache of unpadded rows does not hold")
+        return Content("tokens", tuple(gate.teacher_layers(module.layer_map, num_layers))), ""
     return Content("cls", mapped), ""
 
 

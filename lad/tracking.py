@@ -54,12 +54,17 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def method_label(cfg: DictConfig) -> str:
-    """Short method name for tables: the gate for hidden-state methods, else the loss."""
+    """Short method name for tables: the gate for hidden-state methods, else the loss.
+
+    ``lad-nogate`` is the direct map (gate=none with LAD's hidden loss); ``<gate>-frozen`` a gate
+    stack kept at its random init (``gate.frozen=true``).
+    """
     if "gate" not in cfg:
         return "teacher"
     gate, loss = cfg.gate.name, cfg.loss.name
     if loss == "lad":
-        return "lad" if gate == "lad" else ("lad-nogate" if gate == "none" else gate)
+        label = "lad" if gate == "lad" else ("lad-nogate" if gate == "none" else gate)
+        return f"{label}-frozen" if cfg.gate.get("frozen") and gate != "none" else label
     return loss
 
 
@@ -275,5 +280,6 @@ def config_tags(cfg: DictConfig, entry: str, overrides: list[str]) -> dict[str, 
         "lad.task": cfg.task.name,
         "lad.teacher": cfg.teacher.name,
         "lad.overrides": json.dumps(list(overrides)),
+        "lad.purpose": str(cfg.mlflow.get("purpose", "adhoc")),
         "mlflow.source.git.commit": git_commit(),
     }

@@ -20,11 +20,10 @@ from lad import checkpoint as ckpt
 from lad.errors import LADError
 from lad.distributed import DistContext
 from lad.runtime import rng_state, set_rng_state
-from lad.schedules import schedule
+from lad import schedules
 
 log = logging.getLogger(__name__)
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 class TrainingDiverged(LADError):
@@ -42,29 +41,41 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def lr_schedule(optimizer, kind: str, warmup_steps: int, total_steps: int):
-    fn = schedule(kind)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: fn(step, warmup_steps, total_steps))
+def no_decay_ids(module) -> set[int]:
+    """Parameters excluded from weight decay: biases and every parameter of a normalisation layer.
+
+    Decided by module type (any ``*LayerNorm`` / ``*RMSNorm`` class, the gates' own
+    ``SequenceLayerNorm`` included), not by parameter name, so a gate stack's ``norms.0.weight``
+    is exempt like BERT's ``LayerNorm.weight`` (Hugging Face's Trainer groups the same way).
+    """
+    ids = set()
+    for mod in module.modules():
+        is_norm = isinstance(mod, torch.nn.LayerNorm) or type(mod).__name__.lower().endswith(("layernorm", "rmsnorm"))
+        for name, param in mod.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                ids.add(id(param))
+    return ids
 
 
 def build_optimizers(module, optim_cfg, total_steps: int):
+    """One AdamW + Hugging Face schedule per parameter group, and the parameter lists to clip."""
     optimizers, schedulers, clip = [], [], []
     warmup = int(round(float(optim_cfg.warmup_ratio) * total_steps))
     kind = str(optim_cfg.get("lr_scheduler_type", "linear"))
-    named = {id(p): n for n, p in module.named_parameters()}
+    exempt = no_decay_ids(module)
     for group in module.param_groups(float(optim_cfg.lr), float(optim_cfg.gate_lr)):
         if not group.params:
             continue
-        decay = [p for p in group.params if not any(t in named.get(id(p), "") for t in NO_DECAY)]
-        no_decay = [p for p in group.params if any(t in named.get(id(p), "") for t in NO_DECAY)]
+        decay = [p for p in group.params if id(p) not in exempt]
+        no_decay = [p for p in group.params if id(p) in exempt]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(optim_cfg.weight_decay)},
              {"params": no_decay, "weight_decay": 0.0}],
             lr=group.lr,
         )
         optimizers.append(opt)
-        schedulers.append(lr_schedule(opt, kind, warmup, total_steps))
-        clip.append(group.params)
+        schedulers.append(schedules.build(kind, opt, warmup, total_steps))
+        clip.extend(unit for unit in group.units() if unit)
     return optimizers, schedulers, clip
 
 
@@ -76,7 +87,8 @@ class Trainer:
     def __init__(self, module, evaluate: Callable[[], dict], main_metric: str,
                  trainer_cfg, optim_cfg, out_dir: Path, tracker, device: torch.device,
                  make_batches: Callable[[int], list], collate: Callable, on_best: Callable[[dict], None],
-                 on_eval: Callable[[int, dict], None] | None = None, dist=None):
+                 on_eval: Callable[[int, dict], None] | None = None, dist=None,
+                 diagnostics: Callable[[], dict] | None = None):
         self.module = module
         self.evaluate = evaluate
         self.main_metric = main_metric
@@ -91,6 +103,8 @@ class Trainer:
         self.on_best = on_best
         self.on_eval = on_eval
         self.dist = dist or DistContext()
+        # extra numbers recorded with every evaluation (e.g. gate values and movement)
+        self.diagnostics = diagnostics
 
     def _plan(self) -> tuple[int, int]:
         per_epoch = len(self.make_batches(0))
@@ -162,10 +176,11 @@ class Trainer:
                 return
             module.eval()
             metrics = self.evaluate()
+            extra = self.diagnostics() if self.diagnostics is not None else {}
             module.train()
             last = dict(metrics)
-            history.append({"step": step, **metrics})
-            self.tracker.log_metrics({f"dev/{k}": v for k, v in metrics.items()}, step)
+            history.append({"step": step, **metrics, **extra})
+            self.tracker.log_metrics({**{f"dev/{k}": v for k, v in metrics.items()}, **extra}, step)
             score = metrics[self.main_metric]
             if score > best_score:
                 best_score, best_step, best = score, step, dict(metrics)

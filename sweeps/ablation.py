@@ -18,6 +18,7 @@ against another store, or its tracking failed) is trained again with ``overwrite
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -37,8 +38,9 @@ from lad.config import CONF_DIR, register_resolvers, run_dirname  # noqa: E402
 from lad.errors import ConfigError, LADError  # noqa: E402
 from sweeps.export import absolute_uri, load_mlflow_records, read_export  # noqa: E402
 
-# overrides that only control how a cell runs (not what it trains)
-RUN_CONTROL = ("trainer.progress=false",)
+# overrides that only control how a cell runs (not what it trains); purpose=results lets
+# sweeps/export.py put the run into results/runs.jsonl
+RUN_CONTROL = ("trainer.progress=false", "mlflow.purpose=results")
 # config keys that do not change what is trained: never used to tell cells apart
 NOT_IDENTITY = ("paths.", "mlflow.", "hydra.", "cache.", "device", "overwrite", "data.data_dir",
                 "data.cache_dir", "trainer.progress", "trainer.resume", "trainer.num_threads",
@@ -101,21 +103,27 @@ def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
     return float(OmegaConf.load(path).get("hidden_weight", 0.0) or 0.0) > 0
 
 
-def method_of(gate: str, loss: str) -> str:
+FROZEN = ("gate.frozen=true",)  # the same gate stack kept at its random init (adaptivity ablation)
+
+
+def method_of(gate: str, loss: str, frozen: bool = False) -> str:
     from lad.tracking import method_label
 
-    return method_label(OmegaConf.create({"gate": {"name": gate}, "loss": {"name": loss}}))
+    return method_label(OmegaConf.create({"gate": {"name": gate, "frozen": frozen}, "loss": {"name": loss}}))
 
 
 def valid_pairs(gates: Iterable[str], losses: Iterable[str],
-                has_hidden: Callable[[str], bool] = loss_has_hidden_term) -> dict[str, tuple[str, str]]:
-    """Method label -> (gate, loss) for every pair distil.py accepts (a gate needs a hidden loss)."""
-    pairs: dict[str, tuple[str, str]] = {}
+                has_hidden: Callable[[str], bool] = loss_has_hidden_term) -> dict[str, tuple[str, str, tuple]]:
+    """Method label -> (gate, loss, extra overrides) for every pair distil.py accepts (a gate needs a
+    hidden loss); each gate also comes frozen (``<label>-frozen``: ``gate.frozen=true``)."""
+    pairs: dict[str, tuple[str, str, tuple]] = {}
     for gate in gates:
         for loss in losses:
             if gate != "none" and not has_hidden(loss):
                 continue
-            pairs.setdefault(method_of(gate, loss), (gate, loss))
+            pairs.setdefault(method_of(gate, loss), (gate, loss, ()))
+            if gate != "none":
+                pairs.setdefault(method_of(gate, loss, frozen=True), (gate, loss, FROZEN))
     return pairs
 
 
@@ -141,8 +149,8 @@ def plan_cells(cfg: DictConfig, has_hidden: Callable[[str], bool] = loss_has_hid
     for seed in as_list(cfg.seeds):
         for student in as_list(cfg.students):
             for method in dict.fromkeys(methods):
-                gate, loss = pairs[method]
-                overrides = (f"task={cfg.task}", f"gate={gate}", f"loss={loss}", f"student={student}",
+                gate, loss, variant = pairs[method]
+                overrides = (f"task={cfg.task}", f"gate={gate}", f"loss={loss}", *variant, f"student={student}",
                              f"seed={seed}", *common)
                 cells.append(Cell(str(cfg.task), method, gate, loss, str(student), int(seed), overrides))
     return cells
@@ -289,6 +297,24 @@ def say(message: str) -> None:
     print(f"[ablation] {message}", flush=True)
 
 
+def recorded_seconds(planned: list[PlannedCell]) -> list[float]:
+    """Wall times (metrics.json ``wall_s``) of the grid's cells that already finished on this machine."""
+    import json
+
+    out = []
+    for pc in planned:
+        try:
+            out.append(float(json.loads((pc.run_dir / "metrics.json").read_text())["wall_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def eta_text(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def run_ablation(cfg: DictConfig, runner: Callable[[PlannedCell], int] = subprocess_runner,
                  records: list[dict] | None = None) -> Summary:
     """Plan the grid, skip recorded cells, run the others one at a time with ``runner``."""
@@ -300,6 +326,13 @@ def run_ablation(cfg: DictConfig, runner: Callable[[PlannedCell], int] = subproc
     todo = [pc for pc in planned if pc.done_by is None]
     say(f"{cfg.task}: {len(planned)} cells, {len(planned) - len(todo)} already done, {len(todo)} to run"
         f" (store {planned[0].tracking_uri if planned else '-'})")
+    durations = recorded_seconds(planned)
+    if todo and not cfg.dry_run:
+        say(f"estimate: {len(todo)} cells x {statistics.median(durations):.0f} s = "
+            f"{eta_text(len(todo) * statistics.median(durations))} (median of {len(durations)} finished cells "
+            "of this grid), one at a time" if durations else
+            f"estimate: {len(todo)} cells; an ETA follows the first finished cell")
+    remaining = len(todo)
     for i, pc in enumerate(planned, 1):
         if pc.done_by is not None:
             summary.skipped.append(pc)
@@ -316,9 +349,12 @@ def run_ablation(cfg: DictConfig, runner: Callable[[PlannedCell], int] = subproc
             f" (log {rel_log})")
         t0 = time.time()
         rc = runner(pc)
+        remaining -= 1
         if rc == 0:
             summary.ran.append(pc)
-            say(f"[{i}/{len(planned)}] {pc.cell.label}: ok ({time.time() - t0:.0f} s)")
+            durations.append(time.time() - t0)
+            say(f"[{i}/{len(planned)}] {pc.cell.label}: ok ({durations[-1]:.0f} s); "
+                f"ETA {eta_text(remaining * statistics.median(durations))} for {remaining} more")
         else:
             summary.failed.append(pc)
             say(f"[{i}/{len(planned)}] {pc.cell.label}: FAILED (exit {rc}; see {rel_log})")

@@ -3,6 +3,12 @@
     python sweeps/export.py                                   # sqlite:///mlruns.db -> results/runs.jsonl
     python sweeps/export.py --tracking-uri sqlite:////tmp/abl/mlruns.db --out /tmp/abl/runs.jsonl
 
+Only runs recorded for the results are exported: their ``lad.purpose`` tag (``mlflow.purpose``, set
+to ``results`` by ``sweeps/ablation.py`` and ``sweeps/teachers.py``) must be one of ``--purpose``;
+ad-hoc, demo, smoke and test runs never reach the committed file. Runs already in the file and not
+in the store (recorded by an earlier session's store) are kept as they are; a run in both is
+refreshed from the store.
+
 One JSON object per line (keys sorted), one line per FINISHED ``distil`` / ``train_teacher`` run of
 every ``lad-*`` experiment (plus Optuna trials stopped by the pruner, status KILLED, which only count
 towards a study's trials), lines sorted by (task, entry, method, student, seed, start time, run id).
@@ -31,7 +37,7 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPORT = Path("results") / "runs.jsonl"
 EXPERIMENT_PREFIX = "lad-"
 ENTRIES = ("distil", "train_teacher")
-TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides",
+TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides", "lad.purpose",
             "mlflow.source.git.commit", "mlflow.parentRunId", "optuna.state")
 # params worth keeping: what was trained (gate / loss / student / optimiser / budget) and its size
 PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")
@@ -187,17 +193,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
     parser.add_argument("--out", type=Path, default=DEFAULT_EXPORT)
+    parser.add_argument("--purpose", nargs="+", default=["results"],
+                        help="lad.purpose tags to export (default: results)")
     args = parser.parse_args(argv)
     from lad.errors import LADError
 
     try:
-        records = load_mlflow_records(absolute_uri(args.tracking_uri))
+        stored = load_mlflow_records(absolute_uri(args.tracking_uri))
+        previous = read_export(args.out)
     except LADError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    chosen = [r for r in stored if r["tags"].get("lad.purpose") in args.purpose]
+    records, kept = merge_records(previous, chosen)
     n = write_export(records, args.out)
-    print(f"[export] {n} runs -> {args.out}")
+    print(f"[export] {n} runs -> {args.out} ({len(chosen)} from the store, {kept} kept from the file; "
+          f"{len(stored) - len(chosen)} in the store skipped: purpose not in {', '.join(args.purpose)})")
     return 0
+
+
+def merge_records(previous: list[dict], new: list[dict]) -> tuple[list[dict], int]:
+    """``new`` plus the ``previous`` records whose run is not in ``new``; and how many were kept."""
+    ids = {r["run_id"] for r in new}
+    kept = [r for r in previous if r["run_id"] not in ids]
+    return sort_records([*kept, *new]), len(kept)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:
 
 from lad.fileio import write_text  # noqa: E402
 from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export  # noqa: E402
+from sweeps.stats import RULE, Paired, holm, paired  # noqa: E402
 
 def parse_overrides(tag: str) -> list[str]:
     """The ``lad.overrides`` tag: a JSON list (older runs: space-separated)."""
@@ -55,14 +56,14 @@ def parse_overrides(tag: str) -> list[str]:
 
 
 GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-METHOD_ORDER = ["lad", "lad_reverse", "mean", "attention", "lad-nogate", "pkd", "kd", "ce"]
+METHOD_ORDER = ["lad", "lad-frozen", "lad_reverse", "lad_reverse-frozen", "mean", "attention", "lad-nogate",
+                "pkd", "kd", "ce"]
 TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
 TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_TASKS
 TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
 TARGET_STUDENT = "3layer"
 DEFAULT_TEACHER = "minilm_l6"
 MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
-NOISE_SE = 2.0               # |difference| above this many standard errors counts as an effect
 # extra overrides that do not change what a table compares (left out of its title and variant)
 NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
@@ -149,6 +150,7 @@ class GateRow:
     label: str                              # method/student
     n: int                                  # runs averaged
     values: dict[int, float]                # teacher layer -> mean gate value
+    moves: dict[int, float] = field(default_factory=dict)  # teacher layer -> mean ||W - W0|| / ||W0||
 
 
 @dataclass
@@ -270,9 +272,8 @@ def build_report(records: list[dict]) -> Report:
             g.importance = param_importances(g, dists)
     latest_teachers = sorted((latest(runs) for runs in teachers.values()),
                              key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
-    # gate values of the runs behind each task's primary table (one budget / variant, not a mix)
-    primary_runs = [r for t in tables if t.primary for r in groups[(t.task, t.teacher, t.budget, tuple(t.extras))]]
-    return Report(tables, sweeps, gate_rows(primary_runs), latest_teachers)
+    # gate values and movement per table (one row per method/student, budget and variant: never a mix)
+    return Report(tables, sweeps, gate_rows([r for runs in groups.values() for r in runs]), latest_teachers)
 
 
 def render_teachers(report: Report) -> list[str]:
@@ -299,18 +300,24 @@ def gate_rows(records: list[dict]) -> dict[str, list[GateRow]]:
     for r in records:
         if r.get("entry") != "distil" or is_sweep_child(r):
             continue
-        vals = {int(k.rsplit("_", 1)[1]): float(v) for k, v in r.get("metrics", {}).items()
-                if k.startswith("gate/layer_")}
+        metrics = r.get("metrics", {})
+        vals = {int(k.rsplit("_", 1)[1]): float(v) for k, v in metrics.items() if k.startswith("gate/layer_")}
+        moves = {int(k.rsplit("_", 1)[1]): float(v) for k, v in metrics.items() if k.startswith("gate/move/layer_")}
         if vals:
-            found[r["task"]][(r.get("method") or "", r.get("student") or "")].append(vals)
+            budget = budget_of(r.get("params", {}))[0]
+            variant = " ".join(e for e in sorted(extras_of(r)) if not e.startswith(NEUTRAL))
+            found[r["task"]][(r.get("method") or "", r.get("student") or "", budget, variant)].append((vals, moves))
     out = {}
     for task, groups in found.items():
         rows = []
-        for (method, student) in sorted(groups, key=lambda k: (method_rank(k[0]), k[1])):
-            runs = groups[(method, student)]
-            layers = sorted(set().union(*runs))
-            rows.append(GateRow(f"{method}/{student}", len(runs),
-                                {l: statistics.fmean(v[l] for v in runs if l in v) for l in layers}))
+        for key in sorted(groups, key=lambda k: (k[2], k[3], method_rank(k[0]), k[1])):
+            method, student, budget, variant = key
+            runs = groups[key]
+            layers = sorted(set().union(*(v for v, _ in runs)))
+            moved = sorted(set().union(*(m for _, m in runs)))
+            rows.append(GateRow(f"{method}/{student} ({budget}{', ' + variant if variant else ''})", len(runs),
+                                {l: statistics.fmean(v[l] for v, _ in runs if l in v) for l in layers},
+                                {l: statistics.fmean(m[l] for _, m in runs if l in m) for l in moved}))
         out[task] = rows
     return out
 
@@ -321,8 +328,8 @@ def render_gates(report: Report, image_for: dict[str, str]) -> list[str]:
     lines = ["## Gate values", "",
              "Mean highway-gate value g_l per teacher layer l (the weight of H_l against the aggregate "
              "of the layers below it; the anchor layer is 1 by definition), on a fixed probe batch of "
-             "training examples at each run's best dev evaluation, averaged over seeds; runs of each "
-             "task's primary table.", ""]
+             "training examples at each run's best dev evaluation, averaged over seeds; one row per "
+             "method/student, budget and variant.", ""]
     for task in sorted(report.gates, key=task_rank):
         rows = report.gates[task]
         layers = sorted(set().union(*(r.values for r in rows)))
@@ -332,6 +339,16 @@ def render_gates(report: Report, image_for: dict[str, str]) -> list[str]:
             cells = [f"{r.values[l]:.3f}" if l in r.values else "" for l in layers]
             lines.append(f"| {r.label} | {r.n} | " + " | ".join(cells) + " |")
         lines.append("")
+        moved = [r for r in rows if r.moves]
+        if moved:
+            lines += ["How far each gate's weights moved from their random init by the end of training "
+                      "(||W - W0|| / ||W0||, %; 0 for frozen gates):", "",
+                      "| method/student | n | " + " | ".join(f"layer {l}" for l in layers) + " |",
+                      "|---|---:|" + "---:|" * len(layers)]
+            for r in moved:
+                cells = [f"{100 * r.moves[l]:.2f}" if l in r.moves else "" for l in layers]
+                lines.append(f"| {r.label} | {r.n} | " + " | ".join(cells) + " |")
+            lines.append("")
         if task in image_for:
             lines += [f"![{task} gate values]({image_for[task]})", ""]
     return lines
@@ -486,41 +503,22 @@ class Comparison:
     task: str
     student: str
     other: str
-    delta: float                  # lad mean - other mean (x100)
-    se: float | None              # standard error of the difference (x100); None with a single seed
-    n: tuple[int, int]
+    diff: Paired                  # lad - other, seeds paired, x100
 
     @property
     def verdict(self) -> str:
-        return _verdict(self.delta, self.se, "LAD ahead", "LAD behind", "single seed, noise unknown")
-
-
-def _verdict(delta: float, se: float | None, up: str, down: str, unknown: str) -> str:
-    """Name a difference: ``unknown`` without a spread, seed noise within NOISE_SE errors, else up/down."""
-    if se is None:
-        return unknown
-    if abs(delta) <= NOISE_SE * se:
-        return "within seed noise"
-    return up if delta > 0 else down
-
-
-def _diff(a: Row, b: Row) -> tuple[float, float | None]:
-    delta = 100.0 * (a.mean - b.mean)
-    if a.std is None or b.std is None:
-        return delta, None
-    return delta, 100.0 * math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+        return self.diff.verdict("LAD ahead", "LAD behind")
 
 
 def comparisons(table: Table, method: str = "lad") -> list[Comparison]:
-    """LAD against every other method of the same student in one table."""
+    """LAD against every other method of the same student in one table (seeds paired)."""
     out = []
     for row in table.rows:
         if row.method != method:
             continue
         for other in table.rows:
             if other.student == row.student and other.method != method:
-                delta, se = _diff(row, other)
-                out.append(Comparison(table.task, row.student, other.method, delta, se, (row.n, other.n)))
+                out.append(Comparison(table.task, row.student, other.method, paired(row.scores, other.scores)))
     return out
 
 
@@ -538,18 +536,32 @@ def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
     return out
 
 
-def comparison_lines(report: Report) -> list[str]:
-    """One bullet per table with a LAD row: LAD minus each other method, with its standard error."""
-    lines = []
-    for t in report.tables:
-        comps = comparisons(t)
-        if comps:
-            lines.append(f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}"
-                         f"{', primary' if t.primary else ''}): " + "; ".join(
-                f"LAD vs {c.other} ({c.student}) {c.delta:+.2f}"
-                + (f" ± {c.se:.2f}" if c.se is not None else "") + f" (n={c.n[0]}/{c.n[1]}): {c.verdict}"
-                for c in comps) + ".")
-    return lines
+@dataclass
+class Discussion:
+    """Every comparison the page makes, Holm-adjusted together."""
+
+    tables: list[tuple[Table, list[Comparison]]]
+    variants: list[tuple[Table, Table, list[tuple[str, Paired]]]]
+
+
+def discussion(report: Report) -> Discussion:
+    tables = [(t, comps) for t in report.tables if (comps := comparisons(t))]
+    variants = []
+    for base, var in variant_pairs(report):
+        items = [(f"{row.method}/{row.student}", paired(row.scores, ref.scores)) for row in var.rows
+                 if (ref := base.row(row.method, row.student)) is not None]
+        if items:
+            variants.append((base, var, items))
+    holm([c.diff for _, comps in tables for c in comps] + [d for _, _, items in variants for _, d in items])
+    return Discussion(tables, variants)
+
+
+def comparison_lines(report: Report, disc: Discussion | None = None) -> list[str]:
+    """One bullet per table with a LAD row: LAD minus each other method (paired seeds, Holm-adjusted p)."""
+    disc = disc or discussion(report)
+    return [f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}{', primary' if t.primary else ''}): "
+            + "; ".join(f"LAD vs {c.other} ({c.student}) {c.diff.text()}: {c.verdict}" for c in comps) + "."
+            for t, comps in disc.tables]
 
 
 def hyperparameter_lines(report: Report) -> list[str]:
@@ -571,35 +583,25 @@ def hyperparameter_lines(report: Report) -> list[str]:
     return lines
 
 
-def variant_lines(report: Report) -> list[str]:
-    """One bullet per variant table: variant minus its base table, per method/student."""
+def variant_lines(report: Report, disc: Discussion | None = None) -> list[str]:
+    """One bullet per variant table: variant minus its base table, per method/student (paired seeds)."""
+    disc = disc or discussion(report)
     lines = []
-    for base, var in variant_pairs(report):
-        items = []
-        for row in var.rows:
-            ref = base.row(row.method, row.student)
-            if ref is None:
-                continue
-            delta, se = _diff(row, ref)
-            verdict = _verdict(delta, se, "better", "worse", "noise unknown")
-            items.append(f"{row.method}/{row.student} {delta:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
-                         + f" ({verdict})")
-        if items:
-            added = " ".join(sorted(set(var.variant.split()) - set(base.variant.split())))
-            against = f" (on top of `{base.variant}`)" if base.variant else ""
-            lines.append(f"- **{var.task}**, `{added}`{against}: " + "; ".join(items) + ".")
+    for base, var, items in disc.variants:
+        added = " ".join(sorted(set(var.variant.split()) - set(base.variant.split())))
+        against = f" (on top of `{base.variant}`)" if base.variant else ""
+        lines.append(f"- **{var.task}**, `{added}`{against}: " + "; ".join(
+            f"{label} {d.text()} ({d.verdict('better', 'worse')})" for label, d in items) + ".")
     return lines
 
 
 def render_discussion(report: Report) -> list[str]:
     """Effect sizes against seed noise, variants against the default, and what differs from the paper."""
-    lines = ["## Discussion", "",
-             f"Generated from the tables above. A difference counts as real only when it exceeds {NOISE_SE:g} "
-             "standard errors of the difference of the two means (sample std over seeds, both sides); "
-             "otherwise it is reported as seed noise.", ""]
-    lines += comparison_lines(report) or ["- No table has a LAD row next to another method yet."]
+    lines = ["## Discussion", "", f"Generated from the tables above. {RULE} Differences are in points (x100).", ""]
+    disc = discussion(report)
+    lines += comparison_lines(report, disc) or ["- No table has a LAD row next to another method yet."]
     lines.append("")
-    variants = variant_lines(report)
+    variants = variant_lines(report, disc)
     if variants:
         lines += ["Variants (same task, teacher and budget; difference = table with the added overrides − table "
                   "without them, same method and student):", ""] + variants + [""]
@@ -1016,9 +1018,11 @@ def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
     _, tail = rest.split(README_END, 1)
     body = [f"Headline numbers, copied from [`{results_page.as_posix()}`]({results_page.as_posix()}):", ""]
     body += [line for line in render_targets(report) if line.startswith("- ")]
-    comps, variants = comparison_lines(report), variant_lines(report)
+    disc = discussion(report)
+    comps, variants = comparison_lines(report, disc), variant_lines(report, disc)
     if comps:
-        body += ["", "LAD against the other methods of each table (mean difference ± its standard error, x100):", ""]
+        body += ["", "LAD against the other methods of each table (mean per-seed difference, x100, with its 95 % "
+                 "interval and Holm-adjusted p over the page):", ""]
         body += comps
     if variants:
         body += ["", "Variants (difference = with the added overrides − without them; "

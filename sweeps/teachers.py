@@ -25,7 +25,7 @@ def teacher_done(artifacts: Path, teacher: str, task: str) -> bool:
 
 def command(task: str, args) -> list[str]:
     cmd = [sys.executable, str(REPO / "train_teacher.py"), f"task={task}", f"teacher={args.teacher}",
-           "trainer.resume=true", "trainer.progress=false"]
+           "trainer.resume=true", "trainer.progress=false", "mlflow.purpose=results"]
     if task == "sst2":
         cmd += [f"trainer.max_steps={args.sst2_steps}", "trainer.eval_every=200"]
     return cmd + list(args.overrides)

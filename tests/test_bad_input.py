@@ -253,10 +253,10 @@ CASES: list[Case] = [
          "error: gate=lad needs a loss with a hidden-state term (loss=lad), but loss=kd has hidden_weight=0; ...",
          "Gates only shape the hidden-state targets; with hidden_weight=0 they would never be used.",
          "Use loss=lad with a gate, or gate=none with loss=kd/pkd/ce."),
-    Case("ce_with_teacher_weights", lambda s: s.distil("gate=none", "loss=ce", "experiment=paper_rte"),
+    Case("ce_with_teacher_weights", lambda s: s.distil("gate=none", "loss=ce", "experiment=reference_rte"),
          r"^error: loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set",
          "error: loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set ...",
-         "A paper_<task> experiment sets LAD's loss weights globally; on top of loss=ce they would silently "
+         "A reference_<task> experiment sets LAD's loss weights globally; on top of loss=ce they would silently "
          "turn the baseline into KD.",
          "Use loss=kd / loss=lad with the experiment, or set optim.lr / optim.gate_lr directly for a ce run."),
     Case("warmup_ratio_above_one", lambda s: s.distil("optim.warmup_ratio=1.5"),
@@ -269,11 +269,13 @@ CASES: list[Case] = [
          "error: optim.warmup_ratio must be in [0, 1], got -0.1",
          "warmup_ratio is a fraction of the training steps.", "Use a value in [0, 1]."),
     Case("unknown_lr_schedule", lambda s: s.distil("optim.lr_scheduler_type=cosine_restarts"),
-         r"^error: optim\.lr_scheduler_type must be one of linear, constant_with_warmup, constant, "
+         r"^error: optim\.lr_scheduler_type must be one of linear, constant_with_warmup, constant, cosine, polynomial, "
          r"got 'cosine_restarts'",
-         "error: optim.lr_scheduler_type must be one of linear, constant_with_warmup, constant, got 'cosine_restarts'",
-         "The schedule names follow Hugging Face Trainer's lr_scheduler_type; only these three are built in.",
-         "Use linear (the default), constant_with_warmup or constant."),
+         "error: optim.lr_scheduler_type must be one of linear, constant_with_warmup, constant, cosine, polynomial, "
+         "got 'cosine_restarts'",
+         "The names are Hugging Face Trainer's lr_scheduler_type values (built by transformers.get_scheduler); "
+         "those that need more than warm-up and total steps are not offered.",
+         "Use linear (the default), constant_with_warmup, constant, cosine or polynomial."),
     # ---- existing outputs and resuming
     Case("finished_run_exists", lambda s: (s.existing_run(finished=True), s.distil())[1],
          r"^error: \S+ already holds a finished run; pass overwrite=true to replace it",

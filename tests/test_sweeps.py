@@ -28,7 +28,8 @@ def _client(uri: str):
 
 def add_run(client, task: str, entry: str = "distil", method: str = "lad", student: str = "3layer",
             seed: int = 1, score: float | None = 0.7, main_metric: str = "accuracy", status: str = "FINISHED",
-            start: int = 0, params: dict | None = None, parent: str | None = None, overrides: str = "") -> str:
+            start: int = 0, params: dict | None = None, parent: str | None = None, overrides: str = "",
+            purpose: str = "results") -> str:
     name = f"lad-{task}"
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
@@ -36,7 +37,7 @@ def add_run(client, task: str, entry: str = "distil", method: str = "lad", stude
                   "mean": ("mean", "lad"), "teacher": (None, None)}[method]
     tags = {"lad.entry": entry, "lad.task": task, "lad.teacher": "minilm_l6", "lad.overrides": overrides,
             "lad.method": "teacher" if entry == "train_teacher" else f"{method}/{student}",
-            "mlflow.source.git.commit": "abc123"}
+            "lad.purpose": purpose, "mlflow.source.git.commit": "abc123"}
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, start_time=T0 + start, tags=tags)
@@ -136,8 +137,27 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
     assert export.read_export(path) == records
     assert export.main(["--tracking-uri", store, "--out", str(tmp_path / "cli.jsonl")]) == 0
     assert (tmp_path / "cli.jsonl").read_text() == path.read_text()
+    assert {r["tags"]["lad.purpose"] for r in records} == {"results"}
     lad1 = [r for r in records if (r["task"], r["method"], r["student"], r["seed"]) == ("rte", "lad", "3layer", 1)]
     assert sorted(r["metrics"]["best/accuracy"] for r in lad1) == [0.10, 0.70]  # latest value of best/ is kept
+
+
+def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_path):
+    """Smoke, demo and ad-hoc runs never reach the export; runs of an earlier store stay in the file."""
+    uri = new_store(empty_db, tmp_path / "mlruns.db")
+    c = _client(uri)
+    real = add_run(c, "rte", seed=1, score=0.7)
+    add_run(c, "rte", seed=2, score=0.9, purpose="smoke", params={"trainer.max_steps": "4"})
+    add_run(c, "rte", seed=3, score=0.8, purpose="adhoc")
+    out = tmp_path / "runs.jsonl"
+    earlier = export.make_record("old-run", "lad-rte", "FINISHED", T0, {"lad.entry": "distil", "lad.task": "rte",
+                                 "lad.method": "kd/3layer", "lad.purpose": "results"}, {"seed": "1"}, {"best/accuracy": 0.6})
+    export.write_export([earlier], out)
+    assert export.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    rows = export.read_export(out)
+    assert sorted(r["run_id"] for r in rows) == sorted([real, "old-run"])
+    assert export.main(["--tracking-uri", uri, "--out", str(out), "--purpose", "results", "smoke"]) == 0
+    assert len(export.read_export(out)) == 3
 
 
 # ----------------------------------------------------------------------------- report
@@ -322,13 +342,31 @@ def test_gate_values_are_averaged_over_seeds_into_a_table():
                 "seed": seed, "tags": {}, "params": {"trainer.max_steps": steps}, "main_metric": "m",
                 "metrics": {"best/m": 0.5, **{f"gate/layer_{l:02d}": v for l, v in values.items()}}}
 
-    # the single run of another budget is not the primary table: its gates are left out
+    # the run of another budget gets its own row (gates of different budgets are never averaged)
     report = build_report([rec(1, {1: 1.0, 2: 0.25, 3: 0.5}), rec(2, {1: 1.0, 2: 0.75, 3: 0.25}),
                            rec(1, {1: 1.0, 2: 0.0, 3: 0.0}, steps="10")])
-    (row,) = report.gates["rte"]
-    assert (row.label, row.n, row.values) == ("lad/3layer", 2, {1: 1.0, 2: 0.5, 3: 0.375})
+    rows = {r.label: r for r in report.gates["rte"]}
+    assert set(rows) == {"lad/3layer (epochs=?, train=full)", "lad/3layer (max_steps=10, train=full)"}
+    row = rows["lad/3layer (epochs=?, train=full)"]
+    assert (row.n, row.values) == (2, {1: 1.0, 2: 0.5, 3: 0.375})
     text = "\n".join(render_gates(report, {}))
-    assert "| lad/3layer | 2 | 1.000 | 0.500 | 0.375 |" in text
+    assert "| lad/3layer (epochs=?, train=full) | 2 | 1.000 | 0.500 | 0.375 |" in text
+    assert "moved" not in text  # no movement recorded: no movement table
+
+
+def test_gate_movement_table_per_variant():
+    from sweeps.report import build_report, render_gates
+
+    def rec(seed, move, lr):
+        return {"entry": "distil", "status": "FINISHED", "task": "mrpc", "method": "lad", "student": "3layer",
+                "seed": seed, "params": {"trainer.max_steps": "-1", "trainer.epochs": "3"}, "main_metric": "m",
+                "tags": {"lad.overrides": json.dumps([f"optim.gate_lr={lr}"])},
+                "metrics": {"best/m": 0.5, "gate/layer_02": 0.5, "gate/move/layer_02": move}}
+
+    report = build_report([rec(1, 0.001, "1e-6"), rec(2, 0.003, "1e-6"), rec(1, 0.2, "1e-4")])
+    text = "\n".join(render_gates(report, {}))
+    assert "| lad/3layer (epochs=3, train=full, optim.gate_lr=1e-6) | 2 | 0.20 |" in text  # mean 0.2 %
+    assert "| lad/3layer (epochs=3, train=full, optim.gate_lr=1e-4) | 1 | 20.00 |" in text
 
 
 def test_readme_headline_block_is_regenerated_in_place(tmp_path):
@@ -367,12 +405,13 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     assert base is prim and var.variant == "student.init_classifier=false student.init_embeddings=false"
     assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
     text = "\n".join(report.render_discussion(rep))
-    # default: lad - ce = 2 points with std 1 point on each side (n=3): 2 / sqrt(2/3) = 2.45 SE -> an effect
-    assert "- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 ± 0.82 (n=3/3): LAD ahead" in text
-    # every table gets its comparison, the variant too (10 points ahead, spread 1 point -> an effect)
+    # default: lad - ce = 2 points on every seed (paired: no spread at all) -> an effect
+    assert ("- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 [+2.00, +2.00] "
+            "(n=3 paired, p_adj=<0.001): LAD ahead") in text
+    # every table gets its comparison, the variant too
     assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false): "
-            "LAD vs ce (3layer) +10.00 ± 0.82 (n=3/3): LAD ahead") in text
-    assert "lad/3layer -10.00 ± 0.82 (worse)" in text and "ce/3layer -18.00" in text
+            "LAD vs ce (3layer) +10.00 [+10.00, +10.00] (n=3 paired, p_adj=<0.001): LAD ahead") in text
+    assert "lad/3layer -10.00 [-10.00, -10.00] (n=3 paired, p_adj=<0.001) (worse)" in text and "ce/3layer -18.00" in text
     assert "student.init_classifier=false student.init_embeddings=false" in report.render_table(var, None)[0]
 
 
@@ -381,8 +420,10 @@ def test_discussion_calls_small_differences_noise():
     recs += [_rec("rte", "kd", s, v) for s, v in ((1, 0.56), (2, 0.53), (3, 0.54))]
     recs += [_rec("rte", "ce", 1, 0.50)]
     (comp_ce, comp_kd) = sorted(report.comparisons(report.build_report(recs).tables[0]), key=lambda c: c.other)
-    assert comp_kd.verdict == "within seed noise" and comp_kd.delta == pytest.approx(0.67, abs=0.01)
-    assert comp_ce.verdict == "single seed, noise unknown" and comp_ce.se is None
+    # per-seed differences -1, +5, -2 points: mean +0.67, far from significant
+    assert comp_kd.verdict == "no significant difference" and comp_kd.diff.delta == pytest.approx(0.67, abs=0.01)
+    assert comp_kd.diff.lo < 0 < comp_kd.diff.hi and comp_kd.diff.p > 0.5
+    assert comp_ce.verdict == "fewer than 2 paired seeds, noise unknown" and comp_ce.diff.p is None
 
 
 def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(tmp_path):
@@ -418,8 +459,10 @@ def test_readme_block_quotes_the_comparisons_of_the_results_page(tmp_path):
     refresh_readme(readme, rep, Path("docs/results.md"))
     text = readme.read_text()
     page = "\n".join(report.render_discussion(rep))
-    for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 ± 0.82 (n=3/3): LAD ahead.",
-                 "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 ± 0.82 (better); ce/3layer +0.00 ± 0.82 (within seed noise)."):
+    for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 [+7.00, +7.00] "
+                 "(n=3 paired, p_adj=<0.001): LAD ahead.",
+                 "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better); "
+                 "ce/3layer +0.00 [+0.00, +0.00] (n=3 paired, p_adj=1.000) (no significant difference)."):
         assert line in text and line in page
 
 
@@ -479,3 +522,31 @@ def test_cross_task_average_is_not_shrunk_by_a_row_run_on_one_task():
     mean = next(l for l in lines if l.startswith("| mean | 3layer |"))
     assert lad.split("|")[-3].strip() == "60.00"  # (50 + 60 + 70) / 3
     assert mean.split("|")[-3].strip() == "–"
+
+
+def test_paired_comparison_and_holm_adjustment():
+    """Paired t-test and interval as scipy computes them; Holm's step-down over the page's p-values."""
+    from scipy import stats
+
+    from sweeps.stats import holm, paired
+
+    a = {1: 0.80, 2: 0.83, 3: 0.79, 4: 0.85}
+    b = {1: 0.78, 2: 0.80, 3: 0.79, 4: 0.81, 5: 0.99}  # seed 5 has no partner: left out
+    d = paired(a, b)
+    diffs = [2.0, 3.0, 0.0, 4.0]
+    assert d.n == 4 and d.delta == pytest.approx(2.25)
+    assert d.p == pytest.approx(stats.ttest_rel([0.80, 0.83, 0.79, 0.85], [0.78, 0.80, 0.79, 0.81]).pvalue)
+    half = stats.t.ppf(0.975, 3) * stats.tstd(diffs) / 2
+    assert (d.lo, d.hi) == (pytest.approx(2.25 - half), pytest.approx(2.25 + half))
+    # a difference far from significant on its own pairs is not called; an unpaired (Welch) test would
+    # not see the pairing at all
+    items = [paired(a, b), paired({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.5}), paired(a, a)]
+    ps = [x.p for x in items]
+    holm(items)
+    order = sorted(range(3), key=lambda i: ps[i])
+    expected, running = {}, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * ps[i]))
+        expected[i] = running
+    assert [x.p_adj for x in items] == [pytest.approx(expected[i]) for i in range(3)]
+    assert items[0].p_adj >= items[0].p and items[2].p_adj == 1.0

@@ -148,11 +148,16 @@ class FeaturesDataset(Dataset):
                 "label": f.labels[i], "index": int(i)}
 
 
-def collate(features_batch: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad a list of :class:`FeaturesDataset` items to the batch's longest sequence."""
+def collate(features_batch: Sequence[dict[str, Any]], pad_id: int = 0,
+            pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad a list of :class:`FeaturesDataset` items to the batch's longest sequence, or to ``pad_to``."""
     if not features_batch:
         raise ValueError("cannot collate an empty batch")
     width = max(len(item["input_ids"]) for item in features_batch)
+    if pad_to is not None:
+        if width > pad_to:
+            raise ValueError(f"an example has {width} tokens, more than pad_to={pad_to}")
+        width = int(pad_to)
     size = len(features_batch)
     input_ids = torch.full((size, width), int(pad_id), dtype=torch.long)
     token_types = torch.zeros((size, width), dtype=torch.long)

@@ -130,3 +130,70 @@ def load_teacher(teacher_cfg: DictConfig, task):
     for param in model.parameters():
         param.requires_grad_(False)
     return model, model_dir
+
+
+# ----------------------------------------------------------------------------- provenance
+TEACHER_META = "lad_teacher.json"
+
+
+def write_teacher_meta(model_dir: Path, backbone: str, teacher_name: str, task_name: str) -> None:
+    """Record, next to a fine-tuned teacher, which pre-trained backbone it was fine-tuned from."""
+    meta = {"backbone": str(backbone), "teacher": str(teacher_name), "task": str(task_name)}
+    (Path(model_dir) / TEACHER_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_teacher_meta(model_dir: Path) -> dict:
+    path = Path(model_dir) / TEACHER_META
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"teacher {model_dir}: unreadable {TEACHER_META} ({exc})".splitlines()[0]) from exc
+    return meta if isinstance(meta, dict) else {}
+
+
+def _is_local(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
+
+
+def resolve_pretrained(student_cfg: DictConfig, teacher_cfg: DictConfig, teacher_dir: Path) -> str:
+    """The pre-trained backbone a ``student.init_from=pretrained`` student starts from.
+
+    In order: ``student.backbone`` when set; the backbone the teacher directory recorded at
+    fine-tuning time (``lad_teacher.json``), if it is a hub id or still exists on this machine;
+    the teacher group's ``teacher.backbone`` when the recorded teacher name matches (or nothing
+    was recorded). Otherwise a one-line error.
+    """
+    from omegaconf import OmegaConf
+
+    explicit = student_cfg.get("backbone")
+    if explicit:
+        return str(explicit)
+    meta = read_teacher_meta(teacher_dir)
+    recorded = str(meta.get("backbone") or "")
+    if recorded and (not _is_local(recorded) or Path(recorded).expanduser().exists()):
+        return recorded
+    configured = None if OmegaConf.is_missing(teacher_cfg, "backbone") else teacher_cfg.get("backbone")
+    if configured and meta.get("teacher") in (None, teacher_cfg.get("name")):
+        if recorded:
+            log.info("teacher %s was fine-tuned from %s, which is not here; using teacher.backbone=%s",
+                     teacher_dir, recorded, configured)
+        return str(configured)
+    where = f"recorded backbone {recorded} does not exist here" if recorded else f"no {TEACHER_META} in it"
+    raise ConfigError(f"student.init_from=pretrained: cannot tell which pre-trained model teacher {teacher_dir} "
+                      f"was fine-tuned from ({where}); pass student.backbone=<path or hub id>")
+
+
+def load_pretrained_encoder(spec: str):
+    """A pre-trained encoder (no task head) from a local directory or a hub id."""
+    setup_environment()
+    _quiet_transformers()
+    from transformers import AutoModel
+
+    if _is_local(spec):
+        spec = str(check_model_dir(spec, "student.backbone"))
+    try:
+        return AutoModel.from_pretrained(spec)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the pre-trained backbone {spec}: {exc}".splitlines()[0]) from exc
