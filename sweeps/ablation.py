@@ -112,17 +112,30 @@ def method_of(gate: str, loss: str, frozen: bool = False) -> str:
     return method_label(OmegaConf.create({"gate": {"name": gate, "frozen": frozen}, "loss": {"name": loss}}))
 
 
+def gate_can_freeze(gate: str, conf_dir: Path = CONF_DIR) -> bool:
+    """Whether ``conf/gate/<gate>.yaml`` (or the gate file it inherits) has a ``frozen`` key: gates with
+    parameters do, parameter-free ones (none, mean, attention) have nothing to freeze."""
+    path = conf_dir / "gate" / f"{gate}.yaml"
+    if not path.is_file():
+        return False
+    cfg = OmegaConf.load(path)
+    if "frozen" in cfg:
+        return True
+    return any(isinstance(d, str) and d != "_self_" and gate_can_freeze(d, conf_dir) for d in cfg.get("defaults", []))
+
+
 def valid_pairs(gates: Iterable[str], losses: Iterable[str],
-                has_hidden: Callable[[str], bool] = loss_has_hidden_term) -> dict[str, tuple[str, str, tuple]]:
+                has_hidden: Callable[[str], bool] = loss_has_hidden_term,
+                can_freeze: Callable[[str], bool] = gate_can_freeze) -> dict[str, tuple[str, str, tuple]]:
     """Method label -> (gate, loss, extra overrides) for every pair distil.py accepts (a gate needs a
-    hidden loss); each gate also comes frozen (``<label>-frozen``: ``gate.frozen=true``)."""
+    hidden loss); a gate with parameters also comes frozen (``<label>-frozen``: ``gate.frozen=true``)."""
     pairs: dict[str, tuple[str, str, tuple]] = {}
     for gate in gates:
         for loss in losses:
             if gate != "none" and not has_hidden(loss):
                 continue
             pairs.setdefault(method_of(gate, loss), (gate, loss, ()))
-            if gate != "none":
+            if gate != "none" and can_freeze(gate):
                 pairs.setdefault(method_of(gate, loss, frozen=True), (gate, loss, FROZEN))
     return pairs
 

@@ -62,7 +62,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> Paired:
     if n < 2:
         return Paired(mean, None, None, None, n)
     sd = statistics.stdev(diffs)
-    if sd == 0.0:  # every seed gave the same difference: no spread to test against
+    if sd <= 1e-9 * max(1.0, abs(mean)):  # every seed gave the same difference: no spread to test against
         return Paired(mean, mean, mean, 0.0 if mean != 0 else 1.0, n)
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)

@@ -192,7 +192,7 @@ def test_training_lowers_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, g
     assert last < 0.9 * first, (first, last)
     if loss == "lad":  # the method's own term fell too (not just the logit terms)
         hidden = [m["train/hidden"] for _, m in recorder.metrics if "train/hidden" in m]
-        assert sum(hidden[-5:]) < 0.8 * sum(hidden[:5]), hidden
+        assert sum(hidden[-5:]) < 0.9 * sum(hidden[:5]), hidden
     else:  # and what was learned is the task: the synthetic signal words separate the classes
         dev = [m["dev/accuracy"] for _, m in recorder.metrics if "dev/accuracy" in m]
         assert dev[-1] >= 0.9, dev

@@ -242,15 +242,20 @@ def ablation_cfg(overrides: list[str]):
 
 def test_grid_has_only_valid_pairs():
     cells = ablation.plan_cells(ablation_cfg([]))
-    assert len(cells) == 7 * 2 * 3
+    assert len(cells) == 9 * 2 * 3
     pairs = {(c.method, c.gate, c.loss) for c in cells}
-    assert pairs == {("lad", "lad", "lad"), ("lad_reverse", "lad_reverse", "lad"), ("mean", "mean", "lad"),
+    assert pairs == {("lad", "lad", "lad"), ("lad-frozen", "lad", "lad"), ("lad-nogate", "none", "lad"),
+                     ("lad_reverse", "lad_reverse", "lad"), ("mean", "mean", "lad"),
                      ("attention", "attention", "lad"), ("kd", "none", "kd"), ("pkd", "none", "pkd"),
                      ("ce", "none", "ce")}
     assert all(c.gate == "none" or c.loss == "lad" for c in cells)
+    # the adaptivity ablation: same gate stack and hidden loss, gates kept at their init
+    frozen = [c for c in cells if c.method == "lad-frozen"]
+    assert frozen and all("gate.frozen=true" in c.overrides for c in frozen)
+    assert not any("gate.frozen=true" in c.overrides for c in cells if c.method != "lad-frozen")
     every = ablation.plan_cells(ablation_cfg(["methods=null", "students=[3layer]", "seeds=[1]"]))
-    assert sorted(c.method for c in every) == sorted(["lad", "lad_reverse", "mean", "attention", "lad-nogate",
-                                                      "kd", "pkd", "ce"])
+    assert sorted(c.method for c in every) == sorted(["lad", "lad-frozen", "lad_reverse", "lad_reverse-frozen",
+                                                      "mean", "attention", "lad-nogate", "kd", "pkd", "ce"])
     with pytest.raises(ablation.ConfigError, match="not valid"):
         ablation.plan_cells(ablation_cfg(["methods=[lad,bogus]"]))
 
@@ -478,8 +483,8 @@ def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
     pairs = {var.variant: base.variant for base, var in report.variant_pairs(rep)}
     assert pairs == {lr: "", f"{lr} {init}": lr}
     text = "\n".join(report.variant_lines(rep))
-    assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 ± 0.82 (worse)" in text
-    assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 ± 0.82 (better)" in text
+    assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 [-2.00, -2.00] (n=3 paired, p_adj=<0.001) (worse)" in text
+    assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better)" in text
 
 
 def test_primary_tables_share_one_setup_across_tasks():
