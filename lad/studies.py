@@ -98,10 +98,17 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}}
+        callback: dict[str, Any] = {}
+        if failed_trial_callback is not None:  # renamed in Optuna 4.9
+            import inspect
+
+            name = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+                    in inspect.signature(RDBStorage).parameters else "failed_trial_callback")
+            callback[name] = failed_trial_callback
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period, failed_trial_callback=failed_trial_callback)
+                              grace_period=grace_period, **callback)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable URL
         raise StudyError(_bad_storage(url, exc)) from None
 

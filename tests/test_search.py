@@ -11,16 +11,28 @@ import pytest
 from conftest import REPO, compose
 
 
-def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
-    return compose("search", [
+def search_args(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> list[str]:
+    return [
         "task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
         f"data.data_dir={glue}", f"paths.cache={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
         f"search.storage=sqlite:///{tmp / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
         "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", f"n_trials={n_trials}",
-        "search.plots=false", *extra])
+        "search.plots=false", *extra]
 
 
-def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad"):
+def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
+    return compose("search", search_args(tmp, teacher, glue, n_trials, *extra))
+
+
+def search(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> float:
+    """``python sweeps/search.py <args>`` in this process: the config and the overrides trials compose from."""
+    from lad.search import search_entry
+
+    args = search_args(tmp, teacher, glue, n_trials, *extra)
+    return search_entry(compose("search", args), args)
+
+
+def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad-local-s4"):
     import optuna
 
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'optuna.db'}")
@@ -28,8 +40,6 @@ def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad"):
 
 def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     import lad.models.teacher as teacher_mod
-    from lad.search import search_entry
-
     loads = {"n": 0}
     real = teacher_mod.load_teacher
 
@@ -38,7 +48,7 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
         return real(*a, **k)
 
     monkeypatch.setattr("lad.models.load_teacher", counting)
-    best = search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    best = search(tmp_path, tiny_teacher, tiny_glue, 3)
     study = _study(tmp_path)
     assert len(study.trials) == 3 and loads["n"] == 1
     assert all(t.state.name == "COMPLETE" for t in study.trials)
@@ -50,9 +60,9 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
     best_yaml = (tmp_path / "search" / "best_sst2.yaml").read_text()
     assert best_yaml.startswith("# @package _global_") and "tie_hard_soft: true" in best_yaml
     # same command again: nothing new; a larger budget adds trials instead of restarting
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    search(tmp_path, tiny_teacher, tiny_glue, 3)
     assert len(_study(tmp_path).trials) == 3
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 5))
+    search(tmp_path, tiny_teacher, tiny_glue, 5)
     numbers = [t.number for t in _study(tmp_path).trials]
     assert numbers == [0, 1, 2, 3, 4]
 
@@ -60,10 +70,8 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
 def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     import optuna
 
-    from lad.search import search_entry
-
     monkeypatch.setattr("lad.search.make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(upper=-1.0))
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    search(tmp_path, tiny_teacher, tiny_glue, 2)
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     assert all(list(t.intermediate_values) == [2] for t in trials)  # stopped at the first eval
@@ -72,9 +80,7 @@ def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue,
 def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_glue):
     import json
 
-    from lad.search import search_entry
-
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=loss"))
+    search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=loss")
     trial = _study(tmp_path).trials[0]
     history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == sorted(trial.intermediate_values) == [2, 4]
@@ -85,7 +91,7 @@ def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_g
     from lad.errors import ConfigError
 
     with pytest.raises(ConfigError, match="was run with search.prune_on=loss"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+        search(tmp_path, tiny_teacher, tiny_glue, 2)
     assert len(_study(tmp_path).trials) == 1
 
 
@@ -123,9 +129,7 @@ def test_prune_keys_are_the_metrics_the_task_logs():
 def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_teacher, tiny_glue):
     import json
 
-    from lad.search import search_entry
-
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy"))
+    search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy")
     trial = _study(tmp_path).trials[0]
     history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
     assert sorted(trial.intermediate_values) == [h["step"] for h in history] == [2, 4]
@@ -153,12 +157,10 @@ def test_best_experiment_file_composes_into_distil(tmp_path):
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
     from lad.errors import ConfigError
-    from lad.search import search_entry
-
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus"))
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus")
     with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss, accuracy for task sst2"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1"))
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1")
     assert not (tmp_path / "optuna.db").exists()  # both rejected before a study is created
 
 
@@ -185,15 +187,16 @@ def test_kd_space_and_halving_pruner(tmp_path, tiny_teacher, tiny_glue):
     """search.space=kd_optuna searches only KD's knobs; halving's first rung sits at the first evaluation."""
     import optuna
 
-    from lad.search import make_pruner, search_entry
+    from lad.search import make_pruner
 
     cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
                      "search.pruner=halving", "search.reduction_factor=2")
     pruner = make_pruner(cfg.search)
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
     assert (pruner._min_resource, pruner._reduction_factor) == (2, 2)  # min_resource = trainer.eval_every
-    search_entry(cfg)
-    study = _study(tmp_path, "lad-inproc-sst2-2layer-none-kd")
+    search(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
+           "search.pruner=halving", "search.reduction_factor=2")
+    study = _study(tmp_path, "lad-inproc-sst2-2layer-none-kd-local-s4")
     assert len(study.trials) == 2
     assert all(set(t.params) == {"loss.temperature", "loss.soft_weight", "optim.lr"} for t in study.trials)
 
