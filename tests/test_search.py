@@ -279,3 +279,37 @@ def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there()
     assert first_reached(timeline, 0.80) == 10.0
     assert first_reached(timeline, 0.86) is None
     assert first_reached(timeline, None) is None
+
+
+def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_path, tiny_teacher, tiny_glue):
+    """Trials are composed by Hydra: gate=... and loss=... select their group files; the written
+    best_<task>.yaml carries the teacher and the budget, and running it gives the recorded score."""
+    from omegaconf import OmegaConf
+
+    from lad.pipeline import run
+    from lad.search import sweep_arguments_as_params
+
+    # as typed after `python sweeps/search.py`: command-line sweeps join the search space
+    extra = sweep_arguments_as_params(["gate=choice(mean)", "loss=choice(kd)", "search.pruner=none"])
+    assert extra[0] == "++search.params.gate='choice(mean)'"
+    best = search(tmp_path, tiny_teacher, tiny_glue, 1, *extra)
+    trial = _study(tmp_path).trials[0]
+    assert trial.params["gate"] == "mean" and trial.params["loss"] == "kd"
+    used = OmegaConf.load(tmp_path / "search" / "trial-000" / "config.yaml")
+    assert used.gate.name == "mean" and used.loss.name == "kd"  # the group files, not plain strings
+    assert used.loss.temperature == pytest.approx(trial.params["loss.temperature"])
+
+    text = (tmp_path / "search" / "best_sst2.yaml").read_text()
+    assert "  - override /teacher: local" in text and "  - override /gate: mean" in text
+    body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
+    assert body.trainer.max_steps == 4 and body.trainer.eval_every == 2 and body.seed == 42
+    assert "max_train_samples" in body.data and body.teacher.path == str(tiny_teacher)
+    assert body.optim.batch_size == 16 and body.data.data_dir == str(tiny_glue)  # the search's overrides
+    # run it as `python distil.py experiment=best_sst2` would (the file in an experiment/ folder)
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "best_sst2.yaml").write_text(text)
+    cfg = compose("distil", ["experiment=best_sst2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                             f"output_dir={tmp_path / 'rerun'}", "mlflow=off", f"paths.cache={tmp_path / 'cache'}",
+                             "trainer.predict_test=false"])
+    assert cfg.gate.name == "mean" and cfg.loss.name == "kd" and cfg.teacher.name == "local"
+    assert run(cfg) == pytest.approx(best, abs=1e-6)
