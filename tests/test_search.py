@@ -250,7 +250,7 @@ def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
     """benchmarks/search_pruning.signal_lines: Spearman's rho per signal and step, loss negated."""
     import optuna
 
-        from benchmarks.search_pruning import signal_lines
+    from benchmarks.search_pruning import signal_lines
 
     finals = [0.80, 0.82, 0.85, 0.83]
     trials = {}
@@ -270,7 +270,7 @@ def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
 
 
 def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there():
-        from benchmarks.search_pruning import first_reached
+    from benchmarks.search_pruning import first_reached
 
     timeline = [(10.0, 0.80), (25.0, 0.80), (40.0, 0.83), (70.0, 0.85)]
     assert first_reached(timeline, 0.83) == 40.0
