@@ -38,7 +38,7 @@ def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad-local-s4"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'optuna.db'}")
 
 
-def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch, capsys):
     import lad.models.teacher as teacher_mod
     loads = {"n": 0}
     real = teacher_mod.load_teacher
@@ -49,6 +49,11 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
 
     monkeypatch.setattr("lad.models.load_teacher", counting)
     best = search(tmp_path, tiny_teacher, tiny_glue, 3)
+    out = capsys.readouterr().out
+    # an estimate before the first trial, then each trial with the run's progress and an ETA
+    assert "[search] study lad-inproc-sst2-2layer-lad-lad-local-s4: 0 trial(s) stored, this run adds up to 3" in out
+    assert "no estimate until the first trial finishes" in out
+    assert "| 1/3 this run" in out and "ETA" in out and "| 3/3 this run" in out
     study = _study(tmp_path)
     assert len(study.trials) == 3 and loads["n"] == 1
     assert all(t.state.name == "COMPLETE" for t in study.trials)
@@ -63,6 +68,7 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
     search(tmp_path, tiny_teacher, tiny_glue, 3)
     assert len(_study(tmp_path).trials) == 3
     search(tmp_path, tiny_teacher, tiny_glue, 5)
+    assert "3 trial(s) stored, this run adds up to 2 (n_trials=5); estimate " in capsys.readouterr().out
     numbers = [t.number for t in _study(tmp_path).trials]
     assert numbers == [0, 1, 2, 3, 4]
 
@@ -146,13 +152,17 @@ def test_best_experiment_file_composes_into_distil(tmp_path):
 
     from lad.search import best_experiment_yaml
 
-    text = best_experiment_yaml("rte", {"task": "rte", "student": "3layer"},
-                                {"loss.temperature": 4.5, "optim.lr": 2e-4}, "accuracy", 0.61)
+    overrides = ["task=rte", "student=3layer", "search.pruner=none", "trainer.max_steps=30"]
+    text = best_experiment_yaml(compose("search", overrides), overrides,
+                                {"loss.temperature": 4.5, "optim.lr": 2e-4, "gate": "mean"}, "accuracy", 0.61)
+    assert "  - override /gate: mean" in text and "  - override /teacher: minilm_l6" in text
+    assert "search" not in text.split("defaults:")[1]
     exp_dir = tmp_path / "experiment"
     exp_dir.mkdir()
     (exp_dir / "best_rte.yaml").write_text(text)
     body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
     assert body.loss.temperature == 4.5 and body.optim.lr == 2e-4 and body.loss.tie_hard_soft is True
+    assert body.trainer.max_steps == 30 and body.trainer.epochs == 3 and body.data.max_train_samples is None
 
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):

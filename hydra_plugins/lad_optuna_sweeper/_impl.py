@@ -28,6 +28,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -182,7 +183,9 @@ class _Sweep:
         if not self.sampler_ready:  # seed + number of this process's first trial
             self.study.sampler = self.make_sampler(number)
             self.sampler_ready = True
-        trial = self.study.ask(fixed_distributions=self.space.distributions)
+        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = self.study.ask(fixed_distributions=self.space.distributions)
         # Trial has no public id accessor; _trial_id is stable across Optuna 2-4.
         studies.record_heartbeats(self.storage, [trial._trial_id])
         self.pending[trial.number] = trial
