@@ -129,6 +129,22 @@ def load_space(space_file: str, params: dict | None = None):
     return parse_search_space(merged)
 
 
+def check_group_choices(space) -> None:
+    """Every searched config group choice (``gate=choice(lad,mean)``) names a file of its group."""
+    from optuna.distributions import CategoricalDistribution
+
+    from lad.config import CONF_DIR
+
+    for name, dist in space.distributions.items():
+        group = CONF_DIR / name
+        if isinstance(dist, CategoricalDistribution) and group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            for choice in dist.choices:
+                if str(choice) not in options:
+                    raise ConfigError(f"search.params.{name}: no option {choice!r} in conf/{name}/ "
+                                      f"(options: {', '.join(options)})")
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -270,6 +286,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
     params = OmegaConf.to_container(scfg.params, resolve=False) if scfg.get("params") else {}
     space = load_space(str(scfg.space_file), params)
+    check_group_choices(space)
     prune_on = resolve_prune_on(scfg, task)
     pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None

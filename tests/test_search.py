@@ -167,11 +167,27 @@ def test_best_experiment_file_composes_into_distil(tmp_path):
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
     from lad.errors import ConfigError
+
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
         search(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus")
     with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss, accuracy for task sst2"):
         search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1")
-    assert not (tmp_path / "optuna.db").exists()  # both rejected before a study is created
+    with pytest.raises(ConfigError, match=r"search.params.gate: no option 'meen' in conf/gate/ \(options: attention, lad"):
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "++search.params.gate='choice(lad,meen)'")
+    assert not (tmp_path / "optuna.db").exists()  # all rejected before a study is created
+
+
+def test_search_script_takes_command_line_sweeps_and_reports_a_bad_choice(tmp_path, tiny_teacher, tiny_glue):
+    """``python sweeps/search.py`` runs as documented (no path set-up); a command-line sweep joins
+    the search space, and a group choice that does not exist is one error line, exit status 2."""
+    args = search_args(tmp_path, tiny_teacher, tiny_glue, 1)
+    proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "search.py"), *args, "gate=choice(lad,meen)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: search.params.gate: no option 'meen' in conf/gate/ "
+                      "(options: attention, lad, lad_reverse, mean, none)"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "optuna.db").exists()
 
 
 @pytest.mark.slow
