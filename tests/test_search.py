@@ -202,7 +202,7 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue)
     outs = [w.communicate(timeout=600) for w in workers]
     for w, (_, err) in zip(workers, outs):
         assert w.returncode == 0, err[-3000:]
-    trials = _study(tmp_path).trials
+    trials = _study(tmp_path, "lad-inproc-sst2-2layer-lad-lad-local-s2").trials  # the budget names the study
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state.name == "COMPLETE" for t in trials)
     ran = [sum(1 for line in out.splitlines() if line.startswith("[search] trial")) for out, _ in outs]
