@@ -25,12 +25,9 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from search_pruning import REPO, search_cfg  # noqa: E402
-from search_replay import Recorded  # noqa: E402
-
-from lad.fileio import write_text  # noqa: E402
+from benchmarks.search_pruning import REPO, search_args
+from benchmarks.search_replay import Recorded
+from lad.fileio import write_text
 
 _MEMO: dict = {}  # per worker process: the teacher, tokenizer and features, loaded once
 
@@ -86,14 +83,15 @@ def _train(job: tuple) -> float:
     args, number, params, seed, tmp = job
     from lad.config import setup_environment
     from lad.pipeline import run
-    from lad.search import load_space, trial_config
+    from lad.search import compose_search, load_space, trial_config
 
     setup_environment()
     overrides = [o for o in args.overrides if not o.startswith("seed=")] + [f"seed={seed}"]
-    cfg = search_cfg(args.task, 1, args.steps, args.eval_every, "none", "noise", Path(tmp), overrides)
+    base = search_args(args.task, 1, args.steps, args.eval_every, "none", "noise", Path(tmp), overrides)
+    cfg = compose_search(base)
     space = load_space(str(cfg.search.space_file))
     trial_overrides = space.overrides_for(params)
-    tcfg = trial_config(cfg, trial_overrides, Path(tmp) / f"seed{seed}", number)
+    tcfg = trial_config(base, trial_overrides, Path(tmp) / f"seed{seed}", number)
     return float(run(tcfg, overrides=trial_overrides, memo=_MEMO))
 
 

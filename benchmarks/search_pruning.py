@@ -24,25 +24,25 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from lad.fileio import write_text
 
-from lad.fileio import write_text  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
+
+def search_args(task: str, n_trials: int, steps: int, eval_every: int, pruner: str, label: str, tmp: Path,
+                extra) -> list[str]:
+    """The ``sweeps/search.py`` overrides of one benchmark search."""
+    return [f"task={task}", "student=3layer", f"n_trials={n_trials}", f"search.pruner={pruner}",
+            f"search.storage=sqlite:///{tmp / 'optuna.db'}", f"search.study_name=bench-{label}",
+            f"output_dir={tmp / label}", "mlflow=off", "trainer.progress=false", "search.plots=false",
+            f"trainer.max_steps={steps}", f"trainer.eval_every={eval_every}", *extra]
 
 
 def search_cfg(task: str, n_trials: int, steps: int, eval_every: int, pruner: str, label: str, tmp: Path,
                extra):
-    from hydra import compose, initialize_config_dir
+    from lad.search import compose_search
 
-    from lad.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("search", [
-            f"task={task}", "student=3layer", f"n_trials={n_trials}", f"search.pruner={pruner}",
-            f"search.storage=sqlite:///{tmp / 'optuna.db'}", f"search.study_name=bench-{label}",
-            f"output_dir={tmp / label}", "mlflow=off", "trainer.progress=false", "search.plots=false",
-            f"trainer.max_steps={steps}", f"trainer.eval_every={eval_every}", *extra])
+    return compose_search(search_args(task, n_trials, steps, eval_every, pruner, label, tmp, extra))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,17 +65,18 @@ def main(argv=None) -> int:
     import torch
 
     from lad.config import setup_environment
-    from lad.search import run_search
+    from lad.search import compose_search, run_search
 
     setup_environment()
     results = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for label, pruner in (("none", "none"), ("pruned", args.pruner)):
-            cfg = search_cfg(args.task, args.trials, args.steps, args.eval_every, pruner, label, tmp,
-                             args.overrides)
+            overrides = search_args(args.task, args.trials, args.steps, args.eval_every, pruner, label, tmp,
+                                    args.overrides)
+            cfg = compose_search(overrides)
             t0 = time.time()
-            summary = run_search(cfg, tmp / label)
+            summary = run_search(cfg, tmp / label, overrides)
             study = optuna.load_study(study_name=f"bench-{label}", storage=f"sqlite:///{tmp / 'optuna.db'}")
             done = sorted((t for t in study.trials if t.datetime_complete), key=lambda t: t.datetime_complete)
             timeline, best = [], float("-inf")

@@ -41,11 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from search_pruning import REPO, build_parser, search_cfg  # noqa: E402
-
-from lad.fileio import write_text  # noqa: E402
+from benchmarks.search_pruning import REPO, build_parser, search_cfg
+from lad.fileio import write_text
 
 
 @dataclass

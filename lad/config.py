@@ -51,9 +51,24 @@ def conf_file(relative: str) -> str:
     return str(CONF_DIR / relative)
 
 
+def budget_label(*, _root_: DictConfig) -> str:
+    """``${lad_budget:}``: teacher and training budget for study names (see ``lad.studies``)."""
+    from lad.studies import budget_label as label
+
+    return label(_root_)
+
+
+def budget_record(*, _root_: DictConfig) -> dict:
+    """``${lad_budget_record:}``: teacher and training budget recorded on a study."""
+    from lad.studies import budget_record as record
+
+    return record(_root_)
+
+
 def register_resolvers() -> None:
     """Register the resolvers used by conf/ (idempotent)."""
-    for name, fn in (("lad_minilm", minilm_path), ("lad_dirname", run_dirname), ("lad_conf", conf_file)):
+    for name, fn in (("lad_minilm", minilm_path), ("lad_dirname", run_dirname), ("lad_conf", conf_file),
+                     ("lad_budget", budget_label), ("lad_budget_record", budget_record)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -1,5 +1,7 @@
 """User-facing errors: each carries a one-line message printed without a traceback."""
 
+from hydra.errors import CompactHydraException
+
 
 class LADError(Exception):
     """A mistake in the user's input (config, data, paths) rather than a bug."""
@@ -11,3 +13,12 @@ class ConfigError(LADError):
 
 class DataError(LADError):
     """A missing, empty or malformed data file."""
+
+
+class StudyError(ConfigError, CompactHydraException):
+    """A bad search space, sweeper option or Optuna study state.
+
+    Raised by the shared study helpers (``lad.studies``, ``lad.search_space``): ``lad.cli.guarded``
+    prints it as one ``error:`` line (exit status 2); inside the Hydra sweeper, Hydra prints its
+    message without a stack trace (a ``CompactHydraException``).
+    """

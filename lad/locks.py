@@ -1,25 +1,18 @@
-"""One advisory file lock for the processes that share a directory (no torch or mlflow import)."""
+"""One exclusive file lock for the processes that share a directory or a database (``filelock``)."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
+
+from filelock import FileLock
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created with its parent); a no-op without fcntl."""
+def file_lock(path: str | Path, timeout: float = -1) -> FileLock:
+    """An exclusive lock on ``path`` (its folder is created), used as ``with file_lock(p): ...``.
+
+    ``filelock`` holds an OS lock (``flock`` on POSIX, ``msvcrt`` on Windows) that dies with the
+    process, so a killed holder never leaves a stale lock. Waits forever unless ``timeout`` >= 0.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(str(path), timeout=timeout)

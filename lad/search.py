@@ -3,13 +3,14 @@
 The Hydra sweeper (``distil.py -m hparams_search=lad_optuna``) starts every trial from scratch;
 this search keeps a memo of the loaded teacher, tokenizer and features, reports the dev score of
 every evaluation to Optuna and stops unpromising trials early (median / successive halving /
-hyperband pruners). Several processes started with the same study name and RDB storage share
-one study (trial creation is serialised by the sweeper plugin's lock for SQLite).
+hyperband pruners). Each trial's config is composed by Hydra from the search's overrides plus the
+trial's values, so config group choices (``gate=mean``, ``loss=kd``) can be searched. Trials run
+under ``study.optimize`` (Optuna's heartbeats fail the trials of killed workers); several processes
+started with the same study name and RDB storage share one study, created under the study lock.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -114,24 +115,65 @@ def _min_resource(cfg: DictConfig):
     return int(value)
 
 
-def load_space(space_file: str):
-    """The search space declared under ``hydra.sweeper.params`` of an hparams_search file."""
-    from hydra_plugins.lad_optuna_sweeper._space import parse_search_space
+def load_space(space_file: str, params: dict | None = None):
+    """The search space: ``hydra.sweeper.params`` of an hparams_search file plus ``params`` (the
+    ``search.params`` entries, which win on the same key). Same grammar as the Hydra sweeper."""
+    from lad.search_space import flat_params, parse_search_space
 
     path = Path(space_file)
     if not path.is_file():
         raise ConfigError(f"search.space_file {path} does not exist")
-    params = OmegaConf.load(path).hydra.sweeper.params
-    return parse_search_space(OmegaConf.to_container(params, resolve=False), [])
+    base = OmegaConf.load(path).hydra.sweeper.params
+    merged = flat_params(OmegaConf.to_container(base, resolve=False))
+    merged.update(flat_params(params or {}))
+    return parse_search_space(merged)
 
 
-def trial_config(cfg: DictConfig, overrides: list[str], out_dir: Path, number: int) -> DictConfig:
-    """The distil config of one trial: the search config with the trial's values set."""
-    trial = copy.deepcopy(cfg)
+def check_group_choices(space) -> None:
+    """Every searched config group choice (``gate=choice(lad,mean)``) names a file of its group."""
+    from optuna.distributions import CategoricalDistribution
+
+    from lad.config import CONF_DIR
+
+    for name, dist in space.distributions.items():
+        group = CONF_DIR / name
+        if isinstance(dist, CategoricalDistribution) and group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            for choice in dist.choices:
+                if str(choice) not in options:
+                    raise ConfigError(f"search.params.{name}: no option {choice!r} in conf/{name}/ "
+                                      f"(options: {', '.join(options)})")
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def compose_search(overrides: list[str]) -> DictConfig:
+    """``conf/search.yaml`` composed with ``overrides`` by Hydra (inside the running app, or on its own)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lad.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():
+        return compose("search", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("search", overrides=overrides)
+
+
+def trial_overrides(base: list[str], trial: list[str]) -> list[str]:
+    """The search's own overrides with those of a trial (a trial's key replaces the search's)."""
+    keys = {_key(o) for o in trial}
+    return [o for o in base if _key(o) not in keys] + list(trial)
+
+
+def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: int) -> DictConfig:
+    """The distil config of one trial, composed by Hydra: config group choices (``gate=mean``,
+    ``loss=kd``) select their group's file exactly as on the command line."""
+    trial = compose_search(trial_overrides(base, overrides))
     OmegaConf.set_struct(trial, False)
-    for item in overrides:
-        key, value = item.split("=", 1)
-        OmegaConf.update(trial, key.lstrip("+"), _parse(value), merge=False)
     trial.entry = "distil"
     trial.output_dir = str(out_dir / f"trial-{number:03d}")
     trial.overwrite = True
@@ -142,56 +184,135 @@ def trial_config(cfg: DictConfig, overrides: list[str], out_dir: Path, number: i
     return trial
 
 
-def _parse(text: str):
-    import yaml
+def suggest(trial, space) -> dict:
+    """Ask ``trial`` for every parameter of ``space`` (Optuna's suggest API, define-by-run)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    return yaml.safe_load(text)
+    for name, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return dict(trial.params)
 
 
-def run_search(cfg: DictConfig, out_dir: Path) -> dict:
-    """Run trials until the study holds ``n_trials``; returns a summary with the best trial."""
+class TotalLimit:
+    """Stops ``study.optimize`` at exactly ``total`` trials in the study, across workers.
+
+    Counting and creating a trial happen under the study's lock: the lock is taken before the first
+    trial and, as an Optuna callback, after each trial; the next trial's objective releases it once
+    Optuna has created that trial. Without a lock file (in-memory or server storage) workers can
+    overshoot by at most one trial each.
+    """
+
+    def __init__(self, lock: Path | None, total: int) -> None:
+        from lad.locks import file_lock
+
+        self.lock = None if lock is None else file_lock(lock)
+        self.total = total
+        self.held = False
+
+    def admit(self, study) -> bool:
+        """Take the lock; True (keeping it) while the study holds fewer than ``total`` trials."""
+        if self.lock is not None:
+            self.lock.acquire()
+        self.held = True
+        if len(study.get_trials(deepcopy=False)) < self.total:
+            return True
+        self.release()
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            if self.lock is not None:
+                self.lock.release()
+
+    def __call__(self, study, trial) -> None:
+        if not self.admit(study):
+            study.stop()
+
+
+class Progress:
+    """Optuna callback printing each finished trial with the run's progress and an ETA."""
+
+    def __init__(self, planned: int, overrides: dict) -> None:
+        self.planned, self.overrides, self.done, self.t0 = planned, overrides, 0, time.monotonic()
+
+    def __call__(self, study, trial) -> None:
+        from lad.studies import format_seconds
+
+        self.done += 1
+        elapsed = time.monotonic() - self.t0
+        left = max(0, self.planned - self.done)
+        eta = f", ETA {format_seconds(elapsed / self.done * left)}" if left else ""
+        value = "" if trial.value is None else f" {trial.value:.4f}"
+        print(f"[search] trial {trial.number}: {trial.state.name}{value} {' '.join(self.overrides.get(trial.number, []))}"
+              f" | {self.done}/{self.planned} this run, {format_seconds(elapsed)}{eta}", flush=True)
+
+
+def _estimate(study, planned: int) -> str:
+    from lad.studies import format_seconds, trial_durations
+
+    durations = trial_durations(study)
+    if not durations:
+        return "no estimate until the first trial finishes"
+    mean = sum(durations) / len(durations)
+    return (f"estimate {format_seconds(mean * planned)} ({planned} x {format_seconds(mean)}, the mean of "
+            f"{len(durations)} stored trial(s); pruned trials end sooner)")
+
+
+def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Run trials until the study holds ``n_trials``; returns a summary with the best trial.
+
+    ``overrides`` are the search's command-line overrides: each trial's config is composed from
+    them plus the trial's values (default: the running Hydra app's task overrides).
+    """
     import optuna
-    from hydra_plugins.lad_optuna_sweeper._study import (ask, exclusive, heartbeat, lock_path,
-                                                          open_storage, open_study, record_heartbeats,
-                                                          reserve_trials)
 
     from lad.data.tasks import TaskSpec
     from lad.pipeline import run
+    from lad.studies import budget_record, lock_path, one_line, open_storage, open_study, study_lock
     from lad.tracking import mask_secrets
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = list(_app_overrides() if overrides is None else overrides)
     scfg = cfg.search
     task = TaskSpec.from_config(cfg.task)
-    if int(cfg.n_trials) < 1:
+    total = int(cfg.n_trials)
+    if total < 1:
         raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
-    space = load_space(str(scfg.space_file))
+    params = OmegaConf.to_container(scfg.params, resolve=False) if scfg.get("params") else {}
+    space = load_space(str(scfg.space_file), params)
+    check_group_choices(space)
     prune_on = resolve_prune_on(scfg, task)
     pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
-    with exclusive(lock):  # concurrent workers must not create the schema / study twice
+
+    def stale(study, trial) -> None:  # Optuna's failed_trial_callback: a killed worker's trial
+        log.warning("trial %d of a stopped worker had no heartbeat for the grace period: marked FAIL", trial.number)
+
+    with study_lock(lock):  # concurrent workers must not create the schema / study twice
         storage = open_storage(str(scfg.storage), heartbeat_interval=int(scfg.heartbeat_interval),
-                               grace_period=None) if scfg.storage else None
-        sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed))
-        study = open_study(storage, str(scfg.study_name), "maximize", sampler)
+                               failed_trial_callback=stale) if scfg.storage else None
+        study = open_study(storage, str(scfg.study_name), ["maximize"], None, budget_record(cfg))
     _check_prune_on(study, prune_on)
     # a resumed / second worker must not replay the first worker's seeded suggestions
     study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
     study.pruner = pruner
     memo: dict = {}
     sweep_tag = f"search:{scfg.study_name}"
-    t0 = time.time()
-    ran = 0
-    while True:
-        trials = reserve_trials(study, lock, int(cfg.n_trials), 1, lambda _n: ask(study, space.distributions))
-        if not trials:
-            break
-        trial = trials[0]
-        # heartbeats let a later worker fail this trial if this process is killed mid-trial
-        record_heartbeats(storage, [trial._trial_id])
-        overrides = space.overrides_for(trial.params)
-        tcfg = trial_config(cfg, overrides, out_dir, trial.number)
+    shown: dict[int, list[str]] = {}
 
-        def on_eval(step: int, metrics: dict, trial=trial) -> None:
+    def objective(trial) -> float:
+        limit.release()  # Optuna created this trial under the lock
+        values = space.overrides_for(suggest(trial, space))
+        shown[trial.number] = values
+        tcfg = trial_config(base, values, out_dir, trial.number)
+
+        def on_eval(step: int, metrics: dict) -> None:
             # every dev metric of the evaluation stays on the trial (Optuna user attrs), so a
             # finished study shows which signal would have ranked its trials
             trial.set_user_attr(f"{DEV_ATTR}{step}", {k: float(v) for k, v in metrics.items()})
@@ -199,28 +320,67 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        log.info("trial %d: %s", trial.number, " ".join(overrides))
+        log.info("trial %d: %s", trial.number, " ".join(values))
         try:
-            with heartbeat(storage, [trial._trial_id], float(scfg.heartbeat_interval)):
-                value = run(tcfg, overrides=overrides, sweep_dir=sweep_tag, memo=memo, on_eval=on_eval)
-            study.tell(trial, value)
-            state = "COMPLETE"
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            state = "PRUNED"
-        except Exception as exc:  # noqa: BLE001 - a failed trial must not end the study
-            log.warning("trial %d failed: %s", trial.number, str(exc).splitlines()[0] if str(exc) else exc)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            state = "FAIL"
-        ran += 1
-        print(f"[search] trial {trial.number}: {state} {' '.join(overrides)}", flush=True)
-    wall = time.time() - t0
-    summary = summarize(study, task.main_metric, ran, wall)
+            return float(run(tcfg, overrides=trial_overrides(base, values), sweep_dir=sweep_tag, memo=memo,
+                             on_eval=on_eval))
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the trial; the study goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {one_line(exc)}"[:1000])
+            raise
+
+    limit = TotalLimit(lock, total)
+    stored = len(study.trials)
+    planned = max(0, total - stored)
+    print(f"[search] study {study.study_name}: {stored} trial(s) stored, this run adds up to {planned} "
+          f"(n_trials={total}); {_estimate(study, planned)}", flush=True)
+    t0 = time.time()
+    try:
+        if planned and limit.admit(study):
+            study.optimize(objective, callbacks=[Progress(planned, shown), limit], catch=(Exception,),
+                           gc_after_trial=False)
+    finally:
+        limit.release()
+    summary = summarize(study, task.main_metric, len(shown), time.time() - t0)
     summary["storage"] = mask_secrets(str(scfg.storage))
+    summary["overrides"] = base
     return summary
 
 
-def search_entry(cfg: DictConfig) -> float:
+def sweep_arguments_as_params(argv: list[str]) -> list[str]:
+    """Command-line sweeps (``'gate=choice(lad,mean)'``, ``'optim.lr=tag(log,interval(1e-5,1e-3))'``)
+    as ``search.params`` entries, so they join the search space as they would the sweeper's; every
+    other argument is returned unchanged."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        try:
+            override = None if arg.startswith("-") else parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - Hydra reports it with its own message
+            override = None
+        if override is None or not override.is_sweep_override():
+            out.append(arg)
+            continue
+        key = override.get_key_element().lstrip("+")
+        sweep = arg.split("=", 1)[1].replace("\\", "\\\\").replace("'", "\\'")
+        out.append(f"++search.params.{key}='{sweep}'")
+    return out
+
+
+def _app_overrides() -> list[str]:
+    """Command-line overrides of the running Hydra app ([] outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def search_entry(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     """Entry point of ``sweeps/search.py``: search, then write the best config and plots."""
     import json
 
@@ -230,23 +390,20 @@ def search_entry(cfg: DictConfig) -> float:
     setup_environment()
     out_dir = Path(str(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = run_search(cfg, out_dir)
-    groups = {g: cfg[g].name for g in ("task", "teacher", "student", "gate", "loss")}
+    summary = run_search(cfg, out_dir, overrides)
     if summary["best_params"]:
         best_file = out_dir / f"best_{cfg.task.name}.yaml"
-        write_text(best_file, best_experiment_yaml(cfg.task.name, groups, summary["best_params"],
+        write_text(best_file, best_experiment_yaml(cfg, summary["overrides"], summary["best_params"],
                                                    summary["metric"], summary["best_value"]))
         summary["best_experiment"] = str(best_file)
     write_json(out_dir / "search.json", summary)
-    if cfg.search.plots:
+    if cfg.search.plots and cfg.search.storage:
         import optuna
 
-        from hydra_plugins.lad_optuna_sweeper._study import open_storage
+        from lad.studies import open_storage
 
-        storage = open_storage(str(cfg.search.storage), 60, None) if cfg.search.storage else None
-        if storage is not None:
-            study = optuna.load_study(study_name=str(cfg.search.study_name), storage=storage)
-            summary["plots"] = [str(p) for p in save_plots(study, out_dir)]
+        study = optuna.load_study(study_name=str(cfg.search.study_name), storage=open_storage(str(cfg.search.storage)))
+        summary["plots"] = [str(p) for p in save_plots(study, out_dir)]
     _record_parent(cfg, out_dir, summary)
     print(json.dumps({k: summary[k] for k in ("study", "trials", "ran_now", "states", "best_value",
                                               "best_params", "wall_s")}, default=str), flush=True)
@@ -304,21 +461,44 @@ def summarize(study, metric: str, ran: int, wall_s: float) -> dict:
     return out
 
 
-def best_experiment_yaml(task_name: str, base_groups: dict, params: dict, metric: str, value) -> str:
-    """A ready-to-run ``conf/experiment`` file holding the best trial's values."""
+_NOT_IN_BEST = ("search.", "n_trials", "output_dir", "hydra.", "hydra/", "mlflow", "paths.", "trainer.progress",
+                "trainer.resume", "overwrite", "entry")
+
+
+def best_experiment_yaml(cfg: DictConfig, overrides: list[str], params: dict, metric: str, value) -> str:
+    """A ready-to-run ``conf/experiment`` file that reproduces the best trial: its config group
+    choices, the teacher, the training budget (steps / epochs, training samples, evaluation
+    interval, seed), the search's own value overrides and the trial's values."""
+    from lad.config import CONF_DIR
+
+    task_name = str(cfg.task.name)
+    groups = {g: str(cfg[g].name) for g in ("task", "teacher", "student", "gate", "loss")}
+    body: dict = {}
+    for item in overrides + [f"{k}={v}" for k, v in params.items()]:
+        key = _key(item)
+        if "=" not in item or item.startswith("~") or key.startswith(_NOT_IN_BEST):
+            continue
+        if (CONF_DIR / key).is_dir():  # a config group choice
+            groups[key] = item.split("=", 1)[1]
+        elif key in params:
+            body[key] = params[key]
+        else:
+            body[key] = OmegaConf.select(cfg, key)
+    for key in ("seed", "trainer.epochs", "trainer.max_steps", "trainer.eval_every", "data.max_train_samples",
+                "loss.tie_hard_soft"):
+        body.setdefault(key, OmegaConf.select(cfg, key))
     lines = ["# @package _global_",
              f"# Best trial of an Optuna search on {task_name} ({metric} = {value}); written by sweeps/search.py.",
              f"#   python distil.py experiment=best_{task_name}",
              "defaults:"]
-    lines += [f"  - override /{group}: {option}" for group, option in base_groups.items()]
+    lines += [f"  - override /{group}: {option}" for group, option in groups.items()]
     nested: dict = {}
-    for key, val in sorted(params.items()):
+    for key, val in sorted(body.items()):
         node = nested
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = val
-    nested.setdefault("loss", {})["tie_hard_soft"] = True
     return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(nested))
 
 

@@ -54,11 +54,9 @@ def _cell(text: str) -> str:
 
 
 def rows() -> list[str]:
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        from test_bad_input import CASES
-    finally:
-        sys.path.remove(str(REPO / "tests"))
+    from scripts.testhelpers import load
+
+    CASES = load("test_bad_input").CASES
     out = []
     for case in CASES:
         symptom = f"`{_cell(case.symptom)}`" + (" (Hydra)" if case.hydra else "")
@@ -93,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    sys.path.insert(0, str(REPO))
     from lad.fileio import write_text
 
     write_text(TARGET, text)

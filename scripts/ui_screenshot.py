@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.testhelpers import load
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-import ui_helpers as ui  # noqa: E402
+ui = load("ui_helpers")
 
 COMPARED = ("rte-lad-T2", "rte-none-T4")
 

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Iterable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from lad.fileio import write_text  # noqa: E402
 from lad.tracking import sqlite_path  # noqa: E402

@@ -1,20 +1,19 @@
 """In-process Optuna search with pruning: ``python sweeps/search.py task=rte n_trials=30``.
 
 Takes every ``distil.py`` override (task, student, gate, trainer budget, ...) plus ``n_trials`` and
-``search.*`` (storage, study_name, pruner). Re-running the same command resumes the study; several
-processes with the same study and storage share it. Writes the best params as a ready-to-run
-experiment file and Optuna plots into the run directory, and records everything in MLflow.
+``search.*`` (storage, study_name, pruner, params). A sweep on the command line joins the search
+space, config groups included: ``python sweeps/search.py task=rte 'gate=choice(lad,mean)'``.
+Re-running the same command resumes the study; several processes with the same study and storage
+share it. Writes the best trial as a ready-to-run experiment file and Optuna plots into the run
+directory, and records everything in MLflow.
 """
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lad.cli import guarded  # noqa: E402
+from lad.cli import guarded
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
@@ -25,4 +24,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from lad.search import sweep_arguments_as_params
+
+    sys.argv[1:] = sweep_arguments_as_params(sys.argv[1:])
     main()

@@ -11,25 +11,35 @@ import pytest
 from conftest import REPO, compose
 
 
-def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
-    return compose("search", [
+def search_args(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> list[str]:
+    return [
         "task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
         f"data.data_dir={glue}", f"paths.cache={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
         f"search.storage=sqlite:///{tmp / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
         "optim.batch_size=16", "trainer.max_steps=4", "trainer.eval_every=2", f"n_trials={n_trials}",
-        "search.plots=false", *extra])
+        "search.plots=false", *extra]
 
 
-def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad"):
+def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str):
+    return compose("search", search_args(tmp, teacher, glue, n_trials, *extra))
+
+
+def search(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> float:
+    """``python sweeps/search.py <args>`` in this process: the config and the overrides trials compose from."""
+    from lad.search import search_entry
+
+    args = search_args(tmp, teacher, glue, n_trials, *extra)
+    return search_entry(compose("search", args), args)
+
+
+def _study(tmp: Path, name="lad-inproc-sst2-2layer-lad-lad-local-s4"):
     import optuna
 
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'optuna.db'}")
 
 
-def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teacher, tiny_glue, monkeypatch, capsys):
     import lad.models.teacher as teacher_mod
-    from lad.search import search_entry
-
     loads = {"n": 0}
     real = teacher_mod.load_teacher
 
@@ -38,7 +48,12 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
         return real(*a, **k)
 
     monkeypatch.setattr("lad.models.load_teacher", counting)
-    best = search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    best = search(tmp_path, tiny_teacher, tiny_glue, 3)
+    out = capsys.readouterr().out
+    # an estimate before the first trial, then each trial with the run's progress and an ETA
+    assert "[search] study lad-inproc-sst2-2layer-lad-lad-local-s4: 0 trial(s) stored, this run adds up to 3" in out
+    assert "no estimate until the first trial finishes" in out
+    assert "| 1/3 this run" in out and "ETA" in out and "| 3/3 this run" in out
     study = _study(tmp_path)
     assert len(study.trials) == 3 and loads["n"] == 1
     assert all(t.state.name == "COMPLETE" for t in study.trials)
@@ -50,9 +65,10 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
     best_yaml = (tmp_path / "search" / "best_sst2.yaml").read_text()
     assert best_yaml.startswith("# @package _global_") and "tie_hard_soft: true" in best_yaml
     # same command again: nothing new; a larger budget adds trials instead of restarting
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 3))
+    search(tmp_path, tiny_teacher, tiny_glue, 3)
     assert len(_study(tmp_path).trials) == 3
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 5))
+    search(tmp_path, tiny_teacher, tiny_glue, 5)
+    assert "3 trial(s) stored, this run adds up to 2 (n_trials=5); estimate " in capsys.readouterr().out
     numbers = [t.number for t in _study(tmp_path).trials]
     assert numbers == [0, 1, 2, 3, 4]
 
@@ -60,10 +76,8 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
 def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     import optuna
 
-    from lad.search import search_entry
-
     monkeypatch.setattr("lad.search.make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(upper=-1.0))
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    search(tmp_path, tiny_teacher, tiny_glue, 2)
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     assert all(list(t.intermediate_values) == [2] for t in trials)  # stopped at the first eval
@@ -72,9 +86,7 @@ def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue,
 def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_glue):
     import json
 
-    from lad.search import search_entry
-
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=loss"))
+    search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=loss")
     trial = _study(tmp_path).trials[0]
     history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == sorted(trial.intermediate_values) == [2, 4]
@@ -85,7 +97,7 @@ def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_g
     from lad.errors import ConfigError
 
     with pytest.raises(ConfigError, match="was run with search.prune_on=loss"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+        search(tmp_path, tiny_teacher, tiny_glue, 2)
     assert len(_study(tmp_path).trials) == 1
 
 
@@ -123,9 +135,7 @@ def test_prune_keys_are_the_metrics_the_task_logs():
 def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_teacher, tiny_glue):
     import json
 
-    from lad.search import search_entry
-
-    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy"))
+    search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=accuracy")
     trial = _study(tmp_path).trials[0]
     history = json.loads((tmp_path / "search" / "trial-000" / "metrics.json").read_text())["history"]
     assert sorted(trial.intermediate_values) == [h["step"] for h in history] == [2, 4]
@@ -142,24 +152,42 @@ def test_best_experiment_file_composes_into_distil(tmp_path):
 
     from lad.search import best_experiment_yaml
 
-    text = best_experiment_yaml("rte", {"task": "rte", "student": "3layer"},
-                                {"loss.temperature": 4.5, "optim.lr": 2e-4}, "accuracy", 0.61)
+    overrides = ["task=rte", "student=3layer", "search.pruner=none", "trainer.max_steps=30"]
+    text = best_experiment_yaml(compose("search", overrides), overrides,
+                                {"loss.temperature": 4.5, "optim.lr": 2e-4, "gate": "mean"}, "accuracy", 0.61)
+    assert "  - override /gate: mean" in text and "  - override /teacher: minilm_l6" in text
+    assert "search" not in text.split("defaults:")[1]
     exp_dir = tmp_path / "experiment"
     exp_dir.mkdir()
     (exp_dir / "best_rte.yaml").write_text(text)
     body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
     assert body.loss.temperature == 4.5 and body.optim.lr == 2e-4 and body.loss.tie_hard_soft is True
+    assert body.trainer.max_steps == 30 and body.trainer.epochs == 3 and body.data.max_train_samples is None
 
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
     from lad.errors import ConfigError
-    from lad.search import search_entry
 
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus"))
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus")
     with pytest.raises(ConfigError, match="search.prune_on must be one of metric, loss, accuracy for task sst2"):
-        search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1"))
-    assert not (tmp_path / "optuna.db").exists()  # both rejected before a study is created
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1")
+    with pytest.raises(ConfigError, match=r"search.params.gate: no option 'meen' in conf/gate/ \(options: attention, lad"):
+        search(tmp_path, tiny_teacher, tiny_glue, 1, "++search.params.gate='choice(lad,meen)'")
+    assert not (tmp_path / "optuna.db").exists()  # all rejected before a study is created
+
+
+def test_search_script_takes_command_line_sweeps_and_reports_a_bad_choice(tmp_path, tiny_teacher, tiny_glue):
+    """``python sweeps/search.py`` runs as documented (no path set-up); a command-line sweep joins
+    the search space, and a group choice that does not exist is one error line, exit status 2."""
+    args = search_args(tmp_path, tiny_teacher, tiny_glue, 1)
+    proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "search.py"), *args, "gate=choice(lad,meen)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: search.params.gate: no option 'meen' in conf/gate/ "
+                      "(options: attention, lad, lad_reverse, mean, none)"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "optuna.db").exists()
 
 
 @pytest.mark.slow
@@ -174,7 +202,7 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue)
     outs = [w.communicate(timeout=600) for w in workers]
     for w, (_, err) in zip(workers, outs):
         assert w.returncode == 0, err[-3000:]
-    trials = _study(tmp_path).trials
+    trials = _study(tmp_path, "lad-inproc-sst2-2layer-lad-lad-local-s2").trials  # the budget names the study
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state.name == "COMPLETE" for t in trials)
     ran = [sum(1 for line in out.splitlines() if line.startswith("[search] trial")) for out, _ in outs]
@@ -185,15 +213,16 @@ def test_kd_space_and_halving_pruner(tmp_path, tiny_teacher, tiny_glue):
     """search.space=kd_optuna searches only KD's knobs; halving's first rung sits at the first evaluation."""
     import optuna
 
-    from lad.search import make_pruner, search_entry
+    from lad.search import make_pruner
 
     cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
                      "search.pruner=halving", "search.reduction_factor=2")
     pruner = make_pruner(cfg.search)
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
     assert (pruner._min_resource, pruner._reduction_factor) == (2, 2)  # min_resource = trainer.eval_every
-    search_entry(cfg)
-    study = _study(tmp_path, "lad-inproc-sst2-2layer-none-kd")
+    search(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
+           "search.pruner=halving", "search.reduction_factor=2")
+    study = _study(tmp_path, "lad-inproc-sst2-2layer-none-kd-local-s4")
     assert len(study.trials) == 2
     assert all(set(t.params) == {"loss.temperature", "loss.soft_weight", "optim.lr"} for t in study.trials)
 
@@ -247,8 +276,7 @@ def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
     """benchmarks/search_pruning.signal_lines: Spearman's rho per signal and step, loss negated."""
     import optuna
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from search_pruning import signal_lines
+    from benchmarks.search_pruning import signal_lines
 
     finals = [0.80, 0.82, 0.85, 0.83]
     trials = {}
@@ -268,11 +296,44 @@ def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
 
 
 def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from search_pruning import first_reached
+    from benchmarks.search_pruning import first_reached
 
     timeline = [(10.0, 0.80), (25.0, 0.80), (40.0, 0.83), (70.0, 0.85)]
     assert first_reached(timeline, 0.83) == 40.0
     assert first_reached(timeline, 0.80) == 10.0
     assert first_reached(timeline, 0.86) is None
     assert first_reached(timeline, None) is None
+
+
+def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_path, tiny_teacher, tiny_glue):
+    """Trials are composed by Hydra: gate=... and loss=... select their group files; the written
+    best_<task>.yaml carries the teacher and the budget, and running it gives the recorded score."""
+    from omegaconf import OmegaConf
+
+    from lad.pipeline import run
+    from lad.search import sweep_arguments_as_params
+
+    # as typed after `python sweeps/search.py`: command-line sweeps join the search space
+    extra = sweep_arguments_as_params(["gate=choice(mean)", "loss=choice(kd)", "search.pruner=none"])
+    assert extra[0] == "++search.params.gate='choice(mean)'"
+    best = search(tmp_path, tiny_teacher, tiny_glue, 1, *extra)
+    trial = _study(tmp_path).trials[0]
+    assert trial.params["gate"] == "mean" and trial.params["loss"] == "kd"
+    used = OmegaConf.load(tmp_path / "search" / "trial-000" / "config.yaml")
+    assert used.gate.name == "mean" and used.loss.name == "kd"  # the group files, not plain strings
+    assert used.loss.temperature == pytest.approx(trial.params["loss.temperature"])
+
+    text = (tmp_path / "search" / "best_sst2.yaml").read_text()
+    assert "  - override /teacher: local" in text and "  - override /gate: mean" in text
+    body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
+    assert body.trainer.max_steps == 4 and body.trainer.eval_every == 2 and body.seed == 42
+    assert "max_train_samples" in body.data and body.teacher.path == str(tiny_teacher)
+    assert body.optim.batch_size == 16 and body.data.data_dir == str(tiny_glue)  # the search's overrides
+    # run it as `python distil.py experiment=best_sst2` would (the file in an experiment/ folder)
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "best_sst2.yaml").write_text(text)
+    cfg = compose("distil", ["experiment=best_sst2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                             f"output_dir={tmp_path / 'rerun'}", "mlflow=off", f"paths.cache={tmp_path / 'cache'}",
+                             "trainer.predict_test=false"])
+    assert cfg.gate.name == "mean" and cfg.loss.name == "kd" and cfg.teacher.name == "local"
+    assert run(cfg) == pytest.approx(best, abs=1e-6)

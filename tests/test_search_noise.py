@@ -12,11 +12,10 @@ import pytest
 from conftest import REPO
 from test_search_replay import write_recorded
 
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def test_pick_by_rank_or_number(tmp_path):
-    from search_noise import load_recording, pick
+    from benchmarks.search_noise import load_recording, pick
 
     _, trials = load_recording(write_recorded(tmp_path / "rec.json"))  # finals 0.80, 0.90, 0.78, 0.82
     assert [t["number"] for t in pick(trials, "best,median,worst")] == [1, 3, 2]
@@ -26,7 +25,7 @@ def test_pick_by_rank_or_number(tmp_path):
 
 
 def test_command_shows_a_path_inside_the_repo_relative_to_it(monkeypatch, tmp_path):
-    from search_noise import shown_path
+    from benchmarks.search_noise import shown_path
 
     monkeypatch.chdir(REPO)
     assert shown_path(Path("docs/search-160-seed1.json")) == "docs/search-160-seed1.json"
@@ -48,7 +47,7 @@ def _fake_train(shift):
 
 
 def test_page_reports_reproduction_and_seed_spread(tmp_path, monkeypatch):
-    import search_noise
+    from benchmarks import search_noise
 
     rec = write_recorded(tmp_path / "rec.json")
     monkeypatch.setattr(search_noise, "_train", _fake_train(0.0))
@@ -70,7 +69,7 @@ def test_page_reports_reproduction_and_seed_spread(tmp_path, monkeypatch):
 
 
 def test_page_says_when_the_recorded_seed_does_not_reproduce(tmp_path, monkeypatch):
-    import search_noise
+    from benchmarks import search_noise
 
     monkeypatch.setattr(search_noise, "_train", _fake_train(0.002))
     monkeypatch.setattr(search_noise, "recorded_seed", lambda args: 1)

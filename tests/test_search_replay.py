@@ -11,7 +11,6 @@ import pytest
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 COMMAND = ("python benchmarks/search_pruning.py --task mrpc --trials 4 --steps 40 --eval-every 20 --pruner median "
            "search.startup_trials=1 search.warmup_evals=0 search.prune_on=accuracy")
@@ -41,13 +40,13 @@ def write_recorded(path: Path) -> Path:
 
 @pytest.fixture
 def recorded(tmp_path):
-    from search_replay import Recorded
+    from benchmarks.search_replay import Recorded
 
     return Recorded.load(write_recorded(tmp_path / "search-x.json"))
 
 
 def test_replay_feeds_the_recorded_dev_values_to_optunas_pruner(recorded):
-    from search_replay import Setting, replay, unpruned_reach
+    from benchmarks.search_replay import Setting, replay, unpruned_reach
 
     target = max(t["value"] for t in recorded.trials)
     assert target == 0.90 and [t["duration_s"] for t in recorded.trials] == [100.0] * 4
@@ -67,7 +66,7 @@ def test_replay_feeds_the_recorded_dev_values_to_optunas_pruner(recorded):
 
 
 def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(recorded):
-    from search_replay import Setting, tally
+    from benchmarks.search_replay import Setting, tally
 
     # best trial last: the unpruned search needs all its time; with warm-up the pruner stops trial 2
     # only at its end, so nothing is saved; without warm-up the best trial itself is stopped
@@ -82,7 +81,7 @@ def test_tally_counts_orders_where_only_the_pruned_search_is_early_enough(record
 
 
 def test_tolerance_lowers_the_target_below_the_best(recorded, tmp_path):
-    from search_replay import Setting, tally
+    from benchmarks.search_replay import Setting, tally
 
     # without warm-up the best trial (0.90, second in line: the unpruned search has it at half its time)
     # is stopped in this order, so the pruned search never reaches the best; with a tolerance of 0.11
@@ -142,7 +141,7 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def test_variant_comma_lists_sweep_like_hydra_multirun():
-    from search_replay import expand
+    from benchmarks.search_replay import expand
 
     assert expand("search.warmup_evals=0,1 search.prune_on=f1") == [
         ["search.warmup_evals=0", "search.prune_on=f1"], ["search.warmup_evals=1", "search.prune_on=f1"]]
@@ -182,7 +181,7 @@ def test_pool_replays_larger_searches_drawn_from_several_recordings(tmp_path):
 def test_pool_accepts_other_seeds_and_pruner_settings_and_evens_out_speed(tmp_path):
     """Recordings that differ in seed, pruner settings or thread count trained alike and pool; one run at
     half speed pools as if it had run at the other's speed (its durations are rescaled)."""
-    from search_replay import Recorded
+    from benchmarks.search_replay import Recorded
 
     first = write_recorded(tmp_path / "a.json")
     slow = json.loads(first.read_text())
@@ -205,7 +204,7 @@ def test_pool_accepts_other_seeds_and_pruner_settings_and_evens_out_speed(tmp_pa
 def test_replay_is_reproducible_with_hyperband(recorded):
     """Hyperband assigns a trial to a bracket by hashing the study name with the trial number, so the
     replay's study carries the benchmark's name, not a random one: the same orders give the same page."""
-    from search_replay import Setting, tally
+    from benchmarks.search_replay import Setting, tally
 
     setting = Setting(recorded, ["search.pruner=hyperband", "search.min_resource=20", "search.reduction_factor=2"])
     orders = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] * 5

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("hydra_plugins.lad_optuna_sweeper") is None:  # before `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from hydra_plugins.lad_optuna_sweeper import _study as sweeper_study  # noqa: E402
-from hydra_plugins.lad_optuna_sweeper._space import parse_search_space  # noqa: E402
-from hydra_plugins.lad_optuna_sweeper.errors import SweeperError  # noqa: E402
+from lad import studies as sweeper_study  # noqa: E402
+from lad.errors import StudyError  # noqa: E402
+from lad.search_space import parse_search_space  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -74,12 +74,18 @@ def _env() -> dict[str, str]:
 
 
 def _cmd(app: Path, *overrides: str, study: str = "s", n_trials: int = 2) -> list[str]:
+    """The project's settings (conf/hparams_search/*.yaml): a study total, maximise, one job per batch,
+    failures recorded and the sweep goes on."""
     return [
         sys.executable, str(app / "app.py"), "-m",
         "hydra/sweeper=lad_optuna",
         f"hydra.sweeper.storage=sqlite:///{app}/db/optuna.db",
         f"hydra.sweeper.study_name={study}",
-        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.n_trials=null",
+        f"hydra.sweeper.max_trials={n_trials}",
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.max_failure_rate=1.0",
         "hydra.sweeper.sampler.seed=123",
         f"hydra.sweep.dir={app}/multirun",
         "x=interval(0, 4)",
@@ -110,17 +116,17 @@ def _states(study: optuna.Study) -> list[str]:
 def test_search_space_maps_hydra_sweeps_to_optuna_distributions() -> None:
     space = parse_search_space(
         {"a": "interval(1, 20)", "b": "tag(log, interval(1e-7, 1e-4))", "fixed": 3},
-        ["c=range(2, 11, 4)", "d=choice(x, 1, 2.5)", "e=tag(int, interval(1.5, 9))", "+f=z,w", "g=7", "a=interval(2, 3)",
+        ["c=range(2, 10, 4)", "d=choice(x, 1, 2.5)", "e=tag(int, interval(1.5, 9))", "+f=z,w", "g=7", "a=interval(2, 3)",
          "h=range(0.0, 1.0, 0.25)"],
     )  # fmt: skip
     d = space.distributions
     assert d["a"] == FloatDistribution(2.0, 3.0)  # command line wins over params
     assert d["b"] == FloatDistribution(1e-7, 1e-4, log=True)
-    assert d["c"] == IntDistribution(2, 10, step=4)  # range end is exclusive: 2, 6, 10
+    assert d["c"] == IntDistribution(2, 10, step=4)  # 2, 6, 10: the end is included (upstream)
     assert d["d"] == CategoricalDistribution(["x", 1, 2.5])
-    assert d["e"] == IntDistribution(2, 9)
+    assert d["e"] == IntDistribution(2, 9)  # project addition: tag(int, ...) rounds inwards
     assert d["f"] == CategoricalDistribution(["z", "w"])
-    assert d["h"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert d["h"] == FloatDistribution(0.0, 1.0, step=0.25)
     assert space.fixed == ["fixed=3", "g=7"]
     overrides = space.overrides_for({"a": 2.5, "b": 1e-5, "c": 6, "d": 2.5, "e": 4, "f": "w", "h": 0.5})
     assert overrides == ["fixed=3", "g=7", "a=2.5", "b=1e-05", "c=6", "d=2.5", "e=4", "+f=w", "h=0.5"]
@@ -128,26 +134,60 @@ def test_search_space_maps_hydra_sweeps_to_optuna_distributions() -> None:
 
 
 @pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ("int(interval(1, 5))", IntDistribution(1, 5)),  # upstream: integer bounds -> integer distribution
+        ("tag(log, int(interval(1, 64)))", IntDistribution(1, 64, log=True)),
+        ("interval(1, 5)", FloatDistribution(1.0, 5.0)),  # Hydra's interval() has float bounds
+        ("range(1, 3)", IntDistribution(1, 3)),  # upstream: 1, 2 and 3
+        ("range(1, 3, step=2)", IntDistribution(1, 3, step=2)),
+        ("range(0.5, 1.5, 0.5)", FloatDistribution(0.5, 1.5, step=0.5)),
+        ("shuffle(range(1, 4))", CategoricalDistribution([1, 2, 3])),  # upstream: Python's range values
+        ("choice(lad, mean)", CategoricalDistribution(["lad", "mean"])),
+    ],
+)
+def test_search_space_has_upstream_meanings(sweep: str, expected: object) -> None:
+    got = parse_search_space({}, [f"k={sweep}"]).distributions["k"]
+    if isinstance(expected, CategoricalDistribution):  # shuffle() shuffles the choices
+        assert isinstance(got, CategoricalDistribution) and sorted(map(str, got.choices)) == sorted(
+            map(str, expected.choices))
+    else:
+        assert got == expected
+
+
+def test_search_space_flattens_nested_params_and_lists_grid_values() -> None:
+    space = parse_search_space({"loss": {"temperature": "range(1, 3)"}, "gate": "choice(lad, mean)"})
+    assert space.distributions == {"loss.temperature": IntDistribution(1, 3),
+                                   "gate": CategoricalDistribution(["lad", "mean"])}
+    assert space.grid() == {"loss.temperature": [1, 2, 3], "gate": ["lad", "mean"]}
+    assert space.overrides_for({"loss.temperature": 2, "gate": "mean", "extra": 0.5}) == [
+        "loss.temperature=2", "gate=mean", "extra=0.5"]  # extra: from a custom_search_space function
+    with pytest.raises(StudyError, match="grid sampler needs discrete values for 'x'"):
+        parse_search_space({"x": "interval(0, 1)"}).grid()
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("x=tag(foo, interval(0, 1))", "unknown tag"),
         ("x=range(5, 1)", "empty range"),
+        ("x=range(1, 5, step=-1)", "needs a positive step"),
         ("x=interval(3, 1)", "invalid search range for 'x'"),
         ("x=tag(log, choice(1, 2))", "need interval() or range()"),
         ("x=tag(log, range(0.0, 1.0, 0.5))", "tag(log) cannot be used"),
     ],
 )
 def test_search_space_rejects_bad_sweeps(override: str, message: str) -> None:
-    with pytest.raises(SweeperError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_search_space({}, [override])
 
 
 def test_existing_study_with_other_direction_is_rejected(tmp_path: Path) -> None:
     storage = sweeper_study.open_storage(f"sqlite:///{tmp_path}/sub/o.db", 60, None)  # creates sub/
-    sweeper_study.open_study(storage, "s", "maximize", None)
-    assert sweeper_study.open_study(storage, "s", "maximize", None).direction.name == "MAXIMIZE"
-    with pytest.raises(SweeperError, match="already exists with direction maximize, not minimize"):
-        sweeper_study.open_study(storage, "s", "minimize", None)
+    sweeper_study.open_study(storage, "s", ["maximize"], None)
+    assert sweeper_study.open_study(storage, "s", ["maximize"], None).direction.name == "MAXIMIZE"
+    with pytest.raises(StudyError, match="already exists with direction maximize, not minimize"):
+        sweeper_study.open_study(storage, "s", ["minimize"], None)
 
 
 def test_lad_search_config_defines_the_lad_search_space() -> None:
@@ -155,8 +195,10 @@ def test_lad_search_config_defines_the_lad_search_space() -> None:
     assert {"override /hydra/sweeper": "lad_optuna"} in list(cfg.defaults)
     assert cfg.loss.tie_hard_soft is True
     sweeper = cfg.hydra.sweeper
-    assert sweeper.direction == "maximize" and sweeper.n_trials == 20
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    # upstream keys set to the project's meanings: a study total, maximise, failures recorded
+    assert sweeper.direction == "maximize" and sweeper.n_trials is None and sweeper.max_trials == 20
+    assert sweeper.n_jobs == 1 and sweeper.max_failure_rate == 1.0
+    assert "_target_" not in sweeper.sampler  # from the hydra/sweeper/sampler group (tpe)
     raw = OmegaConf.to_container(sweeper)  # not resolved: ${hydra.runtime.cwd}, ${seed}
     assert raw["sampler"]["seed"] is not None
     assert raw["storage"].startswith("sqlite:///")
@@ -173,12 +215,23 @@ def test_lad_search_config_defines_the_lad_search_space() -> None:
 def test_lad_search_config_composes_with_distil_config() -> None:
     from hydra import compose, initialize_config_dir
 
+    from lad.config import register_resolvers
+
+    register_resolvers()  # ${lad_budget:} as distil.py has it
     with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
         cfg = compose("distil", overrides=["hparams_search=lad_optuna"], return_hydra_config=True)
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.lad_optuna_sweeper.sweeper.LadOptunaSweeper"
     assert cfg.loss.tie_hard_soft is True
     for key in cfg.hydra.sweeper.params:  # every searched key exists in the composed config
         assert isinstance(OmegaConf.select(cfg, key, throw_on_missing=True), (int, float)), key
+    # the study is named and recorded with the teacher and the training budget (issue 23)
+    assert cfg.hydra.sweeper.study_name == "lad-rte-3layer-lad-minilm_l6-e3"
+    assert cfg.hydra.sweeper.study_attrs == {"teacher": "minilm_l6", "epochs": 3, "max_steps": -1,
+                                             "max_train_samples": None}
+    with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
+        capped = compose("distil", overrides=["hparams_search=kd_optuna", "trainer.max_steps=200",
+                                              "data.max_train_samples=500"], return_hydra_config=True)
+    assert capped.hydra.sweeper.study_name == "kd-rte-3layer-minilm_l6-s200-n500"
 
 
 def _race_for_trials(db: Path, name: str, lock: Path | None, n_trials: int) -> list[int]:
@@ -189,12 +242,12 @@ def _race_for_trials(db: Path, name: str, lock: Path | None, n_trials: int) -> l
 
     def slow_ask(study: optuna.Study) -> optuna.Trial:
         time.sleep(0.2)  # widen the window between counting and creating
-        return sweeper_study.ask(study, {})
+        return study.ask()
 
     def worker() -> None:
         study = optuna.load_study(study_name=name, storage=sweeper_study.open_storage(url, 60, None))
         barrier.wait()
-        while sweeper_study.reserve_trials(study, lock, n_trials, 1, lambda _n: slow_ask(study)):
+        while sweeper_study.reserve_trials(study, lock, 1, n_trials, lambda _n: slow_ask(study)):
             pass
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -272,7 +325,7 @@ def test_malformed_storage_url_gives_one_clear_line(app: Path) -> None:
     [("not a url", "'not a url'"), ("mysql://u:secret@h:xx/d", "'mysql://u:***@h:xx/d'")],
 )
 def test_unparsable_storage_url_is_reported_without_password(url: str, shown: str) -> None:
-    with pytest.raises(SweeperError, match="cannot open Optuna storage") as info:
+    with pytest.raises(StudyError, match="cannot open Optuna storage") as info:
         sweeper_study.lock_path(url)
         sweeper_study.open_storage(url, 60, None)
     assert shown in str(info.value) and "secret" not in str(info.value)
@@ -365,3 +418,137 @@ def test_optuna4_sqlalchemy2_and_mlflow_import_together() -> None:
     assert int(versions[0].split(".")[0]) >= 4  # optuna
     assert int(versions[1].split(".")[0]) >= 2  # SQLAlchemy
     assert versions[2]  # mlflow imported
+
+
+# --- upstream hydra-optuna-sweeper 1.3 meanings (end to end) ---------------------------------
+
+UPSTREAM = textwrap.dedent(
+    """
+    # an upstream-style config: nothing of this project's additions
+    defaults:
+      - config
+      - override hydra/sweeper: lad_optuna
+      - override hydra/sweeper/sampler: random
+      - _self_
+    hydra:
+      sweeper:
+        storage: sqlite:///{db}
+        study_name: up
+        n_trials: 3
+        n_jobs: 1
+        sampler:
+          seed: 7
+        params:
+          n: int(interval(1, 5))
+          x: range(1, 3)
+    """
+)
+
+
+def _upstream(app: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    (app / "conf" / "upstream.yaml").write_text(UPSTREAM.format(db=app / "db" / "optuna.db"))
+    cmd = [sys.executable, str(app / "app.py"), "-m", "--config-name=upstream", f"hydra.sweep.dir={app}/multirun",
+           *overrides]
+    return subprocess.run(cmd, cwd=app, env=_env(), capture_output=True, text=True, timeout=120)
+
+
+def test_upstream_style_config_runs_with_upstream_meanings(app: Path) -> None:
+    first = _upstream(app)
+    assert first.returncode == 0, first.stderr
+    assert "RandomSampler" in first.stderr + first.stdout  # the sampler group was applied
+    again = _upstream(app)  # n_trials is what a run adds: the resumed study grows to 6
+    assert again.returncode == 0, again.stderr
+    study = _study(app, "up")
+    assert [t.number for t in study.trials] == list(range(6))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE  # upstream's default direction
+    for t in study.trials:
+        assert t.distributions["n"] == IntDistribution(1, 5)  # int(interval()) is an integer distribution
+        assert t.distributions["x"] == IntDistribution(1, 3)  # range() includes its end
+        assert isinstance(t.params["n"], int) and t.params["x"] in (1, 2, 3)
+        assert t.value == pytest.approx(-((t.params["x"] - 2) ** 2) - 0.01 * t.params["n"])
+    assert study.best_value == min(t.value for t in study.trials)
+
+
+def test_grid_sampler_group_covers_the_grid_once(app: Path) -> None:
+    proc = _upstream(app, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=10", "c=choice(a, b)", "n=1")
+    assert proc.returncode == 0, proc.stderr
+    trials = _study(app, "up").trials
+    combos = sorted((t.params["x"], t.params["c"]) for t in trials)
+    assert len(trials) == 3 * 2  # as upstream: n_trials is capped at the grid's size ...
+    assert combos == sorted((x, c) for x in (1, 2, 3) for c in "ab")  # ... and every point runs once
+
+
+def test_max_failure_rate_ends_the_sweep_as_upstream(app: Path) -> None:
+    proc = _upstream(app, "fail_on=[1]")  # upstream default 0.0: the first failed batch ends the sweep
+    assert proc.returncode == 1
+    assert "1 of 1 trial(s) in a batch failed (max_failure_rate=0.0)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _states(_study(app, "up")) == ["COMPLETE", "FAIL"]
+
+
+def test_max_failure_rate_tolerates_its_share_of_a_batch(app: Path) -> None:
+    proc = _upstream(app, "fail_on=[0,2]", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
+                     "hydra.sweeper.max_failure_rate=0.5")
+    assert proc.returncode == 0, proc.stderr  # one failure in each batch of two: 0.5 is not above 0.5
+    assert _states(_study(app, "up")) == ["FAIL", "COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_multi_objective_direction_list(app: Path) -> None:
+    (app / "mo.py").write_text(APP.replace("return -(cfg.x - 2.0) ** 2 - 0.01 * cfg.n",
+                                           "return [float(cfg.x), -float(cfg.n)]"))
+    (app / "conf" / "upstream.yaml").write_text(UPSTREAM.format(db=app / "db" / "optuna.db"))
+    cmd = [sys.executable, str(app / "mo.py"), "-m", "--config-name=upstream", f"hydra.sweep.dir={app}/multirun",
+           "hydra.sweeper.direction=[minimize,maximize]"]
+    proc = subprocess.run(cmd, cwd=app, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    study = _study(app, "up")
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert all(t.values == [t.params["x"], -t.params["n"]] for t in study.trials)
+    results = OmegaConf.load(app / "multirun" / "optimization_results.yaml")
+    assert {s["number"] for s in results.solutions} == {t.number for t in study.best_trials}
+
+
+def test_custom_search_space_function_adds_parameters(app: Path) -> None:
+    (app / "space_ext.py").write_text(textwrap.dedent(
+        """
+        def extend(cfg, trial):
+            assert cfg.hydra.sweeper.study_name == "up"  # the whole config, as upstream
+            trial.suggest_float("sleep", 0.0, 0.01)
+        """))
+    proc = _upstream(app, "hydra.sweeper.custom_search_space=space_ext.extend", "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 0, proc.stderr
+    trials = _study(app, "up").trials
+    assert all(0.0 <= t.params["sleep"] <= 0.01 and set(t.params) == {"n", "x", "sleep"} for t in trials)
+    # the suggested value reached the job as an override
+    job = OmegaConf.load(app / "multirun" / "0" / ".hydra" / "overrides.yaml")
+    assert f"sleep={trials[0].params['sleep']!r}" in list(job)
+
+
+def test_study_attrs_refuse_a_resume_with_another_budget(app: Path) -> None:
+    ok = _run(app, "+hydra.sweeper.study_attrs.max_steps=10", n_trials=1)
+    assert ok.returncode == 0, ok.stderr
+    assert _study(app).user_attrs == {"max_steps": 10}
+    other = _run(app, "+hydra.sweeper.study_attrs.max_steps=20", n_trials=2)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "study 's' was run with max_steps=10, not 20" in other.stderr
+    assert len(_study(app).trials) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("tpe", "TPESampler"), ("random", "RandomSampler"), ("cmaes", "CmaEsSampler"), ("nsgaii", "NSGAIISampler"),
+     ("motpe", "TPESampler"), ("gp", "GPSampler"), ("qmc", "QMCSampler"), ("grid", "GridSampler")],
+)
+def test_sampler_group_builds_each_optuna_sampler(name: str, cls: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.lad_optuna_sweeper._study import is_grid, sampler_factory
+
+    with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
+        cfg = compose("distil", [f"hydra/sweeper=lad_optuna", f"hydra/sweeper/sampler={name}",
+                                 "hydra.sweeper.sampler.seed=3"], return_hydra_config=True)
+    sampler_cfg = OmegaConf.to_container(cfg.hydra.sweeper.sampler)
+    grid = (lambda: {"x": [1, 2]}) if is_grid(sampler_cfg) else None
+    sampler = sampler_factory(sampler_cfg, grid)(0)
+    assert type(sampler).__name__ == cls
+    assert cfg.hydra.sweeper.direction == "minimize" and cfg.hydra.sweeper.n_trials == 20  # upstream defaults

@@ -1,19 +1,23 @@
 """Sweep loop of the LAD Optuna sweeper: reserve trials, launch jobs, report results.
 
-Semantics (kept in sync with the plugin README):
+Upstream hydra-optuna-sweeper 1.3 meanings (kept in sync with the plugin README):
 
-- ``n_trials`` is the TOTAL number of trials the study is driven to, counting
-  every trial already stored (COMPLETE, FAIL, PRUNED, and RUNNING trials of live
-  workers). A run with ``n_trials=5`` on a study holding 3 trials adds 2; on a
-  study holding 5 or more it adds none.
-- Trial creation is serialised with a lock file next to a SQLite database, so
-  several workers sharing one SQLite study reach exactly ``n_trials`` trials.
-- A job that raises, or returns a non-number/NaN, is told as FAIL (the error is
-  kept in the trial's ``error`` user attribute) and the sweep goes on. If every
-  trial launched by this run fails, the run ends with a SweeperError.
-- Each in-flight trial gets a storage heartbeat; RUNNING trials whose heartbeat
-  is older than ``grace_period`` (killed processes) are marked FAIL before new
-  trials are created. Interrupting the sweep (Ctrl-C) marks its trials FAIL.
+- ``n_trials`` is the number of trials THIS run adds (``null``: no per-run limit).
+- ``direction`` is ``minimize`` (default), ``maximize`` or a list (one per objective; the job then
+  returns a list of numbers).
+- ``max_failure_rate``: a batch whose share of failed trials exceeds it ends the sweep with an error.
+- ``custom_search_space``: ``module.function(cfg, trial)`` suggests more parameters per trial.
+- The grid sampler runs at most as many trials as the grid has points.
+
+Project additions:
+
+- ``max_trials`` caps the study TOTAL (all states, earlier runs and other workers included);
+  counting and creating trials happen under ``<database>.lock`` so workers sharing a SQLite study
+  reach it exactly.
+- Each in-flight trial gets a storage heartbeat; RUNNING trials whose heartbeat is older than
+  ``grace_period`` (killed processes) are marked FAIL before new trials are created. Interrupting
+  the sweep (Ctrl-C) marks its trials FAIL. If every trial a run launched failed, the run fails.
+- ``study_attrs`` are recorded on the study; resuming it with other values is refused.
 - ``hydra.job.num`` of a job equals its Optuna trial number.
 """
 
@@ -23,18 +27,22 @@ import logging
 import math
 import os
 import socket
-from functools import partial
+import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.utils import instantiate
+from hydra.utils import get_method
 from omegaconf import OmegaConf
 from optuna.trial import Trial, TrialState
 
+from lad import studies
+from lad.errors import StudyError
+from lad.search_space import SearchSpace, legacy_distribution, parse_search_space
+
 from . import _study
-from ._space import SearchSpace, parse_search_space
 from .errors import SweeperError
 
 if TYPE_CHECKING:
@@ -42,17 +50,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DIRECTIONS = ("maximize", "minimize")
 
-
-def check_options(sweeper: "LadOptunaSweeper") -> None:
-    """Reject option values that cannot work, with a one-line message."""
-    if sweeper.direction not in _DIRECTIONS:
-        raise SweeperError(f"hydra.sweeper.direction must be one of {_DIRECTIONS}, got {sweeper.direction!r}")
-    if sweeper.n_trials < 0:
-        raise SweeperError(f"hydra.sweeper.n_trials must be >= 0, got {sweeper.n_trials}")
+def check_options(sweeper: "LadOptunaSweeper") -> list[str]:
+    """The study's directions; rejects option values that cannot work, with a one-line message."""
+    try:
+        directions = studies.directions_of(sweeper.direction)
+    except StudyError as exc:
+        raise SweeperError(f"hydra.sweeper.{exc}") from None
+    if sweeper.n_trials is None and sweeper.max_trials is None:
+        raise SweeperError("hydra.sweeper.n_trials is null: set it, or set max_trials (a study total)")
+    for key in ("n_trials", "max_trials"):
+        value = getattr(sweeper, key)
+        if value is not None and value < 0:
+            raise SweeperError(f"hydra.sweeper.{key} must be >= 0, got {value}")
     if sweeper.n_jobs < 1:
         raise SweeperError(f"hydra.sweeper.n_jobs must be >= 1, got {sweeper.n_jobs}")
+    if not 0.0 <= sweeper.max_failure_rate <= 1.0:
+        raise SweeperError(f"hydra.sweeper.max_failure_rate must be within [0, 1], got {sweeper.max_failure_rate}")
     if sweeper.heartbeat_interval < 1:
         raise SweeperError(f"hydra.sweeper.heartbeat_interval must be >= 1 s, got {sweeper.heartbeat_interval}")
     if sweeper.grace_period is not None and sweeper.grace_period <= sweeper.heartbeat_interval:
@@ -62,6 +76,7 @@ def check_options(sweeper: "LadOptunaSweeper") -> None:
         )
     if sweeper.storage is not None and not isinstance(sweeper.storage, str):
         raise SweeperError(f"hydra.sweeper.storage must be a URL string or null, got {sweeper.storage!r}")
+    return directions
 
 
 def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -75,22 +90,43 @@ def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _value_of(result: JobReturn) -> tuple[float | None, str | None, BaseException | None]:
-    """(objective, None, None) for a usable result, else (None, error text, job exception)."""
+def values_of(result: JobReturn, objectives: int) -> tuple[list[float] | None, str | None, BaseException | None]:
+    """(objective values, None, None) for a usable result, else (None, error text, job exception)."""
     if result.status != JobStatus.COMPLETED:
         try:
             result.return_value  # re-raises the job's exception
         except Exception as exc:  # noqa: BLE001 - any job error marks the trial FAIL
-            return None, f"{type(exc).__name__}: {_study.one_line(exc)}", exc
+            return None, f"{type(exc).__name__}: {studies.one_line(exc)}", exc
         return None, "job did not complete", None
     value = result.return_value
+    raw = [value] if objectives == 1 else value
     try:
-        number = float(value)
+        numbers = [float(v) for v in raw]
     except (TypeError, ValueError):
-        return None, f"job returned {value!r}; the objective must be a number", None
-    if math.isnan(number):
+        wanted = "a number" if objectives == 1 else f"a list of {objectives} numbers"
+        return None, f"job returned {value!r}; the objective must be {wanted}", None
+    if len(numbers) != objectives:
+        return None, f"job returned {len(numbers)} values for {objectives} objectives", None
+    if any(math.isnan(n) for n in numbers):
         return None, "job returned NaN", None
-    return number, None, None
+    return numbers, None, None
+
+
+def build_space(sweeper: "LadOptunaSweeper", arguments: list[str]) -> SearchSpace:
+    """``params`` (or upstream's deprecated ``search_space``) plus command-line sweeps."""
+    assert sweeper.hydra_context is not None
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    space = parse_search_space(sweeper.params, arguments, parser)
+    if sweeper.search_space and sweeper.params:
+        log.warning("hydra.sweeper.params and search_space are both set: search_space is ignored (as upstream)")
+    elif sweeper.search_space:
+        for name, spec in sweeper.search_space.items():
+            if name not in space.distributions and not any(f.split("=", 1)[0].lstrip("+") == name for f in space.fixed):
+                dist = legacy_distribution(name, spec)
+                space.distributions[name], space.keys[name] = dist, name
+                if hasattr(dist, "choices"):
+                    space.choice_text[name] = [str(c) for c in dist.choices]
+    return space
 
 
 class _Sweep:
@@ -98,44 +134,64 @@ class _Sweep:
 
     def __init__(self, sweeper: "LadOptunaSweeper", arguments: list[str]) -> None:
         assert sweeper.config is not None and sweeper.hydra_context is not None
-        check_options(sweeper)
+        self.directions = check_options(sweeper)
         self.sweeper = sweeper
-        parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
-        self.space: SearchSpace = parse_search_space(sweeper.params, arguments, parser)
-        self.study_name = sweeper.study_name or str(sweeper.config.hydra.job.name)
-        self.lock = _study.lock_path(sweeper.storage)
+        self.space = build_space(sweeper, arguments)
+        self.custom = None
+        if sweeper.custom_search_space:
+            try:
+                self.custom = get_method(sweeper.custom_search_space)
+            except Exception as exc:  # noqa: BLE001 - a wrong dotted path is a user mistake
+                raise SweeperError(f"hydra.sweeper.custom_search_space: {studies.one_line(exc)}") from None
         sampler_cfg = dict(sweeper.sampler or {"_target_": "optuna.samplers.TPESampler"})
-        self.seed = sampler_cfg.pop("seed", None)
+        self.seed = sampler_cfg.get("seed")
         self.sampler_text = str(sampler_cfg.get("_target_"))
-        self.make_sampler = _study.sampler_factory(partial(instantiate, sampler_cfg), self.seed)
+        grid = self.space.grid if _study.is_grid(sampler_cfg) else None
+        self.run_limit = sweeper.n_trials
+        if grid is not None:  # as upstream: no more trials than grid points
+            size = math.prod(len(v) for v in (sampler_cfg.get("search_space") or grid()).values())
+            self.run_limit = size if self.run_limit is None else min(self.run_limit, size)
+        self.make_sampler = _study.sampler_factory(sampler_cfg, grid)
+        self.make_sampler(0)  # a bad sampler config fails before the study is touched
         self.sampler_ready = False
         self.pending: dict[int, Trial] = {}
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.launched = self.completed = 0
         self.first_error: str | None = None
-        with _study.exclusive(self.lock):
+        self.lock = studies.lock_path(sweeper.storage)
+        with studies.study_lock(self.lock):  # concurrent workers must not create the schema twice
             self.storage = (
                 None
                 if sweeper.storage is None
-                else _study.open_storage(sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period)
+                else studies.open_storage(sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period)
             )
-            self.study = _study.open_study(self.storage, self.study_name, sweeper.direction, None)
+            self.study = studies.open_study(self.storage, sweeper.study_name, self.directions, None,
+                                            sweeper.study_attrs)
+        self.study_name = self.study.study_name
 
     # -- trial bookkeeping -------------------------------------------------
     def reserve(self) -> list[Trial]:
-        """Create the next batch of trials (empty when the study reached n_trials)."""
-        sweeper = self.sweeper
-        return _study.reserve_trials(self.study, self.lock, sweeper.n_trials, sweeper.n_jobs, self._create)
+        """The next batch of trials (empty when this run's n_trials or the study's max_trials is reached)."""
+        want = self.sweeper.n_jobs
+        if self.run_limit is not None:
+            want = min(want, self.run_limit - self.launched)
+        if want <= 0:
+            return []
+        return studies.reserve_trials(self.study, self.lock, want, self.sweeper.max_trials, self._create)
 
     def _create(self, number: int) -> Trial:
         if not self.sampler_ready:  # seed + number of this process's first trial
             self.study.sampler = self.make_sampler(number)
             self.sampler_ready = True
-        trial = _study.ask(self.study, self.space.distributions)
+        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = self.study.ask(fixed_distributions=self.space.distributions)
         # Trial has no public id accessor; _trial_id is stable across Optuna 2-4.
-        _study.record_heartbeats(self.storage, [trial._trial_id])
+        studies.record_heartbeats(self.storage, [trial._trial_id])
         self.pending[trial.number] = trial
         trial.set_user_attr("worker", self.worker)
+        if self.custom is not None:
+            self.custom(self.sweeper.config, trial)
         return trial
 
     def fail(self, trial: Trial, error: str) -> None:
@@ -147,20 +203,28 @@ class _Sweep:
             trial.set_user_attr("error", error[:1000])
         except Exception:  # noqa: BLE001 - the trial may already be finished elsewhere
             pass
-        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        self._tell(trial, state=TrialState.FAIL)
 
-    def report(self, trial: Trial, result: JobReturn) -> None:
-        """Tell Optuna the outcome of one job."""
-        value, error, exc = _value_of(result)
-        if value is None:
+    def _tell(self, trial: Trial, values: list[float] | None = None, state: TrialState | None = None) -> None:
+        try:
+            self.study.tell(trial, values, state=state, skip_if_finished=True)
+        except RuntimeError as exc:  # GridSampler calls study.stop() once its grid is covered
+            if "Study.stop" not in str(exc):
+                raise
+
+    def report(self, trial: Trial, result: JobReturn) -> bool:
+        """Tell Optuna the outcome of one job; False when it failed."""
+        values, error, exc = values_of(result, len(self.directions))
+        if values is None:
             error = error or "job failed"
             log.error("Trial %d FAILED: %s", trial.number, error, exc_info=exc)
             self.fail(trial, error)
-            return
+            return False
         self.pending.pop(trial.number, None)
-        self.study.tell(trial, value, skip_if_finished=True)
+        self._tell(trial, values)
         self.completed += 1
-        log.info("Trial %d finished with value %s", trial.number, value)
+        log.info("Trial %d finished with value %s", trial.number, values[0] if len(values) == 1 else values)
+        return True
 
     # -- main loop -----------------------------------------------------------
     def launch(self, trials: list[Trial]) -> list[JobReturn]:
@@ -178,9 +242,10 @@ class _Sweep:
         return results
 
     def run(self) -> list[Sequence[JobReturn]]:
-        """Sweep until the study holds n_trials trials."""
+        """Sweep until this run added n_trials trials or the study holds max_trials."""
         self._log_start()
         returns: list[Sequence[JobReturn]] = []
+        t0 = time.monotonic()
         try:
             while True:
                 trials = self.reserve()
@@ -188,23 +253,37 @@ class _Sweep:
                     break
                 results = self.launch(trials)
                 self.launched += len(trials)
-                for trial, result in zip(trials, results):
-                    self.report(trial, result)
+                failed = sum(not self.report(t, r) for t, r in zip(trials, results))
                 returns.append(results)
+                self._log_eta(t0)
+                if failed / len(trials) > self.sweeper.max_failure_rate:
+                    raise SweeperError(
+                        f"{failed} of {len(trials)} trial(s) in a batch failed "
+                        f"(max_failure_rate={self.sweeper.max_failure_rate}); first: {self.first_error}"
+                    )
         except BaseException as exc:
             for trial in list(self.pending.values()):
-                self.fail(trial, f"sweep aborted: {type(exc).__name__}: {_study.one_line(exc)}")
+                self.fail(trial, f"sweep aborted: {type(exc).__name__}: {studies.one_line(exc)}")
+            self._finish(check=False)
             raise
         self._finish()
         return returns
 
+    def _planned(self) -> int | None:
+        """Trials this run will add at most (None: unknown)."""
+        limits = [] if self.run_limit is None else [self.run_limit]
+        if self.sweeper.max_trials is not None:
+            limits.append(max(0, self.sweeper.max_trials - len(self.study.get_trials(deepcopy=False))))
+        return min(limits) if limits else None
+
     def _log_start(self) -> None:
         sweeper = self.sweeper
-        existing = len(self.study.get_trials(deepcopy=False))
-        where = "in memory" if sweeper.storage is None else _study.safe_url(sweeper.storage)
+        stored = len(self.study.get_trials(deepcopy=False))
+        where = "in memory" if sweeper.storage is None else studies.safe_url(sweeper.storage)
         log.info(
-            "Optuna study '%s' (%s, %s): %d trial(s) stored, target n_trials=%d",
-            self.study_name, where, sweeper.direction, existing, sweeper.n_trials,
+            "Optuna study '%s' (%s, %s): %d trial(s) stored; this run adds up to %s (n_trials=%s, max_trials=%s)",
+            self.study_name, where, ",".join(self.directions), stored, self._planned(),
+            sweeper.n_trials, sweeper.max_trials,
         )
         log.info(
             "Sampler %s, seed %s; search space: %s",
@@ -212,29 +291,50 @@ class _Sweep:
             "none" if self.seed is None else f"{self.seed} + first trial number of this run",
             ", ".join(self.space.distributions) or "empty",
         )
-        if not self.space.distributions:
+        durations = studies.trial_durations(self.study)
+        planned = self._planned()
+        if durations and planned:
+            mean = sum(durations) / len(durations)
+            log.info("Estimate: %d trial(s) x %s (mean of %d stored) = %s in batches of %d",
+                     planned, studies.format_seconds(mean), len(durations),
+                     studies.format_seconds(mean * planned), sweeper.n_jobs)
+        if not self.space.distributions and self.custom is None:
             log.warning("No search space: set hydra.sweeper.params or pass interval()/choice() overrides")
 
-    def _finish(self) -> None:
+    def _log_eta(self, t0: float) -> None:
+        elapsed = time.monotonic() - t0
+        left = None if self.run_limit is None else self.run_limit - self.launched
+        if self.sweeper.max_trials is not None:
+            total_left = self.sweeper.max_trials - len(self.study.get_trials(deepcopy=False))
+            left = total_left if left is None else min(left, total_left)
+        eta = f", ETA {studies.format_seconds(elapsed / self.launched * left)}" if left and left > 0 else ""
+        log.info("%d trial(s) done this run in %s%s", self.launched, studies.format_seconds(elapsed), eta)
+
+    def _finish(self, check: bool = True) -> None:
         trials = self.study.get_trials(deepcopy=False)
         states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
         summary: dict[str, Any] = {
+            "name": "optuna",
             "study_name": self.study_name,
-            "storage": None if self.sweeper.storage is None else _study.safe_url(self.sweeper.storage),
-            "direction": self.sweeper.direction,
+            "storage": studies.safe_url(self.sweeper.storage),
+            "direction": self.directions[0] if len(self.directions) == 1 else self.directions,
             "n_trials": len(trials),
             "states": {k: v for k, v in states.items() if v},
             "launched_this_run": self.launched,
         }
-        if states["COMPLETE"]:
+        if states["COMPLETE"] and len(self.directions) == 1:
             best = self.study.best_trial
             summary.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
             log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
+        elif states["COMPLETE"]:
+            summary["solutions"] = [{"number": t.number, "params": dict(t.params), "values": list(t.values)}
+                                    for t in self.study.best_trials]
+            log.info("Number of Pareto solutions: %d", len(summary["solutions"]))
         assert self.sweeper.config is not None
         sweep_dir = Path(str(self.sweeper.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
-        if self.launched and not self.completed:
+        if check and self.launched and not self.completed:
             raise SweeperError(f"all {self.launched} trial(s) of this sweep failed; first: {self.first_error}")
 
 

@@ -1,213 +1,33 @@
-"""Optuna storage, study and cross-process coordination for the LAD sweeper."""
+"""Sweeper-only study helpers: heartbeats of jobs run by a launcher, and the sampler."""
 
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
-import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import optuna
-from optuna.samplers import BaseSampler
-from optuna.storages import RDBStorage
-from optuna.study import StudyDirection
+from hydra.utils import get_class, instantiate
+
+from lad.studies import heartbeat_enabled, one_line, record_heartbeats
 
 from .errors import SweeperError
 
-try:  # POSIX only; without it concurrent SQLite workers may overshoot n_trials slightly
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
-
-_SQLITE_TIMEOUT_S = 60
-
-
-def one_line(exc: BaseException) -> str:
-    """First non-empty line of an exception message, prefixed by its type if empty."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
-
-
-def sqlite_file(url: str) -> Path | None:
-    """Database file of a file-based SQLite URL; None for other URLs and in-memory SQLite."""
-    import sqlalchemy
-
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    db = parsed.database
-    if not db or db == ":memory:" or db.startswith("file:"):
-        return None
-    return Path(db)
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for logs and result files."""
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only used for display
-        return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
-
-
-def lock_path(url: str | None) -> Path | None:
-    """Lock file that serialises trial creation for a file-based SQLite storage."""
-    if url is None:
-        return None
-    try:
-        db = sqlite_file(url)
-    except Exception as exc:  # noqa: BLE001 - reported by open_storage with context
-        raise SweeperError(_bad_storage(url, exc)) from None
-    return None if db is None else db.with_name(db.name + ".lock")
-
-
-@contextmanager
-def exclusive(path: Path | None) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (no-op when None or unsupported)."""
-    if path is None or fcntl is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends (main thread, POSIX only).
-
-    Used while trials are created, so an interrupt cannot leave a trial in the
-    storage that this process does not know about yet.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _bad_storage(url: str, exc: BaseException) -> str:
-    return (
-        f"cannot open Optuna storage '{safe_url(url)}' "
-        f"(expected an SQLAlchemy URL such as sqlite:///sweeps/optuna.db): {one_line(exc)}"
-    )
-
-
-def open_storage(url: str, heartbeat_interval: int, grace_period: int | None) -> RDBStorage:
-    """RDB storage with heartbeats; creates the parent folder of a SQLite file."""
-    try:
-        db = sqlite_file(url)
-        engine_kwargs: dict[str, Any] | None = None
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            engine_kwargs = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-            )
-    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable URL
-        raise SweeperError(_bad_storage(url, exc)) from None
-
-
-def open_study(
-    storage: RDBStorage | None, name: str, direction: str, sampler: BaseSampler | None
-) -> optuna.Study:
-    """Create the study, or load it when it already exists (resume)."""
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=direction,
-        sampler=sampler,
-        load_if_exists=True,
-    )
-    wanted = StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE
-    if list(study.directions) != [wanted]:
-        found = ", ".join(d.name.lower() for d in study.directions)
-        raise SweeperError(
-            f"study '{name}' already exists with direction {found}, not {direction}; "
-            "use another study_name"
-        )
-    return study
-
-
-def heartbeat_enabled(storage: Any) -> bool:
-    """True for an RDB storage created with a heartbeat interval."""
-    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
-
-
-def fail_stale(study: optuna.Study) -> None:
-    """Mark RUNNING trials whose heartbeat expired (killed workers) as FAIL."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def ask(study: optuna.Study, distributions: dict[str, Any]) -> optuna.Trial:
-    """``study.ask`` without Optuna's warning that heartbeats are meant for ``optimize``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        return study.ask(fixed_distributions=distributions)
-
-
-def reserve_trials(
-    study: optuna.Study,
-    lock: Path | None,
-    n_trials: int,
-    n_jobs: int,
-    create: Callable[[int], optuna.Trial],
-) -> list[optuna.Trial]:
-    """Create up to ``n_jobs`` trials while the study holds fewer than ``n_trials``.
-
-    Stale trials are failed first; counting and creating happen under ``lock`` so
-    that concurrent workers never exceed ``n_trials``. ``create(number)`` gets the
-    trial number the new trial is expected to receive.
-    """
-    with deferred_signals(), exclusive(lock):
-        fail_stale(study)
-        existing = len(study.get_trials(deepcopy=False))
-        count = max(0, min(n_jobs, n_trials - existing))
-        return [create(existing + i) for i in range(count)]
-
-
-def record_heartbeats(storage: Any, trial_ids: Sequence[int]) -> None:
-    """Record a heartbeat now for each trial (no-op for storages without heartbeats)."""
-    if not heartbeat_enabled(storage):
-        return
-    for trial_id in trial_ids:
-        storage.record_heartbeat(trial_id)
 
 
 @contextmanager
 def heartbeat(storage: Any, trial_ids: Sequence[int], interval: float) -> Iterator[None]:
-    """Keep ``trial_ids`` alive in the storage while the block runs."""
+    """Keep ``trial_ids`` alive in the storage while the block runs (the launcher runs the jobs, so
+    Optuna's own ``optimize`` heartbeat does not apply)."""
     if not heartbeat_enabled(storage):
         yield
         return
     stop = threading.Event()
 
     def beat() -> None:
-        # signals must reach the main thread: one delivered to this thread would not interrupt
-        # a job sleeping or blocked in a system call there
+        # signals must reach the main thread: one delivered here would not interrupt a job there
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while not stop.wait(interval):
@@ -218,8 +38,7 @@ def heartbeat(storage: Any, trial_ids: Sequence[int], interval: float) -> Iterat
 
     thread = threading.Thread(target=beat, name="lad-optuna-heartbeat", daemon=True)
     if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        # start the thread with the signals already blocked (it inherits the mask): no window
-        # in which a Ctrl-C could land on it
+        # start the thread with the signals already blocked (it inherits the mask)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             thread.start()
@@ -234,10 +53,34 @@ def heartbeat(storage: Any, trial_ids: Sequence[int], interval: float) -> Iterat
         thread.join()
 
 
-def sampler_factory(make: Callable[..., BaseSampler], seed: int | None) -> Callable[[int], BaseSampler]:
-    """``offset -> sampler`` seeded with ``seed + offset`` (unseeded when ``seed`` is None)."""
+def is_grid(sampler_cfg: dict[str, Any]) -> bool:
+    """True when the sampler config builds Optuna's GridSampler."""
+    import optuna
 
-    def build(offset: int) -> BaseSampler:
-        return make() if seed is None else make(seed=int(seed) + offset)
+    try:
+        return get_class(str(sampler_cfg.get("_target_"))) is optuna.samplers.GridSampler
+    except Exception:  # noqa: BLE001 - reported when the sampler is built
+        return False
+
+
+def sampler_factory(sampler_cfg: dict[str, Any], grid: Callable[[], dict] | None) -> Callable[[int], Any]:
+    """``offset -> sampler``: seeded with ``seed + offset`` when ``seed`` is set; a grid sampler gets
+    the search space's values unless its config has its own ``search_space``."""
+    cfg = dict(sampler_cfg)
+    seed = cfg.pop("seed", None)
+    if "_target_" not in cfg:
+        raise SweeperError("hydra.sweeper.sampler needs a _target_ (or pick hydra/sweeper/sampler=tpe|random|...)")
+    grid_space = cfg.pop("search_space", None) if grid is not None else None
+
+    def build(offset: int) -> Any:
+        kwargs: dict[str, Any] = {}
+        if seed is not None:
+            kwargs["seed"] = int(seed) + offset
+        if grid is not None:
+            kwargs["search_space"] = grid_space if grid_space is not None else grid()
+        try:
+            return instantiate(cfg, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a bad sampler config is a user mistake
+            raise SweeperError(f"cannot build the sampler {cfg.get('_target_')}: {one_line(exc)}") from None
 
     return build

@@ -1,11 +1,11 @@
 """User-facing errors raised by the LAD Optuna sweeper."""
 
-from hydra.errors import CompactHydraException
+from lad.errors import StudyError
 
 
-class SweeperError(CompactHydraException, ValueError):
+class SweeperError(StudyError):
     """Bad sweeper configuration or study state; the message is one line.
 
-    Being a ``CompactHydraException``, Hydra prints only the message (no stack
-    trace) and exits with status 1.
+    Being a ``CompactHydraException`` (through ``lad.errors.StudyError``), Hydra prints only the
+    message (no stack trace) and exits with status 1.
     """

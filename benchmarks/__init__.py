@@ -1,0 +1,1 @@
+"""Benchmarks of LAD (run as scripts: ``python benchmarks/<name>.py``); importable as ``benchmarks.<name>``."""

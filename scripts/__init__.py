@@ -1,0 +1,1 @@
+"""Maintenance scripts (run as ``python scripts/<name>.py``); importable as ``scripts.<name>``."""
