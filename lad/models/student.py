@@ -8,6 +8,7 @@ import logging
 from omegaconf import DictConfig
 
 from lad.errors import ConfigError
+from lad.models import arch
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +23,19 @@ def layer_map(num_student_layers: int, num_teacher_layers: int) -> list[int]:
     return [(k * l_) // k_ for k in range(1, k_ + 1)]
 
 
-def _encoder(model):
-    base = getattr(model, model.base_model_prefix)
-    return base, base.encoder.layer
-
-
 def student_config(teacher_config, scfg: DictConfig):
     cfg = copy.deepcopy(teacher_config)
-    cfg.num_hidden_layers = int(scfg.num_layers)
+    arch.set_size(cfg, "num_layers", int(scfg.num_layers))
     if scfg.hidden_size:
-        cfg.hidden_size = int(scfg.hidden_size)
-        cfg.intermediate_size = int(scfg.intermediate_size or 4 * cfg.hidden_size)
+        arch.set_size(cfg, "hidden_size", int(scfg.hidden_size))
+        arch.set_size(cfg, "intermediate_size", int(scfg.intermediate_size or 4 * int(scfg.hidden_size)))
     elif scfg.intermediate_size:
-        cfg.intermediate_size = int(scfg.intermediate_size)
+        arch.set_size(cfg, "intermediate_size", int(scfg.intermediate_size))
     if scfg.num_attention_heads:
-        cfg.num_attention_heads = int(scfg.num_attention_heads)
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ConfigError(
-            f"student hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads"
-        )
+        arch.set_size(cfg, "num_heads", int(scfg.num_attention_heads))
+    width, heads = arch.size(cfg, "hidden_size"), arch.size(cfg, "num_heads")
+    if width % heads:
+        raise ConfigError(f"student hidden size {width} is not divisible by {heads} heads")
     return cfg
 
 
@@ -48,23 +43,28 @@ def build_student(teacher, scfg: DictConfig):
     """Student model and its layer map, initialised from ``teacher`` as ``scfg`` asks."""
     from transformers import AutoModelForSequenceClassification
 
-    mapping = layer_map(int(scfg.num_layers), teacher.config.num_hidden_layers)
+    mapping = layer_map(int(scfg.num_layers), arch.num_layers(teacher))
     cfg = student_config(teacher.config, scfg)
     student = AutoModelForSequenceClassification.from_config(cfg)
-    same_width = cfg.hidden_size == teacher.config.hidden_size
-    same_ffn = same_width and cfg.intermediate_size == teacher.config.intermediate_size
-    same_heads = cfg.num_attention_heads == teacher.config.num_attention_heads
-    t_base, t_layers = _encoder(teacher)
-    s_base, s_layers = _encoder(student)
+    t_cfg = teacher.config
+    same_width = arch.size(cfg, "hidden_size") == arch.size(t_cfg, "hidden_size")
+    same_ffn = same_width and arch.size(cfg, "intermediate_size") == arch.size(t_cfg, "intermediate_size")
+    same_heads = arch.size(cfg, "num_heads") == arch.size(t_cfg, "num_heads")
     if scfg.init_embeddings and same_width:
-        s_base.embeddings.load_state_dict(t_base.embeddings.state_dict())
+        _copy_parts(arch.shared_modules(teacher), arch.shared_modules(student))
     if scfg.init_layers and same_ffn and same_heads:
+        t_layers, s_layers = arch.layers(teacher), arch.layers(student)
         for k, m in enumerate(mapping):
             s_layers[k].load_state_dict(t_layers[m - 1].state_dict())
     elif scfg.init_layers:
         log.info("student width differs from the teacher: layers start from random init")
     if scfg.init_classifier and same_width:
-        if getattr(s_base, "pooler", None) is not None and getattr(t_base, "pooler", None) is not None:
-            s_base.pooler.load_state_dict(t_base.pooler.state_dict())
-        student.classifier.load_state_dict(teacher.classifier.state_dict())
+        _copy_parts(arch.head_modules(teacher), arch.head_modules(student))
     return student, mapping
+
+
+def _copy_parts(source: dict, target: dict) -> None:
+    """Load every module of ``source`` into the module of ``target`` at the same path."""
+    for path, module in target.items():
+        if path in source:
+            module.load_state_dict(source[path].state_dict())
