@@ -248,3 +248,16 @@ def test_teacher_with_other_label_names_is_refused(tmp_path):
     cfg = OmegaConf.create({"source": "path", "path": str(teacher), "name": "local"})
     with pytest.raises(ConfigError, match=r"fine-tuned with labels \[bad, good\] but task custom has \[neg, pos\]"):
         load_teacher(cfg, task)
+
+
+def test_hub_path_with_the_real_datasets_library_on_a_local_folder(tmp_path, monkeypatch):
+    """``load_dataset`` on a local folder (no network): the same code path as a Hub name."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    pytest.importorskip("datasets")
+    folder = tmp_path / "reviews_ds"
+    folder.mkdir()
+    (folder / "train.csv").write_text(EXAMPLE.read_text())
+    (folder / "validation.csv").write_text(EXAMPLE_DEV.read_text())
+    task = sources.with_labels(custom_task(data={"hf_dataset": str(folder)}), None)
+    assert task.labels == ("neg", "pos")
+    assert len(read(task)) == 19 and [r.label for r in read(task, "dev")][:2] == [1, 0]

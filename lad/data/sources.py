@@ -259,6 +259,9 @@ def load_hub_frame(source: HubSplit):
         raise DataError(f"data.hf_dataset={source.dataset} needs the 'datasets' package: "
                         "pip install 'lad-distil[hub]' (or pass data.train_file/data.dev_file)") from None
     datasets.logging.set_verbosity_error()
+    hub_log = logging.getLogger("huggingface_hub")  # its retry warnings would bury the one error line
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
     try:
         ds = datasets.load_dataset(name, config or None, split=source.split)
     except Exception as err:  # noqa: BLE001 - offline, unknown name, unknown split: all one line
@@ -268,6 +271,8 @@ def load_hub_frame(source: HubSplit):
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"data.hf_dataset={source.dataset}: cannot load split '{source.split}' "
                         f"from the Hugging Face Hub: {reason}{hint}") from None
+    finally:
+        hub_log.setLevel(level)
     frame = ds.to_pandas()
     for col, feature in ds.features.items():
         names = getattr(feature, "names", None)
