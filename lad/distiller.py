@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lad.models.arch import forward_inputs, hidden_size
+
 
 @dataclass
 class ParamGroup:
@@ -35,7 +37,7 @@ class Distiller(nn.Module):
         self.teacher = teacher  # frozen; excluded from checkpoints
         self.gate = gate
         self.layer_map = list(layer_map or [])
-        s_width = student.config.hidden_size
+        s_width = hidden_size(student)
         self.projection = None
         if objective.needs_hidden and teacher_hidden_size and teacher_hidden_size != s_width:
             self.projection = nn.Linear(s_width, teacher_hidden_size)
@@ -46,19 +48,14 @@ class Distiller(nn.Module):
     # --- teacher outputs -------------------------------------------------------------
     def _online_teacher(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         with torch.no_grad():
-            out = self.teacher(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch.get("token_type_ids"), output_hidden_states=self.objective.needs_hidden,
-            )
+            out = self.teacher(**forward_inputs(self.teacher, batch),
+                               output_hidden_states=self.objective.needs_hidden)
         hidden = list(out.hidden_states[1:]) if self.objective.needs_hidden else None
         return out.logits, hidden
 
     # --- steps -----------------------------------------------------------------------
     def student_forward(self, batch: dict, hidden: bool = False):
-        return self.student(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            token_type_ids=batch.get("token_type_ids"), output_hidden_states=hidden,
-        )
+        return self.student(**forward_inputs(self.student, batch), output_hidden_states=hidden)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         obj = self.objective

@@ -41,12 +41,17 @@ def _correlation(fn, preds: np.ndarray, labels: np.ndarray) -> float:
     return 0.0 if math.isnan(value) else value
 
 
-def metric_family(metric: str, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Metrics of one family (see :data:`lad.data.tasks.METRIC_KEYS`) on aligned arrays."""
+def metric_family(metric: str, preds: np.ndarray, labels: np.ndarray, num_labels: int = 2) -> dict[str, float]:
+    """Metrics of one family (see :data:`lad.data.tasks.METRIC_KEYS`) on aligned arrays.
+
+    F1 is the F1 of class 1 for two classes (GLUE) and the macro average over classes for more.
+    """
     if metric == "accuracy":
         return {"accuracy": float(accuracy_score(labels, preds))}
     if metric == "f1_acc":
-        f1 = float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0))
+        average = {"pos_label": 1, "average": "binary"} if num_labels <= 2 else {
+            "average": "macro", "labels": list(range(num_labels))}
+        f1 = float(f1_score(labels, preds, zero_division=0, **average))
         acc = float(accuracy_score(labels, preds))
         return {"f1": f1, "accuracy": acc, "f1_acc_mean": (f1 + acc) / 2}
     if metric == "matthews":
@@ -74,7 +79,7 @@ def compute_metrics(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> di
         raise ValueError("cannot compute metrics on an empty split")
     if unlabelled:
         raise ValueError("labels contain unlabelled entries (-100/NaN): cannot score a test split")
-    return metric_family(task.metric, preds, labels)
+    return metric_family(task.metric, preds, labels, num_labels=task.num_labels)
 
 
 def compute_split_metrics(

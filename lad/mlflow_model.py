@@ -30,11 +30,13 @@ class HFSequenceClassifier(_Base):
     def predict(self, context, model_input, params=None):  # noqa: D401 - pyfunc signature
         import torch
 
+        from lad.models.arch import forward_inputs
+
         text_a = list(model_input["text_a"])
         text_b = list(model_input["text_b"]) if "text_b" in model_input else None
         enc = self.tokenizer(text_a, text_b, truncation=True, padding=True, return_tensors="pt")
         with torch.no_grad():
-            logits = self.model(**enc).logits
+            logits = self.model(**forward_inputs(self.model, enc)).logits
         if logits.shape[-1] == 1:
             return logits[:, 0].tolist()
         id2label = self.model.config.id2label

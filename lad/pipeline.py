@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lad.config import setup_environment, validate_common
 from lad.errors import ConfigError, LADError
 from lad.fileio import write_json
+from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,7 @@ def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> A
                           temperature=1.0, is_regression=task.is_regression)
     n_params = sum(p.numel() for p in model.parameters())
     return Assembled(Distiller(model, objective), tokenizer, backbone,
-                     {"teacher.num_layers": model.config.num_hidden_layers,
-                      "teacher.hidden_size": model.config.hidden_size,
+                     {"teacher.num_layers": num_layers(model), "teacher.hidden_size": hidden_size(model),
                       "teacher.params": n_params, "student.params": n_params})
 
 
@@ -161,7 +161,7 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
         source = resolve_pretrained(cfg.student, cfg.teacher, teacher_dir)
         pretrained = memoized(memo, ("pretrained", source), lambda: load_pretrained_encoder(source))
     student, mapping = build_student(teacher, cfg.student, pretrained)
-    L, width = teacher.config.num_hidden_layers, teacher.config.hidden_size
+    L, width = num_layers(teacher), hidden_size(teacher)
     gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.hidden_weight > 0 else None
     if getattr(gate, "affine", None) == "position" and not objective.pads_to_max_length:
         raise ConfigError("gate.affine=position needs every batch padded to max length: "
@@ -198,8 +198,7 @@ def predict_logits(model, features, batch_size: int, device):
     with torch.no_grad():
         for idx in make_eval_batches(features, batch_size, sort_by_length=True):
             batch = to_device(batch_of(features, idx), device)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids")).logits
+            logits = model(**forward_inputs(model, batch)).logits
             out[np.asarray(idx)] = logits.float().cpu().numpy()
     return out
 
@@ -227,6 +226,15 @@ def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
 
 
 # ----------------------------------------------------------------------------- the run
+def record_labels(cfg: DictConfig, task) -> None:
+    """Write an inferred label set into ``cfg.task.labels`` (so config.yaml and MLflow params show it)."""
+    if task.labels is not None and cfg.task.get("labels") is None:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.task.labels = list(task.labels)
+
+
 def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None,
         memo: dict | None = None, on_eval=None) -> float:
     """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric.
@@ -252,17 +260,19 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
     from lad.data.features import load_features
     from lad.distributed import DistContext
-    from lad.data.glue import read_split, resolve_data_dir
+    from lad.data.sources import read_split, with_labels
     from lad.runtime import pick_device, seed_everything, set_threads
     from lad.tracking import config_tags, connect, make_tracker
 
     dist = DistContext.from_env()
     device = pick_device(str(cfg.device))
-    data_dir = resolve_data_dir(cfg.data.data_dir)
-    # cheap checks first: every data file parses, the tracking store answers
+    data_dir = cfg.data.data_dir  # resolved by the layouts that use it (GLUE folders)
+    # cheap checks first: the label set, every data file parses, the tracking store answers
+    task = memoized(memo, ("labels", task), lambda: with_labels(task, data_dir))
+    record_labels(cfg, task)
     for split in ["train", *eval_splits(task)]:
         limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
-        memoized(memo, ("examples", task.name, split, str(data_dir), limit),
+        memoized(memo, ("examples", task, split, str(data_dir), limit),
                  lambda: read_split(task, data_dir, split, limit))
     if cfg.mlflow.enabled and dist.is_main:
         connect(cfg.mlflow)
@@ -275,7 +285,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     cache_dir = Path(str(cfg.data.cache_dir))
 
     def features(split: str, limit):
-        key = ("features", task.name, split, str(data_dir), str(asm.model_source), max_len, limit)
+        key = ("features", task, split, str(data_dir), str(asm.model_source), max_len, limit)
         return memoized(memo, key, lambda: load_features(task, data_dir, split, asm.tokenizer, max_len,
                                                          cache_dir, limit))
 
@@ -480,8 +490,7 @@ def _save_gate(module, gate_dir: Path, cfg, values: dict | None = None) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in module.gate.state_dict().items()}
         save_file(state, str(tmp / "gate.safetensors"))
         gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True)
-        gate_cfg.update({"num_layers": module.teacher.config.num_hidden_layers,
-                         "hidden_size": module.teacher.config.hidden_size,
+        gate_cfg.update({"num_layers": num_layers(module.teacher), "hidden_size": hidden_size(module.teacher),
                          "layer_map": module.layer_map})
         (tmp / "gate_config.json").write_text(json.dumps(gate_cfg, indent=2))
     atomic_dir(gate_dir, fill)
@@ -492,12 +501,12 @@ def _predict_test(cfg, task, tokenizer, out_dir: Path, device) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from lad.data.features import load_features
-    from lad.data.glue import resolve_data_dir, submission_path, write_submission
+    from lad.data.glue import submission_path, write_submission
     from lad.data.tasks import has_split, test_splits
     from lad.metrics import predictions_from_logits
 
     best = AutoModelForSequenceClassification.from_pretrained(str(out_dir / "model")).to(device)
-    data_dir = resolve_data_dir(cfg.data.data_dir)
+    data_dir = cfg.data.data_dir
     for split in test_splits(task):
         if not has_split(task, split):
             continue

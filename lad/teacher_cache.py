@@ -50,6 +50,7 @@ from torch import nn
 from lad.checkpoint import sha256
 from lad.errors import ConfigError, LADError
 from lad.locks import file_lock
+from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def required_content(module) -> tuple[Content | None, str]:
         return None, "the objective does not use the teacher"
     if not obj.needs_hidden:
         return Content("logits"), ""
-    num_layers = int(module.teacher.config.num_hidden_layers)
+    depth = num_layers(module.teacher)
     mapped = tuple(sorted({int(m) for m in module.layer_map}))
     if obj.hidden_weight > 0:
         gate = module.gate
@@ -102,7 +103,7 @@ def required_content(module) -> tuple[Content | None, str]:
         if obj.pads_to_max_length:
             return None, ("loss.hidden_positions=all matches the teacher's hidden states at padded "
                           "positions too, which a cache of unpadded rows does not hold")
-        return Content("tokens", tuple(gate.teacher_layers(module.layer_map, num_layers))), ""
+        return Content("tokens", tuple(gate.teacher_layers(module.layer_map, depth))), ""
     return Content("cls", mapped), ""
 
 
@@ -308,7 +309,7 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
     lengths = np.asarray(feats.lengths, dtype=np.int64)
     n = len(feats)
     num_labels = int(teacher.config.num_labels)
-    width = int(teacher.config.hidden_size)
+    width = hidden_size(teacher)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     layers = list(need.layers)
@@ -336,10 +337,8 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
         with torch.inference_mode():
             for b_num, idx in enumerate(batches, start=1):
                 batch = collate([data[i] for i in idx], pad_id=feats.pad_id)
-                out = teacher(input_ids=batch["input_ids"].to(device),
-                              attention_mask=batch["attention_mask"].to(device),
-                              token_type_ids=batch["token_type_ids"].to(device),
-                              output_hidden_states=need.mode != "logits")
+                inputs = {k: v.to(device) for k, v in forward_inputs(teacher, batch).items()}
+                out = teacher(**inputs, output_hidden_states=need.mode != "logits")
                 logits[np.asarray(idx)] = out.logits.float().cpu().numpy()
                 if need.mode == "tokens":
                     stacked = _to_storage(torch.stack([out.hidden_states[m] for m in layers], dim=2), dtype)
@@ -364,7 +363,7 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
             "format": CACHE_FORMAT, "key": key, "dtype": dtype,
             "content": {"mode": need.mode, "layers": layers},
             "num_examples": n, "num_tokens": int(offsets[-1]), "hidden_size": width,
-            "num_labels": num_labels, "num_layers": int(teacher.config.num_hidden_layers),
+            "num_labels": num_labels, "num_layers": num_layers(teacher),
             "build_seconds": round(time.perf_counter() - t0, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "files": {},
@@ -537,7 +536,7 @@ def attach_cache(cfg, module, train_feats, model_source, task, split: str = "tra
     lengths = np.asarray(train_feats.lengths, dtype=np.int64)
     store = find_store(root, key, need, dtype, lengths)
     if store is None:
-        size = estimate_bytes(need, len(train_feats), int(lengths.sum()), int(teacher.config.hidden_size),
+        size = estimate_bytes(need, len(train_feats), int(lengths.sum()), hidden_size(teacher),
                               int(teacher.config.num_labels), dtype)
         limit = float(ccfg["max_gb"]) * 1e9
         where = f"{root}/{need.name}"
@@ -554,7 +553,7 @@ def attach_cache(cfg, module, train_feats, model_source, task, split: str = "tra
             return None
     else:
         log.info("teacher cache: reusing %s (%.3f GB)", store.path, store.manifest["bytes"] / 1e9)
-    cached = CachedTeacher(store, need, int(teacher.config.num_hidden_layers))
+    cached = CachedTeacher(store, need, num_layers(teacher))
     module.teacher_outputs = cached
     if ccfg.get("release_teacher"):
         module.teacher = ReleasedTeacher(teacher.config)

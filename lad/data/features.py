@@ -1,4 +1,4 @@
-"""Tokenisation of GLUE examples with the teacher's tokenizer, with an on-disk ``.npz`` cache."""
+"""Tokenisation of task examples with the teacher's tokenizer, with an on-disk ``.npz`` cache."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lad.data.glue import Example, read_split, split_path
+from lad.data.glue import Example
+from lad.data.sources import read_split, split_source
 from lad.data.tasks import TaskSpec
 from lad.errors import ConfigError
 
@@ -143,11 +144,15 @@ def load_features(
     cache_dir: str | os.PathLike | None,
     max_samples: int | None = None,
 ) -> Features:
-    """Read + tokenise a split, reusing/writing the disk cache when ``cache_dir`` is given."""
-    if cache_dir is None:
+    """Read + tokenise a split, reusing/writing the disk cache when ``cache_dir`` is given.
+
+    The cache is keyed on the source file (path, size, mtime); hub splits are not cached here
+    (``datasets`` keeps its own cache of the rows).
+    """
+    source = split_source(task, data_dir, split) if cache_dir is not None else None
+    if not isinstance(source, Path):
         examples = read_split(task, data_dir, split, max_samples)
         return encode_examples(examples, tokenizer, max_len, task.is_regression)
-    source = split_path(task, data_dir, split)
     key = cache_key(task, split, source, tokenizer_fingerprint(tokenizer), max_len, max_samples)
     path = cache_file(Path(cache_dir), task, split, key)
     if path.is_file():

@@ -1,4 +1,9 @@
-"""Task specifications: one frozen :class:`TaskSpec` per GLUE task config (``conf/task/*.yaml``)."""
+"""Task specifications: one frozen :class:`TaskSpec` per task config (``conf/task/*.yaml``).
+
+A task's files follow a *layout* (:data:`lad.data.sources.LAYOUTS`): ``glue`` (TSV files under
+``<data_dir>/<glue_name>``) or ``files`` (each split a CSV/TSV/JSONL/Parquet path of its own,
+``task=custom``), or come from a Hugging Face Hub dataset (``hf_dataset``).
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,24 @@ METRIC_KEYS: dict[str, tuple[str, ...]] = {
     "matthews": ("mcc",),
     "pearson_spearman": ("pearson", "spearman", "corr_mean"),
 }
+#: short metric names (``task.metric=f1``) -> (family, default main metric)
+METRIC_ALIASES: dict[str, tuple[str, str]] = {
+    "f1": ("f1_acc", "f1"), "mcc": ("matthews", "mcc"),
+    "pearson": ("pearson_spearman", "pearson"), "spearman": ("pearson_spearman", "spearman"),
+    **{family: (family, keys[0]) for family, keys in METRIC_KEYS.items()},
+}
+LAYOUT_NAMES: tuple[str, ...] = ("glue", "files")
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "name", "glue_name", "text_a", "text_b", "label", "index", "header", "labels",
     "is_regression", "metric", "main_metric", "max_seq_length", "splits", "submission_name",
 )
-OPTIONAL_KEYS: tuple[str, ...] = ("num_columns", "skip_malformed", "label_range")
+OPTIONAL_KEYS: tuple[str, ...] = ("num_columns", "skip_malformed", "label_range", "layout", "hf_dataset",
+                                  "file_hint")
 # keys a split entry may override (besides ``file``)
 SPLIT_KEYS: tuple[str, ...] = (
     "file", "header", "text_a", "text_b", "label", "index", "labeled", "num_columns",
-    "metric_suffix", "submission_name",
+    "metric_suffix", "submission_name", "hf_split",
 )
 
 Column = str | int
@@ -35,7 +48,7 @@ class SplitSpec:
     """Where one split lives and how its columns are laid out."""
 
     name: str
-    file: str                   # path relative to <data_dir>/<glue_name>
+    file: str | None            # glue: relative to <data_dir>/<glue_name>; files: a path; None: hub only
     header: bool                # first line names the columns
     text_a: Column              # column name (header files) or 0-based position
     text_b: Column | None
@@ -45,14 +58,15 @@ class SplitSpec:
     num_columns: int | None     # expected column count (header-less files; header files use the header)
     metric_suffix: str          # appended to metric keys for this eval split ("_m")
     submission_name: str        # GLUE submission file stem for this split
+    hf_split: str = ""          # split name in a hub dataset (defaults to the split's own name)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A GLUE task: columns, label set, metric and splits."""
+    """A task: columns, label set (None: inferred from the training data), metric and splits."""
 
     name: str
-    glue_name: str
+    glue_name: str | None
     text_a: Column
     text_b: Column | None
     label: Column | None
@@ -68,6 +82,8 @@ class TaskSpec:
     num_columns: int | None = None
     skip_malformed: bool = False
     label_range: tuple[float, float] | None = None
+    layout: str = "glue"
+    hf_dataset: str | None = None
 
     @property
     def num_labels(self) -> int:
@@ -121,21 +137,26 @@ class TaskSpec:
             raise ConfigError(f"{where} has unknown key(s): {', '.join(unknown)}")
 
         is_regression = _as_bool(data["is_regression"], where, "is_regression")
+        layout = str(data.get("layout") or "glue")
+        if layout not in LAYOUT_NAMES:
+            raise ConfigError(f"{where}: unknown layout '{layout}' (choose from {', '.join(LAYOUT_NAMES)})")
+        hf_dataset = data.get("hf_dataset") or None
         labels = data["labels"]
         if is_regression:
             if labels is not None:
                 raise ConfigError(f"{where}: labels must be null for a regression task")
+        elif labels is None and (layout != "glue" or hf_dataset):
+            pass  # inferred from the training split (lad.data.sources.with_labels)
         else:
-            if not isinstance(labels, (list, tuple)) or len(labels) < 2:
-                raise ConfigError(f"{where}: labels must list at least two classes")
-            labels = tuple(str(x) for x in labels)
-            if len(set(labels)) != len(labels):
-                raise ConfigError(f"{where}: labels contain duplicates: {list(labels)}")
-        metric = data["metric"]
-        if metric not in METRIC_KEYS:
-            raise ConfigError(f"{where}: unknown metric '{metric}' (choose from {', '.join(METRIC_KEYS)})")
+            labels = check_labels(labels, where)
+        metric = data["metric"] if data["metric"] is not None else (
+            "pearson" if is_regression else "accuracy")
+        if metric not in METRIC_ALIASES:
+            raise ConfigError(f"{where}: unknown metric '{metric}' (choose from {', '.join(METRIC_ALIASES)})")
+        metric, default_main = METRIC_ALIASES[metric]
         if is_regression != (metric == "pearson_spearman"):
-            raise ConfigError(f"{where}: metric '{metric}' does not fit is_regression={is_regression}")
+            raise ConfigError(f"{where}: metric '{data['metric']}' does not fit is_regression={is_regression}")
+        main_metric = data["main_metric"] if data["main_metric"] is not None else default_main
         max_len = data["max_seq_length"]
         if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 4:
             raise ConfigError(f"{where}: max_seq_length must be an integer >= 4, got {max_len!r}")
@@ -153,16 +174,20 @@ class TaskSpec:
         }
         if base["text_a"] is None:
             raise ConfigError(f"{where}: text_a must name a column")
-        splits = _parse_splits(data["splits"], base, where)
+        if layout == "glue" and not hf_dataset and not data["glue_name"]:
+            raise ConfigError(f"{where}: glue_name must name the task's folder under data.data_dir")
+        hint = str(data.get("file_hint") or "")
+        splits = _parse_splits(data["splits"], base, where, need_files=not hf_dataset, hint=hint)
 
         spec = cls(
-            name=str(data["name"]), glue_name=str(data["glue_name"]), text_a=data["text_a"],
+            name=str(data["name"]), glue_name=None if data["glue_name"] is None else str(data["glue_name"]),
+            text_a=data["text_a"],
             text_b=data["text_b"], label=data["label"], index=data["index"],
             header=base["header"], labels=labels, is_regression=is_regression, metric=metric,
-            main_metric=str(data["main_metric"]), max_seq_length=max_len, splits=splits,
+            main_metric=str(main_metric), max_seq_length=max_len, splits=splits,
             submission_name=base["submission_name"], num_columns=data.get("num_columns"),
             skip_malformed=_as_bool(data.get("skip_malformed", False), where, "skip_malformed"),
-            label_range=label_range,
+            label_range=label_range, layout=layout, hf_dataset=None if hf_dataset is None else str(hf_dataset),
         )
         allowed = {k for s in (eval_splits(spec) or [None]) for k in spec.metric_keys(s)}
         if spec.main_metric not in allowed:
@@ -171,6 +196,16 @@ class TaskSpec:
                 f"(one of: {', '.join(sorted(allowed))})"
             )
         return spec
+
+
+def check_labels(labels: Any, where: str) -> tuple[str, ...]:
+    """A classification label set as a tuple of strings; ConfigError if it is too small or repeats."""
+    if not isinstance(labels, (list, tuple)) or len(labels) < 2:
+        raise ConfigError(f"{where}: labels must list at least two classes")
+    labels = tuple(str(x) for x in labels)
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: labels contain duplicates: {list(labels)}")
+    return labels
 
 
 def eval_splits(task: TaskSpec) -> list[str]:
@@ -220,7 +255,9 @@ def _check_column(value: Any, header: bool, where: str, key: str, required: bool
         raise ConfigError(f"{where}: {key} position must be >= 0, got {value}")
 
 
-def _parse_splits(raw: Any, base: dict[str, Any], where: str) -> tuple[SplitSpec, ...]:
+def _parse_splits(raw: Any, base: dict[str, Any], where: str, need_files: bool = True,
+                  hint: str = "") -> tuple[SplitSpec, ...]:
+    """Split entries; a test split without a file is left out, a train/dev one is an error."""
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"{where}: splits must map split names to file names")
     out = []
@@ -228,9 +265,14 @@ def _parse_splits(raw: Any, base: dict[str, Any], where: str) -> tuple[SplitSpec
         name = str(name)
         if not (name == "train" or name.startswith("dev") or name.startswith("test")):
             raise ConfigError(f"{where}: split '{name}' must be 'train' or start with 'dev'/'test'")
-        entry = {"file": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("file"), str):
+        entry = {"file": entry} if isinstance(entry, str) or entry is None else entry
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("file"), (str, type(None))):
             raise ConfigError(f"{where}: split '{name}' needs a file name")
+        if need_files and not entry.get("file"):
+            if name.startswith("test"):
+                continue  # optional: no test file, no test predictions
+            raise ConfigError(f"{where}: split '{name}' has no file" + (
+                f": {hint.format(split=name)}" if hint else ""))
         bad = sorted(set(entry) - set(SPLIT_KEYS))
         if bad:
             raise ConfigError(f"{where}: split '{name}' has unknown key(s): {', '.join(bad)}")
@@ -253,6 +295,7 @@ def _parse_splits(raw: Any, base: dict[str, Any], where: str) -> tuple[SplitSpec
             index=merged["index"], labeled=labeled, num_columns=ncols,
             metric_suffix=str(merged["metric_suffix"]),
             submission_name=str(merged["submission_name"]),
+            hf_split=str(merged.get("hf_split") or name),
         ))
     return tuple(out)
 

@@ -14,6 +14,7 @@ import logging
 from omegaconf import DictConfig
 
 from lad.errors import ConfigError
+from lad.models import arch
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +32,19 @@ def layer_map(num_student_layers: int, num_teacher_layers: int) -> list[int]:
 INIT_FROM = ("teacher", "pretrained")
 
 
-def _encoder(model):
-    """(base model, its list of transformer layers); works for task models and bare encoders."""
-    base = getattr(model, model.base_model_prefix, model)
-    return base, base.encoder.layer
-
-
 def student_config(teacher_config, scfg: DictConfig):
     cfg = copy.deepcopy(teacher_config)
-    cfg.num_hidden_layers = int(scfg.num_layers)
+    arch.set_size(cfg, "num_layers", int(scfg.num_layers))
     if scfg.hidden_size:
-        cfg.hidden_size = int(scfg.hidden_size)
-        cfg.intermediate_size = int(scfg.intermediate_size or 4 * cfg.hidden_size)
+        arch.set_size(cfg, "hidden_size", int(scfg.hidden_size))
+        arch.set_size(cfg, "intermediate_size", int(scfg.intermediate_size or 4 * int(scfg.hidden_size)))
     elif scfg.intermediate_size:
-        cfg.intermediate_size = int(scfg.intermediate_size)
+        arch.set_size(cfg, "intermediate_size", int(scfg.intermediate_size))
     if scfg.num_attention_heads:
-        cfg.num_attention_heads = int(scfg.num_attention_heads)
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ConfigError(
-            f"student hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads"
-        )
+        arch.set_size(cfg, "num_heads", int(scfg.num_attention_heads))
+    width, heads = arch.size(cfg, "hidden_size"), arch.size(cfg, "num_heads")
+    if width % heads:
+        raise ConfigError(f"student hidden size {width} is not divisible by {heads} heads")
     return cfg
 
 
@@ -60,11 +54,6 @@ def init_source(scfg: DictConfig) -> str:
     if source not in INIT_FROM:
         raise ConfigError(f"student.init_from must be one of {', '.join(INIT_FROM)}, got {source!r}")
     return source
-
-
-def _copy_pooler(dst_base, src_base) -> None:
-    if getattr(dst_base, "pooler", None) is not None and getattr(src_base, "pooler", None) is not None:
-        dst_base.pooler.load_state_dict(src_base.pooler.state_dict())
 
 
 def build_student(teacher, scfg: DictConfig, pretrained=None):
@@ -79,39 +68,45 @@ def build_student(teacher, scfg: DictConfig, pretrained=None):
     from transformers import AutoModelForSequenceClassification
 
     source_kind = init_source(scfg)
-    L = teacher.config.num_hidden_layers
-    mapping = layer_map(int(scfg.num_layers), L)
+    mapping = layer_map(int(scfg.num_layers), arch.num_layers(teacher))
     cfg = student_config(teacher.config, scfg)
     student = AutoModelForSequenceClassification.from_config(cfg)
-    same_width = cfg.hidden_size == teacher.config.hidden_size
-    same_ffn = same_width and cfg.intermediate_size == teacher.config.intermediate_size
-    same_heads = cfg.num_attention_heads == teacher.config.num_attention_heads
+    t_cfg = teacher.config
+    same_width = arch.size(cfg, "hidden_size") == arch.size(t_cfg, "hidden_size")
+    same_ffn = same_width and arch.size(cfg, "intermediate_size") == arch.size(t_cfg, "intermediate_size")
+    same_heads = arch.size(cfg, "num_heads") == arch.size(t_cfg, "num_heads")
     if source_kind == "pretrained":
         if pretrained is None:
             raise ConfigError("student.init_from=pretrained needs the teacher's pre-trained backbone")
-        for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
-            if getattr(pretrained.config, key, None) != getattr(teacher.config, key, None):
+        for what in ("num_layers", "hidden_size", "intermediate_size", "num_heads"):
+            if arch.size(pretrained.config, what) != arch.size(t_cfg, what):
                 raise ConfigError(
-                    f"student.init_from=pretrained: the backbone's {key} is "
-                    f"{getattr(pretrained.config, key, None)} but the teacher's is {getattr(teacher.config, key, None)}; "
-                    "is it the model the teacher was fine-tuned from? (set student.backbone)")
+                    f"student.init_from=pretrained: the backbone's {what} is {arch.size(pretrained.config, what)} "
+                    f"but the teacher's is {arch.size(t_cfg, what)}; is it the model the teacher was fine-tuned "
+                    "from? (set student.backbone)")
         source = pretrained
     else:
         source = teacher
-    t_base, _ = _encoder(teacher)
-    src_base, src_layers = _encoder(source)
-    s_base, s_layers = _encoder(student)
     if scfg.init_embeddings and same_width:
-        s_base.embeddings.load_state_dict(src_base.embeddings.state_dict())
+        _copy_parts(arch.shared_modules(source), arch.shared_modules(student))
     if scfg.init_layers and same_ffn and same_heads:
+        src_layers, s_layers = arch.layers(source), arch.layers(student)
         for k, m in enumerate(mapping):
             s_layers[k].load_state_dict(src_layers[m - 1].state_dict())
     elif scfg.init_layers:
         log.info("student width differs from the teacher: layers start from random init")
     if source_kind == "pretrained" and scfg.init_layers and same_width:
-        _copy_pooler(s_base, src_base)  # the reference takes the pre-trained pooler with the layers
+        # the reference takes the pre-trained pooler with the layers
+        _copy_parts(arch.encoder_head_modules(pretrained), arch.head_modules(student))
     if scfg.init_classifier and same_width:
-        if source_kind == "teacher":
-            _copy_pooler(s_base, t_base)
-        student.classifier.load_state_dict(teacher.classifier.state_dict())
+        from_backbone = arch.encoder_head_modules(pretrained) if source_kind == "pretrained" else {}
+        _copy_parts({p: m for p, m in arch.head_modules(teacher).items() if p not in from_backbone},
+                    arch.head_modules(student))
     return student, mapping
+
+
+def _copy_parts(source: dict, target: dict) -> None:
+    """Load every module of ``source`` into the module of ``target`` at the same path."""
+    for path, module in target.items():
+        if path in source:
+            module.load_state_dict(source[path].state_dict())

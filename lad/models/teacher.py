@@ -116,13 +116,20 @@ def load_teacher(teacher_cfg: DictConfig, task):
     model_dir = resolve_teacher_dir(teacher_cfg)
     expected = 1 if task.is_regression else len(task.labels)
     try:  # transformers leaves num_labels/id2label out of config.json when there are 2 (the default)
-        found = AutoConfig.from_pretrained(str(model_dir)).num_labels
+        config = AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"teacher {model_dir}: unreadable config.json ({exc})".splitlines()[0]) from exc
+    found = config.num_labels
     if found != expected:
         raise ConfigError(
             f"teacher {model_dir} has {found} labels but task {task.name} needs {expected}: "
             "was it fine-tuned on another task?"
+        )
+    names = [str(config.id2label[i]) for i in range(found)] if not task.is_regression else []
+    if names and names != [f"LABEL_{i}" for i in range(found)] and tuple(names) != task.labels:
+        raise ConfigError(
+            f"teacher {model_dir} was fine-tuned with labels [{', '.join(names)}] but task {task.name} "
+            f"has [{', '.join(task.labels)}]: set task.labels to the teacher's order or use the same data"
         )
     check_vocab(model_dir, "teacher")
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
