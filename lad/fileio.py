@@ -38,3 +38,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, data) -> Path:
     """``data`` as indented JSON with sorted keys (numpy scalars written as floats)."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float))
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` in ``parent`` with the mode ``mkdir`` would give (mkdtemp's is 0700), so a
+    folder swapped into place (model/, gates/, a published teacher) follows the user's umask."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask."""
+    return 0o666 & ~_UMASK

@@ -173,6 +173,12 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
                                grace_period=None) if scfg.storage else None
         sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed))
         study = open_study(storage, str(scfg.study_name), "maximize", sampler)
+    from hydra_plugins.lad_optuna_sweeper._study import check_space, safe_url
+
+    try:  # a stored study over another space: one error, before any trial exists
+        check_space(study, space.distributions, f" in {safe_url(str(scfg.storage))}" if scfg.storage else "")
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("hydra.sweeper.study_name", "search.study_name")) from None
     _check_prune_on(study, prune_on)
     # a resumed / second worker must not replay the first worker's seeded suggestions
     study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))

@@ -49,8 +49,8 @@ def check_options(sweeper: "LadOptunaSweeper") -> None:
     """Reject option values that cannot work, with a one-line message."""
     if sweeper.direction not in _DIRECTIONS:
         raise SweeperError(f"hydra.sweeper.direction must be one of {_DIRECTIONS}, got {sweeper.direction!r}")
-    if sweeper.n_trials < 0:
-        raise SweeperError(f"hydra.sweeper.n_trials must be >= 0, got {sweeper.n_trials}")
+    if isinstance(sweeper.n_trials, bool) or not isinstance(sweeper.n_trials, int) or sweeper.n_trials < 1:
+        raise SweeperError(f"hydra.sweeper.n_trials must be an integer >= 1, got {sweeper.n_trials!r}")
     if sweeper.n_jobs < 1:
         raise SweeperError(f"hydra.sweeper.n_jobs must be >= 1, got {sweeper.n_jobs}")
     if sweeper.heartbeat_interval < 1:
@@ -120,6 +120,8 @@ class _Sweep:
                 else _study.open_storage(sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period)
             )
             self.study = _study.open_study(self.storage, self.study_name, sweeper.direction, None)
+            where = "" if sweeper.storage is None else f" in {_study.safe_url(sweeper.storage)}"
+            _study.check_space(self.study, self.space.distributions, where)
 
     # -- trial bookkeeping -------------------------------------------------
     def reserve(self) -> list[Trial]:
@@ -144,7 +146,9 @@ class _Sweep:
         if self.first_error is None:
             self.first_error = f"trial {trial.number}: {error}"
         try:
-            trial.set_user_attr("error", error[:1000])
+            from lad.secrets import mask
+
+            trial.set_user_attr("error", mask(error)[:1000])
         except Exception:  # noqa: BLE001 - the trial may already be finished elsewhere
             pass
         self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -244,5 +248,7 @@ def run_sweep(sweeper: "LadOptunaSweeper", arguments: list[str]) -> list[Sequenc
     assert sweeper.config is not None
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
+    from lad.secrets import redact  # the storage URL and every override may carry a password
+
+    OmegaConf.save(OmegaConf.create(redact(sweeper.config)), sweep_dir / "multirun.yaml")
     return sweep.run()
