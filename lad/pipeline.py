@@ -244,9 +244,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     from lad.preflight import writable
 
     writable(target.parent, "output directory", "hydra.run.dir (or paths.output_root)")
+    import contextlib
+
+    # under torchrun rank 0 owns the directory (the other ranks write nothing there)
+    owner = int(os.environ.get("RANK", "0") or 0) == 0
     try:
-        with claim(target):
-            return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files)
+        with claim(target) if owner else contextlib.nullcontext():
+            return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner)
     finally:
         close_job_files()
 
@@ -273,12 +277,13 @@ def _check_writable_places(cfg: DictConfig, entry: str, out_dir: Path) -> None:
             writable(str(location).removeprefix("file://"), "MLflow artifact directory", "mlflow.artifact_location")
 
 
-def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files) -> float:
+def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True) -> float:
     from lad import rundir
     from lad.data.tasks import eval_splits
 
     out_dir = target_dir(cfg)
-    rundir.recover(out_dir)
+    if owner:
+        rundir.recover(out_dir)
     out_dir, resume = resolve_output_dir(cfg)
     if resume:
         rundir.check_resume_config(out_dir, cfg)

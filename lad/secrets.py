@@ -40,7 +40,7 @@ def remember(value: Any) -> None:
     for text in _strings(value):
         for pattern in (_URL_PASSWORD, _QUERY_SECRET):
             for match in pattern.finditer(text):
-                if match.group("pw") != MASK and len(match.group("pw")) >= 3:
+                if match.group("pw") != MASK and len(match.group("pw")) >= 6:  # shorter: too common a word
                     _KNOWN.update(_forms(match.group("pw")))
 
 

@@ -249,7 +249,7 @@ def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, over
 
         client.log_batch(parent_id, metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
         client.set_tag(parent_id, "best.run_id", tracker.run_id)
-        client.set_tag(parent_id, "best.overrides", " ".join(overrides)[:5000])
+        client.set_tag(parent_id, "best.overrides", mask_secrets(" ".join(overrides))[:5000])
     client.set_terminated(parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
 
 

@@ -320,7 +320,7 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
     from lad.secrets import redact
 
     cfg = OmegaConf.create({"optim": {"lr": 0.1, "batch_size": 8}, "trainer": {"resume": False, "progress": True},
-                            "mlflow": {"tracking_uri": "http://u:pw1234@h"}})
+                            "mlflow": {"tracking_uri": "http://u:pw123456@h"}})
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(cfg))))
     same = OmegaConf.merge(cfg, {"trainer": {"resume": True, "progress": False}})
     rundir.check_resume_config(tmp_path, same)

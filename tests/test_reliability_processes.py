@@ -7,6 +7,7 @@ machine cannot mount one), and a stored Optuna study searched over another space
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -188,3 +189,21 @@ def test_stored_study_over_another_space_is_one_error_and_leaves_no_running_tria
     with sqlite3.connect(db) as con:
         states = [row[0] for row in con.execute("select state from trials")]
     assert states == ["COMPLETE"]
+
+
+def test_make_ui_refuses_a_port_in_use():
+    import socket
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(["make", "-s", "ui", f"UI_PORT={port}"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("make")]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert lines == [f"error: port {port} on 127.0.0.1 is already in use (its page may show another MLflow "
+                     "store); stop that server or pass UI_PORT=<free port>"], proc.stderr
+    assert "MLflow UI on" not in proc.stdout
