@@ -134,7 +134,8 @@ def check_resume_config(out_dir: Path, cfg: DictConfig) -> None:
         log.warning("cannot read %s: resuming without comparing configurations", saved_file)
         return
     current = _flat(redact(cfg))
-    diff = [k for k in sorted(set(saved) | set(current)) if str(saved.get(k)) != str(current.get(k))]
+    # keys the record lacks (added to LAD since the run started) cannot tell the runs apart
+    diff = [k for k in sorted(saved) if str(saved[k]) != str(current.get(k))]
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:3])
         more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""

@@ -95,8 +95,9 @@ class Box:
         ckpt.mkdir(parents=True)
         (ckpt / "weights.safetensors").write_bytes(b"\0" * 64)
         (ckpt / "state.pt").write_bytes(b"\1" * 64)
-        digest = "0" * 64 if corrupt else hashlib.sha256(b"\0" * 64).hexdigest()
-        (ckpt / "checksums.json").write_text(json.dumps({"weights.safetensors": digest, "state.pt": digest}))
+        sums = {"weights.safetensors": hashlib.sha256(b"\0" * 64).hexdigest(),
+                "state.pt": hashlib.sha256(b"\1" * 64).hexdigest()}
+        (ckpt / "checksums.json").write_text(json.dumps({k: "0" * 64 for k in sums} if corrupt else sums))
         (self.run / ".hydra").mkdir()
         (self.run / ".hydra" / "config.yaml").write_text("seed: 42\n")
         (self.run / "distil.log").write_text("old log\n")
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.j) as pool:
             results = list(pool.map(lambda ic: run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher)),
                                     enumerate(selected)))
-    print(f"| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|")
+    print("| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|")
     for r in results:
         first = r["first"].replace("|", "\\|")
         print(f"| {r['id']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |")

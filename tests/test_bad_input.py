@@ -102,8 +102,11 @@ class Sandbox:
         ckpt.mkdir(parents=True)
         (ckpt / "weights.safetensors").write_bytes(b"\0" * 64)
         (ckpt / "state.pt").write_bytes(b"\1" * 64)
-        digest = "0" * 64 if corrupt else hashlib.sha256(b"\0" * 64).hexdigest()
-        (ckpt / "checksums.json").write_text(json.dumps({"weights.safetensors": digest, "state.pt": digest}))
+        sums = {"weights.safetensors": hashlib.sha256(b"\0" * 64).hexdigest(),
+                "state.pt": hashlib.sha256(b"\1" * 64).hexdigest()}
+        if corrupt:
+            sums = {name: "0" * 64 for name in sums}
+        (ckpt / "checksums.json").write_text(json.dumps(sums))
         if finished:
             (self.run_dir / "model").mkdir()
             (self.run_dir / "model" / "model.safetensors").write_bytes(b"weights of the finished run")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import stat
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose, save_tiny_model
-from lad.errors import ConfigError, DataError, LADError
+from lad.errors import ConfigError, DataError
 
 
 # ----------------------------------------------------------------------------- 2. typed values

@@ -50,7 +50,7 @@ def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny
     server_root = tmp_path / "server"
     server_root.mkdir()
     backend = f"sqlite:///{server_root / 'store.db'}"
-    with mlflow_server(backend, server_root / "artifacts", tmp_path / "server.log") as url:
+    with mlflow_server(backend, server_root / "artifacts", tmp_path / "server.log", start_timeout=300) as url:
         uri = url.replace("http://", f"http://lad:{SECRET}@")
         sandbox = Sandbox(tmp_path / "job", tiny_glue, tiny_teacher, tiny_teacher)
         argv = [a for a in sandbox.distil(f"mlflow.tracking_uri={uri}", "mlflow.log_model=true") if a != "mlflow=off"]
