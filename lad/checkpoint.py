@@ -64,6 +64,9 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
     torch.save(state, tmp / STATE)
+    from lad.fileio import follow_umask
+
+    follow_umask(tmp / WEIGHTS)  # safetensors writes 0600; the run's other files follow the umask
     sums = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
     (tmp / SUMS).write_text(json.dumps(sums, indent=1))
     for fh_path in (tmp / WEIGHTS, tmp / STATE, tmp / SUMS):

@@ -51,3 +51,12 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
 def new_file_mode() -> int:
     """The mode ``open()`` gives a new file under the current umask."""
     return 0o666 & ~_UMASK
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the modes the user's umask gives new
+    files and folders: some writers (safetensors' ``save_file``, mkstemp, mkdtemp) create 0600 / 0700."""
+    path = Path(path)
+    items = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in items:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_UMASK)

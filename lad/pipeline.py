@@ -74,12 +74,13 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
 
 def atomic_dir(final: Path, fill) -> None:
     """Fill a temp dir next to ``final`` with ``fill(tmp)`` and swap it into place."""
-    from lad.fileio import make_temp_dir
+    from lad.fileio import follow_umask, make_temp_dir
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
     try:
         fill(tmp)
+        follow_umask(tmp)  # safetensors writes weights as 0600
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

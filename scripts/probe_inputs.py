@@ -162,7 +162,6 @@ def _schema_cases() -> list[Case]:
             bad = ["bogus"]
         else:
             bad = ["-1"] if key.positive or key.low is not None else ["nan"]
-            bad.append("inf")
         for value in bad:
             cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}")))
     return cases
@@ -225,6 +224,9 @@ def cases() -> list[Case]:
         Case("hydra:bad_override_syntax", lambda b: b.distil("optim.lr=="), "hydra"),
         # other values
         Case("value:device=tpu", lambda b: b.distil("device=tpu")),
+        Case("value:optim.lr=inf", lambda b: b.distil("optim.lr=inf")),
+        Case("value:optim.lr=nan", lambda b: b.distil("optim.lr=nan")),
+        Case("value:optim.lr=string", lambda b: b.distil("optim.lr='1e-4'")),
         Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine")),
         Case("value:resume_missing_dir", lambda b: b.distil(f"trainer.resume={b.root}/nowhere")),
         Case("value:teacher.source", lambda b: b.distil("teacher.source=s3")),

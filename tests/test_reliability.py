@@ -348,12 +348,16 @@ def test_swapped_folders_and_feature_caches_follow_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        atomic_dir(tmp_path / "model", lambda tmp: (tmp / "w.bin").write_bytes(b"x"))
+        import torch
+        from safetensors.torch import save_file
+
+        atomic_dir(tmp_path / "model", lambda tmp: save_file({"w": torch.ones(1)}, str(tmp / "w.safetensors")))
         save_features(Features([np.array([1, 2], np.int32)], [np.array([0, 0], np.int8)], np.array([1]), ["g"]),
                       tmp_path / "f.npz")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "w.safetensors").stat().st_mode) == 0o644  # safetensors: 0600
     assert stat.S_IMODE((tmp_path / "f.npz").stat().st_mode) == 0o644
 
 
