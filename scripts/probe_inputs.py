@@ -351,7 +351,7 @@ def run_case(case: Case, box: Box) -> dict:
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=int(os.environ.get('PROBE_TIMEOUT', '900')))
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, out, err = 124, str(exc.stdout or ""), str(exc.stderr or "") + "\n(timed out)"
@@ -396,13 +396,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         glue = write_sst2_like(tmp / "glue")
         teacher = save_tiny_model(tmp / "teacher" / "sst2", num_layers=4)
+        print("| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|", flush=True)
+
+        def one(ic):
+            r = run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher))
+            first = r["first"].replace("|", "\\|")
+            print(f"| {r['id']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |", flush=True)
+            return r
+
         with ThreadPoolExecutor(max_workers=args.j) as pool:
-            results = list(pool.map(lambda ic: run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher)),
-                                    enumerate(selected)))
-    print("| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|")
-    for r in results:
-        first = r["first"].replace("|", "\\|")
-        print(f"| {r['id']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |")
+            results = list(pool.map(one, enumerate(selected)))
     flagged = [r for r in results if r["flags"]]
     print(f"\n{len(results)} cases, {len(flagged)} flagged"
           + (": " + ", ".join(f"{r['id']} ({' '.join(r['flags'])})" for r in flagged) if flagged else ""))

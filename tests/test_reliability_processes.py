@@ -73,7 +73,7 @@ def test_two_commands_into_one_run_directory(tmp_path, tiny_glue, tiny_teacher):
     first = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         while not (sandbox.run_dir / ".hydra" / "config.yaml").exists():  # written once the dir is claimed
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline
