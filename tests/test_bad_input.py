@@ -30,7 +30,7 @@ import pytest
 
 from conftest import REPO
 
-SUBPROCESS_TIMEOUT = 300
+SUBPROCESS_TIMEOUT = int(os.environ.get("LAD_TEST_SUBPROCESS_TIMEOUT", "300"))  # raise on a crowded machine
 PARALLEL = 2  # concurrent subprocesses (2 cores); each spends most of its time importing torch
 
 
