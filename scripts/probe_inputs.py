@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from conftest import save_tiny_model, write_sst2_like
 
-    selected = [c for c in cases() if args.k in c.id]
+    # the other classes first, then one wrong value per typed key
+    selected = sorted((c for c in cases() if args.k in c.id), key=lambda c: c.id.startswith("value:"))
     with tempfile.TemporaryDirectory(prefix="lad-probe-") as tmp:
         tmp = Path(tmp)
         glue = write_sst2_like(tmp / "glue")
