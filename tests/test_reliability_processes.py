@@ -53,7 +53,9 @@ def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny
     with mlflow_server(backend, server_root / "artifacts", tmp_path / "server.log", start_timeout=300) as url:
         uri = url.replace("http://", f"http://lad:{SECRET}@")
         sandbox = Sandbox(tmp_path / "job", tiny_glue, tiny_teacher, tiny_teacher)
-        argv = [a for a in sandbox.distil(f"mlflow.tracking_uri={uri}", "mlflow.log_model=true") if a != "mlflow=off"]
+        argv = [a for a in sandbox.distil(f"mlflow.tracking_uri={uri}", "mlflow.log_model=true",
+                                          f"mlflow.artifact_location={tmp_path / 'run_artifacts'}")
+                if a != "mlflow=off"]
         proc, _ = run_entry(argv)
         assert proc.returncode == 0, proc.stderr[-3000:]
         bad = run_entry(argv)[0]  # refused re-run (finished run): the error line is masked too
@@ -62,7 +64,7 @@ def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny
     assert "lad:***@127.0.0.1" in bad.stderr or "already holds a finished run" in bad.stderr
     assert (sandbox.run_dir / "config.yaml").is_file() and (sandbox.run_dir / ".hydra" / "config.yaml").is_file()
     assert "lad:***@" in (sandbox.run_dir / "config.yaml").read_text()
-    assert list((server_root / "artifacts").rglob("config.yaml")), "the config artifact was not logged"
+    assert list((tmp_path / "run_artifacts").rglob("config.yaml")), "the config artifact was not logged"
     assert _files_containing(tmp_path, SECRET) == []
 
 
