@@ -43,8 +43,10 @@ test: install browser
 	  if [ $$s -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$s
 
 ui: install
+	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(UI_PORT)))" 2>/dev/null \
+	  || { echo "error: port $(UI_PORT) on 127.0.0.1 is already in use (its page may show another MLflow store); stop that server or pass UI_PORT=<free port>" >&2; exit 2; }
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) \
+	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) \
 	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 screenshots: browser

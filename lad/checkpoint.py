@@ -53,6 +53,9 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict,
                     keep: int = 2) -> Path:
+    if not all_finite(weights):  # never let a NaN checkpoint become "the last good one"
+        raise NumericFault(f"weights became non-finite by step {step}; no checkpoint was written; "
+                           f"{recovery_hint(ckpt_dir)}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step-{step}"
     for stale in ckpt_dir.glob(".tmp-step-*"):  # left behind by a killed run
@@ -61,6 +64,9 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
     torch.save(state, tmp / STATE)
+    from lad.fileio import follow_umask
+
+    follow_umask(tmp / WEIGHTS)  # safetensors writes 0600; the run's other files follow the umask
     sums = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
     (tmp / SUMS).write_text(json.dumps(sums, indent=1))
     for fh_path in (tmp / WEIGHTS, tmp / STATE, tmp / SUMS):
@@ -72,6 +78,37 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     for old in list_checkpoints(ckpt_dir)[max(keep, 1):]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+class NumericFault(LADError):
+    """Weights (or a loss) became NaN or infinite."""
+
+
+def recovery_hint(ckpt_dir: Path) -> str:
+    """What to do after a numeric fault, naming a checkpoint that exists (or saying there is none)."""
+    try:
+        path = latest_intact(Path(ckpt_dir))
+    except LADError:
+        path = None
+    if path is None:
+        return ("no checkpoint was written before it: lower optim.lr (or the weight of the exploding "
+                "loss term) and start over with overwrite=true")
+    return (f"the last good checkpoint is {path}: lower optim.lr (or the weight of the exploding loss "
+            "term) and continue with trainer.resume=true, or start over with overwrite=true")
+
+
+def all_finite(weights: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point())
+
+
+def prune(ckpt_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest checkpoints (0: remove the folder) once a run finished."""
+    ckpt_dir = Path(ckpt_dir)
+    if keep <= 0:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return
+    for old in list_checkpoints(ckpt_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def verify(path: Path) -> bool:

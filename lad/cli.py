@@ -46,13 +46,42 @@ def run_entry(cfg: DictConfig) -> float:
     """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``)."""
     overrides, sweep_dir = _hydra_context()
     _sigterm_as_interrupt()
+    protect_secrets(cfg, overrides)
 
     def job(cfg: DictConfig) -> float:
         from lad.pipeline import run
 
-        return run(cfg, overrides=overrides, sweep_dir=sweep_dir)
+        try:
+            return run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True)
+        except BaseException:
+            _drop_empty_run_dir()
+            raise
 
     return guarded(job, cfg, in_sweep=sweep_dir is not None)
+
+
+def protect_secrets(cfg, overrides: list[str] | tuple = ()) -> None:
+    """Learn the passwords in this job's config and mask them in all console and log output."""
+    from lad.secrets import guard_streams, install_log_filter, remember
+
+    try:
+        remember(cfg)
+    except Exception:  # noqa: BLE001 - an unresolvable value is reported by the run itself
+        pass
+    remember(list(overrides))
+    guard_streams()
+    install_log_filter()
+
+
+def _drop_empty_run_dir() -> None:
+    """Hydra creates the run directory before the app runs: a refused command removes it if empty."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        out = HydraConfig.get().runtime.output_dir
+        os.rmdir(out)  # only succeeds when empty
+    except (ValueError, OSError, ImportError):
+        pass
 
 
 def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
@@ -64,7 +93,9 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
     """
     try:
         return fn(cfg)
-    except (LADError, MissingMandatoryValue, InterpolationResolutionError) as exc:
+    except (LADError, MissingMandatoryValue, InterpolationResolutionError, OSError) as exc:
+        if isinstance(exc, OSError) and _os_error_line(exc) is None:
+            raise
         if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger("lad").debug("user error", exc_info=True)
@@ -72,10 +103,20 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
         sys.exit(2)
 
 
+def _os_error_line(exc: OSError) -> str | None:
+    from lad.preflight import describe_os_error
+
+    return describe_os_error(exc)
+
+
 def _one_line(exc: BaseException) -> str:
     """First line of an error; a config value left as ``???`` gets a hint on how to set it."""
     if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
         key = exc.full_key
         return f"{key} is required here but not set: pass {key}=<value> on the command line"
-    message = str(exc).strip()
+    if isinstance(exc, OSError) and _os_error_line(exc):
+        return _os_error_line(exc)
+    from lad.secrets import mask
+
+    message = mask(str(exc).strip())
     return message.splitlines()[0] if message else type(exc).__name__

@@ -31,14 +31,16 @@ def minilm_path() -> str:
 # overrides that do not change what is trained, so they do not name the run directory
 _NOT_IN_DIRNAME = ("task=", "trainer.resume=", "overwrite=", "mlflow", "paths.", "device=",
                    "trainer.progress=", "data.data_dir=", "data.cache_dir=", "hydra.", "+hydra.",
-                   "trainer.num_threads=")
+                   "trainer.num_threads=", "trainer.keep_after_finish=")
 
 
 def run_dirname(override_dirname: str) -> str:
     """Directory name for a run from Hydra's override string ('default' when there is none)."""
     kept = [item for item in (override_dirname or "").split(",")
             if item and not item.lstrip("+~").startswith(_NOT_IN_DIRNAME)]
-    name = ",".join(kept) or "default"
+    from lad.secrets import mask
+
+    name = mask(",".join(kept)) or "default"
     name = name.replace("/", "_")
     if len(name) > 120:  # keep paths short but unique
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
@@ -109,23 +111,21 @@ def require_positive(name: str, value: float, allow_zero: bool = False) -> None:
 
 
 def validate_common(cfg: DictConfig) -> None:
-    """Checks shared by both entry points; each raises ConfigError with one line."""
-    optim = cfg.optim
-    require_positive("optim.lr", optim.lr)
-    require_positive("optim.batch_size", optim.batch_size)
-    require_positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
-    require_positive("optim.max_grad_norm", optim.max_grad_norm)
-    if not 0.0 <= float(optim.warmup_ratio) <= 1.0:
-        raise ConfigError(f"optim.warmup_ratio must be in [0, 1], got {optim.warmup_ratio}")
+    """Checks shared by both entry points; each raises ConfigError with one line.
+
+    Types and ranges of every scalar key come from one table (``lad.schema.KEYS``).
+    """
+    from lad.schema import validate
+
+    validate(cfg)
+    from lad.schema import Key, check_value
     from lad.schedules import check
 
-    check(str(optim.get("lr_scheduler_type", "linear")))
-    tr = cfg.trainer
-    if tr.max_steps is not None and tr.max_steps == 0:
-        raise ConfigError("trainer.max_steps must be > 0 or -1 (no cap)")
-    if tr.max_steps < 0 and tr.epochs <= 0:
-        raise ConfigError(f"trainer.epochs must be > 0, got {tr.epochs}")
-    if tr.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"trainer.precision must be auto, fp32 or bf16, got {tr.precision!r}")
+    check(str(cfg.optim.get("lr_scheduler_type", "linear")))
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    resume = cfg.trainer.get("resume", False)
+    if not isinstance(resume, (bool, str)) or (isinstance(resume, str) and not resume.strip()):
+        raise ConfigError(f"trainer.resume must be true, false or a run directory, got {resume!r}")
+    if "teacher" in cfg and "source" in cfg.teacher:
+        check_value("teacher.source", cfg.teacher.source, Key("choice", choices=("path", "mlflow")))

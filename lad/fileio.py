@@ -38,3 +38,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, data) -> Path:
     """``data`` as indented JSON with sorted keys (numpy scalars written as floats)."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float))
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` in ``parent`` with the mode ``mkdir`` would give (mkdtemp's is 0700), so a
+    folder swapped into place (model/, gates/, a published teacher) follows the user's umask."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask."""
+    return 0o666 & ~_UMASK
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the modes the user's umask gives new
+    files and folders: some writers (safetensors' ``save_file``, mkstemp, mkdtemp) create 0600 / 0700."""
+    path = Path(path)
+    items = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in items:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_UMASK)

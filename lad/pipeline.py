@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,25 +35,29 @@ class Assembled:
 
 
 # ----------------------------------------------------------------------------- output dir
-OUTPUT_NAMES = ("checkpoints", "metrics.json", "model", "gates", "predictions", "mlflow_run_id")
+def target_dir(cfg: DictConfig) -> Path:
+    """The run directory this command writes to (``trainer.resume=<dir>`` names another one)."""
+    resume = cfg.trainer.resume
+    if isinstance(resume, str) and resume not in ("true", "false", ""):
+        return Path(resume).expanduser()
+    return Path(str(cfg.output_dir))
 
 
 def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
     """Run directory and whether to resume; refuses to clobber a finished or unfinished run.
 
-    Nothing is deleted here: with ``overwrite=true`` the old outputs are removed by
-    ``clear_outputs`` only once every input has been checked, so a mistake never costs a run.
+    Nothing is changed here: with ``overwrite=true`` the old run is set aside only once every input
+    has been checked, and put back if the new run fails (``lad.rundir``).
     """
     from lad import checkpoint as ckpt
 
+    out = target_dir(cfg)
     resume = cfg.trainer.resume
     if isinstance(resume, str) and resume not in ("true", "false", ""):
-        out = Path(resume).expanduser()
         if not out.is_dir():
             raise ConfigError(f"trainer.resume={resume}: no such run directory")
         ckpt.latest_intact(out / "checkpoints")
         return out, True
-    out = Path(str(cfg.output_dir))
     resume = bool(resume) and resume != "false"
     finished = (out / "metrics.json").exists()
     unfinished = (out / "checkpoints").exists() and not finished
@@ -71,22 +74,15 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
     return out, False
 
 
-def clear_outputs(out_dir: Path) -> None:
-    """Remove a previous run's outputs (``overwrite=true``), just before training starts."""
-    for name in OUTPUT_NAMES:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
-
 def atomic_dir(final: Path, fill) -> None:
     """Fill a temp dir next to ``final`` with ``fill(tmp)`` and swap it into place."""
+    from lad.fileio import follow_umask, make_temp_dir
+
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
     try:
         fill(tmp)
+        follow_umask(tmp)  # safetensors writes weights as 0600
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -236,19 +232,27 @@ def record_labels(cfg: DictConfig, task) -> None:
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None,
-        memo: dict | None = None, on_eval=None) -> float:
+        memo: dict | None = None, on_eval=None, job_files: bool = False) -> float:
     """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric.
 
     ``memo`` (a dict kept by the caller) reuses the loaded teacher, tokenizer and features across
     calls in one process; ``on_eval(step, metrics)`` is called after every dev evaluation (an
-    Optuna pruning callback raises ``optuna.TrialPruned`` there).
+    Optuna pruning callback raises ``optuna.TrialPruned`` there). ``job_files`` writes this Hydra
+    job's ``.hydra/`` record and log into the run directory once it is claimed (the entry points).
+
+    The run directory is locked for the whole call (``lad.rundir.claim``); every input is checked
+    before anything in it changes.
     """
+    from lad.rundir import claim, close_job_files
+    from lad.secrets import remember
+
     setup_environment()
+    remember(cfg)
     validate_common(cfg)
     entry = str(cfg.entry)
     if entry not in BUILDERS:
         raise ConfigError(f"unknown entry {entry!r} (expected one of {sorted(BUILDERS)})")
-    from lad.data.tasks import TaskSpec, eval_splits
+    from lad.data.tasks import TaskSpec
 
     task = TaskSpec.from_config(cfg.task)
     if entry == "distil":
@@ -256,7 +260,54 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         from lad.losses import Objective
 
         Objective.from_config(loss, is_regression=task.is_regression)  # validate before heavy work
+    target = target_dir(cfg)
+    from lad.preflight import writable
+
+    writable(target.parent, "output directory", "hydra.run.dir (or paths.output_root)")
+    import contextlib
+
+    # under torchrun rank 0 owns the directory (the other ranks write nothing there)
+    owner = int(os.environ.get("RANK", "0") or 0) == 0
+    try:
+        with claim(target) if owner else contextlib.nullcontext():
+            return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner)
+    finally:
+        close_job_files()
+
+
+def _check_writable_places(cfg: DictConfig, entry: str, out_dir: Path) -> None:
+    """Every directory the run will write to accepts a file (before any training)."""
+    from lad.preflight import writable
+    from lad.tracking import sqlite_path
+
+    writable(out_dir, "output directory", "hydra.run.dir (or paths.output_root)")
+    writable(str(cfg.data.cache_dir), "feature cache directory", "data.cache_dir (or paths.cache)")
+    if entry == "distil" and cfg.get("cache") is not None and cfg.cache.enabled:
+        writable(str(cfg.cache.dir), "teacher cache directory", "cache.dir (or paths.cache), or pass cache=off")
+    if entry == "train_teacher":
+        writable(Path(str(cfg.teacher.path)).parent, "teacher directory", "teacher.path (or paths.artifacts)")
+    if cfg.mlflow.enabled:
+        uri = str(cfg.mlflow.tracking_uri)
+        db = sqlite_path(uri)
+        if db is not None:
+            writable(db.parent, "MLflow store", "mlflow.tracking_uri")
+        location = cfg.mlflow.get("artifact_location")
+        if location and (db is not None or uri.startswith("file:") or "://" not in uri) \
+                and ("://" not in str(location) or str(location).startswith("file://")):
+            writable(str(location).removeprefix("file://"), "MLflow artifact directory", "mlflow.artifact_location")
+
+
+def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True) -> float:
+    from lad import rundir
+    from lad.data.tasks import eval_splits
+
+    out_dir = target_dir(cfg)
+    if owner:
+        rundir.recover(out_dir)
     out_dir, resume = resolve_output_dir(cfg)
+    if resume:
+        rundir.check_resume_config(out_dir, cfg)
+    _check_writable_places(cfg, entry, out_dir)
 
     from lad.data.features import load_features
     from lad.distributed import DistContext
@@ -281,7 +332,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
     module = asm.module
-    max_len = int(task.max_seq_length)
+    max_len = model_max_len(task, asm)
     cache_dir = Path(str(cfg.data.cache_dir))
 
     def features(split: str, limit):
@@ -291,38 +342,56 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
     train_feats = features("train", cfg.data.max_train_samples)
     eval_sets = {s: features(s, cfg.data.max_eval_samples) for s in eval_splits(task)}
+    asm.extra_params.update(truncation_params(task, {"train": train_feats, **eval_sets}, max_len))
+    if dist.is_main:
+        check_disk_space(cfg, module, out_dir)
     if entry == "distil" and module.teacher is not None and cfg.cache.enabled:
         from lad.teacher_cache import attach_cache
 
         attach_cache(cfg, module, train_feats, asm.model_source, task, split="train", device=device)
 
+    set_aside = False
     if cfg.overwrite and not resume and dist.is_main:
-        clear_outputs(out_dir)
+        set_aside = rundir.set_aside(out_dir)
     dist.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if job_files and dist.is_main:
+        rundir.write_job_files(out_dir, cfg)
     run_id_file = out_dir / "mlflow_run_id"
     prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
-    if dist.is_main:
-        tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
-                               sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
-    else:  # under torchrun only rank 0 records
-        from lad.tracking import NullTracker
-
-        tracker = NullTracker()
-    if tracker.run_id:
-        run_id_file.write_text(tracker.run_id)
+    tracker = None
     try:
+        if dist.is_main:
+            tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
+                                   sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+        else:  # under torchrun only rank 0 records
+            from lad.tracking import NullTracker
+
+            tracker = NullTracker()
+        if tracker.run_id:
+            run_id_file.write_text(tracker.run_id)
         result = _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir, resume,
                                  tracker, device, on_eval, dist)
     except BaseException as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         pruned = type(exc).__name__ == "TrialPruned"
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) or pruned else "FAILED"
-        if pruned:
-            tracker.set_tags({"optuna.state": "PRUNED"})
-        tracker.end(status=status, error=f"{type(exc).__name__}: {message}"[:4000])
+        if tracker is not None:
+            if pruned:
+                tracker.set_tags({"optuna.state": "PRUNED"})
+            tracker.end(status=status, error=f"{type(exc).__name__}: {message}"[:4000])
+        if set_aside:  # overwrite=true never leaves the user with neither run
+            rundir.close_job_files()
+            rundir.restore(out_dir)
+            log.warning("the new run failed; the previous run in %s was put back", out_dir)
         dist.close()
         raise
+    if set_aside:
+        rundir.discard(out_dir)
+    if dist.is_main:
+        from lad import checkpoint as ckpt
+
+        ckpt.prune(out_dir / "checkpoints", int(cfg.trainer.get("keep_after_finish", 1)))
     tracker.end("FINISHED")
     dist.close()
     if sweep_dir:
@@ -330,6 +399,42 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
         update_sweep_parent(tracker, sweep_dir, result, task.main_metric, overrides or [])
     return result
+
+
+def model_max_len(task, asm: Assembled) -> int:
+    """``task.max_seq_length``, capped at the model's position embeddings (longer ids would crash)."""
+    max_len = int(task.max_seq_length)
+    config = getattr(getattr(asm.module, "student", None), "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and 4 <= positions < max_len:
+        log.warning("task.max_seq_length=%d exceeds the model's %d positions: texts are truncated to %d tokens",
+                    max_len, positions, positions)
+        max_len = positions
+    return max_len
+
+
+def truncation_params(task, splits: dict, max_len: int) -> dict:
+    """``data.<split>_truncated``: examples cut to ``max_len`` tokens (logged once per split)."""
+    out = {"data.max_len": max_len}
+    for split, feats in splits.items():
+        count = int(getattr(feats, "truncated", 0) or 0)
+        out[f"data.{split}_truncated"] = count
+        if count:
+            log.warning("%s %s: %d of %d example(s) longer than %d tokens were truncated",
+                        task.name, split, count, len(feats), max_len)
+    return out
+
+
+def check_disk_space(cfg, module, out_dir: Path) -> None:
+    """Enough free space for the checkpoints and the model this run writes (before training)."""
+    from lad.preflight import enough_space
+
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    student = sum(p.numel() for p in module.student.parameters())
+    keep = max(int(cfg.trainer.keep_checkpoints), 1)
+    # a checkpoint = fp32 weights + two AdamW moments; +1 while the newest is written; model in fp32
+    needed = (keep + 1) * trainable * 4 * 3 + 2 * student * 4
+    enough_space(out_dir, int(needed * 1.1), "checkpoints and the model")
 
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
@@ -347,10 +452,15 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     params["data.train_examples"] = str(len(train_feats))
     tracker.log_params(params)
     if dist is None or dist.is_main:
-        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+        from lad.fileio import write_text
+        from lad.secrets import redact
+
+        write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(cfg))))
     model_dir = out_dir / "model"
 
     def save_best(metrics: dict) -> None:
+        _check_finite(module.student, out_dir)
+
         def fill(tmp: Path) -> None:
             module.student.save_pretrained(tmp, safe_serialization=True)
             asm.tokenizer.save_pretrained(tmp)
@@ -388,6 +498,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         "steps": result.global_step, "history": result.history,
         "train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
         "wall_s": time.time() - t0, "resumed_from": result.resumed_from,
+        "truncated": {k.split(".", 1)[1].removesuffix("_truncated"): v for k, v in asm.extra_params.items()
+                      if k.endswith("_truncated")},
     }
     if gate_probe.active:
         summary["gates"] = gate_probe.summary()
@@ -453,6 +565,20 @@ class GateProbe:
         return (f"the gates hardly moved (largest relative change ||W-W0||/||W0|| = {max(moves.values()):.2%}, "
                 f"under {GATE_MOVED:.0%}): their targets are still a random mix of teacher layers; "
                 f"raise optim.gate_lr (now {gate_lr:g}) or train longer")
+
+
+def _check_finite(model, out_dir: Path) -> None:
+    """Refuse to save non-finite weights as the best model (a step that blew the weights up can
+    still score well: argmax of NaN logits is class 0)."""
+    import torch
+
+    from lad import checkpoint as ckpt
+
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise ckpt.NumericFault(
+            f"weights became non-finite ({bad}); the model was not saved as the best one; "
+            f"{ckpt.recovery_hint(out_dir / 'checkpoints')}")
 
 
 def probe_gate_values(module, features, device, n: int = 64, pad_to: int | None = None) -> dict[int, float]:

@@ -274,7 +274,9 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
 
     from lad.data.tasks import TaskSpec
     from lad.pipeline import run
-    from lad.studies import budget_record, lock_path, one_line, open_storage, open_study, study_lock
+    from lad.errors import StudyError
+    from lad.studies import (budget_record, check_space, lock_path, one_line, open_storage, open_study,
+                             safe_url, study_lock)
     from lad.tracking import mask_secrets
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -298,6 +300,10 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         storage = open_storage(str(scfg.storage), heartbeat_interval=int(scfg.heartbeat_interval),
                                failed_trial_callback=stale) if scfg.storage else None
         study = open_study(storage, str(scfg.study_name), ["maximize"], None, budget_record(cfg))
+    try:  # a stored study over another space: one error, before any trial exists
+        check_space(study, space.distributions, f" in {safe_url(str(scfg.storage))}" if scfg.storage else "")
+    except StudyError as exc:
+        raise ConfigError(str(exc).replace("hydra.sweeper.study_name", "search.study_name")) from None
     _check_prune_on(study, prune_on)
     # a resumed / second worker must not replay the first worker's seeded suggestions
     study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))

@@ -216,6 +216,43 @@ def reserve_trials(study: "optuna.Study", lock: Path | None, want: int, max_tria
         return [create(existing + i) for i in range(max(0, count))]
 
 
+def check_space(study: "optuna.Study", distributions: Mapping[str, Any], where: str = "") -> None:
+    """StudyError when the stored study was searched over another space than ``distributions``.
+
+    Compared with the newest stored trial that has parameters: the same names, and for each the
+    same kind, range, step, log scale or choices. Checked before any trial is created, so a
+    mismatch leaves no RUNNING trial behind.
+    """
+    stored = next((t.distributions for t in reversed(study.get_trials(deepcopy=False)) if t.distributions), None)
+    if not stored:
+        return
+    problems = []
+    for name in sorted(set(stored) | set(distributions)):
+        old, new = stored.get(name), distributions.get(name)
+        if old is None or new is None:
+            problems.append(f"{name}: {'not searched' if old is None else _describe(old)} -> "
+                            f"{'not searched' if new is None else _describe(new)}")
+        elif old != new:
+            problems.append(f"{name}: {_describe(old)} -> {_describe(new)}")
+    if problems:
+        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise StudyError(
+            f"study '{study.study_name}'{where} was searched over another space ({'; '.join(problems[:2])}{more}); "
+            "use the stored ranges, or a new hydra.sweeper.study_name for the new space")
+
+
+def _describe(dist: Any) -> str:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice{tuple(dist.choices)}"
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
+        kind = "int" if isinstance(dist, IntDistribution) else "float"
+        extra = ", log" if dist.log else (f", step={dist.step}" if dist.step not in (None, 1) else "")
+        return f"{kind}[{dist.low}, {dist.high}{extra}]"
+    return type(dist).__name__
+
+
 def heartbeat_enabled(storage: Any) -> bool:
     """True for an RDB storage created with a heartbeat interval."""
     from optuna.storages import RDBStorage

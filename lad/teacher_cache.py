@@ -63,6 +63,10 @@ _DEFAULTS = {"enabled": False, "dir": ".cache/lad/teacher_outputs", "dtype": "fl
              "release_teacher": True, "build_batch_size": 64}
 
 
+class TeacherCacheCorrupt(LADError):
+    """Cached teacher outputs that fail a check while they are read."""
+
+
 # ----------------------------------------------------------------------------- what to store
 @dataclass(frozen=True)
 class Content:
@@ -424,9 +428,27 @@ class CachedTeacher:
         else:
             values = self._gather_cls(index)
         values = _from_storage(torch.from_numpy(values).to(device), self.store.dtype)
+        if not bool(torch.isfinite(values).all()):
+            self._corrupt(index)
         for j, m in enumerate(self.need.layers):
             hidden[m - 1] = values[j]
         return logits, hidden
+
+    def _corrupt(self, index: np.ndarray) -> None:
+        """Non-finite cached values: the files changed after validation (disk error, another writer).
+
+        The variant's manifest is renamed so that the next run rebuilds it, and the error says
+        it is the cache, not the training, that went wrong.
+        """
+        path = self.store.path
+        try:
+            os.replace(path / "manifest.json", path / "manifest.json.corrupt")
+        except OSError:
+            pass
+        shown = ", ".join(str(int(i)) for i in index[:5])
+        raise TeacherCacheCorrupt(
+            f"teacher cache {path} holds non-finite hidden states (training examples {shown}...): the "
+            "cache files are corrupt, not the training; it was marked for rebuilding: run the command again")
 
     def _rows(self, block: np.ndarray) -> np.ndarray:
         """Select the needed layers (axis 1) of a stored block."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,10 @@ _SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume"
 
 
 def mask_secrets(text: str) -> str:
-    """Hide passwords in URLs such as postgresql://user:pw@host/db."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", str(text))
+    """Hide passwords in URLs such as postgresql://user:pw@host/db (see lad.secrets)."""
+    from lad.secrets import mask
+
+    return mask(text)
 
 
 def git_commit() -> str:
@@ -253,7 +254,7 @@ def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, over
 
         client.log_batch(parent_id, metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
         client.set_tag(parent_id, "best.run_id", tracker.run_id)
-        client.set_tag(parent_id, "best.overrides", " ".join(overrides)[:5000])
+        client.set_tag(parent_id, "best.overrides", mask_secrets(" ".join(overrides))[:5000])
     client.set_terminated(parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
 
 

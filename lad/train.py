@@ -210,7 +210,7 @@ class Trainer:
                         bar.close()
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at step {step + 1} (parts: {_fmt(parts)}); "
-                        f"the last good checkpoint is in {self.ckpt_dir}"
+                        + ckpt.recovery_hint(self.ckpt_dir)
                     )
                 loss.backward()
                 norms = [torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
@@ -221,7 +221,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"gradient norm became {max(float(n) for n in norms)} at step {step + 1} "
                         f"(loss {loss.item():.4g}; parts: {_fmt(parts)}); no update was applied; "
-                        f"the last good checkpoint is in {self.ckpt_dir}"
+                        + ckpt.recovery_hint(self.ckpt_dir)
                     )
                 for opt, sch in zip(optimizers, schedulers):
                     opt.step()

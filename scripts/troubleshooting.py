@@ -43,9 +43,30 @@ FOOTER = """
 
 | Symptom | Cause | Fix |
 |---|---|---|
-| `error: loss became nan at step N (parts: hard=…, soft=…, hidden=nan, pkd=…); the last good checkpoint is in <run_dir>/checkpoints` | Training diverged; the parts show which loss term blew up. | Lower `optim.lr` / the weight of that term (e.g. `loss.hidden_weight`), then resume with `trainer.resume=true` or start over with `overwrite=true`. |
+| `error: loss became nan at step N (parts: hard=…, soft=…, hidden=nan, pkd=…); the last good checkpoint is <run_dir>/checkpoints/step-M: …` | Training diverged; the parts show which loss term blew up. The hint names a checkpoint that exists, or says that none was written yet. | Lower `optim.lr` / the weight of that term (e.g. `loss.hidden_weight`), then resume with `trainer.resume=true` or start over with `overwrite=true`. |
 | `error: gradient norm became nan at step N (…); no update was applied; …` | The loss was finite but its gradient was not (no update was applied, so the checkpoints stay clean). | As above. |
+| `error: weights became non-finite (…); the model was not saved as the best one; …` | An update made the weights NaN/inf; a NaN model can still score well (argmax of NaN is class 0), so it is never saved as the best model or as a checkpoint. | As above. |
+| `error: teacher cache <dir> holds non-finite hidden states (…): the cache files are corrupt, not the training; …` | The teacher-output cache changed on disk after it was checked (disk error, another writer). It is marked for rebuilding. | Run the command again (the cache is rebuilt). |
+| `WARNING … sst2 train: N of M example(s) longer than L tokens were truncated` | Texts longer than `task.max_seq_length` (capped at the model's position embeddings) are cut; the count is recorded as the MLflow params `data.<split>_truncated` and in `metrics.json` (`truncated`). | Raise `task.max_seq_length` (up to the model's positions) if the tail of long texts matters. |
+| `error: cannot write <file>: No space left on device` | The disk filled up during the run (the free-space check before training estimates checkpoints and model only). | Free space, then resume with `trainer.resume=true`. |
 | A run was killed (Ctrl-C, `kill -9`, machine restart) | Checkpoints are written every `trainer.ckpt_every` steps (atomic, checksummed). | Re-run the same command with `trainer.resume=true`: it continues from the newest intact checkpoint and ends with the same results as an uninterrupted run. |
+
+## What a run directory holds
+
+* One command at a time: a lock file beside the run directory (`<parent>/.<run>.lock`) stops a
+  second command into the same directory at once (`error: … is in use by another running command`).
+* `.hydra/` (config, hydra config, overrides) and `<job>.log` are written by LAD once every input was
+  checked, with passwords masked; a refused command leaves an existing run byte-identical.
+* `overwrite=true` keeps the previous run in `<run_dir>/.replaced/` until the new run finished, and
+  puts it back if the new run fails; after a `kill -9` the next command into that directory keeps
+  whichever run is complete.
+* A finished run keeps its best model (`model/`) and `trainer.keep_after_finish` checkpoints
+  (default 1, enough to continue training; 0 keeps none). `trainer.keep_checkpoints` (default 2)
+  applies while training.
+* Files and folders get the permissions of your umask.
+* Passwords in `mlflow.tracking_uri`, `mlflow.artifact_location`, `hydra.sweeper.storage` and any other
+  URL are replaced by `***` in everything LAD prints or writes (console, logs, `config.yaml`,
+  `.hydra/`, MLflow params, tags and artifacts, Optuna attributes, `multirun.yaml`).
 """
 
 
@@ -81,9 +102,10 @@ def render_readme(readme: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if docs/troubleshooting.md is stale")
+    parser.add_argument("--docs-only", action="store_true", help="only docs/troubleshooting.md, not README.md")
     args = parser.parse_args(argv)
     text = render()
-    readme = render_readme(README.read_text())
+    readme = README.read_text() if args.docs_only else render_readme(README.read_text())
     if args.check:
         current = TARGET.read_text() if TARGET.exists() else ""
         if current != text or README.read_text() != readme:
@@ -94,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     from lad.fileio import write_text
 
     write_text(TARGET, text)
-    write_text(README, readme)
-    print(f"wrote {TARGET.relative_to(REPO)} ({text.count(chr(10))} lines) and the README table")
+    if not args.docs_only:
+        write_text(README, readme)
+    print(f"wrote {TARGET.relative_to(REPO)} ({text.count(chr(10))} lines)"
+          + ("" if args.docs_only else " and the README table"))
     return 0
 
 

@@ -3,8 +3,8 @@
 Every case runs ``distil.py`` / ``train_teacher.py`` as a subprocess (the way users run them) and
 checks: exit status != 0, no traceback (unless ``HYDRA_FULL_ERROR=1``), one ``error: ...`` line on
 stderr matching the case's pattern (Hydra's own message for unknown config options), and that
-nothing was written or overwritten (the run dir holds at most Hydra's ``.hydra/`` and log file;
-a pre-existing run dir is byte-identical). The error must come before training: every command
+nothing was written or overwritten (a pre-existing run dir, its ``.hydra/`` and log included, is
+byte-identical; a fresh one is not left behind). The error must come before training: every command
 caps training at 2 steps, so a check that fired too late would show as a successful exit.
 
 ``CASES`` is also the source of docs/troubleshooting.md (``python scripts/troubleshooting.py``):
@@ -30,10 +30,8 @@ import pytest
 
 from conftest import REPO
 
-SUBPROCESS_TIMEOUT = 300
+SUBPROCESS_TIMEOUT = int(os.environ.get("LAD_TEST_SUBPROCESS_TIMEOUT", "300"))  # raise on a crowded machine
 PARALLEL = 2  # concurrent subprocesses (2 cores); each spends most of its time importing torch
-# Hydra writes these into the run dir before our code runs; they are not outputs of a run.
-HYDRA_BOOKKEEPING = (".hydra",)
 
 
 class Sandbox:
@@ -68,7 +66,7 @@ class Sandbox:
                 f"teacher.path={self.teacher_out}", *self._common(data), *extra]
 
     # ---- broken inputs -------------------------------------------------------------
-    def glue_with(self, name: str, text: str | None) -> Path:
+    def glue_with(self, name: str, text: str | bytes | None) -> Path:
         """A copy of the good data where SST-2/<name> has ``text`` (None: the file is deleted)."""
         glue = self.root / "glue"
         if not glue.exists():
@@ -76,6 +74,8 @@ class Sandbox:
         target = glue / "SST-2" / name
         if text is None:
             target.unlink()
+        elif isinstance(text, bytes):
+            target.write_bytes(text)
         else:
             target.write_text(text)
         return glue
@@ -102,13 +102,61 @@ class Sandbox:
         ckpt.mkdir(parents=True)
         (ckpt / "weights.safetensors").write_bytes(b"\0" * 64)
         (ckpt / "state.pt").write_bytes(b"\1" * 64)
-        digest = "0" * 64 if corrupt else hashlib.sha256(b"\0" * 64).hexdigest()
-        (ckpt / "checksums.json").write_text(json.dumps({"weights.safetensors": digest, "state.pt": digest}))
+        sums = {"weights.safetensors": hashlib.sha256(b"\0" * 64).hexdigest(),
+                "state.pt": hashlib.sha256(b"\1" * 64).hexdigest()}
+        if corrupt:
+            sums = {name: "0" * 64 for name in sums}
+        (ckpt / "checksums.json").write_text(json.dumps(sums))
         if finished:
             (self.run_dir / "model").mkdir()
             (self.run_dir / "model" / "model.safetensors").write_bytes(b"weights of the finished run")
             (self.run_dir / "metrics.json").write_text('{"best": {"accuracy": 0.9}}')
             (self.run_dir / "config.yaml").write_text("seed: 42\n")
+            (self.run_dir / ".hydra").mkdir()
+            (self.run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
+            (self.run_dir / "distil.log").write_text("[lad] the finished run's log\n")
+
+    def teacher_copy(self, name: str) -> Path:
+        path = self.root / name
+        shutil.copytree(self.teacher, path)
+        return path
+
+    def teacher_without_tokenizer(self) -> Path:
+        path = self.teacher_copy("no_tokenizer")
+        for file in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            (path / file).unlink(missing_ok=True)
+        return path
+
+    def teacher_with_labels(self, labels: list[str]) -> Path:
+        path = self.teacher_copy("relabelled")
+        config = json.loads((path / "config.json").read_text())
+        config["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        config["label2id"] = {name: i for i, name in enumerate(labels)}
+        (path / "config.json").write_text(json.dumps(config))
+        return path
+
+    def teacher_truncated_weights(self) -> Path:
+        path = self.teacher_copy("truncated")
+        weights = path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+        return path
+
+    def unfinished_run_with_config(self, **values) -> None:
+        """An interrupted run (intact checkpoint) whose config.yaml records ``values``."""
+        self.existing_run(finished=False)
+        from omegaconf import OmegaConf
+
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(values)))
+
+    def hold_run_dir_lock(self) -> None:
+        """Another command is running in the run dir (its lock is held by this test process)."""
+        from filelock import FileLock
+
+        from lad.rundir import lock_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._held = FileLock(str(lock_file(self.run_dir)))
+        self._held.acquire()
 
     def optuna_plugin(self) -> None:
         if not (REPO / "hydra_plugins" / "lad_optuna_sweeper").is_dir():
@@ -276,6 +324,66 @@ CASES: list[Case] = [
          "The names are Hugging Face Trainer's lr_scheduler_type values (built by transformers.get_scheduler); "
          "those that need more than warm-up and total steps are not offered.",
          "Use linear (the default), constant_with_warmup, constant, cosine or polynomial."),
+    # ---- typed values (lad/schema.py: every scalar key has a type and a range)
+    Case("integer_key_given_a_fraction", lambda s: s.distil("trainer.max_steps=2.5"),
+         r"^error: trainer\.max_steps must be an integer, got 2\.5 \(it would be cut to 2\)",
+         "error: trainer.max_steps must be an integer, got 2.5 (it would be cut to 2)",
+         "Integer settings (steps, sizes, counts) are never rounded silently.",
+         "Pass a whole number (1e3 is accepted as 1000)."),
+    Case("zero_where_zero_means_nothing", lambda s: s.distil("trainer.log_every=0"),
+         r"^error: trainer\.log_every must be an integer >= 1, got 0",
+         "error: trainer.log_every must be an integer >= 1, got 0",
+         "0 is accepted only where it has a documented meaning (trainer.eval_every=0: once per epoch; "
+         "trainer.ckpt_every=0: at the end of each epoch; trainer.keep_after_finish=0: no checkpoint kept).",
+         "Pass a positive value, or null where the key allows it (trainer.num_threads, data.max_*_samples)."),
+    Case("boolean_key_given_a_word", lambda s: s.distil("data.bucket=yes"),
+         r"^error: data\.bucket must be true or false, got 'yes'",
+         "error: data.bucket must be true or false, got 'yes'",
+         "Switches take true or false only (yes, 1, on are not guessed).", "Pass true or false."),
+    Case("not_a_number", lambda s: s.distil("optim.lr=nan"),
+         r"^error: optim\.lr must be a number > 0, got nan", "error: optim.lr must be a number > 0, got nan",
+         "nan / inf are not usable values for any setting.", "Pass a finite number."),
+    # ---- teacher folders (checked before the teacher is loaded)
+    Case("teacher_without_tokenizer_files", lambda s: s.distil(teacher=s.teacher_without_tokenizer()),
+         r"^error: teacher\.path \S+ has no tokenizer files",
+         "error: teacher.path <dir> has no tokenizer files (tokenizer.json, vocab.txt): without them every "
+         "word would become [UNK]; ...",
+         "The model folder holds weights but not the tokenizer it was trained with.",
+         "Save the tokenizer next to the weights (tokenizer.save_pretrained(dir)); train_teacher.py does this."),
+    Case("teacher_label_order_differs", lambda s: s.distil(teacher=s.teacher_with_labels(["1", "0"])),
+         r"^error: teacher \S+: its labels are \[1, 0\] but task sst2 has \[0, 1\] \(in this order\)",
+         "error: teacher <dir>: its labels are [1, 0] but task sst2 has [0, 1] (in this order): ...",
+         "The teacher names its classes in another order than conf/task/<task>.yaml (labels:): its "
+         "predictions would be read as the wrong classes.",
+         "Use a teacher fine-tuned on this task with this label list (train_teacher.py task=<task>)."),
+    Case("teacher_weights_damaged", lambda s: s.distil(teacher=s.teacher_truncated_weights()),
+         r"^error: teacher\.path \S+: model\.safetensors is damaged or incomplete",
+         "error: teacher.path <dir>: model.safetensors is damaged or incomplete (...); copy the model folder "
+         "again or fine-tune the teacher again",
+         "The weight file is cut short or overwritten (interrupted copy, full disk).",
+         "Copy the folder again, or fine-tune the teacher again."),
+    # ---- text
+    Case("tsv_not_utf8",
+         lambda s: s.distil(data=s.glue_with("train.tsv", b"sentence\tlabel\ngood film\t1\nna\xefve\t0\n")),
+         r"^error: .*SST-2/train\.tsv:3: not valid UTF-8 \(byte 0xef at column 3\)",
+         "error: <data_dir>/SST-2/train.tsv:3: not valid UTF-8 (byte 0xef at column 3); re-save the file as UTF-8 ...",
+         "The file is in another encoding (Latin-1, Windows-1252) or damaged.",
+         "Convert it (iconv -f latin1 -t utf-8 in.tsv > out.tsv). Texts longer than task.max_seq_length (or "
+         "the model's positions) are not an error: they are truncated and counted (data.<split>_truncated)."),
+    # ---- run directory
+    Case("run_dir_in_use", lambda s: (s.hold_run_dir_lock(), s.distil())[1],
+         r"^error: \S+ is in use by another running command \(lock \S+\)",
+         "error: <run_dir> is in use by another running command (lock <dir>/.<run>.lock); wait for it to "
+         "finish, or give this run its own directory ...",
+         "Another train_teacher.py / distil.py is writing to the same run directory.",
+         "Wait for it, or change an override (or hydra.run.dir) so this run gets its own directory."),
+    Case("resume_with_another_configuration",
+         lambda s: (s.unfinished_run_with_config(optim={"lr": 0.5}), s.distil("trainer.resume=true"))[1],
+         r"^error: trainer\.resume: \S+ was started with another configuration \(.*optim\.lr: 0\.5 -> 0\.0001",
+         "error: trainer.resume: <run_dir> was started with another configuration (optim.lr: 0.5 -> 0.0001, ...); "
+         "resume with the same settings, or pass overwrite=true to start over",
+         "trainer.resume=true continues the checkpoints of a run that trained with other settings.",
+         "Resume with the command that started the run, or start over with overwrite=true."),
     # ---- existing outputs and resuming
     Case("finished_run_exists", lambda s: (s.existing_run(finished=True), s.distil())[1],
          r"^error: \S+ already holds a finished run; pass overwrite=true to replace it",
@@ -317,6 +425,13 @@ CASES: list[Case] = [
          "The database behind mlflow.tracking_uri is down, or its driver is not installed; passwords are "
          "masked in messages, params and tags.",
          "Start the database / install its driver (e.g. psycopg2 for postgresql), or pass mlflow=off."),
+    Case("optuna_n_trials_zero",
+         lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=0",
+                                        f"hydra.sweeper.storage=sqlite:///{s.root}/o.db", *s.distil()[1:]])[1],
+         r"hydra\.sweeper\.n_trials must be an integer >= 1, got 0",
+         "hydra.sweeper.n_trials must be an integer >= 1, got 0",
+         "A sweep of zero trials would do nothing and report no result.",
+         "Pass the total number of trials the study should hold (it counts the stored ones).", hydra=True),
     Case("optuna_storage_malformed",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
                                         "hydra.sweeper.storage=not-a-url", *s.distil()[1:]])[1],
@@ -348,15 +463,14 @@ def run_entry(argv: list[str], env_extra: dict[str, str] | None = None) -> tuple
 
 
 def snapshot(root: Path, skip: tuple[str, ...] = ("cache",)) -> dict[str, str]:
-    """Relative path -> content hash ("dir" for folders) of everything under ``root``, except
-    the feature cache and Hydra's bookkeeping (the run dir itself, .hydra/, *.log)."""
+    """Relative path -> content hash ("dir" for folders) of everything under ``root``, except the
+    feature cache, lock files beside run dirs (never inside them) and an empty run dir."""
     out: dict[str, str] = {}
     if not root.exists():
         return out
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if (rel.parts[0] in skip or str(rel) == "run" or path.suffix == ".log"
-                or any(p in HYDRA_BOOKKEEPING for p in rel.parts)):
+        if rel.parts[0] in skip or (str(rel) == "run" and not any(path.iterdir())) or rel.name.endswith(".lock"):
             continue
         out[str(rel)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return out

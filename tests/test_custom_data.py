@@ -246,7 +246,7 @@ def test_teacher_with_other_label_names_is_refused(tmp_path):
     teacher = save_tiny_model(tmp_path / "teacher", num_layers=2, labels=("bad", "good"))
     task = sources.with_labels(custom_task(data={"train_file": EXAMPLE, "dev_file": EXAMPLE_DEV}), None)
     cfg = OmegaConf.create({"source": "path", "path": str(teacher), "name": "local"})
-    with pytest.raises(ConfigError, match=r"fine-tuned with labels \[bad, good\] but task custom has \[neg, pos\]"):
+    with pytest.raises(ConfigError, match=r"its labels are \[bad, good\] but task custom has \[neg, pos\]"):
         load_teacher(cfg, task)
 
 

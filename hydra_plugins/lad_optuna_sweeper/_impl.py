@@ -61,8 +61,8 @@ def check_options(sweeper: "LadOptunaSweeper") -> list[str]:
         raise SweeperError("hydra.sweeper.n_trials is null: set it, or set max_trials (a study total)")
     for key in ("n_trials", "max_trials"):
         value = getattr(sweeper, key)
-        if value is not None and value < 0:
-            raise SweeperError(f"hydra.sweeper.{key} must be >= 0, got {value}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SweeperError(f"hydra.sweeper.{key} must be an integer >= 1 (or null), got {value!r}")
     if sweeper.n_jobs < 1:
         raise SweeperError(f"hydra.sweeper.n_jobs must be >= 1, got {sweeper.n_jobs}")
     if not 0.0 <= sweeper.max_failure_rate <= 1.0:
@@ -168,6 +168,11 @@ class _Sweep:
             self.study = studies.open_study(self.storage, sweeper.study_name, self.directions, None,
                                             sweeper.study_attrs)
         self.study_name = self.study.study_name
+        where = "" if sweeper.storage is None else f" in {studies.safe_url(sweeper.storage)}"
+        try:  # a stored study over another space: one error, before any trial exists
+            studies.check_space(self.study, self.space.distributions, where)
+        except StudyError as exc:
+            raise SweeperError(str(exc)) from None
 
     # -- trial bookkeeping -------------------------------------------------
     def reserve(self) -> list[Trial]:
@@ -200,7 +205,9 @@ class _Sweep:
         if self.first_error is None:
             self.first_error = f"trial {trial.number}: {error}"
         try:
-            trial.set_user_attr("error", error[:1000])
+            from lad.secrets import mask
+
+            trial.set_user_attr("error", mask(error)[:1000])
         except Exception:  # noqa: BLE001 - the trial may already be finished elsewhere
             pass
         self._tell(trial, state=TrialState.FAIL)
@@ -344,5 +351,7 @@ def run_sweep(sweeper: "LadOptunaSweeper", arguments: list[str]) -> list[Sequenc
     assert sweeper.config is not None
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
+    from lad.secrets import redact  # the storage URL and every override may carry a password
+
+    OmegaConf.save(OmegaConf.create(redact(sweeper.config)), sweep_dir / "multirun.yaml")
     return sweep.run()

@@ -19,10 +19,11 @@ from lad.data.glue import Example
 from lad.data.sources import read_split, split_source
 from lad.data.tasks import TaskSpec
 from lad.errors import ConfigError
+from lad.fileio import new_file_mode
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: records the number of truncated examples
 IGNORE_INDEX = -100  # label of unlabelled classification rows (torch CE ignore_index)
 _CHUNK = 2048        # examples per tokenizer call
 
@@ -36,6 +37,7 @@ class Features:
     labels: np.ndarray           # int64 (-100 unlabelled) or float32 (NaN unlabelled)
     guids: list[str]
     pad_id: int = 0
+    truncated: int = 0           # examples cut to max_len tokens
     _lengths: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -106,12 +108,27 @@ def encode_examples(
         batch_ids, batch_types = _encode(tokenizer, [e.text_a for e in chunk], texts_b, max_len)
         ids.extend(np.asarray(x, dtype=np.int32) for x in batch_ids)
         types.extend(np.asarray(x, dtype=np.int8) for x in batch_types)
+    truncated = _count_truncated(tokenizer, examples, ids, max_len, pair)
     if is_regression:
         labels = np.array([np.nan if e.label is None else e.label for e in examples], dtype=np.float32)
     else:
         labels = np.array([IGNORE_INDEX if e.label is None else e.label for e in examples], dtype=np.int64)
     pad_id = getattr(tokenizer, "pad_token_id", None)
-    return Features(ids, types, labels, [e.guid for e in examples], pad_id=int(pad_id or 0))
+    return Features(ids, types, labels, [e.guid for e in examples], pad_id=int(pad_id or 0),
+                    truncated=truncated)
+
+
+def _count_truncated(tokenizer: Any, examples: Sequence[Example], ids: list[np.ndarray], max_len: int,
+                     pair: bool) -> int:
+    """How many examples lost tokens to ``max_len`` (only those that hit the cap are re-encoded)."""
+    full = [i for i, x in enumerate(ids) if len(x) >= max_len]
+    if not full:
+        return 0
+    texts_a = [examples[i].text_a for i in full]
+    texts_b = [examples[i].text_b or "" for i in full] if pair else None
+    enc = tokenizer(texts_a, texts_b, truncation=False, padding=False, return_attention_mask=False,
+                    return_token_type_ids=False, verbose=False)
+    return sum(len(x) > max_len for x in enc["input_ids"])
 
 
 def cache_key(
@@ -181,7 +198,9 @@ def save_features(feats: Features, path: Path, key: str = "") -> None:
                 fh, input_ids=flat_ids, token_type_ids=flat_types, offsets=offsets,
                 labels=feats.labels, guids=np.array(feats.guids, dtype=np.str_),
                 pad_id=np.array(feats.pad_id, dtype=np.int64), key=np.array(key, dtype=np.str_),
+                truncated=np.array(feats.truncated, dtype=np.int64),
             )
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> the user's umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -202,7 +221,7 @@ def _load_npz(path: Path, key: str) -> Features | None:
                 input_ids=np.split(flat_ids, cuts) if len(offsets) > 1 else [],
                 token_type_ids=np.split(flat_types, cuts) if len(offsets) > 1 else [],
                 labels=data["labels"], guids=[str(g) for g in data["guids"]],
-                pad_id=int(data["pad_id"]),
+                pad_id=int(data["pad_id"]), truncated=int(data["truncated"]),
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         log.warning("ignoring unreadable feature cache %s (%s); rebuilding", path, err)

@@ -80,8 +80,8 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
     """Parse one GLUE TSV file laid out as ``spec`` (tab split, no CSV quoting)."""
     examples: list[Example] = []
     skipped: list[tuple[int, str]] = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        lines = (_strip_eol(line) for line in fh)
+    with open(path, "rb") as fh:
+        lines = (_strip_eol(_decode(raw, path, n)) for n, raw in enumerate(fh, start=1))
         first = next(lines, None)
         if first is None or not first.strip():
             raise DataError(f"{path}:1: empty file")
@@ -111,6 +111,19 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
     if skipped:
         log.warning("%s: skipped %d malformed row(s) (first: %s)", path, len(skipped), skipped[0][1])
     return examples
+
+
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    """One line as UTF-8 (a BOM on the first line is dropped); DataError naming file, line and byte."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+            "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    if "\x00" in text:
+        raise DataError(f"{path}:{lineno}: contains a NUL byte (a binary or UTF-16 file?); save it as UTF-8 text")
+    return text.removeprefix("\ufeff") if lineno == 1 else text
 
 
 def _strip_eol(line: str) -> str:

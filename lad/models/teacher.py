@@ -31,7 +31,72 @@ def check_model_dir(path: str | Path, what: str) -> Path:
     weights = list(p.glob("*.safetensors")) + list(p.glob("pytorch_model*.bin"))
     if not weights:
         raise ConfigError(f"{what} {p} has no weights (*.safetensors)")
+    for file in weights:
+        check_weight_file(file, what)
+    if not any((p / name).is_file() for name in TOKENIZER_FILES) and not list(p.glob("*.model")):
+        raise ConfigError(
+            f"{what} {p} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}): without them every word "
+            "would become [UNK]; save the model's tokenizer there (tokenizer.save_pretrained(dir))")
     return p
+
+
+# files from which transformers can build a tokenizer (plus sentencepiece *.model)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
+def check_weight_file(file: Path, what: str) -> None:
+    """ConfigError when a weight file is truncated or not a weight file (header and sizes checked)."""
+    if file.suffix != ".safetensors":
+        if file.stat().st_size == 0:
+            raise ConfigError(f"{what} {file.parent}: {file.name} is empty (incomplete copy?)")
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{what} {file.parent}: {file.name} is damaged or incomplete ({first[:120]}); "
+            "copy the model folder again or fine-tune the teacher again") from None
+
+
+def check_tokenizer(tokenizer, model_dir: Path, what: str) -> None:
+    """ConfigError when the tokenizer turns ordinary words into [UNK] (wrong or empty vocabulary)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    ids = tokenizer("the movie was good and the actor was great", add_special_tokens=False)["input_ids"]
+    if ids and all(i == unk for i in ids):
+        raise ConfigError(
+            f"{what} {model_dir}: its tokenizer maps ordinary English words to {tokenizer.unk_token}: "
+            "the vocabulary does not belong to this model; save the model's own tokenizer there")
+
+
+def check_label_order(config, task, model_dir: Path) -> None:
+    """ConfigError when the teacher's named labels are not the task's labels in the task's order."""
+    if task.is_regression:
+        return
+    id2label = getattr(config, "id2label", None) or {}
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
+    if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return  # unnamed labels: nothing to compare
+    expected = [str(x) for x in task.labels]
+    if names != expected:
+        raise ConfigError(
+            f"teacher {model_dir}: its labels are [{', '.join(names)}] but task {task.name} has "
+            f"[{', '.join(expected)}] (in this order): its predictions would be read as the wrong "
+            "classes; use a teacher fine-tuned on this task")
+
+
+def _load_weights(load, model_dir: Path, what: str):
+    """``load()`` with a damaged or mismatched checkpoint reported as one ConfigError."""
+    try:
+        return load()
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{what} {model_dir}: cannot load its weights ({first[:160]})") from None
 
 
 def load_tokenizer(model_dir: str | Path):
@@ -40,9 +105,11 @@ def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"cannot load a tokenizer from {model_dir}: {exc}".splitlines()[0]) from exc
+    check_tokenizer(tokenizer, Path(str(model_dir)), "model")
+    return tokenizer
 
 
 def check_vocab(model_dir: Path, what: str) -> None:
@@ -86,8 +153,8 @@ def load_backbone(path: str | Path, task):
     model_dir = check_model_dir(path, "teacher.backbone")
     check_vocab(model_dir, "teacher.backbone")
     # a backbone that already has a head of another size (e.g. an MNLI model for RTE) gets a new one
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), ignore_mismatched_sizes=True, **_label_kwargs(task))
+    return _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), ignore_mismatched_sizes=True, **_label_kwargs(task)), model_dir, "teacher.backbone")
 
 
 def resolve_teacher_dir(teacher_cfg: DictConfig) -> Path:
@@ -125,14 +192,10 @@ def load_teacher(teacher_cfg: DictConfig, task):
             f"teacher {model_dir} has {found} labels but task {task.name} needs {expected}: "
             "was it fine-tuned on another task?"
         )
-    names = [str(config.id2label[i]) for i in range(found)] if not task.is_regression else []
-    if names and names != [f"LABEL_{i}" for i in range(found)] and tuple(names) != task.labels:
-        raise ConfigError(
-            f"teacher {model_dir} was fine-tuned with labels [{', '.join(names)}] but task {task.name} "
-            f"has [{', '.join(task.labels)}]: set task.labels to the teacher's order or use the same data"
-        )
+    check_label_order(config, task, model_dir)
     check_vocab(model_dir, "teacher")
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    model = _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(str(model_dir)),
+                          model_dir, "teacher")
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

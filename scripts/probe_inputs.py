@@ -1,0 +1,417 @@
+"""Probe the real entry points with bad and adversarial inputs, the way a new user would.
+
+    python scripts/probe_inputs.py                 # all cases, 2 at a time
+    python scripts/probe_inputs.py -k teacher -j 1 # cases whose id contains "teacher"
+
+Every case runs ``distil.py`` / ``train_teacher.py`` in a subprocess inside its own scratch folder
+(tiny random teacher, tiny SST-2-format data, MLflow off unless the case is about MLflow) and
+prints one row: case -> exit code -> first stderr line -> flags. Flags:
+
+* ``TRACEBACK``  a Python traceback reached the user;
+* ``EXIT=<n>``   a user mistake did not end with exit status 2 (Hydra's own composition errors,
+                 marked ``hydra``, exit 1 by design);
+* ``LINES=<n>``  more than one stderr line for a user mistake;
+* ``LEAK``       the case's password appeared on stdout/stderr or in any file under its folder;
+* ``CHANGED``    a run directory that existed before the command was modified;
+* ``RAN``        a mistake was not caught (exit 0); ``FAILED`` an input that should run did not.
+
+Exit status 1 when any case is flagged. Not part of the test suite (it takes a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+SECRET = "Xy9SecretPw"
+
+
+@dataclass
+class Box:
+    root: Path
+    glue: Path
+    teacher: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def common(self, data: Path | None = None) -> list[str]:
+        return ["mlflow=off", f"paths.output_root={self.root / 'outputs'}", f"hydra.run.dir={self.run}",
+                f"data.data_dir={data or self.glue}", f"data.cache_dir={self.root / 'cache'}",
+                f"cache.dir={self.root / 'tcache'}", f"paths.artifacts={self.root / 'artifacts'}",
+                "device=cpu", "trainer.progress=false", "trainer.num_threads=1", "trainer.max_steps=2",
+                "trainer.predict_test=false", "optim.batch_size=8"]
+
+    def distil(self, *extra: str, data: Path | None = None, teacher: Path | str | None = None,
+               task: str = "sst2") -> list[str]:
+        return ["distil.py", f"task={task}", "teacher=local", f"teacher.path={teacher or self.teacher}",
+                "student=2layer", *self.common(data), *extra]
+
+    def teacher_cmd(self, *extra: str, backbone: Path | None = None, data: Path | None = None,
+                    task: str = "sst2") -> list[str]:
+        common = [a for a in self.common(data) if not a.startswith("cache.dir")]
+        return ["train_teacher.py", f"task={task}", "teacher=local", f"teacher.backbone={backbone or self.teacher}",
+                f"teacher.path={self.root / 'teacher_out'}", *common, *extra]
+
+    def no_mlflow_off(self, argv: list[str]) -> list[str]:
+        return [a for a in argv if a != "mlflow=off"]
+
+    # broken inputs --------------------------------------------------------------------------
+    def data_with(self, name: str, content: bytes | None) -> Path:
+        glue = self.root / "glue"
+        if not glue.exists():
+            shutil.copytree(self.glue, glue)
+        target = glue / "SST-2" / name
+        if content is None:
+            target.unlink()
+        else:
+            target.write_bytes(content)
+        return glue
+
+    def teacher_copy(self, edit: Callable[[Path], None]) -> Path:
+        path = self.root / "teacher_copy"
+        shutil.copytree(self.teacher, path)
+        edit(path)
+        return path
+
+    def existing_run(self, finished: bool, corrupt: bool = False, config: dict | None = None) -> None:
+        ckpt = self.run / "checkpoints" / "step-5"
+        ckpt.mkdir(parents=True)
+        (ckpt / "weights.safetensors").write_bytes(b"\0" * 64)
+        (ckpt / "state.pt").write_bytes(b"\1" * 64)
+        sums = {"weights.safetensors": hashlib.sha256(b"\0" * 64).hexdigest(),
+                "state.pt": hashlib.sha256(b"\1" * 64).hexdigest()}
+        (ckpt / "checksums.json").write_text(json.dumps({k: "0" * 64 for k in sums} if corrupt else sums))
+        (self.run / ".hydra").mkdir()
+        (self.run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+        (self.run / "distil.log").write_text("old log\n")
+        if config is not None:
+            from omegaconf import OmegaConf
+
+            (self.run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        if finished:
+            (self.run / "model").mkdir()
+            (self.run / "model" / "model.safetensors").write_bytes(b"finished weights")
+            (self.run / "metrics.json").write_text('{"best": {"accuracy": 0.9}}')
+
+    def hold_lock(self) -> None:
+        from filelock import FileLock
+
+        from lad.rundir import lock_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(lock_file(self.run)))
+        self.lock.acquire()
+
+    def stored_study(self, db: Path) -> None:
+        import optuna
+        from optuna.distributions import FloatDistribution
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(study_name="probe", storage=f"sqlite:///{db}", direction="maximize")
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr": 1e-4}, distributions={"optim.lr": FloatDistribution(1e-6, 1e-2, log=True)},
+            value=0.5))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Box], list[str]]
+    kind: str = "user"          # user (exit 2, one error line) | hydra (Hydra's own error) | ok (must run)
+
+
+def _schema_cases() -> list[Case]:
+    """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
+    from lad.schema import KEYS
+
+    cases = []
+    for name, key in KEYS.items():
+        if name.startswith(("search.", "n_trials", "student.hidden_size", "student.intermediate_size",
+                            "student.num_attention_heads", "task.is_regression")):
+            continue
+        if key.kind == "int":
+            bad = ["2.5"] + (["0"] if (key.low or 0) >= 1 else ["-7"])
+        elif key.kind == "bool":
+            bad = ["yes"]
+        elif key.kind == "choice":
+            bad = ["bogus"]
+        else:
+            bad = ["-1"] if key.positive or key.low is not None else ["nan"]
+        for value in bad:
+            cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}")))
+    return cases
+
+
+def _damage_weights(path: Path) -> None:
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2048])
+
+
+def _drop_tokenizer(path: Path) -> None:
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (path / name).unlink(missing_ok=True)
+
+
+def _relabel(path: Path) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "1", "1": "0"}, {"1": 0, "0": 1}
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _small_vocab(path: Path) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config["vocab_size"] = 100
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _config_not_json(path: Path) -> None:
+    (path / "config.json").write_text("{ not json")
+
+
+def _weights_empty(path: Path) -> None:
+    (path / "model.safetensors").write_bytes(b"")
+
+
+def _weights_garbage(path: Path) -> None:
+    (path / "model.safetensors").write_bytes(os.urandom(4096))
+
+
+TSV_HEAD = b"sentence\tlabel\n"
+STSB = b"index\tsentence1\tsentence2\tscore\n"
+
+
+def _stsb(box: Box, rows: bytes) -> Path:
+    task_dir = box.root / "glue_stsb" / "STS-B"
+    task_dir.mkdir(parents=True)
+    for split in ("train", "dev"):
+        (task_dir / f"{split}.tsv").write_bytes(STSB + rows)
+    return task_dir.parent
+
+
+def cases() -> list[Case]:
+    port = free_port()
+    out = _schema_cases()
+    out += [
+        # Hydra's own composition errors
+        Case("hydra:unknown_task", lambda b: b.distil("task=nope"), "hydra"),
+        Case("hydra:unknown_student", lambda b: b.distil("student=9layer"), "hydra"),
+        Case("hydra:unknown_key", lambda b: b.distil("optim.lrr=1"), "hydra"),
+        Case("hydra:bad_override_syntax", lambda b: b.distil("optim.lr=="), "hydra"),
+        # other values
+        Case("value:device=tpu", lambda b: b.distil("device=tpu")),
+        Case("value:optim.lr=inf", lambda b: b.distil("optim.lr=inf")),
+        Case("value:optim.lr=nan", lambda b: b.distil("optim.lr=nan")),
+        Case("value:optim.lr=string", lambda b: b.distil("optim.lr='1e-4'")),
+        Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine")),
+        Case("value:resume_missing_dir", lambda b: b.distil(f"trainer.resume={b.root}/nowhere")),
+        Case("value:teacher.source", lambda b: b.distil("teacher.source=s3")),
+        Case("value:missing_backbone", lambda b: [a for a in b.teacher_cmd() if not a.startswith("teacher.backbone")]),
+        Case("value:all_loss_weights_zero",
+             lambda b: b.distil("loss.hard_weight=0", "loss.soft_weight=0", "loss.hidden_weight=0")),
+        Case("value:gate_without_hidden", lambda b: b.distil("loss=kd")),
+        # data
+        Case("data:dir_missing", lambda b: b.distil(data=b.root / "nope")),
+        Case("data:dir_is_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                              (b.root / "f").write_text("x"), b.distil(data=b.root / "f"))[2]),
+        Case("data:task_folder_missing", lambda b: b.distil(task="rte")),
+        Case("data:dev_missing", lambda b: b.distil(data=b.data_with("dev.tsv", None))),
+        Case("data:train_empty", lambda b: b.distil(data=b.data_with("train.tsv", b""))),
+        Case("data:header_only", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD))),
+        Case("data:latin1", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + b"caf\xe9 ok\t1\n"))),
+        Case("data:utf16", lambda b: b.distil(data=b.data_with("train.tsv", (TSV_HEAD + b"good\t1\n").decode()
+                                                               .encode("utf-16")))),
+        Case("data:nul_bytes", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + b"go\0od\t1\n"))),
+        Case("data:extra_column", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + b"a\tb\t1\n"))),
+        Case("data:missing_column", lambda b: b.distil(data=b.data_with("train.tsv", b"text\tlabel\ngood\t1\n"))),
+        Case("data:bad_label", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + b"good\t7\n"))),
+        Case("data:binary_file", lambda b: b.distil(data=b.data_with("dev.tsv", os.urandom(2000)))),
+        Case("data:stsb_text_score", lambda b: b.teacher_cmd(task="stsb", data=_stsb(b, b"0\ta\tb\thigh\n"))),
+        Case("data:stsb_nan_score", lambda b: b.teacher_cmd(task="stsb", data=_stsb(b, b"0\ta\tb\tnan\n"))),
+        Case("data:stsb_out_of_range", lambda b: b.teacher_cmd(task="stsb", data=_stsb(b, b"0\ta\tb\t9\n"))),
+        Case("data:cache_dir_is_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                                    (b.root / "f").write_text("x"),
+                                                    b.distil(f"data.cache_dir={b.root}/f/cache"))[2]),
+        Case("data:long_texts_truncated", lambda b: b.distil("task.max_seq_length=8"), "ok"),
+        Case("data:max_len_above_positions", lambda b: b.distil("task.max_seq_length=4096"), "ok"),
+        # teacher folders
+        Case("teacher:missing", lambda b: b.distil(teacher=b.root / "none")),
+        Case("teacher:is_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                             (b.root / "f").write_text("x"), b.distil(teacher=b.root / "f"))[2]),
+        Case("teacher:no_tokenizer", lambda b: b.distil(teacher=b.teacher_copy(_drop_tokenizer))),
+        Case("teacher:label_order", lambda b: b.distil(teacher=b.teacher_copy(_relabel))),
+        Case("teacher:damaged_weights", lambda b: b.distil(teacher=b.teacher_copy(_damage_weights))),
+        Case("teacher:empty_weights", lambda b: b.distil(teacher=b.teacher_copy(_weights_empty))),
+        Case("teacher:garbage_weights", lambda b: b.distil(teacher=b.teacher_copy(_weights_garbage))),
+        Case("teacher:config_not_json", lambda b: b.distil(teacher=b.teacher_copy(_config_not_json))),
+        Case("teacher:vocab_mismatch", lambda b: b.distil(teacher=b.teacher_copy(_small_vocab))),
+        Case("teacher:wrong_task", lambda b: b.distil(task="stsb", data=_stsb(b, b"0\ta\tb\t4\n1\tc\td\t1\n"))),
+        Case("teacher:student_too_deep", lambda b: b.distil("student=6layer")),
+        Case("backbone:no_tokenizer", lambda b: b.teacher_cmd(backbone=b.teacher_copy(_drop_tokenizer))),
+        Case("backbone:damaged_weights", lambda b: b.teacher_cmd(backbone=b.teacher_copy(_damage_weights))),
+        Case("backbone:output_under_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                                        (b.root / "f").write_text("x"),
+                                                        b.teacher_cmd(f"teacher.path={b.root}/f/t"))[2]),
+        # run directory
+        Case("run:finished_exists", lambda b: (b.existing_run(True), b.distil())[1]),
+        Case("run:unfinished_exists", lambda b: (b.existing_run(False), b.distil())[1]),
+        Case("run:corrupt_checkpoint_resume", lambda b: (b.existing_run(False, corrupt=True),
+                                                         b.distil("trainer.resume=true"))[1]),
+        Case("run:resume_other_config", lambda b: (b.existing_run(False, config={"optim": {"lr": 0.3}}),
+                                                   b.distil("trainer.resume=true"))[1]),
+        Case("run:in_use", lambda b: (b.hold_lock(), b.distil())[1]),
+        Case("run:in_use_finished", lambda b: (b.existing_run(True), b.hold_lock(), b.distil("overwrite=true"))[2]),
+        Case("run:overwrite_with_bad_data", lambda b: (b.existing_run(True),
+                                                       b.distil("overwrite=true", data=b.data_with("dev.tsv", None)))[1]),
+        Case("run:output_under_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                                   (b.root / "f").write_text("x"),
+                                                   [a for a in b.distil() if not a.startswith("hydra.run.dir")]
+                                                   + [f"hydra.run.dir={b.root}/f/run"])[3]),
+        # secrets
+        Case("secret:mlflow_http_down", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=http://u:{SECRET}@127.0.0.1:{port}"))),
+        Case("secret:mlflow_postgres_down", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=postgresql://u:{SECRET}@127.0.0.1:{port}/db"))),
+        Case("secret:mlflow_bad_scheme", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=ftp://u:{SECRET}@127.0.0.1:{port}/db"))),
+        Case("secret:in_unrelated_override_and_bad_value", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=http://u:{SECRET}@127.0.0.1:{port}", "optim.lr=-1"))),
+        Case("secret:artifact_location_with_key", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=http://127.0.0.1:{port}",
+                     f"mlflow.artifact_location=s3://bucket?secret_key={SECRET}"))),
+        Case("secret:optuna_storage_bad", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
+                                                     "hydra.sweeper.n_trials=1",
+                                                     f"hydra.sweeper.storage=postgresql://u:{SECRET}@127.0.0.1:{port}/x",
+                                                     *b.distil()[1:]], "hydra"),
+        Case("secret:teacher_uri", lambda b: [a for a in b.no_mlflow_off(b.distil(
+            f"mlflow.tracking_uri=http://u:{SECRET}@127.0.0.1:{port}")) if not a.startswith("teacher")]
+            + ["teacher=mlflow", "teacher.uri=models:/nope/1"]),
+        # Optuna sweeps
+        Case("optuna:n_trials_zero", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
+                                                "hydra.sweeper.n_trials=0",
+                                                f"hydra.sweeper.storage=sqlite:///{b.root}/o.db", *b.distil()[1:]],
+             "hydra"),
+        Case("optuna:n_trials_negative", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
+                                                    "hydra.sweeper.n_trials=-2",
+                                                    f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
+                                                    *b.distil()[1:]], "hydra"),
+        Case("optuna:direction", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
+                                            "hydra.sweeper.direction=up",
+                                            f"hydra.sweeper.storage=sqlite:///{b.root}/o.db", *b.distil()[1:]],
+             "hydra"),
+        Case("optuna:storage_not_url", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
+                                                  "hydra.sweeper.storage=nonsense", *b.distil()[1:]], "hydra"),
+        Case("optuna:other_space", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
+                                              b.stored_study(b.root / "o.db"),
+                                              ["distil.py", "-m", "hparams_search=lad_optuna",
+                                               "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=probe",
+                                               f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
+                                               f"hydra.sweep.dir={b.root}/sweep", *b.distil()[1:]])[2], "hydra"),
+    ]
+    return out
+
+
+def _snapshot(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): ("dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(path.rglob("*"))}
+
+
+def run_case(case: Case, box: Box) -> dict:
+    box.root.mkdir(parents=True, exist_ok=True)
+    argv = case.argv(box)
+    before = _snapshot(box.run)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and not k.startswith("MLFLOW_")}
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=int(os.environ.get('PROBE_TIMEOUT', '900')))
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out, err = 124, str(exc.stdout or ""), str(exc.stderr or "") + "\n(timed out)"
+    seconds = time.monotonic() - t0
+    after = _snapshot(box.run)
+    lines = [line for line in err.splitlines() if line.strip()]
+    flags = []
+    if "Traceback" in out + err:
+        flags.append("TRACEBACK")
+    leaked = SECRET in out + err or any(
+        p.is_file() and SECRET.encode() in p.read_bytes() for p in box.root.rglob("*") if p.is_file())
+    if leaked:
+        flags.append("LEAK")
+    if case.kind == "ok":
+        if rc != 0:
+            flags.append("FAILED")
+    else:
+        if rc == 0:
+            flags.append("RAN")
+        elif case.kind == "user":
+            if rc != 2:
+                flags.append(f"EXIT={rc}")
+            if len(lines) != 1 or not lines[0].startswith("error: "):
+                flags.append(f"LINES={len(lines)}")
+        if before and after != before:
+            flags.append("CHANGED")
+    first = next((line for line in lines if line.startswith("error")), lines[0] if lines else "")
+    if case.kind == "ok":
+        first = next((line for line in (out + err).splitlines() if "truncat" in line), first)
+    return {"id": case.id, "kind": case.kind, "rc": rc, "first": first[:150], "flags": flags, "s": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only cases whose id contains this text")
+    parser.add_argument("-j", type=int, default=2, help="cases run at once")
+    args = parser.parse_args(argv)
+    from conftest import save_tiny_model, write_sst2_like
+
+    # the other classes first, then one wrong value per typed key
+    selected = sorted((c for c in cases() if args.k in c.id), key=lambda c: c.id.startswith("value:"))
+    with tempfile.TemporaryDirectory(prefix="lad-probe-") as tmp:
+        tmp = Path(tmp)
+        glue = write_sst2_like(tmp / "glue")
+        teacher = save_tiny_model(tmp / "teacher" / "sst2", num_layers=4)
+        print("| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|", flush=True)
+
+        def one(ic):
+            r = run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher))
+            first = r["first"].replace("|", "\\|")
+            print(f"| {r['id']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |", flush=True)
+            return r
+
+        with ThreadPoolExecutor(max_workers=args.j) as pool:
+            results = list(pool.map(one, enumerate(selected)))
+    flagged = [r for r in results if r["flags"]]
+    print(f"\n{len(results)} cases, {len(flagged)} flagged"
+          + (": " + ", ".join(f"{r['id']} ({' '.join(r['flags'])})" for r in flagged) if flagged else ""))
+    return 1 if flagged else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
