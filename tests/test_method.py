@@ -349,3 +349,18 @@ def test_reference_experiment_sets_every_reference_choice():
     assert (cfg.loss.soft_weight, cfg.loss.hard_weight, cfg.seed) == (0.5, 0.5, 42)
     qqp = compose("distil", ["experiment=reference_qqp", "teacher.backbone=/x"])
     assert (qqp.optim.lr, qqp.optim.gate_lr, qqp.loss.soft_weight, qqp.loss.hard_weight) == (5e-4, 5e-7, 0.7, 0.3)
+
+
+def test_every_mutant_of_the_mutation_check_still_applies():
+    """scripts/mutants.py breaks the method by exact text edits; each must still match the code once
+    (else the check would silently test nothing), and each names tests that exist."""
+    from pathlib import Path
+
+    from scripts import mutants
+
+    repo = Path(mutants.REPO)
+    for m in mutants.MUTANTS:
+        assert mutants.check_applies(m) != (repo / m.path).read_text()
+        for test in m.tests:
+            path, _, name = test.partition("::")
+            assert f"def {name.split('[')[0]}(" in (repo / path).read_text(), test
