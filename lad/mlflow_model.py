@@ -11,7 +11,8 @@ from pathlib import Path
 
 HF_ARTIFACT_KEY = "hf_model"
 
-try:  # mlflow is installed with lad; keep the import lazy-safe for tooling
+try:  # mlflow (and pandas, which it requires) are installed with lad; keep tooling import-safe
+    import pandas as pd
     from mlflow.pyfunc import PythonModel as _Base
 except ImportError:  # pragma: no cover
     _Base = object
@@ -27,7 +28,9 @@ class HFSequenceClassifier(_Base):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
 
-    def predict(self, context, model_input, params=None):  # noqa: D401 - pyfunc signature
+    # the DataFrame type hint tells MLflow the input type (no schema is inferred from it: the logged
+    # signature and input example say which columns); without a hint MLflow warns at import
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list:
         import torch
 
         text_a = list(model_input["text_a"])
