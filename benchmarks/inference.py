@@ -128,9 +128,12 @@ def main(argv=None) -> int:
             cell[key] = float(np.median([rnd[key] for rnd in cell["rounds"]]))
         cell["latency_seq_len"] = cell["rounds"][0]["latency_seq_len"]
     base = cells["teacher", "pytorch-fp32"]
-    for (name, backend), cell in cells.items():
-        cell["throughput_x"] = cell["throughput_examples_per_s"] / base["throughput_examples_per_s"]
-        cell["latency_x"] = base["latency_ms_p50"] / cell["latency_ms_p50"]
+    for (name, backend), cell in cells.items():  # ratios within each round (same load), median over rounds
+        tput = [c["throughput_examples_per_s"] / b["throughput_examples_per_s"]
+                for c, b in zip(cell["rounds"], base["rounds"])]
+        lat = [b["latency_ms_p50"] / c["latency_ms_p50"] for c, b in zip(cell["rounds"], base["rounds"])]
+        cell["throughput_x"], cell["throughput_x_range"] = float(np.median(tput)), (min(tput), max(tput))
+        cell["latency_x"], cell["latency_x_range"] = float(np.median(lat)), (min(lat), max(lat))
         cell["points_vs_own_fp32"] = 100 * (cell["score"] - cells[name, "pytorch-fp32"]["score"])
         cell["points_vs_teacher"] = 100 * (cell["score"] - base["score"])
     verdicts = goal_verdicts(models, cells)
@@ -237,8 +240,10 @@ def page(models: dict, cells: dict, verdicts: list[str], env: dict, plot: Path) 
                      f"{m['train_wall_s']:.0f} ({m['train_threads']}) | {m['train_best']:.4f} |")
     lines += [
         "", "## Results", "",
-        f"× = ratio to the teacher in PyTorch fp32 (throughput: examples/s ratio; latency: p50 speed-up). "
-        f"Δ = dev {metric} change in points against the same model in PyTorch fp32.", "",
+        f"× = ratio to the teacher in PyTorch fp32 (throughput: examples/s ratio; latency: p50 speed-up), "
+        "taken within each round and shown as the median over the rounds [lowest–highest round]; "
+        f"ms and examples/s are medians over the rounds. Δ = dev {metric} change in points against the same "
+        "model in PyTorch fp32.", "",
         f"| model | backend | size MiB | dev {metric} | Δ points | p50 ms | p90 ms | latency × | examples/s | "
         "throughput × | max \\|Δ logit\\| |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -246,7 +251,9 @@ def page(models: dict, cells: dict, verdicts: list[str], env: dict, plot: Path) 
     for (name, backend), c in cells.items():
         lines.append(f"| {name} | {backend} | {models[name]['size_mb'][backend]:.1f} | {c['score']:.4f} | "
                      f"{c['points_vs_own_fp32']:+.2f} | {c['latency_ms_p50']:.2f} | {c['latency_ms_p90']:.2f} | "
-                     f"{c['latency_x']:.2f} | {c['throughput_examples_per_s']:.1f} | {c['throughput_x']:.2f} | "
+                     f"{c['latency_x']:.2f} [{c['latency_x_range'][0]:.2f}–{c['latency_x_range'][1]:.2f}] | "
+                     f"{c['throughput_examples_per_s']:.1f} | {c['throughput_x']:.2f} "
+                     f"[{c['throughput_x_range'][0]:.2f}–{c['throughput_x_range'][1]:.2f}] | "
                      f"{c['max_abs_logit_diff']:.1e} |")
     lines += ["", "## Goals", "", *verdicts, "", f"![dev score vs throughput]({plot.name})", ""]
     return "\n".join(lines)

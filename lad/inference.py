@@ -32,7 +32,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 Runner = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 # defaults of conf/trainer/default.yaml's ``inference`` block (also used by lad.deploy / benchmarks)
-DEFAULTS = {"warmup": 5, "latency_runs": 50, "throughput_examples": 512, "batch_size": 32}
+DEFAULTS = {"warmup": 5, "latency_runs": 50, "throughput_examples": 256, "batch_size": 32}
 
 
 # ----------------------------------------------------------------------------- static facts
