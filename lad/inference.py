@@ -67,9 +67,12 @@ def load_cpu_model(model_dir: str | Path):
 
 
 def torch_runner(model) -> Runner:
+    import inspect
+
     import torch
 
-    accepts_types = "token_type_ids" in model.forward.__code__.co_varnames
+    # inspect.signature follows transformers' decorators to the real forward (co_varnames would not)
+    accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
     def run(batch: Mapping[str, np.ndarray]) -> np.ndarray:
         inputs = {k: torch.from_numpy(v) for k, v in batch.items()
