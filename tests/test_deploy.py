@@ -79,6 +79,22 @@ def test_latency_is_timed_at_the_median_length(tiny_teacher, tiny_glue):
     assert sum(s[0] for s in batched) == len(feats) and max(s[0] for s in batched) == 8
 
 
+def test_torch_runner_feeds_segment_ids_to_bert():
+    """Pair tasks: the PyTorch runner must pass token_type_ids (transformers wraps BERT's forward)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from conftest import tiny_bert_config
+    from lad.inference import torch_runner
+
+    torch.manual_seed(0)
+    runner = torch_runner(BertForSequenceClassification(tiny_bert_config(num_layers=1)).eval())
+    ids = np.arange(100, 112, dtype=np.int64).reshape(2, 6)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    pair = {**batch, "token_type_ids": np.concatenate([np.zeros((2, 3), np.int64), np.ones((2, 3), np.int64)], 1)}
+    assert np.abs(runner(batch) - runner(pair)).max() > 1e-6
+
+
 def test_onnx_export_matches_pytorch_on_a_tiny_random_model(tmp_path, tiny_glue):
     """Parity: onnxruntime fp32 reproduces PyTorch's logits within 1e-4 at other batch/sequence sizes."""
     from lad.data.features import load_features
