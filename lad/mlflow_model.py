@@ -11,7 +11,8 @@ from pathlib import Path
 
 HF_ARTIFACT_KEY = "hf_model"
 
-try:  # mlflow is installed with lad; keep the import lazy-safe for tooling
+try:  # mlflow (and pandas, which it requires) are installed with lad; keep tooling import-safe
+    import pandas as pd
     from mlflow.pyfunc import PythonModel as _Base
 except ImportError:  # pragma: no cover
     _Base = object
@@ -27,7 +28,9 @@ class HFSequenceClassifier(_Base):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
 
-    def predict(self, context, model_input, params=None):  # noqa: D401 - pyfunc signature
+    # the DataFrame type hint tells MLflow the input type (no schema is inferred from it: the logged
+    # signature and input example say which columns); without a hint MLflow warns at import
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list:
         import torch
 
         from lad.models.arch import forward_inputs
@@ -43,20 +46,66 @@ class HFSequenceClassifier(_Base):
         return [id2label[int(i)] for i in logits.argmax(-1)]
 
 
-def log_hf_model(mlflow, run_id: str, model_dir: Path, registered_name: str | None) -> None:
+def input_example(task, examples) -> "pandas.DataFrame":  # noqa: F821 - pandas comes with mlflow
+    """A few rows of what ``HFSequenceClassifier.predict`` takes: ``text_a`` (+ ``text_b`` for pair tasks)."""
+    import pandas as pd
+
+    rows = list(examples)[:2] or [None]
+    data = {"text_a": [e.text_a if e else "an example sentence" for e in rows]}
+    if task.is_pair:
+        data["text_b"] = [(e.text_b or "") if e else "another sentence" for e in rows]
+    return pd.DataFrame(data)
+
+
+def task_input_example(cfg, task):
+    """``input_example`` of the run's task from the first dev rows (a made-up row if unreadable)."""
+    from lad.data.glue import read_split, resolve_data_dir
+    from lad.data.tasks import eval_splits
+    from lad.errors import LADError
+
+    try:
+        examples = read_split(task, resolve_data_dir(cfg.data.data_dir), eval_splits(task)[0], 2)
+    except (LADError, OSError):
+        examples = []
+    return input_example(task, examples)
+
+
+def signature_for(example, labels: dict | None):
+    """Input columns of ``example`` (strings; ``text_b`` only for pair tasks); output: the label
+    name per row, or the score (regression, ``labels`` None)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", name) for name in example.columns])
+    outputs = Schema([ColSpec("string" if labels else "double")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_hf_model(mlflow, run_id: str, model_dir: Path, registered_name: str | None,
+                 example=None) -> None:
+    """Log ``model_dir`` as a pyfunc model with a signature and (when given) an input example."""
+    import json
     import logging
-    import warnings
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), mlflow.start_run(run_id=run_id, nested=True):
-        warnings.simplefilter("ignore")
+    if example is None:
+        example = input_example(_NoTask(), [])
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    regression = config.get("problem_type") == "regression" or config.get("num_labels") == 1
+    with mlflow.start_run(run_id=run_id, nested=True):
         mlflow.pyfunc.log_model(
             name="model",
             python_model=HFSequenceClassifier(),
             artifacts={HF_ARTIFACT_KEY: str(model_dir)},
             registered_model_name=registered_name,
             pip_requirements=["torch", "transformers"],
+            signature=signature_for(example, None if regression else config.get("id2label", {0: "0"})),
+            input_example=example,
         )
+
+
+class _NoTask:
+    is_pair = False
 
 
 def hf_dir_of(local: Path) -> Path:

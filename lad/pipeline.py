@@ -509,13 +509,18 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
                          **{f"final/{k}": v for k, v in result.last.items()}}, result.global_step)
     if cfg.trainer.predict_test:
         _predict_test(cfg, task, asm.tokenizer, out_dir, device)
+    from lad.inference import record_run_inference
+
+    record_run_inference(cfg, model_dir, eval_sets, summary, tracker, result.global_step)
     if entry == "train_teacher":
         _publish_teacher(cfg, task, model_dir, summary, tracker)
     write_json(out_dir / "metrics.json", summary)
     for name in ("metrics.json", "config.yaml", "predictions", "gates"):
         tracker.log_artifact(out_dir / name, None if name.endswith((".json", ".yaml")) else name)
     if cfg.mlflow.log_model and entry == "distil":
-        tracker.log_model_dir(model_dir)
+        from lad.mlflow_model import task_input_example
+
+        tracker.log_model_dir(model_dir, input_example=task_input_example(cfg, task))
     score = float(result.best.get(task.main_metric, float("nan")))
     print(f"[lad] {entry} {task.name}: best dev {task.main_metric} = {score:.4f} "
           f"(step {result.best_step}); outputs in {out_dir}", flush=True)
@@ -662,4 +667,7 @@ def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None
     summary["teacher_path"] = str(target)
     print(f"[lad] teacher saved to {target}", flush=True)
     if cfg.mlflow.register_teacher:
-        tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}")
+        from lad.mlflow_model import task_input_example
+
+        tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}",
+                              input_example=task_input_example(cfg, task))

@@ -79,6 +79,11 @@ KEYS: dict[str, Key] = {
     "trainer.progress": BOOL,
     "trainer.predict_test": BOOL,
     "trainer.precision": Key("choice", choices=("auto", "fp32", "bf16")),
+    "trainer.measure_inference": BOOL,
+    "trainer.inference.warmup": Key("int", low=0),
+    "trainer.inference.latency_runs": INT_POS,
+    "trainer.inference.throughput_examples": Key("int", low=1, nullable=True, hint=" (null = the whole split)"),
+    "trainer.inference.batch_size": INT_POS,
     # data
     "data.max_train_samples": Key("int", low=1, nullable=True, hint=" (null = all)"),
     "data.max_eval_samples": Key("int", low=1, nullable=True, hint=" (null = all)"),

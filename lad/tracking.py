@@ -76,7 +76,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
     def set_tags(self, tags: dict) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
-    def log_model_dir(self, model_dir: Path, registered_name: str | None = None) -> None: ...
+    def log_model_dir(self, model_dir: Path, registered_name: str | None = None, input_example=None) -> None: ...
     def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
 
 
@@ -181,11 +181,12 @@ class MlflowTracker:
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_model_dir(self, model_dir: Path, registered_name: str | None = None) -> None:
-        """Log a Hugging Face model directory as an MLflow pyfunc model (optionally registered)."""
+    def log_model_dir(self, model_dir: Path, registered_name: str | None = None, input_example=None) -> None:
+        """Log a Hugging Face model directory as an MLflow pyfunc model (optionally registered), with
+        a signature and ``input_example`` (a DataFrame of ``text_a``/``text_b``; see lad.mlflow_model)."""
         from lad.mlflow_model import log_hf_model
 
-        log_hf_model(self.mlflow, self.run_id, Path(model_dir), registered_name)
+        log_hf_model(self.mlflow, self.run_id, Path(model_dir), registered_name, input_example)
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error:

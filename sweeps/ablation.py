@@ -43,7 +43,8 @@ RUN_CONTROL = ("trainer.progress=false", "mlflow.purpose=results")
 NOT_IDENTITY = ("paths.", "mlflow.", "hydra.", "cache.", "device", "overwrite", "data.data_dir",
                 "data.cache_dir", "trainer.progress", "trainer.resume", "trainer.num_threads",
                 "trainer.eval_batch_size", "trainer.log_every", "trainer.ckpt_every",
-                "trainer.keep_checkpoints", "trainer.predict_test")
+                "trainer.keep_checkpoints", "trainer.keep_after_finish", "trainer.predict_test",
+                "trainer.measure_inference", "trainer.inference.")
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,10 @@ PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")
 PARAM_KEYS = ("seed", "task.name", "task.main_metric", "teacher.name", "teacher.path", "teacher.params",
               "teacher.num_layers", "teacher.hidden_size", "cache.enabled")
 PARAM_SKIP = ("data.data_dir", "data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size",
-              "trainer.log_every", "trainer.ckpt_every", "trainer.keep_checkpoints")
-METRIC_PREFIXES = ("best/", "final/", "gate/")
+              "trainer.log_every", "trainer.ckpt_every", "trainer.keep_checkpoints",
+              "trainer.measure_inference")
+PARAM_SKIP_PREFIXES = ("trainer.inference.",)  # how inference was timed, not what was trained
+METRIC_PREFIXES = ("best/", "final/", "gate/", "inference/")
 METRIC_KEYS = ("train_examples_per_s", "peak_rss_mb")
 
 
@@ -57,7 +59,7 @@ def absolute_uri(uri: str, base: Path | None = None) -> str:
 
 
 def keep_param(key: str) -> bool:
-    if key in PARAM_SKIP or key.endswith("._target_"):
+    if key in PARAM_SKIP or key.startswith(PARAM_SKIP_PREFIXES) or key.endswith("._target_"):
         return False
     return key in PARAM_KEYS or key.startswith(PARAM_PREFIXES)
 

@@ -231,3 +231,43 @@ def test_logged_student_loads_offline_as_a_pyfunc_model(store):
         mlflow.set_tracking_uri(None)
     preds = model.predict(pd.DataFrame({"text_a": ["a good film", "an awful film"]}))
     assert list(preds) and set(preds) <= {"0", "1"}
+
+
+def test_logged_models_carry_a_signature_and_an_input_example(store):
+    import mlflow
+
+    tmp, uri = store
+    mlflow.set_tracking_uri(uri)
+    try:
+        for model_uri in ("models:/lad-teacher-sst2/1", f"runs:/{_runs(uri)[1].info.run_id}/model"):
+            info = mlflow.models.get_model_info(model_uri)
+            assert info.signature is not None, model_uri
+            assert info.signature.inputs.input_names() == ["text_a"]  # SST-2: single sentences
+            assert info.signature.outputs.to_dict()[0]["type"] == "string"  # label names
+            assert info.saved_input_example_info is not None, model_uri
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_the_pyfunc_wrapper_raises_no_type_hint_warning():
+    code = "import warnings; warnings.simplefilter('always'); import lad.mlflow_model"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "type hint" not in out.stderr.lower(), out.stderr[-2000:]
+
+
+def test_deploy_a_registered_model_and_log_the_export_to_its_run(store, tiny_glue, capsys):
+    from lad.deploy import main
+
+    tmp, uri = store
+    assert main(["models:/lad-teacher-sst2/1", "--onnx", "--tracking-uri", uri, "--out", str(tmp / "export"),
+                 "--data-dir", str(tiny_glue), "--latency-runs", "3", "--throughput-examples", "16"]) == 0
+    assert "logged the export to MLflow run" in capsys.readouterr().out
+    teacher_run = _runs(uri)[0]
+    client = _client(uri)
+    exported = {a.path for a in client.list_artifacts(teacher_run.info.run_id, "export")}
+    assert {"export/model.onnx", "export/README.md", "export/deploy.json"} <= exported
+    metrics = client.get_run(teacher_run.info.run_id).data.metrics
+    assert metrics["deploy/onnxruntime-fp32/score"] == metrics["deploy/pytorch-fp32/score"]
+    card = (tmp / "export" / "README.md").read_text()
+    assert "train_teacher.py (fine-tuned teacher)" in card and "models:/lad-teacher-sst2/1" in card
