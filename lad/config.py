@@ -59,9 +59,11 @@ def register_resolvers() -> None:
 
 
 def setup_environment() -> None:
-    """Process-wide settings for offline, quiet runs (call before importing transformers/mlflow)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    """Process-wide settings for quiet runs (call before importing transformers/mlflow).
+
+    Offline mode is left to the user (``HF_HUB_OFFLINE=1``); ``lad.hub`` goes offline by itself
+    only when a Hub model is asked for and the Hub cannot be reached.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -110,6 +112,10 @@ def validate_common(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_steps must be > 0 or -1 (no cap)")
     if tr.max_steps < 0 and tr.epochs <= 0:
         raise ConfigError(f"trainer.epochs must be > 0, got {tr.epochs}")
+    threads = tr.get("num_threads")
+    if threads not in (None, "auto") and not (isinstance(threads, int) and threads > 0):
+        raise ConfigError(f"trainer.num_threads must be auto, null (PyTorch's default) or a positive "
+                          f"integer, got {threads!r}")
     if tr.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"trainer.precision must be auto, fp32 or bf16, got {tr.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):

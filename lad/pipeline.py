@@ -111,9 +111,10 @@ def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> A
     from lad.distiller import Distiller
     from lad.losses import Objective
     from lad.models import load_backbone, load_tokenizer
+    from lad.hub import resolve_pretrained
     from lad.models.teacher import check_model_dir
 
-    backbone = check_model_dir(cfg.teacher.backbone, "teacher.backbone")
+    backbone = check_model_dir(resolve_pretrained(str(cfg.teacher.backbone), "teacher.backbone"), "teacher.backbone")
     tokenizer = load_tokenizer(backbone)
     model = load_backbone(backbone, task)
     objective = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
@@ -217,12 +218,13 @@ def make_evaluator(module, task, eval_sets: dict, batch_size: int, device):
 
 # ----------------------------------------------------------------------------- the run
 def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None,
-        memo: dict | None = None, on_eval=None) -> float:
+        memo: dict | None = None, on_eval=None, trial: int | None = None) -> float:
     """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric.
 
     ``memo`` (a dict kept by the caller) reuses the loaded teacher, tokenizer and features across
     calls in one process; ``on_eval(step, metrics)`` is called after every dev evaluation (an
-    Optuna pruning callback raises ``optuna.TrialPruned`` there).
+    Optuna pruning callback raises ``optuna.TrialPruned`` there); ``trial`` is the Optuna trial
+    number when the run is one (it names the MLflow run).
     """
     setup_environment()
     validate_common(cfg)
@@ -249,16 +251,19 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     device = pick_device(str(cfg.device))
     data_dir = resolve_data_dir(cfg.data.data_dir)
     # cheap checks first: every data file parses, the tracking store answers
+    examples, limits = {}, {}
     for split in ["train", *eval_splits(task)]:
         limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
-        memoized(memo, ("examples", task.name, split, str(data_dir), limit),
-                 lambda: read_split(task, data_dir, split, limit))
+        limits[split] = limit
+        examples[split] = memoized(memo, ("examples", task.name, split, str(data_dir), limit),
+                                   lambda: read_split(task, data_dir, split, limit))
     if cfg.mlflow.enabled and dist.is_main:
         connect(cfg.mlflow)
-    set_threads(cfg.trainer.num_threads)
+    threads = set_threads(cfg.trainer.get("num_threads"))
     device = dist.init(device)
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
+    asm.extra_params["runtime.num_threads"] = threads
     module = asm.module
     max_len = int(task.max_seq_length)
     cache_dir = Path(str(cfg.data.cache_dir))
@@ -282,8 +287,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     run_id_file = out_dir / "mlflow_run_id"
     prev_run = run_id_file.read_text().strip() if resume and run_id_file.exists() else None
     if dist.is_main:
-        tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
-                               sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+        from lad import run_record
+
+        tags = config_tags(cfg, entry, overrides or [])
+        tags[run_record.NOTE_TAG] = run_record.description(entry, overrides, trial, in_sweep=bool(sweep_dir))
+        tracker = make_tracker(cfg, tags, resume_run_id=prev_run, sweep_dir=sweep_dir,
+                               run_name=run_record.display_name(cfg, overrides, trial))
+        _ui_extra(run_record.log_datasets, tracker, task, data_dir, examples, limits)
     else:  # under torchrun only rank 0 records
         from lad.tracking import NullTracker
 
@@ -304,11 +314,23 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         raise
     tracker.end("FINISHED")
     dist.close()
+    if dist.is_main:
+        from lad import run_record
+
+        _ui_extra(run_record.refresh_ablation_table, tracker)
     if sweep_dir:
         from lad.tracking import update_sweep_parent
 
         update_sweep_parent(tracker, sweep_dir, result, task.main_metric, overrides or [])
     return result
+
+
+def _ui_extra(fn, *args) -> None:
+    """Call an MLflow UI nicety (datasets, plots, the experiment's table); a failure only warns."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - never lose a run over its presentation
+        log.warning("MLflow %s skipped: %s", fn.__name__, str(exc).splitlines()[0] if str(exc) else exc)
 
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
@@ -375,6 +397,10 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     write_json(out_dir / "metrics.json", summary)
     for name in ("metrics.json", "config.yaml", "predictions", "gates"):
         tracker.log_artifact(out_dir / name, None if name.endswith((".json", ".yaml")) else name)
+    if tracker.run_id:
+        from lad.run_record import log_plots
+
+        _ui_extra(log_plots, tracker, out_dir, tracker.run.info.run_name, result.history, task.main_metric)
     if cfg.mlflow.log_model and entry == "distil":
         tracker.log_model_dir(model_dir)
     score = float(result.best.get(task.main_metric, float("nan")))
@@ -462,4 +488,5 @@ def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None
     summary["teacher_path"] = str(target)
     print(f"[lad] teacher saved to {target}", flush=True)
     if cfg.mlflow.register_teacher:
-        tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}")
+        name = cfg.mlflow.get("teacher_model_name") or f"lad-teacher-{task.name}"
+        tracker.log_model_dir(target, registered_name=str(name))

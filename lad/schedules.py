@@ -3,7 +3,7 @@
 Each is the LR multiplier at an optimisation step, given the warm-up and total step counts; pure
 Python, so config validation can check the name without importing torch. Under ``linear`` the decay
 ends at each run's last step, so a run's early scores depend on its total budget; a constant LR
-after warm-up removes that dependence (tried for pruned searches: ``docs/search-160const-*.md``).
+after warm-up removes that dependence (tried for pruned searches: ``results/search/search-160const-*.md``).
 """
 
 from __future__ import annotations

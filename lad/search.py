@@ -136,7 +136,7 @@ def trial_config(cfg: DictConfig, overrides: list[str], out_dir: Path, number: i
     trial.output_dir = str(out_dir / f"trial-{number:03d}")
     trial.overwrite = True
     trial.trainer.resume = False
-    trial.mlflow.run_name = f"trial-{number:03d}"
+    trial.mlflow.run_name = None  # named by lad.run_record.display_name: "<method> <task> trial=<n>"
     for key in ("search", "n_trials"):
         trial.pop(key, None)
     return trial
@@ -202,7 +202,8 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         log.info("trial %d: %s", trial.number, " ".join(overrides))
         try:
             with heartbeat(storage, [trial._trial_id], float(scfg.heartbeat_interval)):
-                value = run(tcfg, overrides=overrides, sweep_dir=sweep_tag, memo=memo, on_eval=on_eval)
+                value = run(tcfg, overrides=overrides, sweep_dir=sweep_tag, memo=memo, on_eval=on_eval,
+                            trial=trial.number)
             study.tell(trial, value)
             state = "COMPLETE"
         except optuna.TrialPruned:

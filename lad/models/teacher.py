@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from lad.config import setup_environment
 from lad.errors import ConfigError
+from lad.hub import resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def load_backbone(path: str | Path, task):
     _quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
-    model_dir = check_model_dir(path, "teacher.backbone")
+    model_dir = check_model_dir(resolve_pretrained(str(path), "teacher.backbone"), "teacher.backbone")
     check_vocab(model_dir, "teacher.backbone")
     # a backbone that already has a head of another size (e.g. an MNLI model for RTE) gets a new one
     return AutoModelForSequenceClassification.from_pretrained(
