@@ -276,3 +276,19 @@ def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there()
     assert first_reached(timeline, 0.80) == 10.0
     assert first_reached(timeline, 0.86) is None
     assert first_reached(timeline, None) is None
+
+
+def test_each_trial_run_is_named_by_its_trial_number(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    """The MLflow run of trial N is called '<method> <task> trial=N' (lad.run_record.display_name)."""
+    from lad.run_record import display_name
+    from lad.search import search_entry
+
+    seen = []
+
+    def fake_run(cfg, overrides=None, sweep_dir=None, memo=None, on_eval=None, trial=None):
+        seen.append((trial, cfg.mlflow.run_name, display_name(cfg, overrides, trial)))
+        return 0.5 + 0.1 * trial
+
+    monkeypatch.setattr("lad.pipeline.run", fake_run)
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    assert seen == [(0, None, "lad/2layer sst2 trial=0"), (1, None, "lad/2layer sst2 trial=1")]
