@@ -189,8 +189,9 @@ def log_datasets(tracker, task, data_dir: Path, examples: dict[str, list], limit
             warnings.simplefilter("ignore")
             dataset = from_pandas(frame, source=str(split_path(task, data_dir, split)), targets="label",
                                   name=dataset_name(task, split, len(rows), limits.get(split)))
+            entity = dataset._to_mlflow_entity()
         context = "train" if split == "train" else "eval"
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+        inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)]))
     client.log_inputs(tracker.run_id, datasets=inputs)
 
 

@@ -66,3 +66,22 @@ def test_ablation_table_averages_each_method_and_skips_runs_without_a_score():
         "| method | runs | mean dev accuracy | best |", "|---|---:|---:|---:|",
         "| lad/3layer | 2 | 0.7500 | 0.8000 |", "| kd/3layer | 1 | 0.7200 | 0.7200 |", "| teacher | 1 | 0.9000 | 0.9000 |"]
     assert run_record.ablation_table([]) == ""
+
+
+def test_jobs_of_an_optuna_sweeper_are_trials_and_other_jobs_are_not(monkeypatch):
+    """lad.cli reads the trial number (Hydra's job num) only from Optuna sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lad import cli
+
+    def context(target, mode=RunMode.MULTIRUN):
+        hc = OmegaConf.create({"overrides": {"task": ["task=rte", "seed=1"]}, "sweep": {"dir": "multirun/x"},
+                               "sweeper": {"_target_": target}, "job": {"num": 7}, "mode": mode})
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hc))
+        return cli._hydra_context()
+
+    assert context("hydra_plugins.lad_optuna_sweeper.sweeper.LadOptunaSweeper") == (
+        ["task=rte", "seed=1"], "multirun/x", 7)
+    assert context("hydra._internal.core_plugins.basic_sweeper.BasicSweeper")[2] is None
+    assert context("hydra_plugins.lad_optuna_sweeper.sweeper.LadOptunaSweeper", RunMode.RUN)[1:] == (None, None)

@@ -390,7 +390,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def mlflow_server(backend_uri: str, artifact_root: Path, log_path: Path,
-                  start_timeout: float = 90.0) -> Iterator[str]:
+                  start_timeout: float = 300.0) -> Iterator[str]:
     """Run ``mlflow ui`` on a free 127.0.0.1 port; yield its base URL; stop it on exit."""
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
