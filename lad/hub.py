@@ -78,7 +78,7 @@ def resolve_pretrained(spec: str, what: str) -> Path:
     spec = str(spec)
     if looks_like_path(spec):
         return Path(spec).expanduser()
-    offline = offline_requested()
+    offline = user_offline = offline_requested()
     if not offline and not hub_reachable():
         log.warning("the Hugging Face Hub is unreachable: offline mode (using the local cache)")
         go_offline()
@@ -93,7 +93,7 @@ def resolve_pretrained(spec: str, what: str) -> Path:
                 return local
         return local
     except LocalEntryNotFoundError as exc:
-        why = "HF_HUB_OFFLINE is set" if offline_requested() else "the Hub is unreachable"
+        why = "HF_HUB_OFFLINE is set" if user_offline else "the Hub is unreachable"
         raise ConfigError(f"{what}={spec}: not a local directory and not in the Hugging Face cache ({why}); "
                           "download it on a connected machine first or pass a local directory") from exc
     except RepositoryNotFoundError as exc:

@@ -68,3 +68,23 @@ def test_unreachable_hub_is_one_error_line_and_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: cannot reach the Hugging Face Hub") and proc.stderr.count("\n") == 1
     assert not (REPO / "unused").exists()
+
+
+def test_hub_backbone_offline_names_why(monkeypatch, tmp_path):
+    """A Hub id that is not cached: one ConfigError saying whether the user or the network made it offline."""
+    from lad.errors import ConfigError
+    from lad.hub import looks_like_path, resolve_pretrained
+
+    assert not looks_like_path("bert-base-uncased") and not looks_like_path("google/bert_uncased_L-2_H-128_A-2")
+    assert looks_like_path(str(tmp_path)) and looks_like_path("./models/x") and looks_like_path("a/b/c")
+    assert resolve_pretrained(str(tmp_path), "teacher.backbone") == tmp_path  # a directory is used as is
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"^teacher.backbone=lad-tests/none: not a local directory and not in "
+                                          r"the Hugging Face cache \(HF_HUB_OFFLINE is set\)"):
+        resolve_pretrained("lad-tests/none", "teacher.backbone")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("lad.hub.hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr("lad.hub.go_offline", lambda: None)  # keep this test process online
+    with pytest.raises(ConfigError, match=r"\(the Hub is unreachable\)"):
+        resolve_pretrained("lad-tests/none", "teacher.backbone")
