@@ -80,7 +80,7 @@ def make_driver(user_data_dir: Path, width: int = 1600, height: int = 1000) -> A
     opts.add_argument(f"--user-data-dir={user_data_dir}")
     opts.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(float(os.environ.get("LAD_UI_TIMEOUT", "180")))
     return driver
 
 
