@@ -30,6 +30,8 @@ from typing import Any
 
 CHROMIUM = os.environ.get("LAD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("LAD_CHROMEDRIVER", "/usr/bin/chromedriver")
+# seconds to wait for a page (MLflow's app shows "Loading..." for minutes on an overloaded machine)
+UI_TIMEOUT = float(os.environ.get("LAD_UI_TIMEOUT", "180"))
 CHROMIUM_FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -80,7 +82,7 @@ def make_driver(user_data_dir: Path, width: int = 1600, height: int = 1000) -> A
     opts.add_argument(f"--user-data-dir={user_data_dir}")
     opts.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(float(os.environ.get("LAD_UI_TIMEOUT", "180")))
+    driver.set_page_load_timeout(UI_TIMEOUT)
     return driver
 
 
@@ -256,7 +258,7 @@ def show_runs_page(driver: Any, base_url: str, store: Store, expected: dict[str,
     Returns the rows' text by run id once each run's row shows its ``expected[name]`` strings.
     """
     driver.get(experiment_url(base_url, store.experiment_id))
-    wait_for_texts(driver, [store.experiment_name, *store.run_ids], timeout=60)
+    wait_for_texts(driver, [store.experiment_name, *store.run_ids], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     use_model_training_view(driver)
     wait_for_texts(driver, list(store.run_ids), timeout=30)
@@ -269,7 +271,7 @@ def show_runs_page(driver: Any, base_url: str, store: Store, expected: dict[str,
 def show_run_page(driver: Any, base_url: str, store: Store, name: str, texts: Sequence[str]) -> str:
     """Open one run's overview page and wait for ``texts`` (e.g. its description) to show."""
     driver.get(f"{base_url}/#/experiments/{store.experiment_id}/runs/{store.run_ids[name]}")
-    text = wait_for_texts(driver, [name, *texts], timeout=60)
+    text = wait_for_texts(driver, [name, *texts], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     park_pointer(driver)
     return text
@@ -280,7 +282,7 @@ def show_experiment_description(driver: Any, base_url: str, store: Store, texts:
     from selenium.common.exceptions import TimeoutException
 
     driver.get(experiment_url(base_url, store.experiment_id))
-    wait_for_texts(driver, [store.experiment_name], timeout=60)
+    wait_for_texts(driver, [store.experiment_name], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     try:
         return wait_for_texts(driver, texts, timeout=8)
@@ -302,7 +304,7 @@ def show_compare_page(driver: Any, base_url: str, store: Store, names: Sequence[
                       texts: Sequence[str] = ()) -> str:
     """Open the compare view for the runs called ``names``; return the page text."""
     driver.get(compare_url(base_url, store.experiment_id, [store.run_ids[n] for n in names]))
-    text = wait_for_texts(driver, [f"Comparing {len(names)} Runs", *names, "Parameters", *texts], timeout=60)
+    text = wait_for_texts(driver, [f"Comparing {len(names)} Runs", *names, "Parameters", *texts], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     park_pointer(driver)
     return text
