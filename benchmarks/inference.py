@@ -79,7 +79,6 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
-    from lad.data.tasks import TaskSpec
     from lad.deploy import dev_features, from_run_dir, machine, score
     from lad.inference import dir_size_mb, load_cpu_model, measure_speed, ort_runner, param_counts, torch_runner
     from lad.onnx_export import all_logits, export_onnx, quantize_int8

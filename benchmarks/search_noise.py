@@ -1,7 +1,7 @@
 """How much of a recorded search's ranking is training noise: chosen trials rerun with other seeds (not a test).
 
-    python benchmarks/search_noise.py docs/search-160-seed1.json --trials best,median,worst \
-        --seeds 11 12 13 --workers 2 --out docs/search-noise-mrpc-seed1.md
+    python benchmarks/search_noise.py results/search/search-160-seed1.json --trials best,median,worst \
+        --seeds 11 12 13 --workers 2 --out results/search/search-noise-mrpc-seed1.md
 
 The input is a ``.json`` written by ``benchmarks/search_pruning.py``. Its unpruned search ran every
 trial with the same training seed, so two trials differ only by their hyperparameters, and the search
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", default="best,median,worst")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--out", default=str(REPO / "docs" / "search-noise.md"))
+    parser.add_argument("--out", default=str(REPO / "results" / "search" / "search-noise.md"))
     args = parser.parse_args(argv)
     try:
         rec, trials = load_recording(Path(args.recording))

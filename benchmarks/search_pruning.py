@@ -1,7 +1,7 @@
 """Pruned vs unpruned in-process Optuna search, same trials budget, in one run (not a test).
 
     python benchmarks/search_pruning.py --task mrpc --trials 12 --steps 160 --eval-every 20 --pruner median \
-        --out docs/search-160-seed1.md seed=1 search.startup_trials=3 search.warmup_evals=1 \
+        --out results/search/search-160-seed1.md seed=1 search.startup_trials=3 search.warmup_evals=1 \
         search.prune_on=accuracy trainer.num_threads=1
 
 Runs the same study twice on the real fine-tuned MiniLM teacher (artifacts/teachers/minilm_l6/<task>):
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--pruner", default="median", choices=("median", "halving", "hyperband"))
-    parser.add_argument("--out", default=str(REPO / "docs" / "search.md"))
+    parser.add_argument("--out", default=str(REPO / "results" / "search" / "search.md"))
     parser.add_argument("overrides", nargs="*", help="extra distil overrides for every trial")
     return parser
 

@@ -1,11 +1,11 @@
 """Pruners replayed offline on recorded unpruned searches, over many trial orders (not a test).
 
-    python benchmarks/search_replay.py docs/search-160-seed*.json docs/search-160w2-seed*.json \
-        --variant search.warmup_evals=1 --variant search.warmup_evals=2 --out docs/search-replay.md
-    python benchmarks/search_replay.py docs/search-160-seed*.json docs/search-160w2-seed*.json --pool 30 \
-        --variant "search.warmup_evals=0,1,2" --out docs/search-replay-pool30.md
-    python benchmarks/search_replay.py docs/search-160*.json --tolerance 0.005 \
-        --out docs/search-replay-tolerance-0.005.md
+    python benchmarks/search_replay.py results/search/search-160-seed*.json results/search/search-160w2-seed*.json \
+        --variant search.warmup_evals=1 --variant search.warmup_evals=2 --out results/search/search-replay.md
+    python benchmarks/search_replay.py results/search/search-160-seed*.json results/search/search-160w2-seed*.json --pool 30 \
+        --variant "search.warmup_evals=0,1,2" --out results/search/search-replay-pool30.md
+    python benchmarks/search_replay.py results/search/search-160*.json --tolerance 0.005 \
+        --out results/search/search-replay-tolerance-0.005.md
 
 Each input is a ``.json`` written by ``benchmarks/search_pruning.py``. Its unpruned search ran every
 trial to the end and kept the trial's dev metrics at every evaluation and its duration, so a pruner
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
                         help="target = the unpruned best minus T (default 0: the best itself)")
     parser.add_argument("--pooled-only", action="store_true",
                         help="only the rows of all recorded searches together (for many variants)")
-    parser.add_argument("--out", default=str(REPO / "docs" / "search-replay.md"))
+    parser.add_argument("--out", default=str(REPO / "results" / "search" / "search-replay.md"))
     args = parser.parse_args(argv)
     if args.orders < 1:
         parser.error("--orders must be >= 1")

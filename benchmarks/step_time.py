@@ -17,7 +17,7 @@ MiniLM backbone with a fresh classification head), a 3-layer student is trained 
 
 Variants are timed round-robin (one step of each, then the next batch), so a busy machine slows
 them alike. Peak RSS comes from a fresh child process per variant running a few steps. The report
-goes to stdout and to docs/performance.md.
+goes to stdout and to docs/benchmarks/performance.md.
 """
 
 from __future__ import annotations
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch intra-op threads (default: PyTorch's default)")
     parser.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS child runs")
     parser.add_argument("--rss-steps", type=int, default=3, help="steps per peak-RSS child run (default 3)")
-    parser.add_argument("--out", default=str(REPO / "docs" / "performance.md"), help="report file ('' = none)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "performance.md"), help="report file ('' = none)")
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-rss", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-batches", type=int, default=0, help=argparse.SUPPRESS)

@@ -16,8 +16,11 @@ register_resolvers()
 setup_environment()
 
 
-def _hydra_context() -> tuple[list[str], str | None]:
-    """Task overrides of this job and, in a multirun, the sweep directory."""
+OPTUNA_SWEEPERS = ("OptunaSweeper",)  # class names whose jobs are Optuna trials (job num = trial number)
+
+
+def _hydra_context() -> tuple[list[str], str | None, int | None]:
+    """Task overrides of this job, the sweep directory in a multirun, the Optuna trial number."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -25,9 +28,11 @@ def _hydra_context() -> tuple[list[str], str | None]:
         hc = HydraConfig.get()
         overrides = list(hc.overrides.task)
         sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
-        return overrides, sweep_dir
+        target = str(hc.sweeper.get("_target_", "")) if sweep_dir else ""
+        trial = int(hc.job.num) if target.endswith(OPTUNA_SWEEPERS) else None
+        return overrides, sweep_dir, trial
     except (ValueError, ImportError):
-        return [], None
+        return [], None, None
 
 
 def _sigterm_as_interrupt() -> None:
@@ -44,7 +49,7 @@ def _sigterm_as_interrupt() -> None:
 
 def run_entry(cfg: DictConfig) -> float:
     """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``)."""
-    overrides, sweep_dir = _hydra_context()
+    overrides, sweep_dir, trial = _hydra_context()
     _sigterm_as_interrupt()
     protect_secrets(cfg, overrides)
 
@@ -52,7 +57,7 @@ def run_entry(cfg: DictConfig) -> float:
         from lad.pipeline import run
 
         try:
-            return run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True)
+            return run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True, trial=trial)
         except BaseException:
             _drop_empty_run_dir()
             raise

@@ -77,9 +77,11 @@ def register_resolvers() -> None:
 
 
 def setup_environment() -> None:
-    """Process-wide settings for offline, quiet runs (call before importing transformers/mlflow)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    """Process-wide settings for quiet runs (call before importing transformers/mlflow).
+
+    Offline mode is left to the user (``HF_HUB_OFFLINE=1``); ``lad.hub`` goes offline by itself
+    only when a Hub model is asked for and the Hub cannot be reached.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lad.config import REPO_ROOT, setup_environment
-from lad.errors import ConfigError, LADError
+from lad.errors import ConfigError
 from lad.fileio import write_json, write_text
 
 log = logging.getLogger(__name__)

@@ -109,9 +109,10 @@ def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> A
     from lad.distiller import Distiller
     from lad.losses import Objective
     from lad.models import load_backbone, load_tokenizer
+    from lad.hub import resolve_pretrained
     from lad.models.teacher import check_model_dir
 
-    backbone = check_model_dir(cfg.teacher.backbone, "teacher.backbone")
+    backbone = check_model_dir(resolve_pretrained(str(cfg.teacher.backbone), "teacher.backbone"), "teacher.backbone")
     tokenizer = load_tokenizer(backbone)
     model = load_backbone(backbone, task)
     objective = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
@@ -136,7 +137,7 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
     from lad.losses import Objective
     from lad.models import build_student, load_teacher, load_tokenizer
     from lad.models.student import init_source
-    from lad.models.teacher import load_pretrained_encoder, resolve_pretrained
+    from lad.models.teacher import load_pretrained_encoder, pretrained_source
 
     objective = Objective.from_config(loss_config(cfg), is_regression=task.is_regression)
     if cfg.gate.name != "none" and objective.hidden_weight <= 0:
@@ -154,7 +155,7 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
     tokenizer = memoized(memo, key + ("tokenizer",), lambda: load_tokenizer(teacher_dir))
     pretrained, source = None, str(teacher_dir)
     if init_source(cfg.student) == "pretrained":
-        source = resolve_pretrained(cfg.student, cfg.teacher, teacher_dir)
+        source = pretrained_source(cfg.student, cfg.teacher, teacher_dir)
         pretrained = memoized(memo, ("pretrained", source), lambda: load_pretrained_encoder(source))
     student, mapping = build_student(teacher, cfg.student, pretrained)
     L, width = num_layers(teacher), hidden_size(teacher)
@@ -232,7 +233,7 @@ def record_labels(cfg: DictConfig, task) -> None:
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | None = None,
-        memo: dict | None = None, on_eval=None, job_files: bool = False) -> float:
+        memo: dict | None = None, on_eval=None, job_files: bool = False, trial: int | None = None) -> float:
     """Train per ``cfg`` (teacher fine-tune or distillation) and return the best dev main metric.
 
     ``memo`` (a dict kept by the caller) reuses the loaded teacher, tokenizer and features across
@@ -242,6 +243,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
     The run directory is locked for the whole call (``lad.rundir.claim``); every input is checked
     before anything in it changes.
+    ``trial`` is the Optuna trial
+    number when the run is one (it names the MLflow run).
     """
     from lad.rundir import claim, close_job_files
     from lad.secrets import remember
@@ -270,7 +273,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     owner = int(os.environ.get("RANK", "0") or 0) == 0
     try:
         with claim(target) if owner else contextlib.nullcontext():
-            return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner)
+            return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner, trial)
     finally:
         close_job_files()
 
@@ -297,7 +300,8 @@ def _check_writable_places(cfg: DictConfig, entry: str, out_dir: Path) -> None:
             writable(str(location).removeprefix("file://"), "MLflow artifact directory", "mlflow.artifact_location")
 
 
-def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True) -> float:
+def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True,
+                 trial: int | None = None) -> float:
     from lad import rundir
     from lad.data.tasks import eval_splits
 
@@ -321,16 +325,19 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     # cheap checks first: the label set, every data file parses, the tracking store answers
     task = memoized(memo, ("labels", task), lambda: with_labels(task, data_dir))
     record_labels(cfg, task)
+    examples, limits = {}, {}
     for split in ["train", *eval_splits(task)]:
         limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
-        memoized(memo, ("examples", task, split, str(data_dir), limit),
-                 lambda: read_split(task, data_dir, split, limit))
+        limits[split] = limit
+        examples[split] = memoized(memo, ("examples", task, split, str(data_dir), limit),
+                                   lambda: read_split(task, data_dir, split, limit))
     if cfg.mlflow.enabled and dist.is_main:
         connect(cfg.mlflow)
-    set_threads(cfg.trainer.num_threads)
+    threads = set_threads(cfg.trainer.get("num_threads"))
     device = dist.init(device)
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
+    asm.extra_params["runtime.num_threads"] = threads
     module = asm.module
     max_len = model_max_len(task, asm)
     cache_dir = Path(str(cfg.data.cache_dir))
@@ -362,8 +369,13 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     tracker = None
     try:
         if dist.is_main:
-            tracker = make_tracker(cfg, config_tags(cfg, entry, overrides or []), resume_run_id=prev_run,
-                                   sweep_dir=sweep_dir, run_name=f"{entry}-{task.name}-{out_dir.name}"[:250])
+            from lad import run_record
+
+            tags = config_tags(cfg, entry, overrides or [])
+            tags[run_record.NOTE_TAG] = run_record.description(entry, overrides, trial, in_sweep=bool(sweep_dir))
+            tracker = make_tracker(cfg, tags, resume_run_id=prev_run, sweep_dir=sweep_dir,
+                                   run_name=run_record.display_name(cfg, overrides, trial))
+            _ui_extra(run_record.log_datasets, tracker, task, data_dir, examples, limits)
         else:  # under torchrun only rank 0 records
             from lad.tracking import NullTracker
 
@@ -394,6 +406,10 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
         ckpt.prune(out_dir / "checkpoints", int(cfg.trainer.get("keep_after_finish", 1)))
     tracker.end("FINISHED")
     dist.close()
+    if dist.is_main:
+        from lad import run_record
+
+        _ui_extra(run_record.refresh_ablation_table, tracker)
     if sweep_dir:
         from lad.tracking import update_sweep_parent
 
@@ -435,6 +451,14 @@ def check_disk_space(cfg, module, out_dir: Path) -> None:
     # a checkpoint = fp32 weights + two AdamW moments; +1 while the newest is written; model in fp32
     needed = (keep + 1) * trainable * 4 * 3 + 2 * student * 4
     enough_space(out_dir, int(needed * 1.1), "checkpoints and the model")
+
+
+def _ui_extra(fn, *args) -> None:
+    """Call an MLflow UI nicety (datasets, plots, the experiment's table); a failure only warns."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - never lose a run over its presentation
+        log.warning("MLflow %s skipped: %s", fn.__name__, str(exc).splitlines()[0] if str(exc) else exc)
 
 
 def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path, resume: bool,
@@ -517,6 +541,10 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     write_json(out_dir / "metrics.json", summary)
     for name in ("metrics.json", "config.yaml", "predictions", "gates"):
         tracker.log_artifact(out_dir / name, None if name.endswith((".json", ".yaml")) else name)
+    if tracker.run_id:
+        from lad.run_record import log_plots
+
+        _ui_extra(log_plots, tracker, out_dir, tracker.run.info.run_name, result.history, task.main_metric)
     if cfg.mlflow.log_model and entry == "distil":
         from lad.mlflow_model import task_input_example
 
@@ -671,3 +699,7 @@ def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None
 
         tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}",
                               input_example=task_input_example(cfg, task))
+
+
+        name = cfg.mlflow.get("teacher_model_name") or f"lad-teacher-{task.name}"
+        tracker.log_model_dir(target, registered_name=str(name))

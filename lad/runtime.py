@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 
 import numpy as np
 import torch
 
 from lad.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -24,9 +28,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_threads(num_threads: int | None) -> None:
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def auto_threads(cores: int | None = None, load: float | None = None, local_world: int | None = None) -> int:
+    """Intra-op threads for ``trainer.num_threads=auto``: the cores that are free right now.
+
+    The cores of this process (split between the ``torchrun`` processes of one machine) minus
+    the 1-minute load average, at least 1. On a dedicated machine that is every core; on a
+    shared, busy one it is 1, because threads that wait for a busy core slow every step down
+    (docs/benchmarks/performance.md measured 4x slower steps with 2 threads on 2 busy cores).
+    """
+    cores = available_cores() if cores is None else cores
+    if local_world is None:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - non-POSIX
+            load = 0.0
+    per_process = max(1, cores // max(1, local_world))
+    free = int(cores - load + 0.5)
+    return max(1, min(per_process, free))
+
+
+def set_threads(num_threads: int | str | None) -> int:
+    """Apply ``trainer.num_threads`` (a number, ``auto``, or null = PyTorch's default); returns the count used.
+
+    ``auto`` leaves an explicit ``OMP_NUM_THREADS`` alone (PyTorch already follows it).
+    """
+    if num_threads in (None, "", 0):
+        return torch.get_num_threads()
+    if str(num_threads) == "auto":
+        if os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()
+        count = auto_threads()
+        log.info("trainer.num_threads=auto -> %d (%d cores, load average %.1f)",
+                 count, available_cores(), os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    else:
+        count = int(num_threads)
+    torch.set_num_threads(count)
+    return count
 
 
 def rng_state() -> dict:

@@ -75,7 +75,8 @@ KEYS: dict[str, Key] = {
     "trainer.keep_checkpoints": INT_POS,
     "trainer.keep_after_finish": Key("int", low=0, hint=" (0 = delete the checkpoints of a finished run)"),
     "trainer.eval_batch_size": INT_POS,
-    "trainer.num_threads": Key("int", low=1, nullable=True, hint=" (null = PyTorch's default)"),
+    "trainer.num_threads": Key("int", low=1, nullable=True, special=("auto",),
+                               hint=" (auto = the idle cores; null = PyTorch's default)"),
     "trainer.progress": BOOL,
     "trainer.predict_test": BOOL,
     "trainer.precision": Key("choice", choices=("auto", "fp32", "bf16")),
@@ -161,6 +162,8 @@ def check_value(name: str, value: Any, key: Key) -> Any:
     if key.kind == "choice":
         if str(value) not in key.choices or not isinstance(value, str):
             raise ConfigError(f"{name} must be {key.describe()}, got {value!r}")
+        return value
+    if isinstance(value, str) and value in key.special:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail()

@@ -178,7 +178,7 @@ def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: i
     trial.output_dir = str(out_dir / f"trial-{number:03d}")
     trial.overwrite = True
     trial.trainer.resume = False
-    trial.mlflow.run_name = f"trial-{number:03d}"
+    trial.mlflow.run_name = None  # named by lad.run_record.display_name: "<method> <task> trial=<n>"
     for key in ("search", "n_trials"):
         trial.pop(key, None)
     return trial
@@ -329,7 +329,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         log.info("trial %d: %s", trial.number, " ".join(values))
         try:
             return float(run(tcfg, overrides=trial_overrides(base, values), sweep_dir=sweep_tag, memo=memo,
-                             on_eval=on_eval))
+                             on_eval=on_eval, trial=trial.number))
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial; the study goes on

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Regenerate the README screenshots of the MLflow UI (docs/img/mlflow-*.png).
+"""Regenerate the README screenshots of the MLflow UI (docs/img/mlflow-*.png) from real runs.
 
-Seeds a throw-away SQLite store with three demo ``lad-rte`` runs, starts ``mlflow ui``
-on a free 127.0.0.1 port (one worker), opens the runs table and the compare view of two
-runs in headless Chromium, checks they show the runs' params/metrics, and saves:
+Reads an experiment of a real MLflow store (default: the demo's ``demo-lad-sst2`` in
+``mlruns.db``; ``make screenshots`` runs the demo and two baselines first), starts ``mlflow ui``
+on a free 127.0.0.1 port (one worker), opens the runs table and the compare view of two student
+runs in headless Chromium, checks they show the runs' names, datasets, params and metrics, and
+saves:
 
-    <out-dir>/mlflow-runs.png     experiment page: runs with gate.name, loss.temperature, dev/accuracy
-    <out-dir>/mlflow-compare.png  compare view of rte-lad-T2 vs rte-none-T4
+    <out-dir>/mlflow-runs.png     experiment page: run names, Dataset, gate.name, loss.name, best dev metric
+    <out-dir>/mlflow-compare.png  compare view of two students
 
 Needs chromium + chromedriver + selenium: ``scripts/install_browser.sh``.
-Usage: .venv/bin/python scripts/ui_screenshot.py [--out-dir docs/img]
+Usage: .venv/bin/python scripts/ui_screenshot.py [--tracking-uri sqlite:///mlruns.db]
+       [--experiment demo-lad-sst2] [--out-dir docs/img]
 """
 
 from __future__ import annotations
@@ -25,40 +28,50 @@ from scripts.testhelpers import load
 REPO = Path(__file__).resolve().parents[1]
 ui = load("ui_helpers")
 
-COMPARED = ("rte-lad-T2", "rte-none-T4")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
+    parser.add_argument("--artifacts", type=Path, default=REPO / "mlartifacts", help="default artifact root")
+    parser.add_argument("--experiment", default="demo-lad-sst2")
+    parser.add_argument("--metric", default="best/accuracy", help="metric column to show")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--runs-height", type=int, default=600)
-    parser.add_argument("--compare-height", type=int, default=1700)
+    parser.add_argument("--runs-height", type=int, default=560)
+    parser.add_argument("--compare-height", type=int, default=1500)
     return parser.parse_args(argv)
 
 
-def capture(out_dir: Path, width: int, runs_height: int, compare_height: int) -> list[Path]:
-    """Seed, serve, browse and screenshot; return the PNG paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def students(store: ui.Store) -> list[str]:
+    """Names of the store's student runs (not teachers), newest first."""
+    return [name for name in reversed(list(store.run_ids)) if not name.startswith("teacher/")]
+
+
+def capture(args: argparse.Namespace) -> list[Path]:
+    """Serve, browse and screenshot; return the PNG paths written."""
+    store = ui.load_store(args.tracking_uri, args.experiment)
+    pair = students(store)[:2]
+    if len(pair) < 2:
+        raise LookupError(f"experiment {args.experiment!r} needs two finished student runs (has: "
+                          f"{', '.join(store.run_ids) or 'none'}); run make demo and a baseline first")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lad-mlflow-ui-") as tmp:
         root = Path(tmp)
-        backend = f"sqlite:///{root / 'mlruns.db'}"
-        artifacts = root / "mlartifacts"
-        artifacts.mkdir()
-        store = ui.seed_store(backend, artifacts)
-        with ui.mlflow_server(backend, artifacts, root / "server.log") as url:
+        with ui.mlflow_server(args.tracking_uri, args.artifacts, root / "server.log") as url:
             print(f"mlflow ui at {url}", flush=True)
-            driver = ui.make_driver(root / "chromium-profile", width, runs_height)
+            driver = ui.make_driver(root / "chromium-profile", args.width, args.runs_height)
             try:
-                ui.show_runs_page(driver, url, store)
-                runs_png = out_dir / "mlflow-runs.png"
+                ui.show_runs_page(driver, url, store, {name: [f"{args.experiment.split('-')[-1]}/train"]
+                                                       for name in pair},
+                                  columns=["gate.name", "loss.name", args.metric])
+                runs_png = args.out_dir / "mlflow-runs.png"
                 driver.save_screenshot(str(runs_png))
 
-                driver.set_window_size(width, compare_height)
-                ui.show_compare_page(driver, url, store, COMPARED)
+                driver.set_window_size(args.width, args.compare_height)
+                ui.show_compare_page(driver, url, store, pair, ["gate.name", "loss.name"])
                 if not ui.wait_for_plot(driver):
                     raise RuntimeError("the compare view's parallel-coordinates plot never rendered")
-                compare_png = out_dir / "mlflow-compare.png"
+                compare_png = args.out_dir / "mlflow-compare.png"
                 driver.save_screenshot(str(compare_png))
             finally:
                 driver.quit()
@@ -69,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     reason = ui.browser_unavailable_reason()
     if reason:
-        print(f"ui_screenshot: {reason}", file=sys.stderr)
+        print(f"error: {reason}", file=sys.stderr)
         return 2
     start = time.monotonic()
-    for path in capture(args.out_dir, args.width, args.runs_height, args.compare_height):
+    try:
+        paths = capture(args)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
     print(f"done in {time.monotonic() - start:.0f}s")
     return 0

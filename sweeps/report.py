@@ -1008,23 +1008,23 @@ README_END = "<!-- results:end -->"
 
 
 def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
-    """Replace the block between the results markers with the report's targets (headline numbers)."""
+    """Replace the block between the results markers with the headline targets and links.
+
+    The block stays short (the README has a line budget): the per-task comparisons and variants
+    live in the results page's Discussion, which the block links to.
+    """
     text = path.read_text()
     if README_BEGIN not in text or README_END not in text:
         raise SystemExit(f"error: {path} has no results markers ({README_BEGIN} ... {README_END})")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    body = [f"Headline numbers, copied from [`{results_page.as_posix()}`]({results_page.as_posix()}):", ""]
+    page = results_page.as_posix()
+    body = [f"Headline numbers, copied from [`{page}`]({page}):", ""]
     body += [line for line in render_targets(report) if line.startswith("- ")]
-    disc = discussion(report)
-    comps, variants = comparison_lines(report, disc), variant_lines(report, disc)
-    if comps:
-        body += ["", "LAD against the other methods of each table (mean per-seed difference, x100, with its 95 % "
-                 "interval and Holm-adjusted p over the page):", ""]
-        body += comps
-    if variants:
-        body += ["", "Variants (difference = with the added overrides − without them; "
-                 "same method, student and budget):", ""] + variants
+    if comparison_lines(report) or variant_lines(report):
+        tasks = list(primary_tables(report))
+        body += ["", "LAD against each baseline per task (paired seeds, 95 % intervals, Holm-adjusted p), and the variants: [Discussion]({page}#discussion) "
+                 f"({', '.join(tasks)})."]
     write_text(path, head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
 
 

@@ -201,8 +201,8 @@ CASES: list[Case] = [
     Case("missing_required_value", lambda s: s.train_teacher(backbone=""),
          r"^error: teacher\.backbone is required here but not set",
          "error: teacher.backbone is required here but not set: pass teacher.backbone=<value> on the command line",
-         "teacher=local / teacher=bert_base have no default backbone (???).",
-         "Pass teacher.backbone=/path/to/pretrained/model."),
+         "teacher=local has no default backbone (???).",
+         "Pass teacher.backbone=/path/to/pretrained/model or a Hugging Face Hub id (teacher.backbone=roberta-base)."),
     # ---- data
     Case("data_dir_missing", lambda s: s.distil(data=s.root / "nope"),
          r"^error: GLUE data directory not found: \S+",
@@ -276,6 +276,15 @@ CASES: list[Case] = [
          "error: teacher.backbone <dir>: its tokenizer has 30522 tokens but the model's vocab_size is 100: ...",
          "The pretrained backbone folder pairs weights with another model's tokenizer.",
          "Use the tokenizer that was released with the backbone."),
+    Case("hub_backbone_offline_not_cached", lambda s: s.train_teacher(backbone="lad-tests/not-cached-model"),
+         r"^error: teacher\.backbone=\S+: not a local directory and not in the Hugging Face cache "
+         r"\(HF_HUB_OFFLINE is set\)",
+         "error: teacher.backbone=bert-base-uncased: not a local directory and not in the Hugging Face cache "
+         "(HF_HUB_OFFLINE is set); download it on a connected machine first or pass a local directory",
+         "A Hub model id (teacher=bert_base uses bert-base-uncased) while offline: HF_HUB_OFFLINE=1, or "
+         "the Hub did not answer within 2 s, and the model was never downloaded here.",
+         "Run the command once on a connected machine (it fills the Hugging Face cache), or pass "
+         "teacher.backbone=/path/to/checkpoint; see docs/own-machine.md."),
     Case("student_deeper_than_teacher", lambda s: s.distil("student=6layer"),
          r"^error: student has 6 layers but the teacher only 4: a student cannot be deeper",
          "error: student has 6 layers but the teacher only 4: a student cannot be deeper",

@@ -305,8 +305,37 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, tiny_teacher, tiny_glue):
 @pytest.mark.parametrize("entry", ["train_teacher", "distil"])
 def test_experiment_files_override_the_primary_config(entry):
     cfg = compose(entry, ["experiment=demo"])
-    assert cfg.overwrite is True and cfg.trainer.epochs == 2 and cfg.data.max_train_samples == 1024
-    assert cfg.paths.artifacts == "artifacts/demo"
+    assert cfg.overwrite is True and cfg.trainer.epochs == 2 and cfg.data.max_train_samples == 2000
+    assert cfg.task.name == "sst2" and cfg.trainer.predict_test is False
+    # the demo never touches a real task's teacher, runs, experiment or registered model
+    assert cfg.paths.artifacts == "artifacts/demo" and cfg.paths.output_root == "outputs/demo"
+    assert cfg.teacher.path == "artifacts/demo/teachers/minilm_l6/sst2"
+    assert cfg.mlflow.experiment == "demo-lad-sst2" and cfg.mlflow.teacher_model_name == "lad-demo-teacher-sst2"
+    real = compose(entry, ["task=sst2"])
+    assert real.mlflow.teacher_model_name == "lad-teacher-sst2" and real.teacher.path == "artifacts/teachers/minilm_l6/sst2"
+
+
+def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypatch):
+    from lad.config import validate_common
+    from lad.runtime import auto_threads, set_threads
+
+    assert auto_threads(cores=8, load=0.2, local_world=1) == 8       # idle machine: every core
+    assert auto_threads(cores=8, load=0.2, local_world=2) == 4       # torchrun: split per process
+    assert auto_threads(cores=8, load=5.4, local_world=1) == 3       # busy: what is left
+    assert auto_threads(cores=2, load=15.0, local_world=1) == 1      # oversubscribed: one thread
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("lad.runtime.auto_threads", lambda: 1)
+        assert set_threads("auto") == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins over auto
+        torch.set_num_threads(2)
+        assert set_threads("auto") == 2
+        assert set_threads(None) == 2 and set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="trainer.num_threads must be auto, null"):
+        validate_common(compose("distil", ["trainer.num_threads=many"]))
 
 
 def test_write_text_replaces_whole_or_not_at_all(tmp_path):

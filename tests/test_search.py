@@ -337,3 +337,19 @@ def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_p
                              "trainer.predict_test=false"])
     assert cfg.gate.name == "mean" and cfg.loss.name == "kd" and cfg.teacher.name == "local"
     assert run(cfg) == pytest.approx(best, abs=1e-6)
+
+
+def test_each_trial_run_is_named_by_its_trial_number(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    """The MLflow run of trial N is called '<method> <task> trial=N' (lad.run_record.display_name)."""
+    from lad.run_record import display_name
+    from lad.search import search_entry
+
+    seen = []
+
+    def fake_run(cfg, overrides=None, sweep_dir=None, memo=None, on_eval=None, trial=None):
+        seen.append((trial, cfg.mlflow.run_name, display_name(cfg, overrides, trial)))
+        return 0.5 + 0.1 * trial
+
+    monkeypatch.setattr("lad.pipeline.run", fake_run)
+    search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
+    assert seen == [(0, None, "lad/2layer sst2 trial=0"), (1, None, "lad/2layer sst2 trial=1")]

@@ -28,8 +28,8 @@ def test_command_shows_a_path_inside_the_repo_relative_to_it(monkeypatch, tmp_pa
     from benchmarks.search_noise import shown_path
 
     monkeypatch.chdir(REPO)
-    assert shown_path(Path("docs/search-160-seed1.json")) == "docs/search-160-seed1.json"
-    assert shown_path(REPO / "docs" / "search-160-seed1.json") == "docs/search-160-seed1.json"
+    assert shown_path(Path("results/search/search-160-seed1.json")) == "results/search/search-160-seed1.json"
+    assert shown_path(REPO / "results" / "search" / "search-160-seed1.json") == "results/search/search-160-seed1.json"
     monkeypatch.chdir(tmp_path)
     assert shown_path(Path("rec.json")) == "rec.json"
 

@@ -452,7 +452,7 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
     assert (img / "importance-rte.png").is_file() and "![rte parameter importance](img/importance-rte.png)" in text1
 
 
-def test_readme_block_quotes_the_comparisons_of_the_results_page(tmp_path):
+def test_readme_block_links_the_comparisons_of_the_results_page_instead_of_copying_them(tmp_path):
     from sweeps.report import README_BEGIN, README_END, refresh_readme
 
     recs = [_rec("mrpc", m, s, v + 0.01 * s) for m, v in (("lad", 0.80), ("ce", 0.78)) for s in (1, 2, 3)]
@@ -468,7 +468,9 @@ def test_readme_block_quotes_the_comparisons_of_the_results_page(tmp_path):
                  "(n=3 paired, p_adj=<0.001): LAD ahead.",
                  "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better); "
                  "ce/3layer +0.00 [+0.00, +0.00] (n=3 paired, p_adj=1.000) (no significant difference)."):
-        assert line in text and line in page
+        assert line in page and line not in text  # the README stays short: it links to the page
+    assert "[Discussion](docs/results.md#discussion) (mrpc)." in text
+    assert len(text.splitlines()) <= 8
 
 
 def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():

@@ -271,3 +271,26 @@ def test_deploy_a_registered_model_and_log_the_export_to_its_run(store, tiny_glu
     assert metrics["deploy/onnxruntime-fp32/score"] == metrics["deploy/pytorch-fp32/score"]
     card = (tmp / "export" / "README.md").read_text()
     assert "train_teacher.py (fine-tuned teacher)" in card and "models:/lad-teacher-sst2/1" in card
+
+
+def test_runs_are_named_described_and_carry_datasets_plots_and_the_ablation_table(store):
+    """What the MLflow UI shows (lad.run_record): readable names, the command as description,
+    train/dev datasets as inputs (the Dataset column), plot artifacts, the experiment's table."""
+    tmp, uri = store
+    client = _client(uri)
+    teacher_run, distil_run = _runs(uri)
+    assert teacher_run.info.run_name == "teacher/local sst2 seed=42"
+    assert distil_run.info.run_name == "lad/2layer sst2 seed=42"
+    assert distil_run.data.tags["mlflow.note.content"] == "Command: `python distil.py`"
+    inputs = client.get_run(distil_run.info.run_id).inputs.dataset_inputs
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert by_context["train"].name == "sst2/train" and by_context["eval"].name == "sst2/dev"
+    assert by_context["train"].source_type == "local" and "SST-2/train.tsv" in by_context["train"].source
+    plots = {a.path for a in client.list_artifacts(distil_run.info.run_id, "plots")}
+    assert plots == {"plots/learning_curve.png", "plots/gates.png"}
+    assert {a.path for a in client.list_artifacts(teacher_run.info.run_id, "plots")} == {"plots/learning_curve.png"}
+    note = client.get_experiment(distil_run.info.experiment_id).tags["mlflow.note.content"]
+    table = note[note.index("| method"):].splitlines()
+    assert table[0] == "| method | runs | mean dev accuracy | best |"
+    best = distil_run.data.metrics["best/accuracy"]
+    assert table[2] == f"| lad/2layer | 1 | {best:.4f} | {best:.4f} |" and table[3].startswith("| teacher | 1 |")

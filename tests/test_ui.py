@@ -1,10 +1,11 @@
-"""End-to-end check of the MLflow UI over a store of LAD runs, in headless Chromium.
+"""End-to-end check of the MLflow UI over real LAD runs, in headless Chromium.
 
-Starts ``mlflow ui`` (127.0.0.1, one worker) on a temporary SQLite store holding three
-fake ``lad-rte`` runs, then checks in the browser that the runs table lists the runs
-with their params/metrics and that the compare view of two runs shows their values.
-Skipped, with the reason, when chromium/chromedriver/selenium are missing
-(install them with ``scripts/install_browser.sh``).
+Trains three tiny real runs (a teacher, a LAD student and a KD student; random 4-layer BERTs on
+tiny SST-2-format data) into a temporary SQLite store, starts ``mlflow ui`` (127.0.0.1, one
+worker), and checks in the browser what a user comparing ablations needs: readable run names,
+the Dataset column, params and metrics as columns, the run's description (the command), the
+experiment's ablation table, and the compare view. Skipped, with the reason, when
+chromium/chromedriver/selenium are missing (install them with ``scripts/install_browser.sh``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import compose, save_tiny_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ui_helpers as ui  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-COMPARED = ("rte-lad-T2", "rte-none-T4")
+TEACHER, LAD, KD = "teacher/local sst2 seed=42", "lad/2layer sst2 seed=42", "kd/2layer sst2 seed=42"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,17 +33,32 @@ def browser_ready() -> None:
         pytest.skip(f"headless browser unavailable: {reason}")
 
 
+def train_runs(root: Path, uri: str, data: Path) -> None:
+    """A teacher and two students, trained for a few steps by lad.pipeline.run into ``uri``."""
+    from lad.pipeline import run
+
+    common = ["task=sst2", f"data.data_dir={data}", f"paths.cache={root / 'cache'}", f"mlflow.tracking_uri={uri}",
+              f"mlflow.artifact_location={root / 'mlartifacts'}", "trainer.progress=false", "optim.batch_size=16",
+              "trainer.max_steps=4", "trainer.eval_every=2", "trainer.num_threads=1", "device=cpu"]
+    teacher = root / "teacher"
+    backbone = save_tiny_model(root / "backbone", num_layers=4)
+    run(compose("train_teacher", [*common, "teacher=local", f"teacher.backbone={backbone}",
+                                  f"teacher.path={teacher}", f"output_dir={root / 'out_t'}"]),
+        overrides=["task=sst2", "teacher=local"])
+    for name, extra in (("lad", ["student=2layer"]), ("kd", ["student=2layer", "gate=none", "loss=kd"])):
+        run(compose("distil", [*common, "teacher=local", f"teacher.path={teacher}", f"output_dir={root / name}",
+                               *extra]), overrides=["task=sst2", *extra])
+
+
 @pytest.fixture(scope="module")
-def mlflow_site(tmp_path_factory: pytest.TempPathFactory, browser_ready: None):
-    """(base_url, seeded store, tmp dir) for a running ``mlflow ui`` over 3 demo runs."""
-    pytest.importorskip("mlflow")
+def mlflow_site(tmp_path_factory: pytest.TempPathFactory, browser_ready: None, tiny_glue: Path):
+    """(base_url, store) for a running ``mlflow ui`` over the three real runs."""
     root = tmp_path_factory.mktemp("mlflow_ui")
     backend = f"sqlite:///{root / 'mlruns.db'}"
-    artifacts = root / "mlartifacts"
-    artifacts.mkdir()
-    store = ui.seed_store(backend, artifacts)
-    with ui.mlflow_server(backend, artifacts, root / "server.log") as url:
-        yield url, store, root
+    train_runs(root, backend, tiny_glue)
+    store = ui.load_store(backend, "lad-sst2")
+    with ui.mlflow_server(backend, root / "mlartifacts", root / "server.log") as url:
+        yield url, store
 
 
 @pytest.fixture()
@@ -70,34 +88,28 @@ def test_compare_url_lists_runs_and_experiment() -> None:
     )
 
 
-def test_runs_table_and_compare_view(mlflow_site, driver, tmp_path: Path) -> None:
-    url, store, _ = mlflow_site
-    assert set(store.run_ids) == {r.name for r in ui.DEMO_RUNS}
+def test_runs_table_run_page_and_compare_view(mlflow_site, driver, tmp_path: Path) -> None:
+    url, store = mlflow_site
+    assert set(store.run_ids) == {TEACHER, LAD, KD}
 
-    rows = ui.show_runs_page(driver, url, store)
-    # Each run's own row carries its gate, temperature and final dev accuracy.
-    lad_row = rows[store.run_ids["rte-lad-T2"]]
-    assert "lad" in lad_row and "2.0" in lad_row and "0.7112" in lad_row
-    assert "0.6715" not in lad_row  # the other run's accuracy is in its own row
+    # runs table: readable names, the Dataset column, params as columns, each in its own row
+    rows = ui.show_runs_page(driver, url, store, {LAD: ["sst2/train", "lad"], KD: ["sst2/train", "none"]},
+                             columns=["gate.name", "loss.name"])
+    assert "kd" in rows[store.run_ids[KD]] and " kd " not in f" {rows[store.run_ids[LAD]]} ".replace("|", " ")
     page = ui.body_text(driver)
-    for column in ("dev/accuracy", "gate.name", "loss.temperature"):
-        assert column in page
-    assert "3 matching runs" in page
+    assert "Dataset" in page and "3 matching runs" in page
     runs_png = tmp_path / "runs.png"
-    assert driver.save_screenshot(str(runs_png))
-    assert runs_png.read_bytes()[:8] == PNG_MAGIC
+    assert driver.save_screenshot(str(runs_png)) and runs_png.read_bytes()[:8] == PNG_MAGIC
 
-    text = ui.show_compare_page(driver, url, store, COMPARED)
-    assert "Comparing 2 Runs from 1 Experiment" in text
-    assert "rte-attention-T1" not in text  # only the two selected runs
-    for rid in (store.run_ids[n] for n in COMPARED):
-        assert rid in text
+    # run page: the description holds the command that runs it again
+    ui.show_run_page(driver, url, store, KD, ["python distil.py task=sst2 student=2layer gate=none loss=kd"])
+
+    # the experiment's description holds its ablation table (method x mean dev accuracy)
+    ui.show_experiment_description(driver, url, store, ["Ablation table of this experiment"])  # MLflow folds the rest
+
+    # compare view: the two students' params side by side
+    text = ui.show_compare_page(driver, url, store, (LAD, KD), ["gate.name", "loss.name"])
+    assert TEACHER not in text  # only the two selected runs
     params = text[text.index("Parameters", text.index("Run details")):]
-    assert "gate.name lad none" in params
-    assert "loss.temperature 2.0 4.0" in params
-    metrics = params[params.index("Metrics"):]
-    assert "dev/accuracy" in metrics and "0.711" in metrics and "0.672" in metrics
+    assert "gate.name lad none" in params and "loss.name lad kd" in params
     assert ui.wait_for_plot(driver), "parallel-coordinates plot of the two runs never rendered"
-    compare_png = tmp_path / "compare.png"
-    assert driver.save_screenshot(str(compare_png))
-    assert compare_png.stat().st_size > 20_000  # a rendered page, not a blank one

@@ -30,7 +30,8 @@ from typing import Any
 
 CHROMIUM = os.environ.get("LAD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("LAD_CHROMEDRIVER", "/usr/bin/chromedriver")
-EXPERIMENT_NAME = "lad-rte"
+# seconds to wait for a page (MLflow's app shows "Loading..." for minutes on an overloaded machine)
+UI_TIMEOUT = float(os.environ.get("LAD_UI_TIMEOUT", "180"))
 CHROMIUM_FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -45,47 +46,12 @@ CHROMIUM_FLAGS = (
 )
 
 
-@dataclass(frozen=True)
-class DemoRun:
-    """One fake distillation run to put in the store."""
-
-    name: str
-    params: dict[str, str]
-    accuracy: tuple[float, ...]  # dev/accuracy at steps 0, 100, 200, ...
-    loss: tuple[float, ...]  # train/loss at the same steps
-
-    @property
-    def final_accuracy(self) -> float:
-        return self.accuracy[-1]
-
-
-DEMO_RUNS: tuple[DemoRun, ...] = (
-    DemoRun(
-        "rte-lad-T2",
-        {"gate.name": "lad", "loss.temperature": "2.0", "student.num_layers": "4"},
-        (0.5271, 0.6137, 0.6534, 0.6859, 0.7112),
-        (0.912, 0.641, 0.503, 0.437, 0.402),
-    ),
-    DemoRun(
-        "rte-none-T4",
-        {"gate.name": "none", "loss.temperature": "4.0", "student.num_layers": "4"},
-        (0.5126, 0.5812, 0.6245, 0.6498, 0.6715),
-        (0.954, 0.702, 0.588, 0.519, 0.486),
-    ),
-    DemoRun(
-        "rte-attention-T1",
-        {"gate.name": "attention", "loss.temperature": "1.0", "student.num_layers": "4"},
-        (0.5199, 0.6029, 0.6390, 0.6751, 0.6931),
-        (0.931, 0.668, 0.547, 0.471, 0.444),
-    ),
-)
-
-
 @dataclass
-class SeededStore:
-    """What :func:`seed_store` created: experiment id and run ids by run name."""
+class Store:
+    """An experiment to show: its id and name, and run ids by run name."""
 
     experiment_id: str
+    experiment_name: str
     run_ids: dict[str, str] = field(default_factory=dict)
 
 
@@ -116,7 +82,7 @@ def make_driver(user_data_dir: Path, width: int = 1600, height: int = 1000) -> A
     opts.add_argument(f"--user-data-dir={user_data_dir}")
     opts.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(UI_TIMEOUT)
     return driver
 
 
@@ -285,40 +251,60 @@ def wait_for_run_rows(driver: Any, expected: dict[str, Sequence[str]], timeout: 
         ) from None
 
 
-def show_runs_page(driver: Any, base_url: str, store: SeededStore) -> dict[str, str]:
-    """Open the experiment's runs table with the demo params/metrics as columns.
+def show_runs_page(driver: Any, base_url: str, store: Store, expected: dict[str, Sequence[str]],
+                   columns: Sequence[str] = ()) -> dict[str, str]:
+    """Open the experiment's runs table with ``columns`` (params/metrics) shown.
 
-    Returns the rows' text by run id once every run shows its params and final metric.
+    Returns the rows' text by run id once each run's row shows its ``expected[name]`` strings.
     """
     driver.get(experiment_url(base_url, store.experiment_id))
-    wait_for_texts(driver, [EXPERIMENT_NAME, *store.run_ids], timeout=60)
+    wait_for_texts(driver, [store.experiment_name, *store.run_ids], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     use_model_training_view(driver)
     wait_for_texts(driver, list(store.run_ids), timeout=30)
-    select_columns(
-        driver,
-        show=["dev/accuracy", "gate.name", "loss.temperature"],
-        hide=["Dataset", "Source", "Models"],
-    )
-    by_name = {run.name: run for run in DEMO_RUNS}
-    expected = {
-        rid: [name, by_name[name].params["gate.name"], by_name[name].params["loss.temperature"],
-              f"{by_name[name].final_accuracy:g}"]
-        for name, rid in store.run_ids.items()
-    }
-    return wait_for_run_rows(driver, expected)
+    if columns:
+        select_columns(driver, show=list(columns), hide=["Source", "Models"])
+    want = {store.run_ids[name]: [name, *strings] for name, strings in expected.items()}
+    return wait_for_run_rows(driver, want)
 
 
-def show_compare_page(driver: Any, base_url: str, store: SeededStore, names: Sequence[str]) -> str:
+def show_run_page(driver: Any, base_url: str, store: Store, name: str, texts: Sequence[str]) -> str:
+    """Open one run's overview page and wait for ``texts`` (e.g. its description) to show."""
+    driver.get(f"{base_url}/#/experiments/{store.experiment_id}/runs/{store.run_ids[name]}")
+    text = wait_for_texts(driver, [name, *texts], timeout=UI_TIMEOUT)
+    dismiss_assistant(driver)
+    park_pointer(driver)
+    return text
+
+
+def show_experiment_description(driver: Any, base_url: str, store: Store, texts: Sequence[str]) -> str:
+    """Open the experiment page and show its description (MLflow may fold it behind a toggle)."""
+    from selenium.common.exceptions import TimeoutException
+
+    driver.get(experiment_url(base_url, store.experiment_id))
+    wait_for_texts(driver, [store.experiment_name], timeout=UI_TIMEOUT)
+    dismiss_assistant(driver)
+    try:
+        return wait_for_texts(driver, texts, timeout=8)
+    except AssertionError:
+        pass
+    for label in ("About this experiment", "Description", "Show more", "Expand"):
+        try:
+            click_text(driver, label, timeout=3)
+        except TimeoutException:
+            continue
+        try:
+            return wait_for_texts(driver, texts, timeout=8)
+        except AssertionError:
+            continue
+    return wait_for_texts(driver, texts, timeout=5)
+
+
+def show_compare_page(driver: Any, base_url: str, store: Store, names: Sequence[str],
+                      texts: Sequence[str] = ()) -> str:
     """Open the compare view for the runs called ``names``; return the page text."""
-    runs = [r for r in DEMO_RUNS if r.name in names]
     driver.get(compare_url(base_url, store.experiment_id, [store.run_ids[n] for n in names]))
-    text = wait_for_texts(
-        driver,
-        [f"Comparing {len(names)} Runs", *names, "Parameters", "gate.name", "loss.temperature",
-         "dev/accuracy", *(r.params["gate.name"] for r in runs)],
-        timeout=60,
-    )
+    text = wait_for_texts(driver, [f"Comparing {len(names)} Runs", *names, "Parameters", *texts], timeout=UI_TIMEOUT)
     dismiss_assistant(driver)
     park_pointer(driver)
     return text
@@ -344,34 +330,18 @@ def wait_for_plot(driver: Any, timeout: float = 30.0) -> bool:
 # --------------------------------------------------------------------------- MLflow store + server
 
 
-def seed_store(tracking_uri: str, artifact_root: Path, runs: Sequence[DemoRun] = DEMO_RUNS) -> SeededStore:
-    """Create experiment ``lad-rte`` with ``runs`` in the store at ``tracking_uri``.
-
-    Uses an explicit MlflowClient, so the process-wide tracking URI is left alone.
-    """
+def load_store(tracking_uri: str, experiment: str, status: str = "FINISHED") -> Store:
+    """The runs of ``experiment`` in the store at ``tracking_uri`` (oldest first), by run name."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = client.create_experiment(
-        EXPERIMENT_NAME, artifact_location=(artifact_root / EXPERIMENT_NAME).as_uri()
-    )
-    store = SeededStore(experiment_id=exp_id)
-    t0 = int(time.time() * 1000)
-    for i, run in enumerate(runs):
-        created = client.create_run(exp_id, run_name=run.name, start_time=t0 + i * 1000)
-        rid = created.info.run_id
-        metrics = [
-            Metric(key, value, t0 + i * 1000 + step, step * 100)
-            for key, values in (("dev/accuracy", run.accuracy), ("train/loss", run.loss))
-            for step, value in enumerate(values)
-        ]
-        params = [Param(k, v) for k, v in run.params.items()]
-        client.log_batch(rid, metrics=metrics, params=params)
-        client.set_terminated(rid, "FINISHED", end_time=t0 + i * 1000 + 600_000)
-        store.run_ids[run.name] = rid
-    return store
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"no experiment {experiment!r} in {tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.status = '{status}'",
+                              order_by=["attributes.start_time ASC"])
+    return Store(exp.experiment_id, experiment, {r.info.run_name: r.info.run_id for r in runs})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -422,7 +392,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def mlflow_server(backend_uri: str, artifact_root: Path, log_path: Path,
-                  start_timeout: float = 90.0) -> Iterator[str]:
+                  start_timeout: float = 300.0) -> Iterator[str]:
     """Run ``mlflow ui`` on a free 127.0.0.1 port; yield its base URL; stop it on exit."""
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}

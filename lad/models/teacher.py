@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from lad.config import setup_environment
 from lad.errors import ConfigError
+from lad.hub import resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def load_backbone(path: str | Path, task):
     _quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
-    model_dir = check_model_dir(path, "teacher.backbone")
+    model_dir = check_model_dir(resolve_pretrained(str(path), "teacher.backbone"), "teacher.backbone")
     check_vocab(model_dir, "teacher.backbone")
     # a backbone that already has a head of another size (e.g. an MNLI model for RTE) gets a new one
     return _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(
@@ -227,7 +228,7 @@ def _is_local(spec: str) -> bool:
     return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
 
 
-def resolve_pretrained(student_cfg: DictConfig, teacher_cfg: DictConfig, teacher_dir: Path) -> str:
+def pretrained_source(student_cfg: DictConfig, teacher_cfg: DictConfig, teacher_dir: Path) -> str:
     """The pre-trained backbone a ``student.init_from=pretrained`` student starts from.
 
     In order: ``student.backbone`` when set; the backbone the teacher directory recorded at
@@ -261,8 +262,7 @@ def load_pretrained_encoder(spec: str):
     _quiet_transformers()
     from transformers import AutoModel
 
-    if _is_local(spec):
-        spec = str(check_model_dir(spec, "student.backbone"))
+    spec = str(check_model_dir(resolve_pretrained(spec, "student.backbone"), "student.backbone"))
     try:
         return AutoModel.from_pretrained(spec)
     except (OSError, ValueError) as exc:

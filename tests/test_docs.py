@@ -1,0 +1,27 @@
+"""The documentation layout a newcomer relies on: a short README whose links work, a small docs/."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_readme_is_short_and_its_links_resolve():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    targets = [t for t in LINK.findall(text) if not t.startswith(("http://", "https://"))]
+    assert "docs/index.md" in targets and "docs/architecture.md" in targets and "docs/extending.md" in targets
+    assert [t for t in targets if not (REPO / t).exists()] == []
+
+
+def test_docs_has_at_most_ten_top_level_files_and_the_recordings_live_under_results():
+    files = [p.name for p in (REPO / "docs").iterdir() if p.is_file()]
+    assert len(files) <= 10 and {"index.md", "architecture.md", "extending.md"} <= set(files)
+    assert not list((REPO / "docs").glob("search*"))
+    assert (REPO / "results" / "search" / "search-160-seed1.json").is_file()
+    page = (REPO / "docs" / "benchmarks" / "search.md").read_text()
+    missing = [t for t in LINK.findall(page) if not (REPO / "docs" / "benchmarks" / t).resolve().exists()]
+    assert missing == []
