@@ -157,7 +157,7 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
 
     from lad.data.tasks import TaskSpec
     from lad.pipeline import run
-    from lad.tracking import mask_secrets
+    from lad.tracking import ensure_sweep_parent, mask_secrets
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scfg = cfg.search
@@ -174,15 +174,26 @@ def run_search(cfg: DictConfig, out_dir: Path) -> dict:
         sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed))
         study = open_study(storage, str(scfg.study_name), "maximize", sampler)
     _check_prune_on(study, prune_on)
-    # a resumed / second worker must not replay the first worker's seeded suggestions
-    study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
     study.pruner = pruner
+    seeded: list[bool] = []
+
+    def create(number: int):
+        # a resumed or concurrent worker must not replay another worker's seeded suggestions: the
+        # sampler is seeded with seed + the number of this process's first trial, taken under the
+        # reservation lock (two workers starting together would otherwise share a seed)
+        if not seeded:
+            study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + number)
+            seeded.append(True)
+        return ask(study, space.distributions)
+
     memo: dict = {}
     sweep_tag = f"search:{scfg.study_name}"
+    with exclusive(lock):  # one MLflow parent run for all the workers of the study
+        ensure_sweep_parent(cfg, sweep_tag)
     t0 = time.time()
     ran = 0
     while True:
-        trials = reserve_trials(study, lock, int(cfg.n_trials), 1, lambda _n: ask(study, space.distributions))
+        trials = reserve_trials(study, lock, int(cfg.n_trials), 1, create)
         if not trials:
             break
         trial = trials[0]

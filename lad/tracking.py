@@ -206,6 +206,21 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
         return run.info.run_id
 
 
+def ensure_sweep_parent(cfg: DictConfig, sweep_dir: str) -> str | None:
+    """Find or create the parent run of ``sweep_dir`` now (None with MLflow off).
+
+    For workers that share no sweep directory (``sweeps/search.py`` workers, possibly on other
+    machines): called under their shared Optuna lock, it leaves one parent for all of them.
+    """
+    if not cfg.mlflow.enabled:
+        return None
+    mlflow = connect(cfg.mlflow)
+    from mlflow.tracking import MlflowClient
+
+    exp_id = get_experiment_id(mlflow, str(cfg.mlflow.experiment), cfg.mlflow.artifact_location)
+    return _sweep_parent(mlflow, MlflowClient(), exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
+
+
 def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | None = None,
                  sweep_dir: str | None = None, run_name: str | None = None):
     mcfg = cfg.mlflow

@@ -59,11 +59,50 @@ def safe_url(url: str) -> str:
         return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
-def lock_path(url: str | None) -> Path | None:
-    """Lock file that serialises trial creation for a file-based SQLite storage."""
+class AdvisoryLock:
+    """A PostgreSQL session advisory lock, held on its own connection while the block runs.
+
+    The PostgreSQL counterpart of the lock file next to a SQLite database: every worker that
+    shares the database, on any machine, waits for it before counting and creating trials.
+    """
+
+    KEY = 0x1AD0_0001  # one lock per database: trial creation is short
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        try:
+            engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
+            conn = engine.connect()
+        except Exception as exc:  # noqa: BLE001 - missing driver, refused login, bad host...
+            raise SweeperError(_bad_storage(self.url, exc)) from None
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
+            yield
+        finally:
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+            finally:  # closing the connection releases the lock in any case
+                conn.close()
+                engine.dispose()
+
+
+def lock_path(url: str | None) -> Path | AdvisoryLock | None:
+    """Lock that serialises trial creation: a lock file next to a file-based SQLite database,
+    an advisory lock for PostgreSQL, None for other storages (concurrent workers may then
+    overshoot n_trials by up to n_jobs trials per extra worker)."""
     if url is None:
         return None
     try:
+        import sqlalchemy
+
+        if sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
+            return AdvisoryLock(url)
         db = sqlite_file(url)
     except Exception as exc:  # noqa: BLE001 - reported by open_storage with context
         raise SweeperError(_bad_storage(url, exc)) from None
@@ -71,8 +110,13 @@ def lock_path(url: str | None) -> Path | None:
 
 
 @contextmanager
-def exclusive(path: Path | None) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (no-op when None or unsupported)."""
+def exclusive(path: Path | AdvisoryLock | None) -> Iterator[None]:
+    """Hold the lock from :func:`lock_path`: an exclusive advisory lock on a file (no-op
+    when None or unsupported), or a PostgreSQL advisory lock."""
+    if isinstance(path, AdvisoryLock):
+        with path.held():
+            yield
+        return
     if path is None or fcntl is None:
         yield
         return
