@@ -271,7 +271,7 @@ def _record_parent(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     """Best params/value and plots on the search's MLflow parent run."""
     if not cfg.mlflow.enabled:
         return
-    from lad.tracking import SWEEP_TAG, connect, get_experiment_id
+    from lad.tracking import SWEEP_TAG, connect, get_experiment_id, shared_write
 
     mlflow = connect(cfg.mlflow)
     client = mlflow.tracking.MlflowClient()
@@ -281,23 +281,23 @@ def _record_parent(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     if not found:
         return
     parent = found[0].info.run_id
-    client.set_tag(parent, "optuna.study", summary["study"])
-    client.set_tag(parent, "optuna.best_trial", str(summary["best_trial"]))
+    shared_write(client.set_tag, parent, "optuna.study", summary["study"])
+    shared_write(client.set_tag, parent, "optuna.best_trial", str(summary["best_trial"]))
     for key, value in summary["best_params"].items():
-        client.set_tag(parent, f"best.{key}", str(value))
+        shared_write(client.set_tag, parent, f"best.{key}", str(value))
     if summary["best_value"] is not None:
         import time as _time
 
         from mlflow.entities import Metric
 
-        client.log_batch(parent, metrics=[
+        shared_write(client.log_batch, parent, metrics=[
             Metric("optuna/best_value", float(summary["best_value"]), int(_time.time() * 1000), 0),
             Metric("optuna/trials", float(summary["trials"]), int(_time.time() * 1000), 0)])
     for name in ("search.json", f"best_{cfg.task.name}.yaml", "optuna_history.png", "optuna_parallel.png",
                  "optuna_importance.png"):
         if (out_dir / name).exists():
             client.log_artifact(parent, str(out_dir / name))
-    client.set_terminated(parent, "FINISHED")
+    shared_write(client.set_terminated, parent, "FINISHED")
 
 
 def summarize(study, metric: str, ran: int, wall_s: float) -> dict:
