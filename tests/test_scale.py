@@ -22,8 +22,9 @@ import pytest
 from conftest import REPO, save_tiny_model
 from postgres import UNAVAILABLE_MARK, PostgresServer, bin_dir, free_port
 
-# generous: each test takes well under a minute on an idle 2-core machine, many on a busy one
-pytestmark = pytest.mark.timeout(int(os.environ.get("LAD_SCALE_TIMEOUT_S", "900")))
+# generous: each test takes about a minute on an idle 2-core machine, many on a busy one
+TIMEOUT_S = int(os.environ.get("LAD_SCALE_TIMEOUT_S", "900"))
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -79,7 +80,7 @@ def _tiny(tmp: Path, teacher: Path, glue: Path, tracking_uri: str) -> list[str]:
             "cache.enabled=false"]
 
 
-def _run_together(cmds: list[list[str]], env: dict, cwd: Path = REPO, timeout: int = 500) -> list:
+def _run_together(cmds: list[list[str]], env: dict, cwd: Path = REPO, timeout: int = TIMEOUT_S - 60) -> list:
     procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in cmds]
     outs = []
@@ -304,7 +305,7 @@ def test_submitit_local_launcher_runs_a_two_job_multirun(teacher, tiny_glue, tmp
         [sys.executable, "distil.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
          "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}", "seed=1,2",
          *_tiny(tmp_path, teacher, tiny_glue, tracking)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S - 60)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # each job ran in its own submitit process, logged under .submitit/<job id>/
     logs = sorted(sweep.glob(".submitit/*/*_log.out"))
