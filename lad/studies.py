@@ -69,19 +69,57 @@ def _bad_storage(url: str, exc: BaseException) -> str:
             f"(expected an SQLAlchemy URL such as sqlite:///sweeps/optuna.db): {one_line(exc)}")
 
 
-def lock_path(url: str | None) -> Path | None:
-    """Lock file ``<database>.lock`` that serialises trial creation on a file-based SQLite storage."""
+class AdvisoryLock:
+    """A PostgreSQL session advisory lock held on its own connection: the counterpart, for workers
+    on any machine sharing one PostgreSQL study, of the lock file beside a SQLite database."""
+
+    KEY = 0x1AD0_0001  # one lock per database (trial creation is short)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        try:
+            engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
+            conn = engine.connect()
+        except Exception as exc:  # noqa: BLE001 - missing driver, refused login, bad host...
+            raise StudyError(_bad_storage(self.url, exc)) from None
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
+            yield
+        finally:
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+            finally:  # closing the session releases the lock in any case
+                conn.close()
+                engine.dispose()
+
+
+def lock_path(url: str | None) -> "Path | AdvisoryLock | None":
+    """What serialises trial creation: a lock file ``<database>.lock`` beside a file-based SQLite
+    database, an advisory lock for PostgreSQL, None otherwise (then concurrent workers may each
+    add up to ``n_jobs`` trials beyond ``max_trials``)."""
     if url is None:
         return None
     try:
+        import sqlalchemy
+
+        if sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
+            return AdvisoryLock(url)
         db = sqlite_file(url)
     except Exception as exc:  # noqa: BLE001 - an unusable URL
         raise StudyError(_bad_storage(url, exc)) from None
     return None if db is None else db.with_name(db.name + ".lock")
 
 
-def study_lock(path: Path | None):
+def study_lock(path: "Path | AdvisoryLock | None"):
     """``with study_lock(p):`` holds the study lock ``p`` (a no-op when ``p`` is None)."""
+    if isinstance(path, AdvisoryLock):
+        return path.held()
     return contextlib.nullcontext() if path is None else file_lock(path)
 
 

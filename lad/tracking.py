@@ -213,6 +213,21 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
         return run.info.run_id
 
 
+def ensure_sweep_parent(cfg: DictConfig, sweep_dir: str) -> str | None:
+    """Find or create the parent run of ``sweep_dir`` now (None with MLflow off).
+
+    For workers that share no sweep directory (``sweeps/search.py`` workers, possibly on other
+    machines): called under their shared Optuna lock, it leaves one parent for all of them.
+    """
+    if not cfg.mlflow.enabled:
+        return None
+    mlflow = connect(cfg.mlflow)
+    from mlflow.tracking import MlflowClient
+
+    exp_id = get_experiment_id(mlflow, str(cfg.mlflow.experiment), cfg.mlflow.artifact_location)
+    return _sweep_parent(mlflow, MlflowClient(), exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
+
+
 def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | None = None,
                  sweep_dir: str | None = None, run_name: str | None = None):
     mcfg = cfg.mlflow
@@ -238,6 +253,27 @@ def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | Non
     return MlflowTracker(mlflow, run, client)
 
 
+_CONCURRENT_WRITE = ("duplicate key", "UniqueViolation", "UNIQUE constraint failed", "IntegrityError")
+
+
+def shared_write(call, *args, attempts: int = 4, **kwargs):
+    """An MLflow client write to a run that other processes write to as well (a sweep's parent).
+
+    Two first writes of one tag or metric at the same moment make a tracking store on PostgreSQL
+    (or MySQL) answer one of them with a unique-key violation; written again, it updates the row.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only the concurrent-insert failure is retried
+            if attempt == attempts - 1 or not any(mark in str(exc) for mark in _CONCURRENT_WRITE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return None
+
+
 def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, overrides: list[str]) -> None:
     """Keep the sweep's parent run pointing at its best child (value, run id, overrides)."""
     if not getattr(tracker, "run_id", None) or score != score:  # NullTracker, or NaN score
@@ -253,10 +289,11 @@ def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, over
 
         from mlflow.entities import Metric
 
-        client.log_batch(parent_id, metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
-        client.set_tag(parent_id, "best.run_id", tracker.run_id)
-        client.set_tag(parent_id, "best.overrides", mask_secrets(" ".join(overrides))[:5000])
-    client.set_terminated(parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
+        shared_write(client.log_batch, parent_id,
+                     metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
+        shared_write(client.set_tag, parent_id, "best.run_id", tracker.run_id)
+        shared_write(client.set_tag, parent_id, "best.overrides", mask_secrets(" ".join(overrides))[:5000])
+    shared_write(client.set_terminated, parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
 
 
 def download_model(uri: str) -> Path:
