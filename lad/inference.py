@@ -71,8 +71,12 @@ def torch_runner(model) -> Runner:
 
     import torch
 
-    # inspect.signature follows transformers' decorators to the real forward (co_varnames would not)
-    accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
+    from lad.models.arch import ARCHS, uses_token_type_ids
+
+    if getattr(model.config, "model_type", None) in ARCHS:  # e.g. RoBERTa takes them but has one type
+        accepts_types = uses_token_type_ids(model)
+    else:  # inspect.signature follows transformers' decorators to the real forward
+        accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
     def run(batch: Mapping[str, np.ndarray]) -> np.ndarray:
         inputs = {k: torch.from_numpy(v) for k, v in batch.items()

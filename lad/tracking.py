@@ -106,6 +106,7 @@ def connect(mcfg: DictConfig):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
+        _probe_database(uri)  # one quick try: MLflow itself retries a dead database for minutes
         with _sqlite_lock(uri):  # parallel jobs must not create a fresh store's schema twice
             mlflow.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot reach the store"
@@ -115,6 +116,20 @@ def connect(mcfg: DictConfig):
             "start the server, fix mlflow.tracking_uri, or run with mlflow=off"
         ) from exc
     return mlflow
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once to a database-backed store (PostgreSQL, MySQL, ...); raises when it is down."""
+    if "://" not in uri or uri.startswith(("http", "file:", "sqlite:", "databricks")):
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        engine.connect().close()
+    finally:
+        engine.dispose()
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -67,7 +67,8 @@ NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
 MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
            "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",
-           "overwrite=", "mlflow.", "paths.", "hydra.", "device=", "trainer.num_threads=")
+           "overwrite=", "mlflow.", "paths.", "hydra.", "device=", "trainer.num_threads=",
+           "gate.frozen=")  # part of the method label (lad-frozen), not a table variant
 
 
 # ----------------------------------------------------------------------------- model
