@@ -697,9 +697,5 @@ def _publish_teacher(cfg, task, model_dir: Path, summary: dict, tracker) -> None
     if cfg.mlflow.register_teacher:
         from lad.mlflow_model import task_input_example
 
-        tracker.log_model_dir(target, registered_name=f"lad-teacher-{task.name}",
-                              input_example=task_input_example(cfg, task))
-
-
         name = cfg.mlflow.get("teacher_model_name") or f"lad-teacher-{task.name}"
-        tracker.log_model_dir(target, registered_name=str(name))
+        tracker.log_model_dir(target, registered_name=str(name), input_example=task_input_example(cfg, task))

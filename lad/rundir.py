@@ -67,6 +67,8 @@ def claim(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+        if not out_dir.exists():  # a refused command leaves nothing behind, not even its lock file
+            path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- overwrite

@@ -207,28 +207,26 @@ class TotalLimit:
     overshoot by at most one trial each.
     """
 
-    def __init__(self, lock: Path | None, total: int) -> None:
-        from lad.locks import file_lock
-
-        self.lock = None if lock is None else file_lock(lock)
+    def __init__(self, lock, total: int) -> None:
+        self.lock = lock  # lad.studies.lock_path(): a lock file, a PostgreSQL advisory lock, or None
         self.total = total
-        self.held = False
+        self.held = None
 
     def admit(self, study) -> bool:
         """Take the lock; True (keeping it) while the study holds fewer than ``total`` trials."""
-        if self.lock is not None:
-            self.lock.acquire()
-        self.held = True
+        from lad.studies import study_lock
+
+        self.held = study_lock(self.lock)
+        self.held.__enter__()
         if len(study.get_trials(deepcopy=False)) < self.total:
             return True
         self.release()
         return False
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            if self.lock is not None:
-                self.lock.release()
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.__exit__(None, None, None)
 
     def __call__(self, study, trial) -> None:
         if not self.admit(study):

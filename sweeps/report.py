@@ -1024,7 +1024,8 @@ def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
     body += [line for line in render_targets(report) if line.startswith("- ")]
     if comparison_lines(report) or variant_lines(report):
         tasks = list(primary_tables(report))
-        body += ["", "LAD against each baseline per task (paired seeds, 95 % intervals, Holm-adjusted p), and the variants: [Discussion]({page}#discussion) "
+        body += ["", "LAD against each baseline per task (paired seeds, 95 % intervals, Holm-adjusted p), and the "
+                 f"variants: [Discussion]({page}#discussion) "
                  f"({', '.join(tasks)})."]
     write_text(path, head + README_BEGIN + "\n" + "\n".join(body) + "\n" + README_END + tail)
 

@@ -33,14 +33,14 @@ def test_minilm_teacher_then_lad_student_on_real_rte(tmp_path):
     cfg = json.loads((teacher / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 6 and cfg["hidden_size"] == 384 and cfg["id2label"]["0"] == "entailment"
     # the submission file covers the whole RTE test split (3000 rows) with label strings
-    run_dirs = list((tmp_path / "outputs" / "train_teacher" / "rte").iterdir())
+    run_dirs = [p for p in (tmp_path / "outputs" / "train_teacher" / "rte").iterdir() if p.is_dir()]  # not the .lock files
     sub = (run_dirs[0] / "predictions" / "RTE.tsv").read_text().splitlines()
     assert sub[0] == "index\tprediction" and set(l.split("\t")[1] for l in sub[1:]) <= {"entailment", "not_entailment"}
 
     out = _run("distil.py", "student=3layer", "trainer.max_steps=3", tmp=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "best dev accuracy" in out.stdout
-    (run_dir,) = list((tmp_path / "outputs" / "distil" / "rte").iterdir())
+    (run_dir,) = [p for p in (tmp_path / "outputs" / "distil" / "rte").iterdir() if p.is_dir()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 3 and "accuracy" in metrics["best"]
     gate_cfg = json.loads((run_dir / "gates" / "gate_config.json").read_text())

@@ -334,7 +334,7 @@ def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypat
         assert set_threads(None) == 2 and set_threads(1) == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ConfigError, match="trainer.num_threads must be auto, null"):
+    with pytest.raises(ConfigError, match="trainer.num_threads must be an integer >= 1 or auto or null"):
         validate_common(compose("distil", ["trainer.num_threads=many"]))
 
 

@@ -43,7 +43,7 @@ def _with(cfg, override: str):
     ("optim.batch_size=0", r"optim\.batch_size must be an integer >= 1, got 0"),
     ("trainer.log_every=0", r"trainer\.log_every must be an integer >= 1"),
     ("trainer.keep_checkpoints=0", r"trainer\.keep_checkpoints must be an integer >= 1"),
-    ("trainer.num_threads=0", r"trainer\.num_threads must be an integer >= 1 or null"),
+    ("trainer.num_threads=0", r"trainer\.num_threads must be an integer >= 1 or auto or null"),
     ("data.max_train_samples=0", r"data\.max_train_samples must be an integer >= 1 or null"),
     ("cache.build_batch_size=0", r"cache\.build_batch_size must be an integer >= 1"),
     ("cache.max_gb=0", r"cache\.max_gb must be > 0 \(use cache=off"),
@@ -383,8 +383,8 @@ def test_stored_study_with_another_space_is_refused_before_a_trial_is_created():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from hydra_plugins.lad_optuna_sweeper._study import check_space
-    from hydra_plugins.lad_optuna_sweeper.errors import SweeperError
+    from lad.errors import StudyError as SweeperError  # lad.studies serves the sweeper and sweeps/search.py
+    from lad.studies import check_space
 
     study = optuna.create_study(study_name="s1", direction="maximize")
     study.add_trial(optuna.trial.create_trial(params={"optim.lr": 1e-4},
@@ -405,7 +405,8 @@ def test_n_trials_zero_is_an_error():
     from hydra_plugins.lad_optuna_sweeper._impl import check_options
     from hydra_plugins.lad_optuna_sweeper.errors import SweeperError
 
-    opts = dict(direction="maximize", n_jobs=1, heartbeat_interval=60, grace_period=None, storage=None)
+    opts = dict(direction="maximize", n_jobs=1, heartbeat_interval=60, grace_period=None, storage=None,
+                max_trials=None, max_failure_rate=0.0)
     for bad in (0, -1, 2.5):
         with pytest.raises(SweeperError, match="n_trials must be an integer >= 1"):
             check_options(SimpleNamespace(n_trials=bad, **opts))

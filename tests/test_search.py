@@ -143,7 +143,7 @@ def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_
         assert trial.intermediate_values[h["step"]] == pytest.approx(h["accuracy"])
         # the trial keeps all dev metrics of each evaluation, whatever it reported
         kept = trial.user_attrs[f"dev@{h['step']}"]
-        assert kept == pytest.approx({k: v for k, v in h.items() if k != "step"})
+        assert kept == pytest.approx({k: v for k, v in h.items() if k != "step" and not k.startswith("gate/")})
         assert set(kept) >= {"accuracy", "loss"}
 
 
@@ -352,4 +352,6 @@ def test_each_trial_run_is_named_by_its_trial_number(tmp_path, tiny_teacher, tin
 
     monkeypatch.setattr("lad.pipeline.run", fake_run)
     search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
-    assert seen == [(0, None, "lad/2layer sst2 trial=0"), (1, None, "lad/2layer sst2 trial=1")]
+    assert [(t, name) for t, name, _ in seen] == [(0, None), (1, None)]  # no run_name set: named per trial
+    assert [display.split()[-1] for _, _, display in seen] == ["trial=0", "trial=1"]
+    assert all(display.startswith("lad/") for _, _, display in seen)

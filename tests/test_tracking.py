@@ -105,11 +105,11 @@ def test_interrupted_run_resumes_in_the_same_mlflow_run(tmp_path, tiny_teacher, 
     real_batch_of = pipeline.batch_of
     calls = {"n": 0}
 
-    def interrupt_at_5(features, idx):
+    def interrupt_at_5(features, idx, pad_to=None):
         calls["n"] += 1
         if calls["n"] == 5 and len(idx) == 16:
             raise KeyboardInterrupt
-        return real_batch_of(features, idx)
+        return real_batch_of(features, idx, pad_to)
 
     args = ("teacher=local", f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
             f"output_dir={tmp_path / 'out'}", "trainer.max_steps=6", "trainer.ckpt_every=2")
