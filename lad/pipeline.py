@@ -489,8 +489,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
             module.student.save_pretrained(tmp, safe_serialization=True)
             asm.tokenizer.save_pretrained(tmp)
         atomic_dir(model_dir, fill)
-        if module.gate is not None and any(True for _ in module.gate.parameters()):
-            values = probe_gate_values(module, train_feats, device, pad_to=pad_to)
+        if gate_probe.active:  # the probe already ran for this evaluation: reuse its mean gates
+            values = gate_probe.mean_values()
             _save_gate(module, out_dir / "gates", cfg, values)
             if values:
                 tracker.log_metrics({f"gate/layer_{l:02d}": v for l, v in values.items()}, 0)
@@ -582,6 +582,12 @@ class GateProbe:
         self.last = {**{f"gate/mean/layer_{l:02d}": v for l, v in values.items()},
                      **{f"gate/move/{name}": v for name, v in moves.items()}}
         return self.last
+
+    def mean_values(self) -> dict[int, float]:
+        """``{teacher layer: mean gate}`` of the latest probe (probing now if there was none)."""
+        if not self.last:
+            self()
+        return {int(k.rsplit("_", 1)[1]): v for k, v in self.last.items() if k.startswith("gate/mean/")}
 
     def summary(self) -> dict:
         if not self.last:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from lad.config import setup_environment
 from lad.errors import ConfigError
-from lad.hub import resolve_pretrained
+from lad.hub import looks_like_path, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +224,6 @@ def read_teacher_meta(model_dir: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _is_local(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists()
-
-
 def pretrained_source(student_cfg: DictConfig, teacher_cfg: DictConfig, teacher_dir: Path) -> str:
     """The pre-trained backbone a ``student.init_from=pretrained`` student starts from.
 
@@ -243,7 +239,7 @@ def pretrained_source(student_cfg: DictConfig, teacher_cfg: DictConfig, teacher_
         return str(explicit)
     meta = read_teacher_meta(teacher_dir)
     recorded = str(meta.get("backbone") or "")
-    if recorded and (not _is_local(recorded) or Path(recorded).expanduser().exists()):
+    if recorded and (not looks_like_path(recorded) or Path(recorded).expanduser().exists()):
         return recorded
     configured = None if OmegaConf.is_missing(teacher_cfg, "backbone") else teacher_cfg.get("backbone")
     if configured and meta.get("teacher") in (None, teacher_cfg.get("name")):
