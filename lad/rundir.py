@@ -67,7 +67,9 @@ def claim(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-        if not out_dir.exists():  # a refused command leaves nothing behind, not even its lock file
+        # a refused command leaves nothing behind, not even its lock file (Hydra may have created
+        # the run directory itself; the entry point removes it when it is still empty)
+        if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
             path.unlink(missing_ok=True)
 
 

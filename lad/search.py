@@ -304,11 +304,6 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         raise ConfigError(str(exc).replace("hydra.sweeper.study_name", "search.study_name")) from None
     _check_prune_on(study, prune_on)
     study.pruner = pruner
-    # a resumed or concurrent worker must not replay another worker's seeded suggestions: the seed
-    # is the configured one + the trials stored so far, read under the study lock (two workers
-    # starting together would otherwise share a seed)
-    with study_lock(lock):
-        study.sampler = optuna.samplers.TPESampler(seed=int(scfg.sampler_seed) + len(study.trials))
 
     memo: dict = {}
     sweep_tag = f"search:{scfg.study_name}"
@@ -348,6 +343,12 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     t0 = time.time()
     try:
         if planned and limit.admit(study):
+            # a resumed or concurrent worker must not replay another worker's seeded suggestions:
+            # the seed is the configured one + the number of this worker's first trial, counted under
+            # the lock that also covers creating that trial (as the sweeper does), so two workers
+            # started together get different seeds
+            study.sampler = optuna.samplers.TPESampler(
+                seed=int(scfg.sampler_seed) + len(study.get_trials(deepcopy=False)))
             study.optimize(objective, callbacks=[Progress(planned, shown), limit], catch=(Exception,),
                            gc_after_trial=False)
     finally:

@@ -264,8 +264,6 @@ def test_two_sweeper_workers_share_a_postgres_study_and_an_mlflow_server(pg, mlf
         assert all(pg.password not in str(v) for v in {**run.data.params, **run.data.tags}.values())
 
 
-@pytest.mark.xfail(strict=False, reason="fails after merging the in-process search rewrite (issue 24) with "
-                   "the PostgreSQL worker changes (issue 27 stays open); fixed next session")
 def test_two_search_workers_share_a_postgres_study(pg, mlflow_server, teacher, tiny_glue, tmp_path) -> None:
     """Two ``sweeps/search.py`` workers started together on one PostgreSQL study: distinct trials,
     each run once with one MLflow run, all under one parent run; the password is nowhere."""
