@@ -40,7 +40,8 @@ TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides
 # params worth keeping: what was trained (gate / loss / student / optimiser / budget) and its size
 PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")
 PARAM_KEYS = ("seed", "task.name", "task.main_metric", "teacher.name", "teacher.path", "teacher.params",
-              "teacher.num_layers", "teacher.hidden_size", "cache.enabled")
+              "teacher.num_layers", "teacher.hidden_size", "cache.enabled",
+              "runtime.num_threads")  # the threads the run used (its throughput is per this many)
 PARAM_SKIP = ("data.data_dir", "data.cache_dir", "trainer.num_threads", "trainer.eval_batch_size",
               "trainer.log_every", "trainer.ckpt_every", "trainer.keep_checkpoints",
               "trainer.measure_inference")
