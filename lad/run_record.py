@@ -132,7 +132,8 @@ def gates_png(values: dict[int, float], path: Path, title: str) -> Path | None:
 
     layers = sorted(values)
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.bar([str(layer) for layer in layers], [values[layer] for layer in layers])
+    ax.bar(range(len(layers)), [values[layer] for layer in layers])
+    ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])  # labels, not numbers
     ax.set(xlabel="teacher layer", ylabel="mean gate g_l", ylim=(0, 1), title=title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
