@@ -9,7 +9,8 @@ unpruned search's time (at most ``--max-trials``). Both use the seed for trainin
 sampler, on the fine-tuned MiniLM teacher (``artifacts/teachers/minilm_l6/<task>``). Searches run
 one after another; a seed and arm already recorded are skipped, so re-running the command resumes.
 Time is the search process's CPU time (one thread): on a shared machine that is the wall time
-the search takes on a core of its own; the wall time is recorded next to it.
+the search takes on a core of its own; the wall time is recorded next to it. Every search starts
+cold, as a fresh ``sweeps/search.py`` run does: its own empty feature and teacher-output cache.
 
 ``report`` reads the recordings and writes the page: at 25 %, 50 % and 100 % of each seed's
 unpruned search time, the best dev score found so far (complete trials only) by each arm, the
@@ -88,10 +89,18 @@ def curves(pairs: dict[int, dict], points: int = 101, clock: str = "cpu") -> dic
     return out
 
 
+def sign_test(row: dict) -> float | None:
+    """Two-sided sign test of a budget's paired differences (ties left out)."""
+    from scipy.stats import binomtest
+
+    n = row["better"] + row["worse"]
+    return binomtest(row["better"], n).pvalue if n else None
+
+
 def verdict(row: dict) -> str:
     """One honest sentence on a budget's paired differences."""
-    if not row["n"]:
-        return "no seed has a complete trial in both arms yet"
+    if row["n"] < 2:
+        return "too few seeds with a complete trial in both arms"
     if row["better"] == row["n"]:
         return f"pruned ahead on all {row['n']} seeds"
     if row["worse"] == row["n"]:
@@ -136,26 +145,30 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
         f"runs {setup['trials']} trials; the pruned one runs trials until it has used the unpruned "
         f"search's time (at most {setup['max_trials']}), so the time pruning saves goes into more trials. "
         "Time is the search process's CPU time on one thread (the wall time on a core of its own; the "
-        "machine was shared), counted from the search's start, so loading the teacher and data is in it. "
+        "machine was shared), counted from the search's start: every search starts cold (its own empty "
+        "feature and teacher-output cache), so loading the teacher, tokenising the data and computing the "
+        "teacher's outputs is in it. "
         f"Unpruned search time per seed: {', '.join(f'{s:.0f} s' for s in cpu)}. "
         f"Recorded on {first['none'].get('machine', 'an unrecorded machine')}.",
         "",
         f"![best-so-far vs time]({figure})",
         "",
+        "Means over the seeds with a complete trial in both arms by that budget; sign test: two-sided, "
+        "over the seeds whose arms differ.",
+        "",
         "| budget | unpruned best (mean) | pruned best (mean) | pruned − unpruned: mean | sd | min | max "
-        "| pruned better / tied / worse | reading |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| pruned better / tied / worse | sign test p | reading |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in rows:
-        base = [s["none"] for s in row["seeds"].values() if s["none"] is not None]
-        pruned = [s["pruned"] for s in row["seeds"].values() if s["pruned"] is not None]
+        paired = [s for s in row["seeds"].values() if s["diff"] is not None]
         lines.append(
-            f"| {row['budget']:.0%} | {_f(statistics.fmean(base) if base else None)} | "
-            f"{_f(statistics.fmean(pruned) if pruned else None)} | {_f(row.get('mean'), '+.4f')} | "
+            f"| {row['budget']:.0%} | {_f(statistics.fmean(s['none'] for s in paired) if paired else None)} | "
+            f"{_f(statistics.fmean(s['pruned'] for s in paired) if paired else None)} | {_f(row.get('mean'), '+.4f')} | "
             f"{_f(row.get('sd'))} | {_f(row.get('min'), '+.4f')} | {_f(row.get('max'), '+.4f')} | "
             f"{row['better']} / {row['tied']} / {row['worse']}"
             + (f" ({row['missing']} seed(s) without a complete trial in an arm)" if row["missing"] else "")
-            + f" | {verdict(row)} |")
+            + f" | {_f(sign_test(row), '.3f')} | {verdict(row)} |")
     lines += ["", "Per seed (best-so-far unpruned → pruned at each budget; trials complete / pruned in the "
               "whole pruned search):", "",
               "| seed | " + " | ".join(f"{b:.0%}" for b in BUDGETS) + " | pruned search trials |",
@@ -168,8 +181,8 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
     lines += ["", "**Answer.** " + answer(rows), "",
               f"At the full budget the paired differences range from {_f(full.get('min'), '+.4f')} to "
               f"{_f(full.get('max'), '+.4f')}: with {len(pairs)} seeds, a mean difference whose spread "
-              "covers zero is no evidence either way, and even a consistent sign on five seeds is weak "
-              "evidence (a sign test on 5 of 5 gives p = 0.0625 two-sided).", "",
+              "covers zero is no evidence either way, and even the same sign on every seed would be weak "
+              f"evidence (two-sided sign-test p = {min(1.0, 2 * 0.5 ** len(pairs)):.3f}).", "",
               "## Reproduce", "", "```bash",
               run_command(setup, sorted(pairs)) + "   # resumable: skips recorded seeds",
               "python benchmarks/search_pruning.py report", "```", ""]
@@ -197,8 +210,9 @@ def answer(rows: list[dict]) -> str:
 
 
 def draw(pairs: dict[int, dict], path: Path) -> None:
-    """Best-so-far vs time (fraction of each seed's unpruned search time): mean over the seeds that
-    have a complete trial at that time, and the band between their lowest and highest."""
+    """Best-so-far vs time (fraction of each seed's unpruned search time): each seed thin, and the
+    mean over the seeds with the band between the lowest and the highest, from the time every seed
+    has a complete trial."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,18 +222,23 @@ def draw(pairs: dict[int, dict], path: Path) -> None:
     grid = data["grid"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm, colour, label in (("none", "tab:blue", "no pruning"), ("pruned", "tab:orange", "pruned")):
+        for seed in data[arm]:
+            known = [(100 * x, v) for x, v in zip(grid, seed) if v is not None]
+            ax.step([x for x, _ in known], [v for _, v in known], where="post", color=colour, lw=0.6, alpha=0.5)
         xs, mean, low, high = [], [], [], []
         for i, x in enumerate(grid):
-            vals = [seed[i] for seed in data[arm] if seed[i] is not None]
-            if vals:
+            vals = [seed[i] for seed in data[arm]]
+            if None not in vals:
                 xs.append(100 * x)
                 mean.append(statistics.fmean(vals))
                 low.append(min(vals))
                 high.append(max(vals))
-        ax.step(xs, mean, where="post", color=colour, label=f"{label}: mean of {len(data[arm])} seeds")
+        ax.step(xs, mean, where="post", color=colour, lw=2,
+                label=f"{label}: mean of {len(data[arm])} seeds (thin: each seed)")
         ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.2, label=f"{label}: min–max")
     for b in BUDGETS:
         ax.axvline(100 * b, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(0, 100)
     ax.set_xlabel("time, % of the seed's unpruned search (CPU time, one thread)")
     ax.set_ylabel("best dev score so far")
     ax.legend(loc="lower right", fontsize=8)
@@ -273,7 +292,7 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
         tmp = Path(tmpdir)
         overrides = [f"task={args.task}", "student=3layer", f"n_trials={trials}", f"search.pruner={pruner}",
                      f"search.storage=sqlite:///{tmp / 'optuna.db'}", "search.study_name=bench",
-                     f"output_dir={tmp / 'out'}", "mlflow=off", "trainer.progress=false", "search.plots=false",
+                     f"output_dir={tmp / 'out'}", f"paths.cache={tmp / 'cache'}", "mlflow=off", "trainer.progress=false", "search.plots=false",
                      f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.eval_every}",
                      f"seed={seed}", *args.overrides]
         clock = Clock(limit_s)
