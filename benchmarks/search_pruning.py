@@ -164,7 +164,8 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
         paired = [s for s in row["seeds"].values() if s["diff"] is not None]
         lines.append(
             f"| {row['budget']:.0%} | {_f(statistics.fmean(s['none'] for s in paired) if paired else None)} | "
-            f"{_f(statistics.fmean(s['pruned'] for s in paired) if paired else None)} | {_f(row.get('mean'), '+.4f')} | "
+            f"{_f(statistics.fmean(s['pruned'] for s in paired) if paired else None)} | "
+            f"{_f(row.get('mean'), '+.4f')} | "
             f"{_f(row.get('sd'))} | {_f(row.get('min'), '+.4f')} | {_f(row.get('max'), '+.4f')} | "
             f"{row['better']} / {row['tied']} / {row['worse']}"
             + (f" ({row['missing']} seed(s) without a complete trial in an arm)" if row["missing"] else "")
@@ -253,12 +254,13 @@ def report(args) -> int:
 
     pairs = load_pairs(Path(args.records))
     if not pairs:
-        raise ConfigError(f"no seed recorded in both arms under {args.records} (run: benchmarks/search_pruning.py run)")
+        raise ConfigError(f"no seed recorded in both arms under {args.records} "
+                          "(record some: python benchmarks/search_pruning.py run)")
     page = Path(args.page)
     figure = page.with_suffix(".png")
     draw(pairs, figure)
-    command = "python benchmarks/search_pruning.py report" + (
-        "" if Path(args.records).resolve() == RECORDS and page.resolve() == PAGE else f" {args.records} --page {args.page}")
+    default = Path(args.records).resolve() == RECORDS and page.resolve() == PAGE
+    command = "python benchmarks/search_pruning.py report" + ("" if default else f" {args.records} --page {args.page}")
     write_text(page, "\n".join(page_lines(pairs, figure.name, command)))
     print(f"wrote {page} and {figure} from {len(pairs)} seed(s)")
     return 0
@@ -292,7 +294,8 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
         tmp = Path(tmpdir)
         overrides = [f"task={args.task}", "student=3layer", f"n_trials={trials}", f"search.pruner={pruner}",
                      f"search.storage=sqlite:///{tmp / 'optuna.db'}", "search.study_name=bench",
-                     f"output_dir={tmp / 'out'}", f"paths.cache={tmp / 'cache'}", "mlflow=off", "trainer.progress=false", "search.plots=false",
+                     f"output_dir={tmp / 'out'}", f"paths.cache={tmp / 'cache'}", "mlflow=off",
+                     "trainer.progress=false", "search.plots=false",
                      f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.eval_every}",
                      f"seed={seed}", *args.overrides]
         clock = Clock(limit_s)
@@ -350,7 +353,8 @@ def run(args) -> int:
                 print(f"[bench] seed {seed} {arm}: recorded in {path}, skipped", flush=True)
                 continue
             limit = None if arm == "none" else search_time(json.loads((out / f"seed{seed}-none.json").read_text()))
-            print(f"[bench] seed {seed} {arm}: starting" + (f" (CPU budget {limit:.0f} s)" if limit else ""), flush=True)
+            budget = f" (CPU budget {limit:.0f} s)" if limit else ""
+            print(f"[bench] seed {seed} {arm}: starting{budget}", flush=True)
             rec = record_search(args, seed, arm, limit)
             write_json(path, rec)
             done_s.append(search_time(rec))
