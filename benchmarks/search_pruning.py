@@ -11,6 +11,8 @@ one after another; a seed and arm already recorded are skipped, so re-running th
 Time is the search process's CPU time (one thread): on a shared machine that is the wall time
 the search takes on a core of its own; the wall time is recorded next to it. Every search starts
 cold, as a fresh ``sweeps/search.py`` run does: its own empty feature and teacher-output cache.
+Trials skip the end-of-run inference timing (``trainer.measure_inference=false``): only complete
+trials would pay it, which would charge the unpruned search for work no search needs.
 
 ``report`` reads the recordings and writes the page: at 25 %, 50 % and 100 % of each seed's
 unpruned search time, the best dev score found so far (complete trials only) by each arm, the
@@ -141,7 +143,8 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
         "",
         f"**Setup.** Task {setup['task']}, 3-layer student of the fine-tuned MiniLM teacher, trials of "
         f"{setup['steps']} steps with a dev evaluation every {setup['eval_every']} steps, search space "
-        f"`lad_optuna`, extra overrides `{' '.join(setup['overrides']) or 'none'}`. The unpruned search "
+        f"`lad_optuna`, no end-of-run inference timing, extra overrides "
+        f"`{' '.join(setup['overrides']) or 'none'}`. The unpruned search "
         f"runs {setup['trials']} trials; the pruned one runs trials until it has used the unpruned "
         f"search's time (at most {setup['max_trials']}), so the time pruning saves goes into more trials. "
         "Time is the search process's CPU time on one thread (the wall time on a core of its own; the "
@@ -295,7 +298,7 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
         overrides = [f"task={args.task}", "student=3layer", f"n_trials={trials}", f"search.pruner={pruner}",
                      f"search.storage=sqlite:///{tmp / 'optuna.db'}", "search.study_name=bench",
                      f"output_dir={tmp / 'out'}", f"paths.cache={tmp / 'cache'}", "mlflow=off",
-                     "trainer.progress=false", "search.plots=false",
+                     "trainer.progress=false", "search.plots=false", "trainer.measure_inference=false",
                      f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.eval_every}",
                      f"seed={seed}", *args.overrides]
         clock = Clock(limit_s)
