@@ -72,7 +72,8 @@ def test_report_writes_the_page_and_figure_from_recordings(tmp_path):
     assert main(["report", str(tmp_path), "--page", str(page)]) == 0
     text = page.read_text()
     assert page.with_suffix(".png").stat().st_size > 1000 and "![best-so-far vs time](search.png)" in text
-    assert "| 100% | 0.8000 | 0.8100 | +0.0100 | 0.0283 | -0.0100 | +0.0300 | 1 / 0 / 1 | 1.000 | no consistent difference |" in text
+    assert ("| 100% | 0.8000 | 0.8100 | +0.0100 | 0.0283 | -0.0100 | +0.0300 | 1 / 0 / 1 | 1.000 "
+            "| no consistent difference |") in text
     assert "| 25% | 0.8000 | 0.7900 | -0.0100 |" in text and "(1 seed(s) without a complete trial in an arm)" in text
     assert "| 1 | 0.8000 → 0.7900 | 0.8200 → 0.7900 | 0.8500 → 0.8400 | 4 / 2 |" in text
     assert "| 25% |" in text and "too few seeds with a complete trial in both arms" in text
