@@ -262,11 +262,12 @@ def _estimate(study, planned: int) -> str:
             f"{len(durations)} stored trial(s); pruned trials end sooner)")
 
 
-def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> dict:
+def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None, callbacks=()) -> dict:
     """Run trials until the study holds ``n_trials``; returns a summary with the best trial.
 
     ``overrides`` are the search's command-line overrides: each trial's config is composed from
-    them plus the trial's values (default: the running Hydra app's task overrides).
+    them plus the trial's values (default: the running Hydra app's task overrides). ``callbacks``
+    are more Optuna callbacks, called after each trial (``study.stop()`` ends the search early).
     """
     import optuna
 
@@ -349,7 +350,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
             # started together get different seeds
             study.sampler = optuna.samplers.TPESampler(
                 seed=int(scfg.sampler_seed) + len(study.get_trials(deepcopy=False)))
-            study.optimize(objective, callbacks=[Progress(planned, shown), limit], catch=(Exception,),
+            study.optimize(objective, callbacks=[Progress(planned, shown), *callbacks, limit], catch=(Exception,),
                            gc_after_trial=False)
     finally:
         limit.release()

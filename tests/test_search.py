@@ -245,66 +245,6 @@ def test_median_warmup_counts_evaluations_not_steps(tmp_path, tiny_teacher, tiny
     assert make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=0").search)._n_warmup_steps == 0
 
 
-def test_pruning_benchmark_writes_its_page(tmp_path, tiny_teacher, tiny_glue):
-    """benchmarks/search_pruning.py end to end on the tiny teacher: both searches, the pair table."""
-    import json
-
-    out = tmp_path / "search.md"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/search_pruning.py", "--task", "sst2", "--trials", "2", "--steps", "4",
-         "--eval-every", "2", "--pruner", "median", "--out", str(out), "teacher=local",
-         f"teacher.path={tiny_teacher}", f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
-         "optim.batch_size=16", "search.prune_on=loss"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    page = out.read_text()
-    assert "reports minus its dev loss to the pruner" in page
-    rows = [line for line in page.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
-    # TPE's first trials are random draws from the same seed: identical parameters in both searches
-    assert len(rows) == 2 and all(row.split("|")[2].strip() == "yes" for row in rows)
-    assert "| no pruning |" in page and "Target (≤ 50 % of the unpruned wall time)" in page
-    assert "the unpruned search itself reached that score after" in page
-    raw = json.loads(out.with_suffix(".json").read_text())
-    assert set(raw["wall_s"]) == set(raw["timeline"]) == {"none", "pruned"}
-    assert all(t["dev"] for t in raw["trials"]["none"])  # every evaluation's dev metrics are kept
-    assert [t["number"] for t in raw["trials"]["none"]] == [0, 1]
-    assert all(set(t["reports"]) == {"2", "4"} and all(v < 0 for v in t["reports"].values())  # minus the loss
-               for t in raw["trials"]["none"])
-
-
-def test_benchmark_signal_table_ranks_each_signal_against_the_final_score():
-    """benchmarks/search_pruning.signal_lines: Spearman's rho per signal and step, loss negated."""
-    import optuna
-
-    from benchmarks.search_pruning import signal_lines
-
-    finals = [0.80, 0.82, 0.85, 0.83]
-    trials = {}
-    for i, final in enumerate(finals):
-        # accuracy at step 10 ranks the finals exactly; the loss at step 10 ranks them backwards
-        # (so minus the loss ranks them exactly); f1 sits on a plateau at step 10
-        dev = {"dev@10": {"accuracy": final - 0.1, "loss": 1 - final, "f1": 0.81},
-               "dev@20": {"accuracy": 0.7 - i / 100, "loss": 0.5, "f1": final}}
-        trials[i] = optuna.trial.create_trial(value=final, user_attrs=dev)
-    lines = signal_lines(trials)
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in lines if line.startswith("| ") and "step" not in line}
-    assert rows["accuracy"] == ["+1.00", f"{-0.8:+.2f}"]
-    assert rows["-loss"] == ["+1.00", "—"]
-    assert rows["f1"] == ["—", "+1.00"]
-    assert signal_lines(dict(list(trials.items())[:2])) == []  # too few trials to rank
-
-
-def test_benchmark_first_reached_is_the_first_time_the_running_best_gets_there():
-    from benchmarks.search_pruning import first_reached
-
-    timeline = [(10.0, 0.80), (25.0, 0.80), (40.0, 0.83), (70.0, 0.85)]
-    assert first_reached(timeline, 0.83) == 40.0
-    assert first_reached(timeline, 0.80) == 10.0
-    assert first_reached(timeline, 0.86) is None
-    assert first_reached(timeline, None) is None
-
-
 def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_path, tiny_teacher, tiny_glue):
     """Trials are composed by Hydra: gate=... and loss=... select their group files; the written
     best_<task>.yaml carries the teacher and the budget, and running it gives the recorded score."""
