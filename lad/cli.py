@@ -65,6 +65,19 @@ def run_entry(cfg: DictConfig) -> float:
     return guarded(job, cfg, in_sweep=sweep_dir is not None)
 
 
+def protect_command_line(argv: list[str] | None = None) -> None:
+    """Mask the passwords of the command line and the environment from the process's first output.
+
+    Called by the entry points before Hydra parses anything: ``--cfg job``, ``--info config`` and
+    Hydra's own error messages print the configuration (URIs included) before the app runs.
+    """
+    from lad.secrets import guard_streams, remember
+
+    remember(list(sys.argv[1:] if argv is None else argv))
+    remember([value for value in os.environ.values() if "://" in value])  # MLFLOW_TRACKING_URI, ...
+    guard_streams()
+
+
 def protect_secrets(cfg, overrides: list[str] | tuple = ()) -> None:
     """Learn the passwords in this job's config and mask them in all console and log output."""
     from lad.secrets import guard_streams, install_log_filter, remember

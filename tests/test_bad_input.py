@@ -141,6 +141,18 @@ class Sandbox:
         weights.write_bytes(weights.read_bytes()[:4096])
         return path
 
+    def teacher_with_weights(self, edit: Callable[[dict], dict]) -> Path:
+        """A copy of the teacher whose (valid) safetensors file holds ``edit(tensors)``."""
+        from safetensors.torch import load_file, save_file
+
+        path = self.teacher_copy("reweighted")
+        weights = path / "model.safetensors"
+        save_file(edit(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+        return path
+
+    def existing_teacher_at_target(self) -> None:
+        shutil.copytree(self.teacher, self.teacher_out)
+
     def unfinished_run_with_config(self, **values) -> None:
         """An interrupted run (intact checkpoint) whose config.yaml records ``values``."""
         self.existing_run(finished=False)
@@ -371,6 +383,30 @@ CASES: list[Case] = [
          "again or fine-tune the teacher again",
          "The weight file is cut short or overwritten (interrupted copy, full disk).",
          "Copy the folder again, or fine-tune the teacher again."),
+    Case("teacher_weights_do_not_fit_config",
+         lambda s: s.distil(teacher=s.teacher_with_weights(lambda t: {f"old.{k}": v for k, v in t.items()})),
+         r"^error: teacher \S+: its weights do not fit its config\.json \(\d+ missing \(e\.g\. ",
+         "error: teacher <dir>: its weights do not fit its config.json (40 missing (e.g. bert.embeddings...); "
+         "40 not used by its config (...)): the model would run with randomly initialised weights; ...",
+         "The weight file belongs to another model or architecture than config.json (names or shapes differ); "
+         "transformers would quietly start the missing weights from random values.",
+         "Copy the whole model folder of one model again (config.json and weights together)."),
+    Case("teacher_weights_not_finite",
+         lambda s: s.distil(teacher=s.teacher_with_weights(
+             lambda t: {**t, "classifier.weight": t["classifier.weight"].clone().fill_(float("nan"))})),
+         r"^error: teacher \S+: 1 weight tensor\(s\) hold NaN or infinite values \(e\.g\. classifier\.weight\)",
+         "error: teacher <dir>: 1 weight tensor(s) hold NaN or infinite values (e.g. classifier.weight): the "
+         "checkpoint is damaged or comes from a diverged training run; use another checkpoint",
+         "The teacher's weights are not finite: every target it gives would be NaN.",
+         "Use a checkpoint saved before training diverged, or fine-tune the teacher again."),
+    Case("teacher_path_holds_a_teacher",
+         lambda s: (s.existing_teacher_at_target(), s.train_teacher())[1],
+         r"^error: teacher\.path \S+ already holds a fine-tuned teacher \(distillation runs may use it\); "
+         r"pass overwrite=true",
+         "error: teacher.path <dir> already holds a fine-tuned teacher (distillation runs may use it); pass "
+         "overwrite=true to replace it, or set teacher.path to another directory",
+         "train_teacher.py would replace a teacher that another run fine-tuned (and distillation runs recorded).",
+         "Pass overwrite=true to replace it, or give this teacher its own teacher.path."),
     # ---- text
     Case("tsv_not_utf8",
          lambda s: s.distil(data=s.glue_with("train.tsv", b"sentence\tlabel\ngood film\t1\nna\xefve\t0\n")),
