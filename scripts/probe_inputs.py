@@ -149,8 +149,12 @@ class Case:
 
 def _schema_cases() -> list[Case]:
     """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose
     from lad.schema import KEYS
 
+    defaults = compose("distil", ["teacher=local", "student=2layer"])
     cases = []
     for name, key in KEYS.items():
         if name.startswith(("search.", "n_trials", "student.hidden_size", "student.intermediate_size",
@@ -165,7 +169,9 @@ def _schema_cases() -> list[Case]:
         else:
             bad = ["-1"] if key.positive or key.low is not None else ["nan"]
         for value in bad:
-            cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}")))
+            # a key the default config lacks (e.g. one of another loss) is Hydra's "not in struct" error
+            kind = "user" if OmegaConf.select(defaults, name, default="<absent>") != "<absent>" else "hydra"
+            cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}"), kind))
     return cases
 
 
@@ -392,8 +398,10 @@ def _run_elsewhere(box: Box, argv: list[str], run: Path) -> list[str]:
 
 
 def _sweep(box: Box, *extra: str) -> list[str]:
-    return ["distil.py", "-m", "hparams_search=lad_optuna", f"hydra.sweep.dir={box.root}/sweep", *extra,
-            *box.distil()[1:]]
+    tracked = any(a.startswith("mlflow.tracking_uri") for a in extra)
+    argv = box.no_mlflow_off(box.distil()) if tracked else box.distil()
+    return ["distil.py", "-m", "hparams_search=lad_optuna", f"hydra.sweep.dir={box.root}/sweep",
+            *argv[1:], *extra]  # later overrides win: the case's come last
 
 
 def _search(box: Box, *extra: str) -> list[str]:
@@ -431,13 +439,18 @@ def round2() -> list[Case]:
             b.distil(f"mlflow.tracking_uri='http://127.0.0.1:{port}/?token={SECRET}'"))),
         Case("secret:default_run_dir_name", lambda b: [a for a in b.no_mlflow_off(b.distil(
             f"mlflow.tracking_uri={pw_uri}", "optim.lr=-1")) if not a.startswith("hydra.run.dir")]),
-        Case("secret:env_tracking_uri", lambda b: [a for a in b.no_mlflow_off(b.distil())],
-             env={"MLFLOW_TRACKING_URI": pw_uri}),
+        # LAD's mlflow.tracking_uri wins over the variable; its password still must not show anywhere
+        Case("secret:env_tracking_uri", lambda b: b.no_mlflow_off(b.distil(
+            f"mlflow.tracking_uri=sqlite:///{b.root}/m.db", f"mlflow.artifact_location={b.root}/art")), "ok",
+             env={"MLFLOW_TRACKING_URI": pw_uri, "DATABASE_URL": f"postgresql://u:{SECRET}@127.0.0.1:{port}/x"}),
         Case("secret:search_storage_down", lambda b: _search(
             b, f"search.storage=postgresql://u:{SECRET}@127.0.0.1:{port}/x", "n_trials=1")),
         Case("secret:sweep_with_password_and_bad_value", lambda b: _sweep(
             b, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
             f"mlflow.tracking_uri={pw_uri}", "optim.batch_size=0"), "hydra"),
+        Case("secret:sweep_with_password_server_down", lambda b: _sweep(
+            b, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
+            f"mlflow.tracking_uri={pw_uri}"), "hydra"),
         # 2. what is recorded is what ran
         Case("value:bool_as_quoted_string", lambda b: b.distil("trainer.progress='false'")),
         Case("value:float_key_given_true", lambda b: b.distil("optim.lr=true")),
@@ -471,9 +484,11 @@ def round2() -> list[Case]:
         Case("data:unicode_and_space_in_path", lambda b: b.distil(data=_glue_copy(b, "donn\u00e9es \u00fc")), "ok"),
         # 3. a run directory belongs to one run
         Case("run:run_dir_is_a_file", lambda b: _run_elsewhere(b, b.distil(), _file(b, "run"))),
-        Case("run:resume_without_a_run", lambda b: b.distil("trainer.resume=true")),
-        Case("run:resume_and_overwrite", lambda b: (b.existing_run(False), b.distil("trainer.resume=true",
-                                                                                     "overwrite=true"))[1]),
+        # resume=true starts a new run when there is nothing to resume (sweeps/teachers.py relies on it), and
+        # with overwrite=true it resumes an unfinished run or replaces a finished one
+        Case("run:resume_without_a_run", lambda b: b.distil("trainer.resume=true"), "ok"),
+        Case("run:resume_and_overwrite", lambda b: (b.existing_run(True), b.distil("trainer.resume=true",
+                                                                                    "overwrite=true"))[1], "ok"),
         Case("run:finished_rerun_with_password", lambda b: (b.existing_run(True), b.no_mlflow_off(
             b.distil(f"mlflow.tracking_uri={pw_uri}")))[1]),
         Case("run:teacher_output_is_an_existing_model", lambda b: [
