@@ -9,7 +9,7 @@ import sys
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from lad.config import register_resolvers, setup_environment
+from lad.config import register_resolvers, setup_environment, task_overrides
 from lad.errors import LADError
 
 register_resolvers()
@@ -26,7 +26,7 @@ def _hydra_context() -> tuple[list[str], str | None, int | None]:
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
-        overrides = list(hc.overrides.task)
+        overrides = task_overrides(hc)
         sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
         target = str(hc.sweeper.get("_target_", "")) if sweep_dir else ""
         trial = int(hc.job.num) if target.endswith(OPTUNA_SWEEPERS) else None

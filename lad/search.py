@@ -386,7 +386,9 @@ def _app_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task)
+        from lad.config import task_overrides
+
+        return task_overrides(HydraConfig.get())
     except ValueError:
         return []
 

@@ -235,7 +235,7 @@ def cases() -> list[Case]:
         Case("value:optim.lr=inf", lambda b: b.distil("optim.lr=inf")),
         Case("value:optim.lr=nan", lambda b: b.distil("optim.lr=nan")),
         Case("value:optim.lr=string", lambda b: b.distil("optim.lr='1e-4'")),
-        Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine")),
+        Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine_with_restarts")),
         Case("value:resume_missing_dir", lambda b: b.distil(f"trainer.resume={b.root}/nowhere")),
         Case("value:teacher.source", lambda b: b.distil("teacher.source=s3")),
         Case("value:missing_backbone", lambda b: [a for a in b.teacher_cmd() if not a.startswith("teacher.backbone")]),
@@ -600,6 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-j", type=int, default=2, help="cases run at once")
     parser.add_argument("--exclude", default=None, help="leave out cases whose id contains this text")
     parser.add_argument("--round", type=int, default=None, help="only the cases of this probe round (1 or 2)")
+    parser.add_argument("--pending", action="store_true", help="only cases the --summary file has no row for")
+    parser.add_argument("--shard", default="0/1", help="i/n: every n-th selected case from the i-th (parallel runs)")
+    parser.add_argument("--fixtures", type=Path, default=None,
+                        help="keep the good tiny data and teacher in this folder (built once, reused by later runs)")
     parser.add_argument("--summary", type=Path, default=None,
                         help="merge this run's results into this markdown file (and its .json twin): cases "
                              "run now replace their earlier row, so flagged cases can be re-run alone")
@@ -608,18 +612,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # the other classes first, then one wrong value per typed key
     every = cases()
+    known = {c.id for c in every}
     selected = sorted((c for c in every if args.k in c.id and args.round in (None, c.round)
                        and not (args.exclude and args.exclude in c.id)), key=lambda c: c.id.startswith("value:"))
+    if args.pending and args.summary and args.summary.with_suffix(".json").is_file():
+        done = {r["id"] for r in json.loads(args.summary.with_suffix(".json").read_text())}
+        selected = [c for c in selected if c.id not in done]
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    selected = selected[shard::shards]
     with tempfile.TemporaryDirectory(prefix="lad-probe-") as tmp:
         tmp = Path(tmp)
-        glue = write_sst2_like(tmp / "glue")
-        teacher = save_tiny_model(tmp / "teacher" / "sst2", num_layers=4)
+        base = args.fixtures or tmp
+        glue, teacher = base / "glue", base / "teacher" / "sst2"
+        if not (teacher / "config.json").is_file():
+            write_sst2_like(glue)
+            save_tiny_model(teacher, num_layers=4)
         print(HEADER, flush=True)
 
         def one(ic):
             r = run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher))
             r["first"] = r["first"].replace(str(tmp), "<tmp>").replace(f"/case{ic[0]}/", "/")
             print(_row(r), flush=True)
+            if args.summary:  # row by row: an interrupted probe keeps what it found
+                write_summary(args.summary, [r], known)
             return r
 
         with ThreadPoolExecutor(max_workers=args.j) as pool:
@@ -627,8 +642,6 @@ def main(argv: list[str] | None = None) -> int:
     flagged = [r for r in results if r["flags"]]
     total = f"{len(results)} cases, {len(flagged)} flagged, {len(results) - len(flagged)} found nothing"
     print(f"\n{total}" + (": " + ", ".join(f"{r['id']} ({' '.join(r['flags'])})" for r in flagged) if flagged else ""))
-    if args.summary:
-        write_summary(args.summary, results, {c.id for c in every})
     return 1 if flagged else 0
 
 
