@@ -111,14 +111,22 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
     """
     try:
         return fn(cfg)
-    except (LADError, MissingMandatoryValue, InterpolationResolutionError, OSError) as exc:
-        if isinstance(exc, OSError) and _os_error_line(exc) is None:
+    except (*USER_ERRORS, OSError) as exc:
+        if not is_user_error(exc):
             raise
         if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger("lad").debug("user error", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+USER_ERRORS = (LADError, MissingMandatoryValue, InterpolationResolutionError)
+
+
+def is_user_error(exc: BaseException | None) -> bool:
+    """A mistake in the user's input or environment (one line, no traceback), not a bug."""
+    return isinstance(exc, USER_ERRORS) or isinstance(exc, OSError) and _os_error_line(exc) is not None
 
 
 def _os_error_line(exc: OSError) -> str | None:

@@ -411,6 +411,9 @@ def _search(box: Box, *extra: str) -> list[str]:
             *[a for a in box.common() if a.startswith(keep)], *extra]
 
 
+UNICODE_DIR = "donn\u00e9es \u00fc"
+
+
 def _glue_copy(box: Box, name: str) -> Path:
     target = box.root / name
     shutil.copytree(box.glue, target)
@@ -481,7 +484,9 @@ def round2() -> list[Case]:
         Case("data:blank_text", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + rows + b"   \t1\n"))),
         Case("data:dev_header_only", lambda b: b.distil(data=b.data_with("dev.tsv", TSV_HEAD))),
         Case("data:label_with_spaces", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + rows + b"ok\t 1\n"))),
-        Case("data:unicode_and_space_in_path", lambda b: b.distil(data=_glue_copy(b, "donn\u00e9es \u00fc")), "ok"),
+        # a space needs Hydra's quotes inside the override (the shell's are gone by then)
+        Case("data:unicode_and_space_in_path",
+             lambda b: b.distil(f"data.data_dir='{_glue_copy(b, UNICODE_DIR)}'"), "ok"),
         # 3. a run directory belongs to one run
         Case("run:run_dir_is_a_file", lambda b: _run_elsewhere(b, b.distil(), _file(b, "run"))),
         # resume=true starts a new run when there is nothing to resume (sweeps/teachers.py relies on it), and

@@ -490,6 +490,20 @@ CASES: list[Case] = [
          "A sweep of zero trials would do nothing and report no result.",
          "Pass how many trials this run adds (upstream's meaning), or hydra.sweeper.max_trials for a study total.",
          hydra=True),
+    Case("optuna_every_trial_refused",
+         lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
+                                        # the study and sweep folder are the sweep's own record, kept
+                                        # outside the sandbox whose files must stay untouched
+                                        f"hydra.sweeper.storage=sqlite:///{s.root}-study.db",
+                                        f"hydra.sweep.dir={s.root}-sweep", *s.distil()[1:], "optim.batch_size=0"])[1],
+         r"all 1 trial\(s\) of this sweep failed; first: trial 0: ConfigError: optim\.batch_size must be an "
+         r"integer >= 1, got 0",
+         "all 1 trial(s) of this sweep failed; first: trial 0: ConfigError: optim.batch_size must be an integer "
+         ">= 1, got 0",
+         "A value that is wrong for every trial (here a fixed override, not a searched one): each trial is "
+         "recorded FAIL with its one-line error, and the sweep ends with the first one.",
+         "Fix the value and run the sweep again (the study keeps the FAIL trials; they are not re-sampled).",
+         hydra=True),
     Case("optuna_storage_malformed",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
                                         "hydra.sweeper.storage=not-a-url", *s.distil()[1:]])[1],

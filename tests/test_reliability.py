@@ -471,3 +471,14 @@ def test_n_trials_zero_is_an_error():
         with pytest.raises(SweeperError, match="n_trials must be an integer >= 1"):
             check_options(SimpleNamespace(n_trials=bad, **opts))
     check_options(SimpleNamespace(n_trials=1, **opts))
+
+
+@pytest.mark.parametrize("bad, message", [(0, r"n_trials must be an integer >= 1, got 0"),
+                                          (1.5, r"n_trials must be an integer, got 1\.5 \(it would be cut to 1\)")])
+def test_in_process_search_checks_n_trials_before_any_trial(bad, message, tmp_path):
+    from lad.search import run_search
+
+    cfg = compose("search", ["task=sst2", "mlflow=off"])
+    OmegaConf.update(cfg, "n_trials", bad, force_add=True)
+    with pytest.raises(ConfigError, match=message):
+        run_search(cfg, tmp_path, overrides=[])
