@@ -6,7 +6,7 @@ Returns the best dev score of the task's main metric, which Hydra sweepers optim
 import hydra
 from omegaconf import DictConfig
 
-from lad.cli import run_entry
+from lad.cli import protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="distil", version_base="1.3")
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    protect_command_line()
     main()

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from lad.cli import run_entry
+from lad.cli import protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="train_teacher", version_base="1.3")
@@ -12,4 +12,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    protect_command_line()
     main()

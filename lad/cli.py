@@ -9,7 +9,7 @@ import sys
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from lad.config import register_resolvers, setup_environment
+from lad.config import register_resolvers, setup_environment, task_overrides
 from lad.errors import LADError
 
 register_resolvers()
@@ -26,7 +26,7 @@ def _hydra_context() -> tuple[list[str], str | None, int | None]:
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
-        overrides = list(hc.overrides.task)
+        overrides = task_overrides(hc)
         sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
         target = str(hc.sweeper.get("_target_", "")) if sweep_dir else ""
         trial = int(hc.job.num) if target.endswith(OPTUNA_SWEEPERS) else None
@@ -65,6 +65,19 @@ def run_entry(cfg: DictConfig) -> float:
     return guarded(job, cfg, in_sweep=sweep_dir is not None)
 
 
+def protect_command_line(argv: list[str] | None = None) -> None:
+    """Mask the passwords of the command line and the environment from the process's first output.
+
+    Called by the entry points before Hydra parses anything: ``--cfg job``, ``--info config`` and
+    Hydra's own error messages print the configuration (URIs included) before the app runs.
+    """
+    from lad.secrets import guard_streams, remember
+
+    remember(list(sys.argv[1:] if argv is None else argv))
+    remember([value for value in os.environ.values() if "://" in value])  # MLFLOW_TRACKING_URI, ...
+    guard_streams()
+
+
 def protect_secrets(cfg, overrides: list[str] | tuple = ()) -> None:
     """Learn the passwords in this job's config and mask them in all console and log output."""
     from lad.secrets import guard_streams, install_log_filter, remember
@@ -98,14 +111,22 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
     """
     try:
         return fn(cfg)
-    except (LADError, MissingMandatoryValue, InterpolationResolutionError, OSError) as exc:
-        if isinstance(exc, OSError) and _os_error_line(exc) is None:
+    except (*USER_ERRORS, OSError) as exc:
+        if not is_user_error(exc):
             raise
         if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         logging.getLogger("lad").debug("user error", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+USER_ERRORS = (LADError, MissingMandatoryValue, InterpolationResolutionError)
+
+
+def is_user_error(exc: BaseException | None) -> bool:
+    """A mistake in the user's input or environment (one line, no traceback), not a bug."""
+    return isinstance(exc, USER_ERRORS) or isinstance(exc, OSError) and _os_error_line(exc) is not None
 
 
 def _os_error_line(exc: OSError) -> str | None:

@@ -49,6 +49,12 @@ def run_dirname(override_dirname: str) -> str:
     return name
 
 
+def task_overrides(hydra_cfg) -> list[str]:
+    """The job's command-line overrides as typed (``optim.lr=${x}`` stays text: iterating the
+    ListConfig would resolve it, and an unresolvable one would fail there instead of in the app)."""
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def conf_file(relative: str) -> str:
     """Absolute path of a file under conf/."""
     return str(CONF_DIR / relative)

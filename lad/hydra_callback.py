@@ -23,10 +23,11 @@ def _fail(message: str) -> None:
 class LadCallback(Callback):
     def _start(self, config: DictConfig, dir_key: str) -> None:
         from lad.cli import protect_secrets
+        from lad.config import task_overrides
         from lad.errors import ConfigError
         from lad.preflight import writable
 
-        protect_secrets(config, list(config.hydra.overrides.task))
+        protect_secrets(config, task_overrides(config.hydra))
         try:
             target = OmegaConf.select(config, dir_key)
         except Exception:  # noqa: BLE001 - an unresolvable dir is reported by Hydra itself

@@ -66,6 +66,8 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
             raise ConfigError(f"{out} already holds a finished run; pass overwrite=true to train it again")
         if unfinished:
             ckpt.latest_intact(out / "checkpoints")  # all corrupt -> one clear error, before any work
+        elif not finished:
+            log.info("trainer.resume=true: %s holds no checkpoint yet; starting a new run", out)
         return out, unfinished
     if (finished or unfinished) and not cfg.overwrite:
         state = "a finished" if finished else "an unfinished"
@@ -300,6 +302,16 @@ def _check_writable_places(cfg: DictConfig, entry: str, out_dir: Path) -> None:
             writable(str(location).removeprefix("file://"), "MLflow artifact directory", "mlflow.artifact_location")
 
 
+def check_teacher_target(cfg: DictConfig) -> None:
+    """train_teacher.py never replaces a teacher that another run fine-tuned, unless overwrite=true
+    (distillation runs recorded it as their teacher)."""
+    target = Path(str(cfg.teacher.path)).expanduser()
+    if cfg.overwrite or not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        return
+    raise ConfigError(f"teacher.path {target} already holds a fine-tuned teacher (distillation runs may use it); "
+                      "pass overwrite=true to replace it, or set teacher.path to another directory")
+
+
 def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True,
                  trial: int | None = None) -> float:
     from lad import rundir
@@ -312,6 +324,8 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     if resume:
         rundir.check_resume_config(out_dir, cfg)
     _check_writable_places(cfg, entry, out_dir)
+    if entry == "train_teacher":
+        check_teacher_target(cfg)
 
     from lad.data.features import load_features
     from lad.distributed import DistContext

@@ -162,13 +162,14 @@ def write_job_files(out_dir: Path, cfg: DictConfig) -> None:
         hydra_cfg = HydraConfig.get()
     except (ImportError, ValueError):
         return
+    from lad.config import task_overrides
     from lad.fileio import write_text
 
     record = Path(out_dir) / ".hydra"
     task_cfg = OmegaConf.to_container(cfg, resolve=False)
     write_text(record / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(task_cfg))))
     write_text(record / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": redact(hydra_cfg)})))
-    write_text(record / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(list(hydra_cfg.overrides.task)))))
+    write_text(record / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(task_overrides(hydra_cfg)))))
     handler = logging.FileHandler(Path(out_dir) / f"{hydra_cfg.job.name}.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     handler.addFilter(MaskingFilter())

@@ -38,12 +38,13 @@ class Key:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         what = "an integer" if self.kind == "int" else "a number"
+        shown = (lambda x: str(int(x))) if self.kind == "int" else (lambda x: f"{x:g}")
         if self.positive:
             what += " > 0"
         elif self.low is not None and self.high is not None:
-            what += f" in [{self.low:g}, {self.high:g}]"
+            what += f" in [{shown(self.low)}, {shown(self.high)}]"
         elif self.low is not None:
-            what += f" >= {self.low:g}"
+            what += f" >= {shown(self.low)}"
         if self.special:
             what += " or " + " or ".join(str(s) for s in self.special)
         if self.nullable:
@@ -57,7 +58,7 @@ FLOAT_NONNEG = Key("float", low=0)
 BOOL = Key("bool")
 
 KEYS: dict[str, Key] = {
-    "seed": Key("int", low=0),
+    "seed": Key("int", low=0, high=2**32 - 1),  # NumPy's range: a larger seed would be cut silently
     "overwrite": BOOL,
     # optimisation
     "optim.lr": FLOAT_POS,

@@ -282,9 +282,9 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     base = list(_app_overrides() if overrides is None else overrides)
     scfg = cfg.search
     task = TaskSpec.from_config(cfg.task)
-    total = int(cfg.n_trials)
-    if total < 1:
-        raise ConfigError(f"n_trials must be >= 1, got {cfg.n_trials}")
+    from lad.schema import KEYS, check_value
+
+    total = check_value("n_trials", cfg.n_trials, KEYS["n_trials"])  # 1.5 is an error, never a silent 1
     params = OmegaConf.to_container(scfg.params, resolve=False) if scfg.get("params") else {}
     space = load_space(str(scfg.space_file), params)
     check_group_choices(space)
@@ -387,7 +387,9 @@ def _app_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task)
+        from lad.config import task_overrides
+
+        return task_overrides(HydraConfig.get())
     except ValueError:
         return []
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -143,12 +143,18 @@ class Case:
     id: str
     argv: Callable[[Box], list[str]]
     kind: str = "user"          # user (exit 2, one error line) | hydra (Hydra's own error) | ok (must run)
+    round: int = 1              # 1: the first probe's cases; 2: the second probe's (--round 2)
+    env: dict | None = None     # extra environment variables of the command
 
 
 def _schema_cases() -> list[Case]:
     """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose
     from lad.schema import KEYS
 
+    defaults = compose("distil", ["teacher=local", "student=2layer"])
     cases = []
     for name, key in KEYS.items():
         if name.startswith(("search.", "n_trials", "student.hidden_size", "student.intermediate_size",
@@ -163,7 +169,9 @@ def _schema_cases() -> list[Case]:
         else:
             bad = ["-1"] if key.positive or key.low is not None else ["nan"]
         for value in bad:
-            cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}")))
+            # a key the default config lacks (e.g. one of another loss) is Hydra's "not in struct" error
+            kind = "user" if OmegaConf.select(defaults, name, default="<absent>") != "<absent>" else "hydra"
+            cases.append(Case(f"value:{name}={value}", lambda b, n=name, v=value: b.distil(f"{n}={v}"), kind))
     return cases
 
 
@@ -227,7 +235,7 @@ def cases() -> list[Case]:
         Case("value:optim.lr=inf", lambda b: b.distil("optim.lr=inf")),
         Case("value:optim.lr=nan", lambda b: b.distil("optim.lr=nan")),
         Case("value:optim.lr=string", lambda b: b.distil("optim.lr='1e-4'")),
-        Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine")),
+        Case("value:lr_scheduler_type", lambda b: b.distil("optim.lr_scheduler_type=cosine_with_restarts")),
         Case("value:resume_missing_dir", lambda b: b.distil(f"trainer.resume={b.root}/nowhere")),
         Case("value:teacher.source", lambda b: b.distil("teacher.source=s3")),
         Case("value:missing_backbone", lambda b: [a for a in b.teacher_cmd() if not a.startswith("teacher.backbone")]),
@@ -332,10 +340,181 @@ def cases() -> list[Case]:
                                                f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
                                                f"hydra.sweep.dir={b.root}/sweep", *b.distil()[1:]])[2], "hydra"),
     ]
-    return out
+    return out + round2()
+
+
+def _tensors(path: Path, edit: Callable[[dict], dict]) -> None:
+    """Rewrite the teacher's weights through ``edit`` (a valid safetensors file with other content)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = path / "model.safetensors"
+    save_file(edit(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+
+
+def _nan_weights(path: Path) -> None:
+    def edit(tensors: dict) -> dict:
+        name = next(k for k in tensors if k.startswith("classifier.weight"))
+        tensors[name] = tensors[name].clone().fill_(float("nan"))
+        return tensors
+
+    _tensors(path, edit)
+
+
+def _renamed_weights(path: Path) -> None:
+    _tensors(path, lambda tensors: {f"other.{k}": v for k, v in tensors.items()})
+
+
+def _fewer_layers_in_config(path: Path) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config["num_hidden_layers"] = 2
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _wider_config(path: Path) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"] = config["intermediate_size"] * 2
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _tokenizer_not_json(path: Path) -> None:
+    (path / "tokenizer.json").write_text("{ not json")
+    (path / "vocab.txt").unlink(missing_ok=True)
+
+
+def _empty_model_dir(box: Box) -> Path:
+    path = box.root / "empty_teacher"
+    path.mkdir(parents=True)
+    return path
+
+
+def _file(box: Box, name: str = "f") -> Path:
+    box.root.mkdir(parents=True, exist_ok=True)
+    (box.root / name).write_text("x")
+    return box.root / name
+
+
+def _run_elsewhere(box: Box, argv: list[str], run: Path) -> list[str]:
+    return [a for a in argv if not a.startswith("hydra.run.dir")] + [f"hydra.run.dir={run}"]
+
+
+def _sweep(box: Box, *extra: str) -> list[str]:
+    tracked = any(a.startswith("mlflow.tracking_uri") for a in extra)
+    argv = box.no_mlflow_off(box.distil()) if tracked else box.distil()
+    return ["distil.py", "-m", "hparams_search=lad_optuna", f"hydra.sweep.dir={box.root}/sweep",
+            *argv[1:], *extra]  # later overrides win: the case's come last
+
+
+def _search(box: Box, *extra: str) -> list[str]:
+    keep = ("mlflow=off", "paths.", "data.", "cache.dir", "device", "trainer.", "optim.batch_size")
+    return ["sweeps/search.py", "task=sst2", "teacher=local", f"teacher.path={box.teacher}", "student=2layer",
+            f"output_dir={box.root}/search", "search.plots=false",
+            *[a for a in box.common() if a.startswith(keep)], *extra]
+
+
+UNICODE_DIR = "donn\u00e9es \u00fc"
+
+
+def _glue_copy(box: Box, name: str) -> Path:
+    target = box.root / name
+    shutil.copytree(box.glue, target)
+    return target
+
+
+def round2() -> list[Case]:
+    """The second probe (issue 22): other keys, types, files and entry points than the first."""
+    port = free_port()
+    pw_uri = f"http://u:{SECRET}@127.0.0.1:{port}"
+    rows = b"good fun film\t1\nbad dull film\t0\n" * 8
+    cases = [
+        # 1. secrets: printed configs, other keys, other entry points, other spellings
+        Case("secret:cfg_job_prints_config", lambda b: ["distil.py", "--cfg", "job", *b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri={pw_uri}"))[1:]], "ok"),
+        Case("secret:cfg_hydra_prints_sweeper_storage", lambda b: ["distil.py", "--cfg", "hydra",
+                                                                   "hparams_search=lad_optuna",
+            f"hydra.sweeper.storage=postgresql://u:{SECRET}@127.0.0.1:{port}/x", *b.distil()[1:]], "ok"),
+        Case("secret:info_config", lambda b: ["distil.py", "--info", "config", *b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri={pw_uri}"))[1:]], "ok"),
+        Case("secret:cfg_all_resolve", lambda b: ["distil.py", "--cfg", "all", "--resolve", *b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri={pw_uri}"))[1:]], "ok"),
+        Case("secret:percent_encoded_password", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri=http://u:{SECRET}%21x@127.0.0.1:{port}"))),
+        Case("secret:token_query_parameter", lambda b: b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri='http://127.0.0.1:{port}/?token={SECRET}'"))),
+        Case("secret:default_run_dir_name", lambda b: [a for a in b.no_mlflow_off(b.distil(
+            f"mlflow.tracking_uri={pw_uri}", "optim.lr=-1")) if not a.startswith("hydra.run.dir")]),
+        # LAD's mlflow.tracking_uri wins over the variable; its password still must not show anywhere
+        Case("secret:env_tracking_uri", lambda b: b.no_mlflow_off(b.distil(
+            f"mlflow.tracking_uri=sqlite:///{b.root}/m.db", f"mlflow.artifact_location={b.root}/art")), "ok",
+             env={"MLFLOW_TRACKING_URI": pw_uri, "DATABASE_URL": f"postgresql://u:{SECRET}@127.0.0.1:{port}/x"}),
+        Case("secret:search_storage_down", lambda b: _search(
+            b, f"search.storage=postgresql://u:{SECRET}@127.0.0.1:{port}/x", "n_trials=1")),
+        Case("secret:sweep_with_password_and_bad_value", lambda b: _sweep(
+            b, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
+            f"mlflow.tracking_uri={pw_uri}", "optim.batch_size=0"), "hydra"),
+        Case("secret:sweep_with_password_server_down", lambda b: _sweep(
+            b, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
+            f"mlflow.tracking_uri={pw_uri}"), "hydra"),
+        # 2. what is recorded is what ran
+        Case("value:bool_as_quoted_string", lambda b: b.distil("trainer.progress='false'")),
+        Case("value:float_key_given_true", lambda b: b.distil("optim.lr=true")),
+        Case("value:seed_above_2_32", lambda b: b.distil("seed=99999999999")),
+        Case("value:interpolation_to_missing_key", lambda b: b.distil("optim.lr=${optim.nope}")),
+        Case("value:unset_env_interpolation", lambda b: b.distil("optim.lr=${oc.env:LAD_PROBE_UNSET}")),
+        Case("value:data_dir_empty", lambda b: b.distil("data.data_dir=''")),
+        Case("value:search_n_trials_zero", lambda b: _search(b, "n_trials=0")),
+        Case("value:search_n_trials_fraction", lambda b: _search(b, "n_trials=1.5")),
+        Case("optuna:n_trials_fraction", lambda b: _sweep(b, "hydra.sweeper.n_trials=1.5",
+                                                          f"hydra.sweeper.storage=sqlite:///{b.root}/o.db"), "hydra"),
+        Case("optuna:n_jobs_zero", lambda b: _sweep(b, "hydra.sweeper.n_jobs=0",
+                                                    f"hydra.sweeper.storage=sqlite:///{b.root}/o.db"), "hydra"),
+        Case("teacher:config_fewer_layers_than_weights", lambda b: b.distil(teacher=b.teacher_copy(
+            _fewer_layers_in_config))),
+        Case("teacher:config_shape_differs_from_weights", lambda b: b.distil(teacher=b.teacher_copy(_wider_config))),
+        Case("teacher:weights_of_another_model", lambda b: b.distil(teacher=b.teacher_copy(_renamed_weights))),
+        Case("teacher:tokenizer_json_damaged", lambda b: b.distil(teacher=b.teacher_copy(_tokenizer_not_json))),
+        Case("teacher:empty_directory", lambda b: b.distil(teacher=_empty_model_dir(b))),
+        Case("backbone:weights_of_another_model", lambda b: b.teacher_cmd(backbone=b.teacher_copy(_renamed_weights))),
+        # data files
+        Case("data:utf8_bom", lambda b: b.distil(data=b.data_with("train.tsv", b"\xef\xbb\xbf" + TSV_HEAD + rows)),
+             "ok"),
+        Case("data:crlf_line_ends", lambda b: b.distil(data=b.data_with(
+            "train.tsv", (TSV_HEAD + rows).replace(b"\n", b"\r\n"))), "ok"),
+        Case("data:trailing_blank_lines", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + rows + b"\n\n")),
+             "ok"),
+        Case("data:blank_text", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + rows + b"   \t1\n"))),
+        Case("data:dev_header_only", lambda b: b.distil(data=b.data_with("dev.tsv", TSV_HEAD))),
+        Case("data:label_with_spaces", lambda b: b.distil(data=b.data_with("train.tsv", TSV_HEAD + rows + b"ok\t 1\n"))),
+        # a space needs Hydra's quotes inside the override (the shell's are gone by then)
+        Case("data:unicode_and_space_in_path",
+             lambda b: b.distil(f"data.data_dir='{_glue_copy(b, UNICODE_DIR)}'"), "ok"),
+        # 3. a run directory belongs to one run
+        Case("run:run_dir_is_a_file", lambda b: _run_elsewhere(b, b.distil(), _file(b, "run"))),
+        # resume=true starts a new run when there is nothing to resume (sweeps/teachers.py relies on it), and
+        # with overwrite=true it resumes an unfinished run or replaces a finished one
+        Case("run:resume_without_a_run", lambda b: b.distil("trainer.resume=true"), "ok"),
+        Case("run:resume_and_overwrite", lambda b: (b.existing_run(True), b.distil("trainer.resume=true",
+                                                                                    "overwrite=true"))[1], "ok"),
+        Case("run:finished_rerun_with_password", lambda b: (b.existing_run(True), b.no_mlflow_off(
+            b.distil(f"mlflow.tracking_uri={pw_uri}")))[1]),
+        Case("run:teacher_output_is_an_existing_model", lambda b: [
+            a for a in b.teacher_cmd() if not a.startswith("teacher.path")]
+            + [f"teacher.path={b.teacher_copy(lambda p: None)}"]),
+        # 4. numeric faults
+        Case("numeric:lr_huge", lambda b: b.distil("optim.lr=1e30", "trainer.eval_every=1")),
+        Case("numeric:temperature_tiny", lambda b: b.distil("loss.temperature=1e-38", "trainer.eval_every=1")),
+        Case("numeric:teacher_nan_weights", lambda b: b.distil(teacher=b.teacher_copy(_nan_weights))),
+        # 5. one line, before heavy work
+        Case("value:cache_max_gb_tiny", lambda b: b.distil("cache.max_gb=1e-9")),
+        Case("value:artifacts_under_a_file", lambda b: [a for a in b.teacher_cmd()
+                                                        if not a.startswith("teacher.path")]
+             + [f"paths.artifacts={_file(b)}/a", f"teacher.path={b.root}/f/a/t"]),
+    ]
+    return [replace(c, round=2) for c in cases]
 
 
 def _snapshot(path: Path) -> dict[str, str]:
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
     if not path.exists():
         return {}
     return {str(p.relative_to(path)): ("dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest())
@@ -347,7 +526,8 @@ def run_case(case: Case, box: Box) -> dict:
     argv = case.argv(box)
     before = _snapshot(box.run)
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and not k.startswith("MLFLOW_")}
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                **(case.env or {})})
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
@@ -361,8 +541,8 @@ def run_case(case: Case, box: Box) -> dict:
     flags = []
     if "Traceback" in out + err:
         flags.append("TRACEBACK")
-    leaked = SECRET in out + err or any(
-        p.is_file() and SECRET.encode() in p.read_bytes() for p in box.root.rglob("*") if p.is_file())
+    leaked = SECRET in out + err or any(  # in a file, or in a file or folder name
+        SECRET in str(p) or p.is_file() and SECRET.encode() in p.read_bytes() for p in box.root.rglob("*"))
     if leaked:
         flags.append("LEAK")
     if case.kind == "ok":
@@ -381,35 +561,92 @@ def run_case(case: Case, box: Box) -> dict:
     first = next((line for line in lines if line.startswith("error")), lines[0] if lines else "")
     if case.kind == "ok":
         first = next((line for line in (out + err).splitlines() if "truncat" in line), first)
-    return {"id": case.id, "kind": case.kind, "rc": rc, "first": first[:150], "flags": flags, "s": seconds}
+    return {"id": case.id, "round": case.round, "kind": case.kind, "rc": rc, "first": first[:150], "flags": flags, "s": seconds}
+
+
+HEADER = "| case | round | kind | exit | first stderr line | flags |\n|---|---|---|---|---|---|"
+
+
+def _row(r: dict) -> str:
+    first = r["first"].replace("|", "\\|")
+    return f"| {r['id']} | {r['round']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |"
+
+
+def write_summary(path: Path, results: list[dict], known: set[str]) -> None:
+    """Merge ``results`` into ``path`` (markdown) and its ``.json`` twin, under a lock (runs in parallel)."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = path.with_suffix(".json")
+    lock = Path(tempfile.gettempdir()) / f"lad-probe-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    with FileLock(str(lock)):
+        rows = {r["id"]: r for r in json.loads(store.read_text())} if store.is_file() else {}
+        rows.update({r["id"]: {k: v for k, v in r.items() if k != "s"} for r in results})
+        merged = sorted((r for r in rows.values() if r["id"] in known), key=lambda r: (r["round"], r["id"]))
+        store.write_text(json.dumps(merged, indent=1) + "\n")
+        clean = sum(not r["flags"] for r in merged)
+        per_round = "; ".join(f"round {n}: {sum(r['round'] == n for r in merged)} cases, "
+                              f"{sum(r['round'] == n and not r['flags'] for r in merged)} found nothing"
+                              for n in sorted({r["round"] for r in merged}))
+        missing = len(known) - len(merged)
+        path.write_text(
+            "<!-- generated by scripts/probe_inputs.py --summary; do not edit -->\n"
+            f"# Input probe\n\n{len(merged)} cases run, {clean} found nothing, {len(merged) - clean} flagged "
+            f"({per_round}){f'; {missing} cases not run yet' if missing else ''}.\n\n"
+            "Flags: TRACEBACK, EXIT=<n> (a user mistake not ending with status 2), LINES=<n> (not exactly one "
+            "`error:` line), LEAK (the password in any output, file or file name), CHANGED (an existing run "
+            "directory modified), RAN (a mistake not caught), FAILED (a valid input that did not run).\n\n"
+            + HEADER + "\n" + "\n".join(_row(r) for r in merged) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only cases whose id contains this text")
     parser.add_argument("-j", type=int, default=2, help="cases run at once")
+    parser.add_argument("--exclude", default=None, help="leave out cases whose id contains this text")
+    parser.add_argument("--round", type=int, default=None, help="only the cases of this probe round (1 or 2)")
+    parser.add_argument("--pending", action="store_true", help="only cases the --summary file has no row for")
+    parser.add_argument("--shard", default="0/1", help="i/n: every n-th selected case from the i-th (parallel runs)")
+    parser.add_argument("--fixtures", type=Path, default=None,
+                        help="keep the good tiny data and teacher in this folder (built once, reused by later runs)")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="merge this run's results into this markdown file (and its .json twin): cases "
+                             "run now replace their earlier row, so flagged cases can be re-run alone")
     args = parser.parse_args(argv)
     from conftest import save_tiny_model, write_sst2_like
 
     # the other classes first, then one wrong value per typed key
-    selected = sorted((c for c in cases() if args.k in c.id), key=lambda c: c.id.startswith("value:"))
+    every = cases()
+    known = {c.id for c in every}
+    selected = sorted((c for c in every if args.k in c.id and args.round in (None, c.round)
+                       and not (args.exclude and args.exclude in c.id)), key=lambda c: c.id.startswith("value:"))
+    if args.pending and args.summary and args.summary.with_suffix(".json").is_file():
+        done = {r["id"] for r in json.loads(args.summary.with_suffix(".json").read_text())}
+        selected = [c for c in selected if c.id not in done]
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    selected = selected[shard::shards]
     with tempfile.TemporaryDirectory(prefix="lad-probe-") as tmp:
         tmp = Path(tmp)
-        glue = write_sst2_like(tmp / "glue")
-        teacher = save_tiny_model(tmp / "teacher" / "sst2", num_layers=4)
-        print("| case | kind | exit | first stderr line | flags |\n|---|---|---|---|---|", flush=True)
+        base = args.fixtures or tmp
+        glue, teacher = base / "glue", base / "teacher" / "sst2"
+        if not (teacher / "config.json").is_file():
+            write_sst2_like(glue)
+            save_tiny_model(teacher, num_layers=4)
+        print(HEADER, flush=True)
 
         def one(ic):
             r = run_case(ic[1], Box(tmp / f"case{ic[0]}", glue, teacher))
-            first = r["first"].replace("|", "\\|")
-            print(f"| {r['id']} | {r['kind']} | {r['rc']} | {first} | {' '.join(r['flags']) or 'ok'} |", flush=True)
+            r["first"] = r["first"].replace(str(tmp), "<tmp>").replace(f"/case{ic[0]}/", "/")
+            print(_row(r), flush=True)
+            if args.summary:  # row by row: an interrupted probe keeps what it found
+                write_summary(args.summary, [r], known)
             return r
 
         with ThreadPoolExecutor(max_workers=args.j) as pool:
             results = list(pool.map(one, enumerate(selected)))
     flagged = [r for r in results if r["flags"]]
-    print(f"\n{len(results)} cases, {len(flagged)} flagged"
-          + (": " + ", ".join(f"{r['id']} ({' '.join(r['flags'])})" for r in flagged) if flagged else ""))
+    total = f"{len(results)} cases, {len(flagged)} flagged, {len(results) - len(flagged)} found nothing"
+    print(f"\n{total}" + (": " + ", ".join(f"{r['id']} ({' '.join(r['flags'])})" for r in flagged) if flagged else ""))
     return 1 if flagged else 0
 
 

@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lad.cli import guarded
+from lad.cli import guarded, protect_command_line
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
@@ -26,5 +26,6 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from lad.search import sweep_arguments_as_params
 
+    protect_command_line()
     sys.argv[1:] = sweep_arguments_as_params(sys.argv[1:])
     main()

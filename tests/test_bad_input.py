@@ -141,6 +141,18 @@ class Sandbox:
         weights.write_bytes(weights.read_bytes()[:4096])
         return path
 
+    def teacher_with_weights(self, edit: Callable[[dict], dict]) -> Path:
+        """A copy of the teacher whose (valid) safetensors file holds ``edit(tensors)``."""
+        from safetensors.torch import load_file, save_file
+
+        path = self.teacher_copy("reweighted")
+        weights = path / "model.safetensors"
+        save_file(edit(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+        return path
+
+    def existing_teacher_at_target(self) -> None:
+        shutil.copytree(self.teacher, self.teacher_out)
+
     def unfinished_run_with_config(self, **values) -> None:
         """An interrupted run (intact checkpoint) whose config.yaml records ``values``."""
         self.existing_run(finished=False)
@@ -203,12 +215,24 @@ CASES: list[Case] = [
          "error: teacher.backbone is required here but not set: pass teacher.backbone=<value> on the command line",
          "teacher=local has no default backbone (???).",
          "Pass teacher.backbone=/path/to/pretrained/model or a Hugging Face Hub id (teacher.backbone=roberta-base)."),
+    Case("interpolation_unresolvable", lambda s: s.distil("optim.lr=${optim.nope}"),
+         r"^error: Interpolation key 'optim\.nope' not found",
+         "error: Interpolation key 'optim.nope' not found",
+         "A ${...} reference on the command line (or in a yaml file) names a key or environment variable "
+         "that does not exist (oc.env: \"Environment variable 'X' not found\").",
+         "Fix the reference (keys as in conf/), or export the variable; quote overrides that hold ${...}."),
     # ---- data
     Case("data_dir_missing", lambda s: s.distil(data=s.root / "nope"),
          r"^error: GLUE data directory not found: \S+",
          "error: GLUE data directory not found: <dir>",
          "data.data_dir does not exist (data.data_dir=auto looks for ../shared/glue, then data/glue).",
          "Point data.data_dir at the folder that holds the GLUE task folders (SST-2/, RTE/, ...)."),
+    Case("data_dir_empty", lambda s: s.distil("data.data_dir=''"),
+         r"^error: data\.data_dir is empty: set it to the folder holding the GLUE task folders, or to auto",
+         "error: data.data_dir is empty: set it to the folder holding the GLUE task folders, or to auto",
+         "An empty data.data_dir (often an unset shell variable: data.data_dir=$DATA) would quietly fall back "
+         "to the shared GLUE copy.",
+         "Pass the folder (data.data_dir=/path/to/glue), or data.data_dir=auto for ../shared/glue or data/glue."),
     Case("task_folder_missing", lambda s: s.distil(task="rte"),
          r"^error: .*: GLUE task folder 'RTE' not found",
          "error: <data_dir>/RTE: GLUE task folder 'RTE' not found",
@@ -371,6 +395,30 @@ CASES: list[Case] = [
          "again or fine-tune the teacher again",
          "The weight file is cut short or overwritten (interrupted copy, full disk).",
          "Copy the folder again, or fine-tune the teacher again."),
+    Case("teacher_weights_do_not_fit_config",
+         lambda s: s.distil(teacher=s.teacher_with_weights(lambda t: {f"old.{k}": v for k, v in t.items()})),
+         r"^error: teacher \S+: its weights do not fit its config\.json \(\d+ missing \(e\.g\. ",
+         "error: teacher <dir>: its weights do not fit its config.json (40 missing (e.g. bert.embeddings...); "
+         "40 not used by its config (...)): the model would run with randomly initialised weights; ...",
+         "The weight file belongs to another model or architecture than config.json (names or shapes differ); "
+         "transformers would quietly start the missing weights from random values.",
+         "Copy the whole model folder of one model again (config.json and weights together)."),
+    Case("teacher_weights_not_finite",
+         lambda s: s.distil(teacher=s.teacher_with_weights(
+             lambda t: {**t, "classifier.weight": t["classifier.weight"].clone().fill_(float("nan"))})),
+         r"^error: teacher \S+: 1 weight tensor\(s\) hold NaN or infinite values \(e\.g\. classifier\.weight\)",
+         "error: teacher <dir>: 1 weight tensor(s) hold NaN or infinite values (e.g. classifier.weight): the "
+         "checkpoint is damaged or comes from a diverged training run; use another checkpoint",
+         "The teacher's weights are not finite: every target it gives would be NaN.",
+         "Use a checkpoint saved before training diverged, or fine-tune the teacher again."),
+    Case("teacher_path_holds_a_teacher",
+         lambda s: (s.existing_teacher_at_target(), s.train_teacher())[1],
+         r"^error: teacher\.path \S+ already holds a fine-tuned teacher \(distillation runs may use it\); "
+         r"pass overwrite=true",
+         "error: teacher.path <dir> already holds a fine-tuned teacher (distillation runs may use it); pass "
+         "overwrite=true to replace it, or set teacher.path to another directory",
+         "train_teacher.py would replace a teacher that another run fine-tuned (and distillation runs recorded).",
+         "Pass overwrite=true to replace it, or give this teacher its own teacher.path."),
     # ---- text
     Case("tsv_not_utf8",
          lambda s: s.distil(data=s.glue_with("train.tsv", b"sentence\tlabel\ngood film\t1\nna\xefve\t0\n")),
@@ -441,6 +489,20 @@ CASES: list[Case] = [
          "hydra.sweeper.n_trials must be an integer >= 1 (or null), got 0",
          "A sweep of zero trials would do nothing and report no result.",
          "Pass how many trials this run adds (upstream's meaning), or hydra.sweeper.max_trials for a study total.",
+         hydra=True),
+    Case("optuna_every_trial_refused",
+         lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
+                                        # the study and sweep folder are the sweep's own record, kept
+                                        # outside the sandbox whose files must stay untouched
+                                        f"hydra.sweeper.storage=sqlite:///{s.root}-study.db",
+                                        f"hydra.sweep.dir={s.root}-sweep", *s.distil()[1:], "optim.batch_size=0"])[1],
+         r"all 1 trial\(s\) of this sweep failed; first: trial 0: ConfigError: optim\.batch_size must be an "
+         r"integer >= 1, got 0",
+         "all 1 trial(s) of this sweep failed; first: trial 0: ConfigError: optim.batch_size must be an integer "
+         ">= 1, got 0",
+         "A value that is wrong for every trial (here a fixed override, not a searched one): each trial is "
+         "recorded FAIL with its one-line error, and the sweep ends with the first one.",
+         "Fix the value and run the sweep again (the study keeps the FAIL trials; they are not re-sampled).",
          hydra=True),
     Case("optuna_storage_malformed",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",

@@ -54,7 +54,8 @@ def _with(cfg, override: str):
     ("optim.lr=nan", r"optim\.lr must be a number > 0, got nan"),
     ("optim.lr=inf", r"optim\.lr must be a number > 0, got inf"),
     ("optim.lr='1e-4'", r"optim\.lr must be a number > 0, got '1e-4' \(a string\)"),
-    ("seed=-1", r"seed must be an integer >= 0, got -1"),
+    ("seed=-1", r"seed must be an integer in \[0, 4294967295\], got -1"),
+    ("seed=4294967296", r"seed must be an integer in \[0, 4294967295\], got 4294967296"),
     ("task.max_seq_length=3", r"task\.max_seq_length must be an integer in \[4, 100000\]"),
     ("loss.hidden_weight=-1", r"loss\.hidden_weight must be a number >= 0"),
     ("cache.dtype=int8", r"cache\.dtype must be one of float16, bfloat16, float32"),
@@ -162,6 +163,65 @@ def test_damaged_weight_file_is_refused(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ConfigError, match=r"model\.safetensors is damaged or incomplete"):
         check_model_dir(path, "teacher.path")
+
+
+def _edit_weights(path: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = path / "model.safetensors"
+    save_file(edit(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+
+
+def _edit_config(path: Path, **values) -> None:
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, **values}))
+
+
+def _nan_classifier(tensors: dict) -> dict:
+    tensors["classifier.weight"] = tensors["classifier.weight"].clone().fill_(float("nan"))
+    return tensors
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda p: _edit_weights(p, lambda t: {f"other.{k}": v for k, v in t.items()}),
+     r"its weights do not fit its config\.json \(\d+ missing \(e\.g\. .*\); \d+ not used by its config"),
+    (lambda p: _edit_config(p, num_hidden_layers=1), r"its weights do not fit its config\.json \(\d+ not used by "
+                                                     r"its config \(e\.g\. bert\.encoder\.layer\.1\."),
+    (lambda p: _edit_weights(p, _nan_classifier), r"1 weight tensor\(s\) hold NaN or infinite values "
+                                                  r"\(e\.g\. classifier\.weight\)"),
+    (lambda p: _edit_config(p, intermediate_size=74), r"cannot load its weights|of another shape"),
+])
+def test_teacher_weights_that_would_load_as_random_values_are_refused(tmp_path, break_it, message):
+    """transformers starts missing or mis-shaped weights from random values with only a warning."""
+    from lad.models.teacher import load_teacher
+
+    path = save_tiny_model(tmp_path / "t", num_layers=2)
+    load_teacher(OmegaConf.create({"source": "path", "path": str(path), "name": "local"}), _task())
+    break_it(path)
+    with pytest.raises(ConfigError, match=message):
+        load_teacher(OmegaConf.create({"source": "path", "path": str(path), "name": "local"}), _task())
+
+
+def test_backbone_may_lack_its_task_head_but_not_its_encoder(tmp_path):
+    from lad.models.teacher import load_backbone
+
+    path = save_tiny_model(tmp_path / "t", num_layers=2, labels=("a", "b", "c"))
+    _edit_weights(path, lambda t: {k: v for k, v in t.items() if not k.startswith(("classifier.", "bert.pooler."))})
+    load_backbone(path, _task("sst2"))  # a new 2-class head, a new pooler: what fine-tuning expects
+    _edit_weights(path, lambda t: {k: v for k, v in t.items() if ".layer.1." not in k})
+    with pytest.raises(ConfigError, match=r"teacher\.backbone \S+: its weights do not fit its config\.json "
+                                          r"\(\d+ missing \(e\.g\. bert\.encoder\.layer\.1\."):
+        load_backbone(path, _task("sst2"))
+
+
+def test_damaged_tokenizer_file_is_one_error(tmp_path):
+    from lad.models.teacher import load_tokenizer
+
+    path = save_tiny_model(tmp_path / "t", num_layers=2)
+    (path / "tokenizer.json").write_text("{ not json")
+    (path / "vocab.txt").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match=r"cannot load a tokenizer from \S+: "):
+        load_tokenizer(path)
 
 
 def test_tokenizer_that_maps_words_to_unk_is_refused(tmp_path):
@@ -411,3 +471,14 @@ def test_n_trials_zero_is_an_error():
         with pytest.raises(SweeperError, match="n_trials must be an integer >= 1"):
             check_options(SimpleNamespace(n_trials=bad, **opts))
     check_options(SimpleNamespace(n_trials=1, **opts))
+
+
+@pytest.mark.parametrize("bad, message", [(0, r"n_trials must be an integer >= 1, got 0"),
+                                          (1.5, r"n_trials must be an integer, got 1\.5 \(it would be cut to 1\)")])
+def test_in_process_search_checks_n_trials_before_any_trial(bad, message, tmp_path):
+    from lad.search import run_search
+
+    cfg = compose("search", ["task=sst2", "mlflow=off"])
+    OmegaConf.update(cfg, "n_trials", bad, force_add=True)
+    with pytest.raises(ConfigError, match=message):
+        run_search(cfg, tmp_path, overrides=[])

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -68,12 +69,24 @@ def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny
     assert _files_containing(tmp_path, SECRET) == []
 
 
+def test_printed_configurations_never_show_the_password(tmp_path, tiny_glue, tiny_teacher):
+    """``--cfg job`` / ``--info config`` print the configuration before the app (and its masking) runs."""
+    sandbox = Sandbox(tmp_path, tiny_glue, tiny_teacher, tiny_teacher)
+    argv = sandbox.distil(f"mlflow.tracking_uri=http://lad:{SECRET}@127.0.0.1:9")[1:]
+    for flags in (["--cfg", "job"], ["--info", "config"]):
+        proc, _ = run_entry(["distil.py", *flags, *argv])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert SECRET not in proc.stdout + proc.stderr
+        assert "tracking_uri: http://lad:***@127.0.0.1:9" in proc.stdout, proc.stdout[-2000:]
+    assert _files_containing(tmp_path, SECRET) == []
+
+
 def test_two_commands_into_one_run_directory(tmp_path, tiny_glue, tiny_teacher):
     sandbox = Sandbox(tmp_path, tiny_glue, tiny_teacher, tiny_teacher)
     argv = [a for a in sandbox.distil() if a != "trainer.max_steps=2"] + ["trainer.max_steps=300"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.umask(0o022))
     try:
         deadline = time.monotonic() + 600
         while not (sandbox.run_dir / ".hydra" / "config.yaml").exists():  # written once the dir is claimed
@@ -93,6 +106,12 @@ def test_two_commands_into_one_run_directory(tmp_path, tiny_glue, tiny_teacher):
     assert (sandbox.run_dir / "metrics.json").is_file()
     # a finished run keeps the model and at most one checkpoint (trainer.keep_after_finish=1)
     assert len(list((sandbox.run_dir / "checkpoints").iterdir())) == 1
+    # every output follows the user's umask (022 here): no 0700 folders, no 0600 weights
+    modes = {str(p.relative_to(sandbox.root)): stat.S_IMODE(p.stat().st_mode)
+             for p in sandbox.root.rglob("*") if not p.name.endswith(".lock")}
+    wrong = {name: oct(mode) for name, mode in modes.items()
+             if mode != (0o755 if (sandbox.root / name).is_dir() else 0o644)}
+    assert any(name.endswith(".safetensors") for name in modes) and not wrong, wrong
 
 
 KILL_DURING_BUILD = """

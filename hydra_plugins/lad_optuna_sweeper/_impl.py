@@ -224,7 +224,10 @@ class _Sweep:
         values, error, exc = values_of(result, len(self.directions))
         if values is None:
             error = error or "job failed"
-            log.error("Trial %d FAILED: %s", trial.number, error, exc_info=exc)
+            from lad.cli import is_user_error
+
+            # a user mistake (e.g. a bad value for every trial) is its one line; a bug keeps its traceback
+            log.error("Trial %d FAILED: %s", trial.number, error, exc_info=None if is_user_error(exc) else exc)
             self.fail(trial, error)
             return False
         self.pending.pop(trial.number, None)

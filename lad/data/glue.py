@@ -38,7 +38,9 @@ def default_data_dirs() -> tuple[Path, Path]:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     """Resolve ``data_dir`` (None/"auto" picks the shared copy, else ``data/glue``); DataError if missing."""
-    if data_dir is None or str(data_dir).strip().lower() in ("", "auto"):
+    if data_dir is not None and not str(data_dir).strip():  # an unset variable, not a choice
+        raise DataError("data.data_dir is empty: set it to the folder holding the GLUE task folders, or to auto")
+    if data_dir is None or str(data_dir).strip().lower() == "auto":
         shared, local = default_data_dirs()
         if shared.is_dir():
             return shared

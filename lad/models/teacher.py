@@ -91,13 +91,51 @@ def check_label_order(config, task, model_dir: Path) -> None:
             "classes; use a teacher fine-tuned on this task")
 
 
-def _load_weights(load, model_dir: Path, what: str):
-    """``load()`` with a damaged or mismatched checkpoint reported as one ConfigError."""
+def _load_weights(load, model_dir: Path, what: str, new_head: bool = False):
+    """``load()`` (a ``from_pretrained`` with ``output_loading_info=True``) checked in full.
+
+    A damaged file, weights that do not fit ``config.json`` (missing, left over or of another
+    shape: transformers would silently start those from random values) and weights holding NaN or
+    infinite values are each one ConfigError. ``new_head``: a backbone, whose task head (and
+    pooler) may be missing or of another size, since fine-tuning starts them afresh.
+    """
     try:
-        return load()
+        model, info = load()
     except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{what} {model_dir}: cannot load its weights ({first[:160]})") from None
+    _check_loading_info(info, model_dir, what, new_head)
+    _check_finite_weights(model, model_dir, what)
+    return model
+
+
+FRESH_PARTS = ("classifier.", "pooler.")  # parts of a backbone that fine-tuning may start afresh
+
+
+def _check_loading_info(info: dict, model_dir: Path, what: str, new_head: bool) -> None:
+    def kept(keys) -> list[str]:
+        names = [k[0] if isinstance(k, (tuple, list)) else str(k) for k in keys or []]
+        names = [k for k in names if not k.endswith("position_ids")]  # a buffer, not a weight
+        return [k for k in names if not (new_head and any(part in k for part in FRESH_PARTS))]
+
+    problems = {"missing": kept(info.get("missing_keys")), "of another shape": kept(info.get("mismatched_keys")),
+                "not used by its config": [] if new_head else kept(info.get("unexpected_keys"))}
+    found = [f"{len(keys)} {kind} (e.g. {keys[0]})" for kind, keys in problems.items() if keys]
+    if found:
+        raise ConfigError(
+            f"{what} {model_dir}: its weights do not fit its config.json ({'; '.join(found)}): the model "
+            "would run with randomly initialised weights; copy the whole model folder again (config.json "
+            "and weights of one model)")
+
+
+def _check_finite_weights(model, model_dir: Path, what: str) -> None:
+    import torch
+
+    bad = [name for name, param in model.named_parameters() if not bool(torch.isfinite(param).all())]
+    if bad:
+        raise ConfigError(
+            f"{what} {model_dir}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}): "
+            "the checkpoint is damaged or comes from a diverged training run; use another checkpoint")
 
 
 def load_tokenizer(model_dir: str | Path):
@@ -107,8 +145,9 @@ def load_tokenizer(model_dir: str | Path):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load a tokenizer from {model_dir}: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load a tokenizer from {model_dir}: {reason}") from None
     check_tokenizer(tokenizer, Path(str(model_dir)), "model")
     return tokenizer
 
@@ -155,7 +194,8 @@ def load_backbone(path: str | Path, task):
     check_vocab(model_dir, "teacher.backbone")
     # a backbone that already has a head of another size (e.g. an MNLI model for RTE) gets a new one
     return _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), ignore_mismatched_sizes=True, **_label_kwargs(task)), model_dir, "teacher.backbone")
+        str(model_dir), ignore_mismatched_sizes=True, output_loading_info=True, **_label_kwargs(task)),
+        model_dir, "teacher.backbone", new_head=True)
 
 
 def resolve_teacher_dir(teacher_cfg: DictConfig) -> Path:
@@ -195,8 +235,8 @@ def load_teacher(teacher_cfg: DictConfig, task):
         )
     check_label_order(config, task, model_dir)
     check_vocab(model_dir, "teacher")
-    model = _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(str(model_dir)),
-                          model_dir, "teacher")
+    model = _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), output_loading_info=True), model_dir, "teacher")
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
