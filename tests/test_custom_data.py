@@ -125,6 +125,8 @@ BAD = {
     "bad_json": (dict(train='{"text": "a", "label": 1}\n{"text": "b",\n', ext="jsonl"),
                  r"train\.jsonl: line 2: invalid JSON"),
     "one_class": (dict(train="text,label\na,pos\nb,pos\n"), r"only one label \(pos\)"),
+    "blank_text": (dict(train="text,label\na,pos\n   ,neg\n"),
+                   r"train\.csv: row 2: empty text in column 'text' \(task\.text_a\)"),
 }
 
 

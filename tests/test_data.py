@@ -273,6 +273,20 @@ def test_headerless_cola_wrong_column_count(tmp_path):
         read_split(task("cola"), tmp_path, "train")
 
 
+def test_blank_lines_are_not_rows(tmp_path):
+    path = write(tmp_path / "RTE" / "dev.tsv", [RTE_HEADER, ["0", "a", "b", "entailment"]])
+    path.write_text(path.read_text() + "\n  \n\n", encoding="utf-8")
+    assert [e.guid for e in read_split(task("rte"), tmp_path, "dev")] == ["0"]
+
+
+@pytest.mark.parametrize("column, row", [(1, ["0", "  ", "b", "entailment"]), (2, ["0", "a", "", "entailment"])])
+def test_empty_text_names_file_line_and_column(tmp_path, column, row):
+    path = write(tmp_path / "RTE" / "dev.tsv", [RTE_HEADER, ["1", "a", "b", "entailment"], row])
+    key = "text_a" if column == 1 else "text_b"
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: empty text in column {column} (task.{key})")):
+        read_split(task("rte"), tmp_path, "dev")
+
+
 def test_label_not_in_label_set(tmp_path):
     path = write(tmp_path / "RTE" / "train.tsv", [RTE_HEADER, ["0", "a", "b", "contradiction"]])
     with pytest.raises(DataError, match=re.escape(f"{path}:2: ") + "label 'contradiction' not in label set"):

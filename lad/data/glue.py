@@ -99,9 +99,13 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
             rows = _chain_first(first, lines)
         cols = _column_positions(task, spec, header, width, path)
         lineno = start - 1
+        blank = 0
         for lineno, line in enumerate(rows, start=start):
             if max_samples is not None and len(examples) >= max_samples:
                 break
+            if not line.strip():  # blank lines (e.g. at the end of the file) are not rows
+                blank += 1
+                continue
             try:
                 examples.append(_parse_row(task, spec, cols, width, line, len(examples), path, lineno))
             except DataError as err:
@@ -112,6 +116,8 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
         raise DataError(f"{path}:{max(lineno, start)}: no data rows")
     if skipped:
         log.warning("%s: skipped %d malformed row(s) (first: %s)", path, len(skipped), skipped[0][1])
+    if blank:
+        log.info("%s: ignored %d blank line(s)", path, blank)
     return examples
 
 
@@ -175,6 +181,10 @@ def _parse_row(
     if len(fields) != width:
         raise DataError(f"{path}:{lineno}: expected {width} tab-separated columns, found {len(fields)}")
     text_b = fields[cols["text_b"]] if cols["text_b"] is not None else None
+    for key, text in (("text_a", fields[cols["text_a"]]), ("text_b", text_b)):
+        if text is not None and not text.strip():
+            raise DataError(f"{path}:{lineno}: empty text in column {cols[key]} (task.{key}); "
+                            "remove the row or fill it in")
     guid = fields[cols["index"]].strip() if cols["index"] is not None else f"{spec.name}-{row}"
     label = None
     if cols["label"] is not None:

@@ -135,10 +135,13 @@ def _text(value: Any, where: str, row: int, key: str, col: str) -> str:
         raise DataError(f"{where}: row {row}: no value in column '{col}' (task.{key})")
     if isinstance(value, bytes):
         try:
-            return value.decode("utf-8")
+            value = value.decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{where}: row {row}: column '{col}' is not UTF-8 text") from None
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    if not text.strip():
+        raise DataError(f"{where}: row {row}: empty text in column '{col}' (task.{key}); remove the row or fill it in")
+    return text
 
 
 def label_kind(value: Any) -> str:
