@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from sweeps import ablation, export, report  # noqa: E402
+from sweeps.reporting import discussion, grouping, markdown, model, readme, targets  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000_000  # fixed start times (ms) keep records deterministic
@@ -203,7 +204,7 @@ def test_report_is_deterministic_and_same_from_export(store, tmp_path):
     assert (tmp_path / "four/summary.csv").read_text() == csv1
 
 
-def _records_for_targets(lad: float, kd: float, pkd: float, tasks=report.TARGET_TASKS) -> list[dict]:
+def _records_for_targets(lad: float, kd: float, pkd: float, tasks=model.TARGET_TASKS) -> list[dict]:
     recs = []
     for task in tasks:
         def rec(entry, method, seed, score):
@@ -219,16 +220,16 @@ def _records_for_targets(lad: float, kd: float, pkd: float, tasks=report.TARGET_
 
 
 def test_targets_met_not_met_and_missing():
-    met = report.build_report(_records_for_targets(0.98, 0.97, 0.96))
-    assert report.target_ratio(met).status == "met"
-    assert report.target_wins(met).status == "met"
-    low = report.build_report(_records_for_targets(0.90, 0.95, 0.80))
-    assert report.target_ratio(low).status == "not met"
-    assert "average 90.00%" in report.target_ratio(low).detail
-    assert report.target_wins(low).status == "not met"
-    partial = report.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
-    assert report.target_ratio(partial).status == "not enough data"
-    assert report.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
+    met = grouping.build_report(_records_for_targets(0.98, 0.97, 0.96))
+    assert targets.target_ratio(met).status == "met"
+    assert targets.target_wins(met).status == "met"
+    low = grouping.build_report(_records_for_targets(0.90, 0.95, 0.80))
+    assert targets.target_ratio(low).status == "not met"
+    assert "average 90.00%" in targets.target_ratio(low).detail
+    assert targets.target_wins(low).status == "not met"
+    partial = grouping.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
+    assert targets.target_ratio(partial).status == "not enough data"
+    assert targets.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
 
 
 # ----------------------------------------------------------------------------- ablation planner
@@ -340,7 +341,8 @@ def test_run_dir_matches_distil_naming():
 
 
 def test_gate_values_are_averaged_over_seeds_into_a_table():
-    from sweeps.report import build_report, render_gates
+    from sweeps.reporting.grouping import build_report
+    from sweeps.reporting.markdown import render_gates
 
     def rec(seed, values, steps="-1"):
         return {"entry": "distil", "status": "FINISHED", "task": "rte", "method": "lad", "student": "3layer",
@@ -360,7 +362,8 @@ def test_gate_values_are_averaged_over_seeds_into_a_table():
 
 
 def test_gate_movement_table_per_variant():
-    from sweeps.report import build_report, render_gates
+    from sweeps.reporting.grouping import build_report
+    from sweeps.reporting.markdown import render_gates
 
     def rec(seed, move, lr):
         return {"entry": "distil", "status": "FINISHED", "task": "mrpc", "method": "lad", "student": "3layer",
@@ -375,7 +378,8 @@ def test_gate_movement_table_per_variant():
 
 
 def test_readme_headline_block_is_regenerated_in_place(tmp_path):
-    from sweeps.report import README_BEGIN, README_END, Report, refresh_readme
+    from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
+    from sweeps.reporting.model import Report
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# X\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\nrest\n")
@@ -402,14 +406,14 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     recs = [_rec("mrpc", m, s, v + 0.01 * s, ("trainer.eval_every=40",)) for m, v in (("lad", 0.80), ("ce", 0.78))
             for s in (1, 2, 3)]
     recs += [_rec("mrpc", m, s, v + 0.01 * s, init_off) for m, v in (("lad", 0.70), ("ce", 0.60)) for s in (1, 2, 3)]
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     assert len(rep.tables) == 2
-    prim = report.primary_tables(rep)["mrpc"]
+    prim = grouping.primary_tables(rep)["mrpc"]
     assert prim.variant == "" and prim.row("lad", "3layer").mean == pytest.approx(0.82)
-    (base, var), = report.variant_pairs(rep)
+    (base, var), = discussion.variant_pairs(rep)
     assert base is prim and var.variant == "student.init_classifier=false student.init_embeddings=false"
     assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
-    text = "\n".join(report.render_discussion(rep))
+    text = "\n".join(discussion.render_discussion(rep))
     # default: lad - ce = 2 points on every seed (paired: no spread at all) -> an effect
     assert ("- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 [+2.00, +2.00] "
             "(n=3 paired, p_adj=<0.001): LAD ahead") in text
@@ -417,14 +421,14 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false): "
             "LAD vs ce (3layer) +10.00 [+10.00, +10.00] (n=3 paired, p_adj=<0.001): LAD ahead") in text
     assert "lad/3layer -10.00 [-10.00, -10.00] (n=3 paired, p_adj=<0.001) (worse)" in text and "ce/3layer -18.00" in text
-    assert "student.init_classifier=false student.init_embeddings=false" in report.render_table(var, None)[0]
+    assert "student.init_classifier=false student.init_embeddings=false" in markdown.render_table(var, None)[0]
 
 
 def test_discussion_calls_small_differences_noise():
     recs = [_rec("rte", "lad", s, v) for s, v in ((1, 0.55), (2, 0.58), (3, 0.52))]
     recs += [_rec("rte", "kd", s, v) for s, v in ((1, 0.56), (2, 0.53), (3, 0.54))]
     recs += [_rec("rte", "ce", 1, 0.50)]
-    (comp_ce, comp_kd) = sorted(report.comparisons(report.build_report(recs).tables[0]), key=lambda c: c.other)
+    (comp_ce, comp_kd) = sorted(discussion.comparisons(grouping.build_report(recs).tables[0]), key=lambda c: c.other)
     # per-seed differences -1, +5, -2 points: mean +0.67, far from significant
     assert comp_kd.verdict == "no significant difference" and comp_kd.diff.delta == pytest.approx(0.67, abs=0.01)
     assert comp_kd.diff.lo < 0 < comp_kd.diff.hi and comp_kd.diff.p > 0.5
@@ -441,11 +445,11 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
         score = 0.5 + 0.1 * (math.log10(lr) + 5) + 0.001 * rng.random()  # lr drives the score, T does not
         recs.append(_rec("rte", "lad", 42, score, parent="p", params={
             "optim.lr": str(lr), "loss.temperature": str(temp), "loss.hidden_weight": "1000.0"}))
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     (group,) = rep.sweeps
-    imp = report.param_importances(group)
+    imp = grouping.param_importances(group)
     assert set(imp) == {"optim.lr", "loss.temperature"}  # hidden_weight did not vary
-    assert imp["optim.lr"] > 0.8 and imp == report.param_importances(group) == group.importance
+    assert imp["optim.lr"] > 0.8 and imp == grouping.param_importances(group) == group.importance
     text1, _, img = _report(recs, tmp_path, "a")
     text2, _, _ = _report(recs, tmp_path, "b")
     assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
@@ -453,17 +457,17 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
 
 
 def test_readme_block_links_the_comparisons_of_the_results_page_instead_of_copying_them(tmp_path):
-    from sweeps.report import README_BEGIN, README_END, refresh_readme
+    from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
 
     recs = [_rec("mrpc", m, s, v + 0.01 * s) for m, v in (("lad", 0.80), ("ce", 0.78)) for s in (1, 2, 3)]
     recs += [_rec("mrpc", m, s, v + 0.01 * s, ("optim.lr=7e-4",)) for m, v in (("lad", 0.85), ("ce", 0.78))
              for s in (1, 2, 3)]
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     readme = tmp_path / "README.md"
     readme.write_text(f"{README_BEGIN}\n{README_END}\n")
     refresh_readme(readme, rep, Path("docs/results.md"))
     text = readme.read_text()
-    page = "\n".join(report.render_discussion(rep))
+    page = "\n".join(discussion.render_discussion(rep))
     for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 [+7.00, +7.00] "
                  "(n=3 paired, p_adj=<0.001): LAD ahead.",
                  "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better); "
@@ -480,11 +484,11 @@ def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
         recs += [_rec("mrpc", m, s, base + d + 0.01 * s, extras) for m, d in (("lad", 0.0), ("ce", -0.02))
                  for s in (1, 2, 3)]
     recs += [_rec("mrpc", "kd", s, 0.80, (lr,)) for s in (1, 2, 3)]  # makes the lr table the primary
-    rep = report.build_report(recs)
-    assert report.primary_tables(rep)["mrpc"].variant == lr
-    pairs = {var.variant: base.variant for base, var in report.variant_pairs(rep)}
+    rep = grouping.build_report(recs)
+    assert grouping.primary_tables(rep)["mrpc"].variant == lr
+    pairs = {var.variant: base.variant for base, var in discussion.variant_pairs(rep)}
     assert pairs == {lr: "", f"{lr} {init}": lr}
-    text = "\n".join(report.variant_lines(rep))
+    text = "\n".join(discussion.variant_lines(rep))
     assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 [-2.00, -2.00] (n=3 paired, p_adj=<0.001) (worse)" in text
     assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better)" in text
 
@@ -498,7 +502,7 @@ def test_primary_tables_share_one_setup_across_tasks():
     recs += [_rec("rte", m, s, 0.55, ()) for m in ("lad", "kd", "pkd", "ce") for s in (1, 2, 3)]
     # cola has only a default-lr table: it keeps that one
     recs += [_rec("cola", m, s, 0.20, ()) for m in ("lad", "kd") for s in (1, 2)]
-    prim = report.primary_tables(report.build_report(recs))
+    prim = grouping.primary_tables(grouping.build_report(recs))
     assert {task: t.variant for task, t in prim.items()} == {
         "mrpc": lr[0], "stsb": lr[0], "rte": lr[0], "cola": ""}
 
@@ -513,7 +517,7 @@ def test_discussion_sets_hand_picked_parameters_next_to_the_searched_best():
     # a search that kept optim.lr fixed has nothing to say about it
     recs += [_rec("stsb", "kd", 42, 0.5 + i / 100, parent="r", params={"optim.lr": "1e-4", "loss.temperature": str(i)})
              for i in range(1, 6)]
-    text = "\n".join(report.render_discussion(report.build_report(recs)))
+    text = "\n".join(discussion.render_discussion(grouping.build_report(recs)))
     assert ("- Primary tables of mrpc set `optim.lr=7e-4` for every method; the best trial of each search "
             "(≥ 5 trials, see the sweep section) had mrpc lad/3layer: optim.lr 0.00085.") in text
     assert "rte kd" not in text and "stsb kd" not in text
@@ -523,7 +527,7 @@ def test_cross_task_average_is_not_shrunk_by_a_row_run_on_one_task():
     recs = [_rec(task, m, s, 0.50 + 0.1 * i, ()) for i, task in enumerate(("rte", "mrpc", "stsb"))
             for m in ("lad", "kd") for s in (1, 2)]
     recs += [_rec("mrpc", "mean", s, 0.9, ()) for s in (1, 2)]  # a gate variant run on mrpc only
-    lines = report.render_summary(report.build_report(recs))
+    lines = markdown.render_summary(grouping.build_report(recs))
     assert "is present: mrpc, stsb, rte; a row missing one of them has no average." in lines[2]
     lad = next(l for l in lines if l.startswith("| lad | 3layer |"))
     mean = next(l for l in lines if l.startswith("| mean | 3layer |"))
