@@ -144,12 +144,14 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
 
 
 def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_path):
-    """Smoke, demo and ad-hoc runs never reach the export; runs of an earlier store stay in the file."""
+    """Smoke, test, demo and ad-hoc runs never reach the export; runs of an earlier store stay in the file."""
     uri = new_store(empty_db, tmp_path / "mlruns.db")
     c = _client(uri)
     real = add_run(c, "rte", seed=1, score=0.7)
     add_run(c, "rte", seed=2, score=0.9, purpose="smoke", params={"trainer.max_steps": "4"})
     add_run(c, "rte", seed=3, score=0.8, purpose="adhoc")
+    add_run(c, "rte", seed=4, score=0.8, purpose="test")
+    add_run(c, "rte", seed=5, score=0.8, purpose="demo")
     out = tmp_path / "runs.jsonl"
     earlier = export.make_record("old-run", "lad-rte", "FINISHED", T0, {"lad.entry": "distil", "lad.task": "rte",
                                  "lad.method": "kd/3layer", "lad.purpose": "results"}, {"seed": "1"}, {"best/accuracy": 0.6})
@@ -157,8 +159,41 @@ def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_
     assert export.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     rows = export.read_export(out)
     assert sorted(r["run_id"] for r in rows) == sorted([real, "old-run"])
+    assert {r["tags"].get("lad.purpose") for r in rows} == {"results"}
     assert export.main(["--tracking-uri", uri, "--out", str(out), "--purpose", "results", "smoke"]) == 0
     assert len(export.read_export(out)) == 3
+
+
+def test_one_definition_of_a_grid_cell_and_a_sweep_trial():
+    """Seed-multirun children (parent run, lad.kind=run) are cells; Optuna trials (lad.kind=trial) and
+    runs recorded before the tag with a parent are trials; the ablation driver and the report agree."""
+    from sweeps.kinds import is_grid_cell, is_sweep_trial
+
+    def rec(seed, kind, parent="p1", score=0.7, status="FINISHED"):
+        tags = {"lad.entry": "distil", "lad.task": "rte", "lad.method": "lad/3layer", "mlflow.parentRunId": parent}
+        if kind:
+            tags["lad.kind"] = kind
+        return export.make_record(f"{kind}-{seed}-{parent}", "lad-rte", status, T0 + seed, tags,
+                                  {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "160"},
+                                  {"best/m": score})
+
+    seeds = [rec(1, "run"), rec(2, "run")]
+    trials = [rec(1, "trial", "p2", 0.9), rec(1, "trial", "p2", 0.5)]
+    legacy = rec(1, None, "p3", 0.1)
+    assert [is_grid_cell(r) for r in seeds] == [True, True] and not any(map(is_sweep_trial, seeds))
+    assert not any(map(is_grid_cell, [*trials, legacy])) and all(map(is_sweep_trial, [*trials, legacy]))
+    assert is_grid_cell(rec(3, "run", parent=None)) and not is_grid_cell(rec(3, "run", status="FAILED"))
+    rep = grouping.build_report([*seeds, *trials, legacy])
+    (table,) = rep.tables
+    assert [sorted(r.scores.items()) for r in table.rows] == [[(1, 0.7), (2, 0.7)]]
+    assert sorted(len(g.trials) for g in rep.sweeps) == [3]
+    cell = ablation.Cell("rte", "lad", "lad", "lad", "3layer", 1, ())
+    planned = [ablation.PlannedCell(cell, {"trainer.max_steps": "160"}, "lad-rte", "sqlite:///x.db", Path("x"),
+                                    Path("x.log"))]
+    ablation.mark_done(planned, [*trials, legacy])
+    assert planned[0].done_by is None
+    ablation.mark_done(planned, [*trials, legacy, *seeds])
+    assert planned[0].done_by == seeds[0]["run_id"]
 
 
 # ----------------------------------------------------------------------------- report
