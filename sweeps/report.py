@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from lad.fileio import write_text
+from sweeps.baselines import DEFAULT_BASELINES, read_baselines
 from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export
 from sweeps.reporting.grouping import build_report
 from sweeps.reporting.markdown import render_csv, render_markdown
@@ -46,8 +47,9 @@ def load_records(source: str, tracking_uri: str, export_path: Path) -> list[dict
     return load_mlflow_records(absolute_uri(tracking_uri))
 
 
-def generate(records: list[dict], out: Path, csv_path: Path, img_dir: Path | None, plots: bool = True) -> Report:
-    report = build_report(records)
+def generate(records: list[dict], out: Path, csv_path: Path, img_dir: Path | None, plots: bool = True,
+             baselines: dict[str, dict] | None = None) -> Report:
+    report = build_report(records, baselines)
     images = {}
     if plots:
         img_dir = img_dir or out.parent / "img"
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=Path("results/summary.csv"))
     parser.add_argument("--img-dir", type=Path, default=None, help="default: img/ next to --out")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--baselines", type=Path, default=DEFAULT_BASELINES,
+                        help="trivial baselines (python sweeps/baselines.py writes them)")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also refresh the headline block between the results markers of this file")
     args = parser.parse_args(argv)
@@ -74,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         records = load_records(args.source, args.tracking_uri, args.export)
+        baselines = read_baselines(args.baselines)
     except LADError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = generate(records, args.out, args.csv, args.img_dir, plots=not args.no_plots)
+    report = generate(records, args.out, args.csv, args.img_dir, plots=not args.no_plots, baselines=baselines)
     print(f"[report] {len(records)} runs, {len(report.tables)} tables -> {args.out}, {args.csv}")
     if args.readme is not None:
         refresh_readme(args.readme, report, args.out)

@@ -201,25 +201,72 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     md, csv_text, img = _report(export.load_mlflow_records(store), tmp_path, "a")
     # rte lad/3layer: seeds 0.70 and 0.74 (the superseded 0.10 and the FAILED 0.99 are ignored)
     # mean 72.00, sample std sqrt(2 * 0.02**2 / 1) = 2.83; teacher 0.80 -> 72 / 80 = 90.00 %
-    assert "| lad | 3layer | 13.0M | 2 | 72.00 ± 2.83 | 90.00 |" in md
-    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 |" in md
-    assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 |" in md
+    assert "| lad | 3layer | 13.0M | 2 | 72.00 ± 2.83 | 90.00 | -8.00 |" in md
+    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 | +0.00 |" in md
+    assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 | -13.00 |" in md
+    assert "No trivial baseline for rte accuracy in results/baselines.json" in md  # none given
     rte = md.split("### RTE — teacher minilm_l6, epochs=3, train=full (primary)")[1].split("###")[0]
     assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
     assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
     assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
     assert ("rte,minilm_l6,\"epochs=3, train=full\",,1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
-            "90.0000,101.5\n") in csv_text  # throughput: mean of 101 and 102
+            "90.0000,101.5,\n") in csv_text  # throughput: mean of 101 and 102
     # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
     assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
     assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
     # sweep trials are not in the tables but in the sweep section (best T = 10.0)
-    assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | 10 |" in md  # the pruned 0.95 is no score
+    assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | – | 10 |" in md  # the pruned 0.95 is no score
     assert (img / "sweep-rte.png").is_file()
     pngs = sorted(p.name for p in img.glob("results-*.png"))
     assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
     assert not re.search(r"20\d\d-\d\d-\d\d", md)  # no dates
+
+
+def test_trivial_baseline_is_the_best_constant_prediction_scored_by_the_task_metric():
+    from lad.errors import ConfigError
+    from sweeps.baselines import constant_baseline, task_spec
+
+    mrpc = constant_baseline(task_spec("mrpc"), {"dev": [1, 1, 0, 1]})  # all-positive: F1 2*0.75/1.75
+    assert (mrpc["constant"], mrpc["main_metric"]) == ("class 1", "f1") and math.isclose(mrpc["score"], 6 / 7)
+    rte = task_spec("rte")
+    majority = constant_baseline(rte, {"dev": [1, 1, 0]})
+    assert majority["constant"] == f"class {rte.label_name(1)}" and math.isclose(majority["score"], 2 / 3)
+    assert constant_baseline(task_spec("cola"), {"dev": [1, 1, 0]})["score"] == 0.0  # MCC of a constant
+    stsb = constant_baseline(task_spec("stsb"), {"dev": [1.0, 2.0, 4.5]})
+    assert (stsb["constant"], stsb["score"], stsb["dev_examples"]) == ("mean 2.5000", 0.0, 3)
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        task_spec("nope")
+
+
+def test_baselines_file_from_the_dev_file_and_one_error_line(tiny_glue, tmp_path, capsys):
+    from sweeps import baselines
+
+    out = tmp_path / "baselines.json"
+    assert baselines.main(["--tasks", "sst2", "--data-dir", str(tiny_glue), "--out", str(out)]) == 0
+    labels = [line.rsplit("\t", 1)[1] for line in (tiny_glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
+    share = max(labels.count(x) for x in set(labels)) / len(labels)
+    assert baselines.read_baselines(out)["sst2"]["score"] == share and "accuracy" in out.read_text()
+    capsys.readouterr()
+    assert baselines.main(["--tasks", "sst2", "nope", "--data-dir", str(tiny_glue), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown task 'nope'") and not (tmp_path / "x").exists()
+
+
+def test_every_table_has_the_teacher_and_the_trivial_baseline(store, tmp_path):
+    records = export.load_mlflow_records(store)
+    base = {"rte": {"main_metric": "accuracy", "score": 0.5, "constant": "class 0"},
+            "mrpc": {"main_metric": "accuracy", "score": 0.68, "constant": "class 1"}}  # not mrpc's f1: not shown
+    rep = grouping.build_report(records, base)
+    rte = next(t for t in rep.tables if t.task == "rte" and t.primary)
+    text = "\n".join(markdown.render_table(rte, None))
+    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 | +0.00 |" in text
+    assert "| trivial baseline | class 0 | – | – | 50.00 | 62.50 | -30.00 |" in text
+    assert all("trivial baseline" in "\n".join(markdown.render_table(t, None)) for t in rep.tables if t.task == "rte")
+    assert "| trivial baseline |" not in "\n".join(markdown.render_table(grouping.primary_tables(rep)["mrpc"], None))
+    summary = "\n".join(markdown.render_summary(rep))
+    assert "| teacher |  | 90.00 | 80.00 | 85.00 | – |" in summary and "| trivial baseline |  | – | 50.00 | – | – |" in summary
+    assert "| rte | minilm_l6 | accuracy | 80.00 | 50.00 |" in "\n".join(markdown.render_teachers(rep))
 
 
 def test_report_is_deterministic_and_same_from_export(store, tmp_path):

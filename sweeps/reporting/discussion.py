@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.reporting.model import MIN_IMPORTANCE_TRIALS, REPO, TARGET_TASKS, Report, Table, num
-from sweeps.stats import RULE, Paired, holm, paired
+from sweeps.stats import Paired, holm, paired
 
 
 @dataclass
@@ -109,7 +109,8 @@ def variant_lines(report: Report, disc: Discussion | None = None) -> list[str]:
 
 def render_discussion(report: Report) -> list[str]:
     """Effect sizes against seed noise, variants against the default, and what differs from the paper."""
-    lines = ["## Discussion", "", f"Generated from the tables above. {RULE} Differences are in points (x100).", ""]
+    lines = ["## Discussion", "", "Generated from the tables above with the statistics rule stated at the top of "
+             "the page. Differences are in points (x100).", ""]
     disc = discussion(report)
     lines += comparison_lines(report, disc) or ["- No table has a LAD row next to another method yet."]
     lines.append("")

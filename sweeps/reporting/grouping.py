@@ -15,8 +15,9 @@ from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, NEUT
                                     score_of, sweep_label, task_rank, to_float, to_int)
 
 
-def build_report(records: list[dict]) -> Report:
-    """Tables, primary flags and sweep groups from export records (any order)."""
+def build_report(records: list[dict], baselines: dict[str, dict] | None = None) -> Report:
+    """Tables, primary flags and sweep groups from export records (any order); ``baselines``: task ->
+    trivial baseline (``sweeps/baselines.py``), shown in every table of its task."""
     pruned = Counter((r["task"], sweep_label(r)) for r in records if is_pruned_trial(r) and r.get("student"))
     records = [r for r in records if r.get("status", "FINISHED") == "FINISHED"]
     teachers = defaultdict(list)
@@ -50,7 +51,11 @@ def build_report(records: list[dict]) -> Report:
     latest_teachers = sorted((latest(runs) for runs in teachers.values()),
                              key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
     # gate values and movement per table (one row per method/student, budget and variant: never a mix)
-    return Report(tables, sweeps, gate_rows([r for runs in groups.values() for r in runs]), latest_teachers)
+    report = Report(tables, sweeps, gate_rows([r for runs in groups.values() for r in runs]), latest_teachers,
+                    dict(baselines or {}))
+    for table in tables:
+        table.trivial = report.trivial(table.task, table.main_metric)
+    return report
 
 
 def gate_rows(records: list[dict]) -> dict[str, list[GateRow]]:

@@ -12,14 +12,17 @@ from sweeps.reporting.grouping import primary_tables, summary_grid
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Report, Table, budget_of, fmt_params,
                                     mean_std, method_rank, num, pct, score_of, task_rank, to_int)
 from sweeps.reporting.targets import render_targets
+from sweeps.stats import RULE
 
 
 def render_teachers(report: Report) -> list[str]:
     if not report.teachers:
         return []
     lines = ["## Teachers", "",
-             "Best dev score of the latest finished teacher fine-tuning run per task (x100).", "",
-             "| task | teacher | main metric | best dev | budget | command |", "|---|---|---|---:|---|---|"]
+             "Best dev score of the latest finished teacher fine-tuning run per task (x100), next to the "
+             "task's trivial baseline.", "",
+             "| task | teacher | main metric | best dev | trivial baseline | budget | command |",
+             "|---|---|---|---:|---:|---|---|"]
     for r in report.teachers:
         params = r.get("params", {})
         budget, _ = budget_of(params)
@@ -27,8 +30,9 @@ def render_teachers(report: Report) -> list[str]:
         steps = to_int(params.get("trainer.max_steps"), -1)
         if steps is not None and steps > 0:
             cmd += f" trainer.max_steps={steps}"
+        trivial = report.trivial(r["task"], r.get("main_metric"))
         lines.append(f"| {r['task']} | {r.get('teacher') or ''} | {r.get('main_metric')} | "
-                     f"{100.0 * score_of(r):.2f} | {budget} | `{cmd}` |")
+                     f"{100.0 * score_of(r):.2f} | {pct(trivial and trivial['score'])} | {budget} | `{cmd}` |")
     return lines + [""]
 
 
@@ -88,23 +92,36 @@ def render_table(table: Table, image: str | None) -> list[str]:
     metric = table.main_metric
     lines = [f"### {table.task.upper()} — teacher {table.teacher}, {table.budget}"
              + (f", {table.variant}" if table.variant else "") + (" (primary)" if table.primary else ""), ""]
-    lines += [f"| method | student | params | n | dev {metric} (mean ± std) | % of teacher |",
-              "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| method | student | params | n | dev {metric} (mean ± std) | % of teacher | − teacher |",
+              "|---|---|---:|---:|---:|---:|---:|"]
     if table.teacher_score is not None:
         lines.append(f"| teacher | {table.teacher} | {fmt_params(table.teacher_params)} | 1 | "
-                     f"{pct(table.teacher_score)} | 100.00 |")
+                     f"{pct(table.teacher_score)} | 100.00 | +0.00 |")
     for r in table.rows:
-        rel = "–" if r.pct_teacher is None else f"{r.pct_teacher:.2f}"
         lines.append(f"| {r.method} | {r.student} | {fmt_params(r.student_params)} | {r.n} | "
-                     f"{mean_std(r)} | {rel} |")
+                     f"{mean_std(r)} | {rel_to_teacher(table, r.mean)} |")
+    if table.trivial_score is not None:
+        lines.append(f"| trivial baseline | {table.trivial['constant']} | – | – | {pct(table.trivial_score)} | "
+                     f"{rel_to_teacher(table, table.trivial_score)} |")
     lines.append("")
     if table.teacher_score is None:
         lines += [f"No FINISHED teacher run for {table.task} in the records: % of teacher is not available.", ""]
+    if table.trivial_score is None:
+        lines += [f"No trivial baseline for {table.task} {metric} in results/baselines.json "
+                  "(run python sweeps/baselines.py).", ""]
     lines += ["Reproduce:", "", "```bash", teacher_command(table), ablation_command(table),
               "python sweeps/export.py && python sweeps/report.py", "```", ""]
     if image:
         lines += [f"![{table.task} {table.budget}]({image})", ""]
     return lines
+
+
+def rel_to_teacher(table: Table, score: float) -> str:
+    """The "% of teacher" and "− teacher" (points) cells of a score in ``table``."""
+    if table.teacher_score is None:
+        return "– | –"
+    ratio = "–" if not table.teacher_score else f"{100.0 * score / table.teacher_score:.2f}"
+    return f"{ratio} | {100.0 * (score - table.teacher_score):+.2f}"
 
 
 def render_summary(report: Report) -> list[str]:
@@ -128,6 +145,11 @@ def render_summary(report: Report) -> list[str]:
         else:
             avg, avg_rel = "–", "–"
         lines.append("| " + " | ".join([method, student, *cells, avg, avg_rel]) + " |")
+    for label, reference in (("teacher", "teacher_score"), ("trivial baseline", "trivial_score")):
+        scores = {task: getattr(prim[task], reference) for task in tasks}
+        avg = ("–" if not complete or any(scores[t] is None for t in complete)
+               else pct(statistics.fmean(scores[t] for t in complete)))
+        lines.append("| " + " | ".join([label, "", *(pct(scores[t]) for t in tasks), avg, "–"]) + " |")
     lines.append("")
     return lines
 
@@ -136,13 +158,15 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     if not report.sweeps:
         return []
     lines = ["## Hyper-parameter sweeps", "",
-             "Optuna sweep trials (runs with a parent sweep run); best trial per task and method/student "
+             "Optuna sweep trials (runs an Optuna search launched, see `sweeps/kinds.py`); best trial per task and method/student "
              "(trials: finished + pruned).", "",
-             "| task | method/student | trials | best dev | T | soft weight | μ (hidden weight) | lr | gate lr |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| task | method/student | trials | best dev | trivial baseline | T | soft weight | μ (hidden weight) | lr "
+             "| gate lr |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for g in report.sweeps:
         score, params = g.trials[0]
+        trivial = report.trivial(g.task, g.main_metric)
         lines.append(f"| {g.task} | {g.label} | {len(g.trials)} + {g.pruned} | {pct(score)} | "
+                     f"{pct(trivial and trivial['score'])} | "
                      + " | ".join(num(params.get(k)) for k in ("loss.temperature", "loss.soft_weight",
                                                                "loss.hidden_weight", "optim.lr", "optim.gate_lr"))
                      + " |")
@@ -170,10 +194,17 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
              "Generated by `python sweeps/report.py` from the recorded runs (MLflow or "
              "`results/runs.jsonl`); do not edit by hand.", "",
              "Scores: best dev value of each task's main metric during training, x100, mean ± sample "
-             "std over seeds (n = seeds). % of teacher: student mean / the task's fine-tuned teacher. "
+             "std over seeds (n = seeds). Every table shows the task's fine-tuned teacher and its trivial "
+             "baseline: the best constant prediction on the dev file, scored with the task's own metric "
+             "(`sweeps/baselines.py`, `results/baselines.json`: the majority class for accuracy, "
+             "all-positive for F1, 0 for MCC and for correlations). % of teacher: student mean / teacher; "
+             "− teacher: student mean − teacher, in points. A ratio reads differently per metric: for "
+             "accuracy and F1 the trivial baseline already holds a large share of the teacher, for MCC "
+             "(CoLA) and correlations (STS-B) the trivial baseline is 0, so a ratio of MCCs is the share of "
+             "the teacher's above-chance correlation; compare methods by the difference. "
              "The targets, the cross-task summary and the gate table use each task's *primary* table, "
              "taken from one common setup (teacher, budget, extra overrides) where the task has one: the "
-             "setup recorded on the most tasks.", ""]
+             "setup recorded on the most tasks.", "", f"Statistics: {RULE}", ""]
     if not report.tables:
         lines += ["No FINISHED distillation runs recorded yet.", ""]
     lines += render_targets(report)
@@ -194,7 +225,8 @@ def render_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["task", "teacher", "budget", "variant", "primary", "main_metric", "method", "student", "n", "seeds",
-                "mean", "std", "student_params", "teacher_score", "pct_of_teacher", "train_examples_per_s"])
+                "mean", "std", "student_params", "teacher_score", "pct_of_teacher", "train_examples_per_s",
+                "trivial_score"])
 
     def f6(x):
         return "" if x is None else f"{x:.6f}"
@@ -204,5 +236,5 @@ def render_csv(report: Report) -> str:
             w.writerow([t.task, t.teacher, t.budget, t.variant, int(t.primary), t.main_metric, r.method, r.student, r.n,
                         " ".join(map(str, sorted(r.scores))), f6(r.mean), f6(r.std), r.student_params or "",
                         f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}",
-                        "" if r.throughput is None else f"{r.throughput:.1f}"])
+                        "" if r.throughput is None else f"{r.throughput:.1f}", f6(t.trivial_score)])
     return buf.getvalue()

@@ -80,6 +80,11 @@ class Table:
     extras: list[str]                      # extra overrides shared by every run (sorted)
     n_runs: int
     primary: bool = False
+    trivial: dict | None = None            # the task's trivial baseline (results/baselines.json), same metric
+
+    @property
+    def trivial_score(self) -> float | None:
+        return None if self.trivial is None else to_float(self.trivial.get("score"))
 
     @property
     def key(self) -> tuple:
@@ -129,6 +134,12 @@ class Report:
     sweeps: list[SweepGroup] = field(default_factory=list)
     gates: dict[str, list[GateRow]] = field(default_factory=dict)
     teachers: list[dict] = field(default_factory=list)      # latest teacher run per (task, teacher)
+    baselines: dict[str, dict] = field(default_factory=dict)  # task -> trivial baseline (sweeps/baselines.py)
+
+    def trivial(self, task: str, main_metric: str | None) -> dict | None:
+        """The task's trivial baseline when it is scored with ``main_metric`` (else None)."""
+        found = self.baselines.get(task)
+        return found if found and found.get("main_metric") == main_metric else None
 
 
 def task_rank(task: str) -> tuple:

@@ -34,11 +34,14 @@ def plot_table(table: Table, path: Path) -> None:
         ax.bar(xs, ys, width, yerr=es, capsize=3, label=student)
     if table.teacher_score is not None:
         ax.axhline(100.0 * table.teacher_score, color="k", linestyle="--", linewidth=1, label="teacher")
+    if table.trivial_score is not None:
+        ax.axhline(100.0 * table.trivial_score, color="0.5", linestyle=":", linewidth=1, label="trivial baseline")
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel(f"dev {table.main_metric} (x100)")
     ax.set_title(f"{table.task} — {table.budget}" + (f"\n{table.variant}" if table.variant else ""),
                  fontsize=9 if table.variant else None)
-    values = [100.0 * r.mean for r in table.rows] + ([100.0 * table.teacher_score] if table.teacher_score else [])
+    values = [100.0 * r.mean for r in table.rows] + [100.0 * s for s in (table.teacher_score, table.trivial_score)
+                                                      if s is not None]
     low = min(values) - 10
     ax.set_ylim(max(low, 0.0) if min(values) >= 0 else low, max(values) + 5)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
