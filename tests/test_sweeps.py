@@ -278,9 +278,10 @@ def test_report_is_deterministic_and_same_from_export(store, tmp_path):
     path = tmp_path / "runs.jsonl"
     export.write_export(records, path)
     assert report.main(["--source", "export", "--export", str(path), "--out", str(tmp_path / "three/results.md"),
-                        "--csv", str(tmp_path / "three/summary.csv")]) == 0
+                        "--csv", str(tmp_path / "three/summary.csv"), "--baselines", str(tmp_path / "none.json")]) == 0
     assert report.main(["--tracking-uri", store, "--out", str(tmp_path / "four/results.md"),
-                        "--csv", str(tmp_path / "four/summary.csv"), "--no-plots"]) == 0
+                        "--csv", str(tmp_path / "four/summary.csv"), "--no-plots",
+                        "--baselines", str(tmp_path / "none.json")]) == 0  # as _report: no baselines
     assert (tmp_path / "three/results.md").read_text() == md1
     assert (tmp_path / "three/summary.csv").read_text() == csv1
     assert (tmp_path / "four/summary.csv").read_text() == csv1
