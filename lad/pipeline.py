@@ -385,7 +385,7 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
         if dist.is_main:
             from lad import run_record
 
-            tags = config_tags(cfg, entry, overrides or [])
+            tags = config_tags(cfg, entry, overrides or [], trial)
             tags[run_record.NOTE_TAG] = run_record.description(entry, overrides, trial, in_sweep=bool(sweep_dir))
             tracker = make_tracker(cfg, tags, resume_run_id=prev_run, sweep_dir=sweep_dir,
                                    run_name=run_record.display_name(cfg, overrides, trial))

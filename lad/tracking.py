@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 SWEEP_TAG = "lad.sweep_dir"
+KIND_TAG = "lad.kind"  # "sweep" (a sweep's parent run), "trial" (an Optuna trial) or "run" (any other run)
 
 # keys of the resolved config that are not hyper-parameters of the run
 _SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume", "trainer.progress")
@@ -224,7 +225,7 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
-        run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, "lad.kind": "sweep"})
+        run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, KIND_TAG: "sweep"})
         return run.info.run_id
 
 
@@ -327,9 +328,11 @@ def download_model(uri: str) -> Path:
     return hf_dir_of(Path(local))
 
 
-def config_tags(cfg: DictConfig, entry: str, overrides: list[str]) -> dict[str, str]:
+def config_tags(cfg: DictConfig, entry: str, overrides: list[str], trial: int | None = None) -> dict[str, str]:
+    """Tags of a training run; ``trial``: its Optuna trial number (``lad.kind=trial``, see sweeps/kinds.py)."""
     return {
         "lad.entry": entry,
+        KIND_TAG: "run" if trial is None else "trial",
         "lad.method": f"{method_label(cfg)}/{cfg.student.name}" if "student" in cfg else "teacher",
         "lad.task": cfg.task.name,
         "lad.teacher": cfg.teacher.name,

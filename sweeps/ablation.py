@@ -7,8 +7,9 @@
 
 Config: sweeps/conf/ablation.yaml. Each cell is one ``distil.py`` subprocess (a crash fails that
 cell only; its output goes to ``<log_dir>/<task>/<run-dir-name>.log``). A cell is skipped when a
-FINISHED distil run with the same task, method label, student, seed and resolved ``match_params``
-(budget, loss weights, learning rates, ...) is in MLflow or in the export (results/runs.jsonl).
+grid cell (``sweeps/kinds.py``: a FINISHED distil run that is not an Optuna sweep trial) with the
+same task, method label, student, seed and resolved ``match_params`` (budget, loss weights, learning
+rates, ...) is in MLflow or in the export (results/runs.jsonl).
 
 Leftover run directories of cells that are not recorded as done: one holding checkpoints but no
 ``metrics.json`` (an interrupted cell) is continued with ``trainer.resume=true`` (or replaced with
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 from lad.config import CONF_DIR, register_resolvers, run_dirname  # noqa: E402
 from lad.errors import ConfigError, LADError  # noqa: E402
 from sweeps.export import absolute_uri, load_mlflow_records, read_export  # noqa: E402
+from sweeps.kinds import cell_key, is_grid_cell  # noqa: E402
 
 # overrides that only control how a cell runs (not what it trains); purpose=results lets
 # sweeps/export.py put the run into results/runs.jsonl
@@ -247,12 +249,10 @@ def same_value(a: str | None, b: str | None) -> bool:
 
 
 def matches(record: dict, pc: PlannedCell) -> bool:
-    """Whether a FINISHED run record is this cell (task, method, student, seed and match params)."""
+    """Whether a run record is this cell: a grid cell (``sweeps.kinds``: never a sweep trial) with the
+    same task, method, student, seed and match params."""
     cell = pc.cell
-    if record.get("entry") != "distil" or record.get("status", "FINISHED") != "FINISHED":
-        return False
-    if (record.get("task"), record.get("method"), record.get("student"), record.get("seed")) != \
-            (cell.task, cell.method, cell.student, cell.seed):
+    if not is_grid_cell(record) or cell_key(record) != (cell.task, cell.method, cell.student, cell.seed):
         return False
     params = record.get("params", {})
     return all(same_value(params.get(k, "None"), v) for k, v in pc.params.items())

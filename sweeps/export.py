@@ -35,7 +35,7 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPORT = Path("results") / "runs.jsonl"
 EXPERIMENT_PREFIX = "lad-"
 ENTRIES = ("distil", "train_teacher")
-TAG_KEYS = ("lad.entry", "lad.method", "lad.task", "lad.teacher", "lad.overrides", "lad.purpose",
+TAG_KEYS = ("lad.entry", "lad.kind", "lad.method", "lad.task", "lad.teacher", "lad.overrides", "lad.purpose",
             "mlflow.source.git.commit", "mlflow.parentRunId", "optuna.state")
 # params worth keeping: what was trained (gate / loss / student / optimiser / budget) and its size
 PARAM_PREFIXES = ("gate.", "loss.", "student.", "optim.", "trainer.", "data.")

@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from sweeps import ablation, export, report  # noqa: E402
+from sweeps.reporting import discussion, grouping, markdown, model, readme, targets  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000_000  # fixed start times (ms) keep records deterministic
@@ -143,12 +144,14 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
 
 
 def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_path):
-    """Smoke, demo and ad-hoc runs never reach the export; runs of an earlier store stay in the file."""
+    """Smoke, test, demo and ad-hoc runs never reach the export; runs of an earlier store stay in the file."""
     uri = new_store(empty_db, tmp_path / "mlruns.db")
     c = _client(uri)
     real = add_run(c, "rte", seed=1, score=0.7)
     add_run(c, "rte", seed=2, score=0.9, purpose="smoke", params={"trainer.max_steps": "4"})
     add_run(c, "rte", seed=3, score=0.8, purpose="adhoc")
+    add_run(c, "rte", seed=4, score=0.8, purpose="test")
+    add_run(c, "rte", seed=5, score=0.8, purpose="demo")
     out = tmp_path / "runs.jsonl"
     earlier = export.make_record("old-run", "lad-rte", "FINISHED", T0, {"lad.entry": "distil", "lad.task": "rte",
                                  "lad.method": "kd/3layer", "lad.purpose": "results"}, {"seed": "1"}, {"best/accuracy": 0.6})
@@ -156,8 +159,41 @@ def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_
     assert export.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     rows = export.read_export(out)
     assert sorted(r["run_id"] for r in rows) == sorted([real, "old-run"])
+    assert {r["tags"].get("lad.purpose") for r in rows} == {"results"}
     assert export.main(["--tracking-uri", uri, "--out", str(out), "--purpose", "results", "smoke"]) == 0
     assert len(export.read_export(out)) == 3
+
+
+def test_one_definition_of_a_grid_cell_and_a_sweep_trial():
+    """Seed-multirun children (parent run, lad.kind=run) are cells; Optuna trials (lad.kind=trial) and
+    runs recorded before the tag with a parent are trials; the ablation driver and the report agree."""
+    from sweeps.kinds import is_grid_cell, is_sweep_trial
+
+    def rec(seed, kind, parent="p1", score=0.7, status="FINISHED"):
+        tags = {"lad.entry": "distil", "lad.task": "rte", "lad.method": "lad/3layer", "mlflow.parentRunId": parent}
+        if kind:
+            tags["lad.kind"] = kind
+        return export.make_record(f"{kind}-{seed}-{parent}", "lad-rte", status, T0 + seed, tags,
+                                  {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "160"},
+                                  {"best/m": score})
+
+    seeds = [rec(1, "run"), rec(2, "run")]
+    trials = [rec(1, "trial", "p2", 0.9), rec(1, "trial", "p2", 0.5)]
+    legacy = rec(1, None, "p3", 0.1)
+    assert [is_grid_cell(r) for r in seeds] == [True, True] and not any(map(is_sweep_trial, seeds))
+    assert not any(map(is_grid_cell, [*trials, legacy])) and all(map(is_sweep_trial, [*trials, legacy]))
+    assert is_grid_cell(rec(3, "run", parent=None)) and not is_grid_cell(rec(3, "run", status="FAILED"))
+    rep = grouping.build_report([*seeds, *trials, legacy])
+    (table,) = rep.tables
+    assert [sorted(r.scores.items()) for r in table.rows] == [[(1, 0.7), (2, 0.7)]]
+    assert sorted(len(g.trials) for g in rep.sweeps) == [3]
+    cell = ablation.Cell("rte", "lad", "lad", "lad", "3layer", 1, ())
+    planned = [ablation.PlannedCell(cell, {"trainer.max_steps": "160"}, "lad-rte", "sqlite:///x.db", Path("x"),
+                                    Path("x.log"))]
+    ablation.mark_done(planned, [*trials, legacy])
+    assert planned[0].done_by is None
+    ablation.mark_done(planned, [*trials, legacy, *seeds])
+    assert planned[0].done_by == seeds[0]["run_id"]
 
 
 # ----------------------------------------------------------------------------- report
@@ -165,25 +201,72 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     md, csv_text, img = _report(export.load_mlflow_records(store), tmp_path, "a")
     # rte lad/3layer: seeds 0.70 and 0.74 (the superseded 0.10 and the FAILED 0.99 are ignored)
     # mean 72.00, sample std sqrt(2 * 0.02**2 / 1) = 2.83; teacher 0.80 -> 72 / 80 = 90.00 %
-    assert "| lad | 3layer | 13.0M | 2 | 72.00 ± 2.83 | 90.00 |" in md
-    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 |" in md
-    assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 |" in md
+    assert "| lad | 3layer | 13.0M | 2 | 72.00 ± 2.83 | 90.00 | -8.00 |" in md
+    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 | +0.00 |" in md
+    assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 | -13.00 |" in md
+    assert "No trivial baseline for rte accuracy in results/baselines.json" in md  # none given
     rte = md.split("### RTE — teacher minilm_l6, epochs=3, train=full (primary)")[1].split("###")[0]
     assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
     assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
     assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
     assert ("rte,minilm_l6,\"epochs=3, train=full\",,1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
-            "90.0000,101.5\n") in csv_text  # throughput: mean of 101 and 102
+            "90.0000,101.5,\n") in csv_text  # throughput: mean of 101 and 102
     # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
     assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
     assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
     # sweep trials are not in the tables but in the sweep section (best T = 10.0)
-    assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | 10 |" in md  # the pruned 0.95 is no score
+    assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | – | 10 |" in md  # the pruned 0.95 is no score
     assert (img / "sweep-rte.png").is_file()
     pngs = sorted(p.name for p in img.glob("results-*.png"))
     assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
     assert not re.search(r"20\d\d-\d\d-\d\d", md)  # no dates
+
+
+def test_trivial_baseline_is_the_best_constant_prediction_scored_by_the_task_metric():
+    from lad.errors import ConfigError
+    from sweeps.baselines import constant_baseline, task_spec
+
+    mrpc = constant_baseline(task_spec("mrpc"), {"dev": [1, 1, 0, 1]})  # all-positive: F1 2*0.75/1.75
+    assert (mrpc["constant"], mrpc["main_metric"]) == ("class 1", "f1") and math.isclose(mrpc["score"], 6 / 7)
+    rte = task_spec("rte")
+    majority = constant_baseline(rte, {"dev": [1, 1, 0]})
+    assert majority["constant"] == f"class {rte.label_name(1)}" and math.isclose(majority["score"], 2 / 3)
+    assert constant_baseline(task_spec("cola"), {"dev": [1, 1, 0]})["score"] == 0.0  # MCC of a constant
+    stsb = constant_baseline(task_spec("stsb"), {"dev": [1.0, 2.0, 4.5]})
+    assert (stsb["constant"], stsb["score"], stsb["dev_examples"]) == ("mean 2.5000", 0.0, 3)
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        task_spec("nope")
+
+
+def test_baselines_file_from_the_dev_file_and_one_error_line(tiny_glue, tmp_path, capsys):
+    from sweeps import baselines
+
+    out = tmp_path / "baselines.json"
+    assert baselines.main(["--tasks", "sst2", "--data-dir", str(tiny_glue), "--out", str(out)]) == 0
+    labels = [line.rsplit("\t", 1)[1] for line in (tiny_glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
+    share = max(labels.count(x) for x in set(labels)) / len(labels)
+    assert baselines.read_baselines(out)["sst2"]["score"] == share and "accuracy" in out.read_text()
+    capsys.readouterr()
+    assert baselines.main(["--tasks", "sst2", "nope", "--data-dir", str(tiny_glue), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown task 'nope'") and not (tmp_path / "x").exists()
+
+
+def test_every_table_has_the_teacher_and_the_trivial_baseline(store, tmp_path):
+    records = export.load_mlflow_records(store)
+    base = {"rte": {"main_metric": "accuracy", "score": 0.5, "constant": "class 0"},
+            "mrpc": {"main_metric": "accuracy", "score": 0.68, "constant": "class 1"}}  # not mrpc's f1: not shown
+    rep = grouping.build_report(records, base)
+    rte = next(t for t in rep.tables if t.task == "rte" and t.primary)
+    text = "\n".join(markdown.render_table(rte, None))
+    assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 | +0.00 |" in text
+    assert "| trivial baseline | class 0 | – | – | 50.00 | 62.50 | -30.00 |" in text
+    assert all("trivial baseline" in "\n".join(markdown.render_table(t, None)) for t in rep.tables if t.task == "rte")
+    assert "| trivial baseline |" not in "\n".join(markdown.render_table(grouping.primary_tables(rep)["mrpc"], None))
+    summary = "\n".join(markdown.render_summary(rep))
+    assert "| teacher |  | 90.00 | 80.00 | 85.00 | – |" in summary and "| trivial baseline |  | – | 50.00 | – | – |" in summary
+    assert "| rte | minilm_l6 | accuracy | 80.00 | 50.00 |" in "\n".join(markdown.render_teachers(rep))
 
 
 def test_report_is_deterministic_and_same_from_export(store, tmp_path):
@@ -195,15 +278,16 @@ def test_report_is_deterministic_and_same_from_export(store, tmp_path):
     path = tmp_path / "runs.jsonl"
     export.write_export(records, path)
     assert report.main(["--source", "export", "--export", str(path), "--out", str(tmp_path / "three/results.md"),
-                        "--csv", str(tmp_path / "three/summary.csv")]) == 0
+                        "--csv", str(tmp_path / "three/summary.csv"), "--baselines", str(tmp_path / "none.json")]) == 0
     assert report.main(["--tracking-uri", store, "--out", str(tmp_path / "four/results.md"),
-                        "--csv", str(tmp_path / "four/summary.csv"), "--no-plots"]) == 0
+                        "--csv", str(tmp_path / "four/summary.csv"), "--no-plots",
+                        "--baselines", str(tmp_path / "none.json")]) == 0  # as _report: no baselines
     assert (tmp_path / "three/results.md").read_text() == md1
     assert (tmp_path / "three/summary.csv").read_text() == csv1
     assert (tmp_path / "four/summary.csv").read_text() == csv1
 
 
-def _records_for_targets(lad: float, kd: float, pkd: float, tasks=report.TARGET_TASKS) -> list[dict]:
+def _records_for_targets(lad: float, kd: float, pkd: float, tasks=model.TARGET_TASKS) -> list[dict]:
     recs = []
     for task in tasks:
         def rec(entry, method, seed, score):
@@ -219,16 +303,16 @@ def _records_for_targets(lad: float, kd: float, pkd: float, tasks=report.TARGET_
 
 
 def test_targets_met_not_met_and_missing():
-    met = report.build_report(_records_for_targets(0.98, 0.97, 0.96))
-    assert report.target_ratio(met).status == "met"
-    assert report.target_wins(met).status == "met"
-    low = report.build_report(_records_for_targets(0.90, 0.95, 0.80))
-    assert report.target_ratio(low).status == "not met"
-    assert "average 90.00%" in report.target_ratio(low).detail
-    assert report.target_wins(low).status == "not met"
-    partial = report.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
-    assert report.target_ratio(partial).status == "not enough data"
-    assert report.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
+    met = grouping.build_report(_records_for_targets(0.98, 0.97, 0.96))
+    assert targets.target_ratio(met).status == "met"
+    assert targets.target_wins(met).status == "met"
+    low = grouping.build_report(_records_for_targets(0.90, 0.95, 0.80))
+    assert targets.target_ratio(low).status == "not met"
+    assert "average 90.00%" in targets.target_ratio(low).detail
+    assert targets.target_wins(low).status == "not met"
+    partial = grouping.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
+    assert targets.target_ratio(partial).status == "not enough data"
+    assert targets.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
 
 
 # ----------------------------------------------------------------------------- ablation planner
@@ -340,7 +424,8 @@ def test_run_dir_matches_distil_naming():
 
 
 def test_gate_values_are_averaged_over_seeds_into_a_table():
-    from sweeps.report import build_report, render_gates
+    from sweeps.reporting.grouping import build_report
+    from sweeps.reporting.markdown import render_gates
 
     def rec(seed, values, steps="-1"):
         return {"entry": "distil", "status": "FINISHED", "task": "rte", "method": "lad", "student": "3layer",
@@ -360,7 +445,8 @@ def test_gate_values_are_averaged_over_seeds_into_a_table():
 
 
 def test_gate_movement_table_per_variant():
-    from sweeps.report import build_report, render_gates
+    from sweeps.reporting.grouping import build_report
+    from sweeps.reporting.markdown import render_gates
 
     def rec(seed, move, lr):
         return {"entry": "distil", "status": "FINISHED", "task": "mrpc", "method": "lad", "student": "3layer",
@@ -375,7 +461,8 @@ def test_gate_movement_table_per_variant():
 
 
 def test_readme_headline_block_is_regenerated_in_place(tmp_path):
-    from sweeps.report import README_BEGIN, README_END, Report, refresh_readme
+    from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
+    from sweeps.reporting.model import Report
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# X\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\nrest\n")
@@ -402,14 +489,14 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     recs = [_rec("mrpc", m, s, v + 0.01 * s, ("trainer.eval_every=40",)) for m, v in (("lad", 0.80), ("ce", 0.78))
             for s in (1, 2, 3)]
     recs += [_rec("mrpc", m, s, v + 0.01 * s, init_off) for m, v in (("lad", 0.70), ("ce", 0.60)) for s in (1, 2, 3)]
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     assert len(rep.tables) == 2
-    prim = report.primary_tables(rep)["mrpc"]
+    prim = grouping.primary_tables(rep)["mrpc"]
     assert prim.variant == "" and prim.row("lad", "3layer").mean == pytest.approx(0.82)
-    (base, var), = report.variant_pairs(rep)
+    (base, var), = discussion.variant_pairs(rep)
     assert base is prim and var.variant == "student.init_classifier=false student.init_embeddings=false"
     assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
-    text = "\n".join(report.render_discussion(rep))
+    text = "\n".join(discussion.render_discussion(rep))
     # default: lad - ce = 2 points on every seed (paired: no spread at all) -> an effect
     assert ("- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 [+2.00, +2.00] "
             "(n=3 paired, p_adj=<0.001): LAD ahead") in text
@@ -417,14 +504,14 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false): "
             "LAD vs ce (3layer) +10.00 [+10.00, +10.00] (n=3 paired, p_adj=<0.001): LAD ahead") in text
     assert "lad/3layer -10.00 [-10.00, -10.00] (n=3 paired, p_adj=<0.001) (worse)" in text and "ce/3layer -18.00" in text
-    assert "student.init_classifier=false student.init_embeddings=false" in report.render_table(var, None)[0]
+    assert "student.init_classifier=false student.init_embeddings=false" in markdown.render_table(var, None)[0]
 
 
 def test_discussion_calls_small_differences_noise():
     recs = [_rec("rte", "lad", s, v) for s, v in ((1, 0.55), (2, 0.58), (3, 0.52))]
     recs += [_rec("rte", "kd", s, v) for s, v in ((1, 0.56), (2, 0.53), (3, 0.54))]
     recs += [_rec("rte", "ce", 1, 0.50)]
-    (comp_ce, comp_kd) = sorted(report.comparisons(report.build_report(recs).tables[0]), key=lambda c: c.other)
+    (comp_ce, comp_kd) = sorted(discussion.comparisons(grouping.build_report(recs).tables[0]), key=lambda c: c.other)
     # per-seed differences -1, +5, -2 points: mean +0.67, far from significant
     assert comp_kd.verdict == "no significant difference" and comp_kd.diff.delta == pytest.approx(0.67, abs=0.01)
     assert comp_kd.diff.lo < 0 < comp_kd.diff.hi and comp_kd.diff.p > 0.5
@@ -441,11 +528,11 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
         score = 0.5 + 0.1 * (math.log10(lr) + 5) + 0.001 * rng.random()  # lr drives the score, T does not
         recs.append(_rec("rte", "lad", 42, score, parent="p", params={
             "optim.lr": str(lr), "loss.temperature": str(temp), "loss.hidden_weight": "1000.0"}))
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     (group,) = rep.sweeps
-    imp = report.param_importances(group)
+    imp = grouping.param_importances(group)
     assert set(imp) == {"optim.lr", "loss.temperature"}  # hidden_weight did not vary
-    assert imp["optim.lr"] > 0.8 and imp == report.param_importances(group) == group.importance
+    assert imp["optim.lr"] > 0.8 and imp == grouping.param_importances(group) == group.importance
     text1, _, img = _report(recs, tmp_path, "a")
     text2, _, _ = _report(recs, tmp_path, "b")
     assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
@@ -453,17 +540,17 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
 
 
 def test_readme_block_links_the_comparisons_of_the_results_page_instead_of_copying_them(tmp_path):
-    from sweeps.report import README_BEGIN, README_END, refresh_readme
+    from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
 
     recs = [_rec("mrpc", m, s, v + 0.01 * s) for m, v in (("lad", 0.80), ("ce", 0.78)) for s in (1, 2, 3)]
     recs += [_rec("mrpc", m, s, v + 0.01 * s, ("optim.lr=7e-4",)) for m, v in (("lad", 0.85), ("ce", 0.78))
              for s in (1, 2, 3)]
-    rep = report.build_report(recs)
+    rep = grouping.build_report(recs)
     readme = tmp_path / "README.md"
     readme.write_text(f"{README_BEGIN}\n{README_END}\n")
     refresh_readme(readme, rep, Path("docs/results.md"))
     text = readme.read_text()
-    page = "\n".join(report.render_discussion(rep))
+    page = "\n".join(discussion.render_discussion(rep))
     for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 [+7.00, +7.00] "
                  "(n=3 paired, p_adj=<0.001): LAD ahead.",
                  "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better); "
@@ -480,11 +567,11 @@ def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
         recs += [_rec("mrpc", m, s, base + d + 0.01 * s, extras) for m, d in (("lad", 0.0), ("ce", -0.02))
                  for s in (1, 2, 3)]
     recs += [_rec("mrpc", "kd", s, 0.80, (lr,)) for s in (1, 2, 3)]  # makes the lr table the primary
-    rep = report.build_report(recs)
-    assert report.primary_tables(rep)["mrpc"].variant == lr
-    pairs = {var.variant: base.variant for base, var in report.variant_pairs(rep)}
+    rep = grouping.build_report(recs)
+    assert grouping.primary_tables(rep)["mrpc"].variant == lr
+    pairs = {var.variant: base.variant for base, var in discussion.variant_pairs(rep)}
     assert pairs == {lr: "", f"{lr} {init}": lr}
-    text = "\n".join(report.variant_lines(rep))
+    text = "\n".join(discussion.variant_lines(rep))
     assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 [-2.00, -2.00] (n=3 paired, p_adj=<0.001) (worse)" in text
     assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better)" in text
 
@@ -498,7 +585,7 @@ def test_primary_tables_share_one_setup_across_tasks():
     recs += [_rec("rte", m, s, 0.55, ()) for m in ("lad", "kd", "pkd", "ce") for s in (1, 2, 3)]
     # cola has only a default-lr table: it keeps that one
     recs += [_rec("cola", m, s, 0.20, ()) for m in ("lad", "kd") for s in (1, 2)]
-    prim = report.primary_tables(report.build_report(recs))
+    prim = grouping.primary_tables(grouping.build_report(recs))
     assert {task: t.variant for task, t in prim.items()} == {
         "mrpc": lr[0], "stsb": lr[0], "rte": lr[0], "cola": ""}
 
@@ -513,7 +600,7 @@ def test_discussion_sets_hand_picked_parameters_next_to_the_searched_best():
     # a search that kept optim.lr fixed has nothing to say about it
     recs += [_rec("stsb", "kd", 42, 0.5 + i / 100, parent="r", params={"optim.lr": "1e-4", "loss.temperature": str(i)})
              for i in range(1, 6)]
-    text = "\n".join(report.render_discussion(report.build_report(recs)))
+    text = "\n".join(discussion.render_discussion(grouping.build_report(recs)))
     assert ("- Primary tables of mrpc set `optim.lr=7e-4` for every method; the best trial of each search "
             "(≥ 5 trials, see the sweep section) had mrpc lad/3layer: optim.lr 0.00085.") in text
     assert "rte kd" not in text and "stsb kd" not in text
@@ -523,7 +610,7 @@ def test_cross_task_average_is_not_shrunk_by_a_row_run_on_one_task():
     recs = [_rec(task, m, s, 0.50 + 0.1 * i, ()) for i, task in enumerate(("rte", "mrpc", "stsb"))
             for m in ("lad", "kd") for s in (1, 2)]
     recs += [_rec("mrpc", "mean", s, 0.9, ()) for s in (1, 2)]  # a gate variant run on mrpc only
-    lines = report.render_summary(report.build_report(recs))
+    lines = markdown.render_summary(grouping.build_report(recs))
     assert "is present: mrpc, stsb, rte; a row missing one of them has no average." in lines[2]
     lad = next(l for l in lines if l.startswith("| lad | 3layer |"))
     mean = next(l for l in lines if l.startswith("| mean | 3layer |"))

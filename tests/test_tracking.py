@@ -197,6 +197,51 @@ def test_multirun_jobs_are_children_of_one_sweep_run(tmp_path, tiny_teacher, tin
     assert parents[0].data.tags["best.run_id"] in {c.info.run_id for c in children}
 
 
+@pytest.mark.slow
+def test_seed_multirun_children_are_grid_cells_and_optuna_trials_are_trials(tmp_path, tiny_teacher, tiny_glue):
+    """A seed multirun and an Optuna sweep side by side in one store: the ablation driver and the
+    report (one definition, sweeps/kinds.py) count the seed children as cells, never as trials, and
+    the trials as trials, never as cells (both kinds have a parent run)."""
+    from sweeps import ablation, export
+    from sweeps.kinds import is_grid_cell, is_sweep_trial
+    from sweeps.reporting.grouping import build_report
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    common = ["task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
+              f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
+              f"paths.output_root={tmp_path / 'outputs'}", f"mlflow.tracking_uri={uri}",
+              f"mlflow.artifact_location={tmp_path / 'art'}", "trainer.progress=false", "optim.batch_size=16",
+              "trainer.max_steps=2", "mlflow.log_model=false", "trainer.predict_test=false"]
+    commands = [["seed=1,2", f"hydra.sweep.dir={tmp_path / 'seeds'}"],
+                ["hparams_search=lad_optuna", "seed=1", "hydra.sweeper.max_trials=2",
+                 f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", f"hydra.sweep.dir={tmp_path / 'search'}"]]
+    found = []
+    for extra in commands:  # the seed multirun's children first, then the sweep's trials
+        out = subprocess.run([sys.executable, "distil.py", "-m", *common, *extra], cwd=REPO, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen = {r["run_id"] for batch in found for r in batch}
+        found.append([r for r in export.load_mlflow_records(uri) if r["run_id"] not in seen])
+    seeds, trials = found
+    records = seeds + trials
+    assert len(seeds) == 2 and len(trials) == 2 and all(r["tags"].get("mlflow.parentRunId") for r in records)
+    assert all(is_grid_cell(r) and not is_sweep_trial(r) for r in seeds)
+    assert all(is_sweep_trial(r) and not is_grid_cell(r) for r in trials)
+    # the ablation driver: cell lad/2layer seed=1 is done by the seed child, never by a trial of seed 1
+    cell = ablation.Cell("sst2", "lad", "lad", "lad", "2layer", 1, ())
+    planned = [ablation.PlannedCell(cell, {}, "lad-sst2", uri, tmp_path / "x", tmp_path / "x.log")]
+    ablation.mark_done(planned, trials)
+    assert planned[0].done_by is None
+    ablation.mark_done(planned, records)
+    assert planned[0].done_by in {r["run_id"] for r in seeds}
+    # the report: the seed runs fill the LAD row, the trials the sweep section (not fANOVA over seed runs)
+    rep = build_report(records)
+    (table,) = rep.tables
+    assert [(r.method, r.student, sorted(r.scores)) for r in table.rows] == [("lad", "2layer", [1, 2])]
+    (group,) = rep.sweeps
+    assert len(group.trials) == 2 and group.label.startswith("lad/2layer")
+
+
 def test_sigterm_ends_the_mlflow_run_killed(tmp_path, tiny_teacher, tiny_glue):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cmd = [sys.executable, "distil.py", "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}",

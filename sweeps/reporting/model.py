@@ -1,0 +1,228 @@
+"""The report's data model: tables, rows, sweep groups, gate rows, and helpers that read export records."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+METHOD_ORDER = ["lad", "lad-frozen", "lad_reverse", "lad_reverse-frozen", "mean", "attention", "lad-nogate",
+                "pkd", "kd", "ce"]
+TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
+TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_TASKS
+TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
+TARGET_STUDENT = "3layer"
+DEFAULT_TEACHER = "minilm_l6"
+MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
+# extra overrides that do not change what a table compares (left out of its title and variant)
+NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
+# overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
+MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
+           "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",
+           "overwrite=", "mlflow.", "paths.", "hydra.", "device=", "trainer.num_threads=",
+           "gate.frozen=")  # part of the method label (lad-frozen), not a table variant
+
+
+def parse_overrides(tag: str) -> list[str]:
+    """The ``lad.overrides`` tag: a JSON list (older runs: space-separated)."""
+    import json
+
+    try:
+        value = json.loads(tag)
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    except ValueError:
+        pass
+    return tag.split()
+
+
+@dataclass
+class Row:
+    method: str
+    student: str
+    num_layers: int
+    scores: dict[int, float]               # seed -> best dev main metric
+    student_params: int | None
+    throughput: float | None               # mean train examples / s
+    pct_teacher: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores[s] for s in sorted(self.scores))
+
+    @property
+    def std(self) -> float | None:
+        values = [self.scores[s] for s in sorted(self.scores)]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class Table:
+    task: str
+    teacher: str
+    budget: str
+    budget_args: list[str]
+    main_metric: str
+    rows: list[Row]
+    teacher_score: float | None
+    teacher_params: int | None
+    extras: list[str]                      # extra overrides shared by every run (sorted)
+    n_runs: int
+    primary: bool = False
+    trivial: dict | None = None            # the task's trivial baseline (results/baselines.json), same metric
+
+    @property
+    def trivial_score(self) -> float | None:
+        return None if self.trivial is None else to_float(self.trivial.get("score"))
+
+    @property
+    def key(self) -> tuple:
+        return (task_rank(self.task), self.teacher, self.budget, tuple(self.extras))
+
+    @property
+    def variant(self) -> str:
+        """The extra overrides that set this table apart from the others of its task, as text."""
+        return " ".join(e for e in self.extras if not e.startswith(NEUTRAL))
+
+    @property
+    def slug(self) -> str:
+        text = f"{self.task}-{self.teacher}-{self.budget}" + (f"-{self.variant}" if self.variant else "")
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(", ", "-"))
+
+    def row(self, method: str, student: str) -> Row | None:
+        return next((r for r in self.rows if (r.method, r.student) == (method, student)), None)
+
+
+@dataclass
+class SweepGroup:
+    task: str
+    label: str
+    main_metric: str
+    trials: list[tuple[float, dict]]       # (score, params) of the finished trials
+    pruned: int = 0                        # trials stopped by the pruner (no final score)
+    importance: dict[str, float] = field(default_factory=dict)   # fANOVA share per searched parameter
+
+    @property
+    def method_budget(self) -> tuple[str, str]:
+        """("method/student", "budget") from the label that ``sweep_label`` wrote."""
+        method, _, budget = self.label.partition(", ")
+        return method, budget
+
+
+@dataclass
+class GateRow:
+    label: str                              # method/student
+    n: int                                  # runs averaged
+    values: dict[int, float]                # teacher layer -> mean gate value
+    moves: dict[int, float] = field(default_factory=dict)  # teacher layer -> mean ||W - W0|| / ||W0||
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    sweeps: list[SweepGroup] = field(default_factory=list)
+    gates: dict[str, list[GateRow]] = field(default_factory=dict)
+    teachers: list[dict] = field(default_factory=list)      # latest teacher run per (task, teacher)
+    baselines: dict[str, dict] = field(default_factory=dict)  # task -> trivial baseline (sweeps/baselines.py)
+
+    def trivial(self, task: str, main_metric: str | None) -> dict | None:
+        """The task's trivial baseline when it is scored with ``main_metric`` (else None)."""
+        found = self.baselines.get(task)
+        return found if found and found.get("main_metric") == main_metric else None
+
+
+def task_rank(task: str) -> tuple:
+    return (GLUE_ORDER.index(task), task) if task in GLUE_ORDER else (len(GLUE_ORDER), task)
+
+
+def method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method), method) if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def to_int(value, default: int | None = None) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def to_float(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def budget_of(params: dict) -> tuple[str, list[str]]:
+    """Readable budget label and the matching ``sweeps/ablation.py`` arguments."""
+    steps = to_int(params.get("trainer.max_steps"), -1)
+    if steps is not None and steps > 0:
+        label, args = f"max_steps={steps}", [f"budget.max_steps={steps}"]
+    else:
+        epochs = params.get("trainer.epochs", "?")
+        label, args = f"epochs={epochs}", [f"budget.epochs={epochs}"]
+    samples = params.get("data.max_train_samples", "None")
+    if samples not in (None, "None", "null"):
+        label += f", train={samples}"
+        args.append(f"budget.max_train_samples={samples}")
+    else:
+        label += ", train=full"
+    return label, args
+
+
+def extras_of(record: dict) -> tuple[str, ...]:
+    overrides = parse_overrides(str(record.get("tags", {}).get("lad.overrides", "")))
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith(MANAGED))
+
+
+def score_of(record: dict) -> float | None:
+    metric = record.get("main_metric")
+    return to_float(record.get("metrics", {}).get(f"best/{metric}")) if metric else None
+
+
+def latest(records: list[dict]) -> dict:
+    return max(records, key=lambda r: (str(r.get("start_time") or ""), str(r.get("run_id"))))
+
+
+def sweep_label(record: dict) -> str:
+    return f"{record['method']}/{record['student']}, {budget_of(record.get('params', {}))[0]}"
+
+
+def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
+    """Latest teacher run, preferring the teacher.path most of the students were distilled from."""
+    if not teachers:
+        return None
+    for path, _ in sorted(paths.items(), key=lambda kv: (-kv[1], kv[0])):
+        same = [t for t in teachers if t.get("params", {}).get("teacher.path") == path]
+        if same:
+            return latest(same)
+    return latest(teachers)
+
+
+def pct(score: float | None) -> str:
+    return "–" if score is None else f"{100.0 * score:.2f}"
+
+
+def mean_std(row: Row) -> str:
+    return f"{100.0 * row.mean:.2f}" + ("" if row.std is None else f" ± {100.0 * row.std:.2f}")
+
+
+def fmt_params(n: int | None) -> str:
+    return "–" if not n else f"{n / 1e6:.1f}M"
+
+
+def num(value) -> str:
+    x = to_float(value)
+    return "–" if x is None else f"{x:.4g}"
