@@ -114,3 +114,11 @@ def test_tinybert_attention_term_keeps_the_online_teacher_and_needs_equal_head_c
     assert need is None and "attention maps" in reason
     with pytest.raises(ConfigError, match="set student.num_attention_heads=4"):
         _attn_module(tmp_path / "b", heads=2)
+
+
+def test_any_term_weight_is_type_checked_before_work():
+    from lad.schema import validate
+
+    validate(OmegaConf.create({"loss": {"tinybert_attn_weight": 2.0, "hard_weight": 0.5}}))
+    with pytest.raises(ConfigError, match=r"^loss\.tinybert_attn_weight must be a number >= 0, got -1"):
+        validate(OmegaConf.create({"loss": {"tinybert_attn_weight": -1}}))

@@ -20,5 +20,5 @@ for _name in _BUILTIN + tuple(sorted(m.name for m in pkgutil.iter_modules(__path
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = ["ATTENTIONS", "CLS", "GATED", "HIDDEN", "LOGITS", "MAPPED", "REQUIRED", "STUDENT_ATTENTIONS",
-           "TEACHER_HIDDEN", "TEACHER_NEEDS", "TERMS", "LossTerm", "build_term", "option_keys", "register", "term_of_weight",
-           "weight_key"]
+           "TEACHER_HIDDEN", "TEACHER_NEEDS", "TERMS", "LossTerm", "build_term", "option_keys", "register",
+           "term_of_weight", "weight_key"]

@@ -1,4 +1,4 @@
-"""TinyBERT's attention-map loss (Jiao et al. 2020, eq. 7): L_attn = (1/h) sum_i MSE(A_i^S, A_i^T).
+"""TinyBERT's attention-map loss (Jiao et al. 2020): L_attn = (1/h) sum_i MSE(A_i^S, A_i^T).
 
 ``A_i`` is the attention-probability matrix of head ``i`` of a student layer and of its mapped
 teacher layer (student layer k <-> teacher layer ``layer_map[k]``). The squared error is averaged
