@@ -7,11 +7,63 @@ training loop serves both entry points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from lad.loss_terms import ATTENTIONS, HIDDEN, STUDENT_ATTENTIONS, TEACHER_HIDDEN
 from lad.models.arch import forward_inputs, hidden_size
+
+
+class TeacherOutputs(NamedTuple):
+    """What ``Distiller.teacher_outputs`` returns; lists are indexed by teacher layer - 1 (None: not computed)."""
+
+    logits: torch.Tensor
+    hidden: list | None = None
+    attentions: list | None = None
+
+
+class StepInputs:
+    """The inputs of the loss terms for one training step, computed when a term first reads them."""
+
+    def __init__(self, module: "Distiller", batch: dict, s_out, teacher: TeacherOutputs | None):
+        self.module, self.batch, self.s_out, self.teacher = module, batch, s_out, teacher
+        self.s_logits = s_out.logits
+        self.labels = batch["labels"]
+        self.mask = batch["attention_mask"]
+        self.layer_map = module.layer_map
+
+    @property
+    def t_logits(self):
+        return self.teacher.logits
+
+    @property
+    def t_hidden(self):
+        return self.teacher.hidden
+
+    @property
+    def t_attentions(self):
+        return self.teacher.attentions
+
+    @property
+    def s_attentions(self):
+        return list(self.s_out.attentions)
+
+    @cached_property
+    def s_hidden(self) -> list:
+        """The student's layer outputs, projected to the teacher's width when they differ."""
+        s_hidden = list(self.s_out.hidden_states[1:])
+        projection = self.module.projection
+        return [projection(h) for h in s_hidden] if projection is not None else s_hidden
+
+    @cached_property
+    def targets(self) -> list:
+        """The gate's targets, one per student layer (not detached: the hidden term trains the gate)."""
+        gate = self.module.gate
+        student_arg = self.s_hidden if getattr(gate, "needs_student_hidden", False) else None
+        return gate(self.t_hidden, self.mask, self.layer_map, student_arg)
 
 
 @dataclass
@@ -39,56 +91,43 @@ class Distiller(nn.Module):
         self.layer_map = list(layer_map or [])
         s_width = hidden_size(student)
         self.projection = None
-        if objective.needs_hidden and teacher_hidden_size and teacher_hidden_size != s_width:
+        if HIDDEN in objective.student_needs and teacher_hidden_size and teacher_hidden_size != s_width:
             self.projection = nn.Linear(s_width, teacher_hidden_size)
         self.teacher_outputs = self._online_teacher
         if objective.needs_teacher and teacher is None:
             raise ValueError("the objective needs a teacher but none was given")
+        for _, _, term in objective.terms:
+            term.check_models(student, teacher)
+        # attention maps are returned by the eager attention path only (SDPA does not expose them)
+        for model, reads in ((student, STUDENT_ATTENTIONS in objective.student_needs),
+                             (teacher, ATTENTIONS in objective.teacher_needs)):
+            if reads:
+                model.set_attn_implementation("eager")
 
     # --- teacher outputs -------------------------------------------------------------
-    def _online_teacher(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def _online_teacher(self, batch: dict) -> TeacherOutputs:
+        needs = self.objective.teacher_needs
+        hidden, attentions = bool(needs & TEACHER_HIDDEN), ATTENTIONS in needs
         with torch.no_grad():
-            out = self.teacher(**forward_inputs(self.teacher, batch),
-                               output_hidden_states=self.objective.needs_hidden)
-        hidden = list(out.hidden_states[1:]) if self.objective.needs_hidden else None
-        return out.logits, hidden
+            out = self.teacher(**forward_inputs(self.teacher, batch), output_hidden_states=hidden,
+                               **({"output_attentions": True} if attentions else {}))
+        return TeacherOutputs(out.logits, list(out.hidden_states[1:]) if hidden else None,
+                              list(out.attentions) if attentions else None)
 
     # --- steps -----------------------------------------------------------------------
-    def student_forward(self, batch: dict, hidden: bool = False):
-        return self.student(**forward_inputs(self.student, batch), output_hidden_states=hidden)
+    def student_forward(self, batch: dict, hidden: bool = False, attentions: bool = False):
+        extra = {"output_attentions": True} if attentions else {}
+        return self.student(**forward_inputs(self.student, batch), output_hidden_states=hidden, **extra)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        obj = self.objective
-        s_out = self.student_forward(batch, hidden=obj.needs_hidden)
-        kwargs: dict = {}
-        if obj.needs_teacher:
-            t_logits, t_hidden = self.teacher_outputs(batch)
-            kwargs["t_logits"] = t_logits
-            if obj.needs_hidden:
-                s_hidden = list(s_out.hidden_states[1:])
-                if self.projection is not None:
-                    s_hidden = [self.projection(h) for h in s_hidden]
-                mask = batch["attention_mask"]
-                kwargs.update(self.hidden_terms(s_hidden, t_hidden, mask))
-        return obj(s_out.logits, batch["labels"], **kwargs)
+        needs = self.objective.student_needs
+        s_out = self.student_forward(batch, hidden=HIDDEN in needs, attentions=STUDENT_ATTENTIONS in needs)
+        teacher = self.teacher_outputs(batch) if self.objective.needs_teacher else None
+        return self.objective.evaluate(StepInputs(self, batch, s_out, teacher))
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """The training step (so that DistributedDataParallel can wrap the module)."""
         return self.training_step(batch)
-
-    def hidden_terms(self, s_hidden, t_hidden, mask) -> dict:
-        obj = self.objective
-        out: dict = {"mask": mask}
-        if obj.hidden_weight > 0:
-            student_arg = s_hidden if getattr(self.gate, "needs_student_hidden", False) else None
-            out["s_hidden"] = s_hidden
-            out["targets"] = self.gate(t_hidden, mask, self.layer_map, student_arg)
-        if obj.pkd_weight > 0:
-            # Patient-KD: [CLS] of the intermediate student layers vs their mapped teacher layers.
-            pairs = list(zip(s_hidden, self.layer_map))[:-1] or list(zip(s_hidden, self.layer_map))
-            out["s_cls"] = [h[:, 0] for h, _ in pairs]
-            out["t_cls"] = [t_hidden[m - 1][:, 0] for _, m in pairs]
-        return out
 
     @torch.no_grad()
     def predict(self, batch: dict) -> torch.Tensor:
@@ -101,7 +140,7 @@ class Distiller(nn.Module):
             student_params += list(self.projection.parameters())
         groups = [ParamGroup("student", student_params, lr)]
         gate_params = self.gate.trainable_parameters() if self.gate is not None else []
-        if gate_params and self.objective.needs_targets:  # frozen gates: no optimiser sees them
+        if gate_params and self.objective.uses_gate:  # frozen gates: no optimiser sees them
             groups.append(ParamGroup("gate", gate_params, gate_lr, self.gate.clip_units()))
         return groups
 

@@ -1,217 +1,121 @@
-"""Distillation loss terms (pure functions) and the weighted :class:`Objective`.
+"""The weighted :class:`Objective`: total = sum over configured terms of ``<term>_weight * term``.
 
-total = hard_w * hard + soft_w * soft + hidden_w * hidden + pkd_w * pkd, where
-
-* hard:   CE(student, labels)  (regression: MSE)
-* soft:   T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean  (regression: MSE(s, t))
-* hidden: (1/K) sum_k MSE(student_k, target_k) over the tokens chosen by ``hidden_positions``:
-          ``real`` averages over non-padding tokens and dims; ``all`` over every position of the
-          batch, padding included (the reference code, which pads every batch to max length)
-* pkd:    Patient-KD, (1/K) sum_k mean_b || s/|s| - t/|t| ||^2 on [CLS] vectors
+The terms are registered classes (:mod:`lad.loss_terms`); the flat loss config names them by
+their weight keys (``loss.hard_weight``, ``loss.soft_weight``, ``loss.hidden_weight``,
+``loss.pkd_weight``, and any registered term's ``loss.<name>_weight``) and sets their options
+(``loss.temperature``, ``loss.hidden_positions``, ...). Terms with weight 0 are not computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lad.errors import ConfigError
+from lad.loss_terms import (GATED, TERMS, LossTerm, build_term, option_keys, term_of_weight,
+                            weight_key)
+from lad.loss_terms.layers import HIDDEN_POSITIONS, at_least_fp32, hidden_mse, pkd_loss
+from lad.loss_terms.logits import hard_loss, soft_loss
 
-WEIGHT_KEYS = ("hard_weight", "soft_weight", "hidden_weight", "pkd_weight")
-HIDDEN_POSITIONS = ("real", "all")
-PART_KEYS = ("hard", "soft", "hidden", "pkd")
-
-
-def hard_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
-    """Cross-entropy on class logits ``[B, C]`` (labels -100 ignored), or MSE for ``[B, 1]``."""
-    if is_regression:
-        return F.mse_loss(logits.reshape(-1).float(), labels.reshape(-1).float())
-    return F.cross_entropy(logits.float(), labels.long(), ignore_index=-100)
+__all__ = ["HIDDEN_POSITIONS", "Inputs", "Objective", "hard_loss", "hidden_mse", "pkd_loss", "soft_loss"]
 
 
-def soft_loss(s_logits: Tensor, t_logits: Tensor, temperature: float, is_regression: bool) -> Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch; regression: MSE."""
-    t_logits = t_logits.detach()
-    if is_regression:
-        return F.mse_loss(s_logits.reshape(-1).float(), t_logits.reshape(-1).float())
-    T = float(temperature)
-    log_p_s = F.log_softmax(s_logits.float() / T, dim=-1)
-    log_p_t = F.log_softmax(t_logits.float() / T, dim=-1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1).mean()
-    return kl * (T * T)
+class Inputs:
+    """What the terms read, given by name; a missing one is a clear error naming the term."""
 
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update({k: v for k, v in values.items() if v is not None})
 
-def hidden_mse(student: Sequence[Tensor], targets: Sequence[Tensor], mask: Tensor | None) -> Tensor:
-    """Mean over the K layer pairs of the squared error averaged over real tokens and dims.
-
-    Targets are not detached, so trainable aggregators (LAD gates) receive gradients.
-    """
-    if len(student) != len(targets) or len(student) == 0:
-        raise ValueError(f"hidden_mse needs matching non-empty lists, got {len(student)} and {len(targets)}")
-    dtype = _at_least_fp32(student[0].dtype)  # fp32 under bf16 autocast; fp64 stays fp64
-    total = student[0].new_zeros((), dtype=dtype)
-    for s, t in zip(student, targets):
-        if s.shape != t.shape:
-            raise ValueError(f"student hidden {tuple(s.shape)} and target {tuple(t.shape)} differ")
-        sq = (s.to(dtype) - t.to(dtype)).pow(2)
-        if mask is None:
-            total = total + sq.mean()
-        else:
-            m = mask.to(sq.dtype).unsqueeze(-1)
-            count = m.sum() * sq.shape[-1]
-            total = total + (sq * m).sum() / count.clamp_min(1.0)
-    return total / len(student)
-
-
-def pkd_loss(student_cls: Sequence[Tensor], teacher_cls: Sequence[Tensor], eps: float = 1e-12) -> Tensor:
-    """Patient-KD: squared distance of L2-normalised [CLS] vectors, batch mean, averaged over K."""
-    if len(student_cls) != len(teacher_cls) or len(student_cls) == 0:
-        raise ValueError(f"pkd_loss needs matching non-empty lists, got {len(student_cls)} and {len(teacher_cls)}")
-    total = student_cls[0].new_zeros((), dtype=torch.float32)
-    for s, t in zip(student_cls, teacher_cls):
-        s_n = F.normalize(s.float(), dim=-1, eps=eps)
-        t_n = F.normalize(t.detach().float(), dim=-1, eps=eps)
-        total = total + (s_n - t_n).pow(2).sum(dim=-1).mean()
-    return total / len(student_cls)
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"Objective: {name} is required by the configured loss terms but was not given")
 
 
 class Objective:
-    """Weighted sum of the distillation terms; terms with weight 0 are not computed."""
+    """Weighted sum of the configured loss terms (registered classes, :mod:`lad.loss_terms`).
 
-    def __init__(
-        self,
-        hard_weight: float,
-        soft_weight: float,
-        hidden_weight: float,
-        pkd_weight: float,
-        temperature: float,
-        is_regression: bool,
-        hidden_positions: str = "real",
-    ) -> None:
-        if hidden_positions not in HIDDEN_POSITIONS:
-            raise ConfigError(f"loss.hidden_positions must be one of {', '.join(HIDDEN_POSITIONS)}, "
-                              f"got {hidden_positions!r}")
-        weights = {
-            "hard_weight": hard_weight,
-            "soft_weight": soft_weight,
-            "hidden_weight": hidden_weight,
-            "pkd_weight": pkd_weight,
-        }
-        for key, value in {**weights, "temperature": temperature}.items():
+    ``settings`` are the flat loss keys: ``<term>_weight`` for each term the config names (parts
+    report every named term, 0.0 when its weight is 0) and the terms' options.
+    """
+
+    def __init__(self, is_regression: bool = False, **settings: Any) -> None:
+        weights = {term_of_weight(k): v for k, v in settings.items() if term_of_weight(k)}
+        unknown = sorted(k for k in settings if not term_of_weight(k) and k not in option_keys())
+        if unknown:
+            allowed = [weight_key(n) for n in TERMS] + sorted(option_keys())
+            raise ConfigError(f"unknown loss config keys: {', '.join(unknown)}; allowed: name, {', '.join(allowed)}")
+        for name, value in weights.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"loss.{key} must be a number, got {value!r}")
-        if not temperature > 0:
-            raise ConfigError(f"loss.temperature must be > 0, got {temperature}")
-        negative = [k for k, v in weights.items() if v < 0]
+                raise ConfigError(f"loss.{weight_key(name)} must be a number, got {value!r}")
+        negative = [weight_key(n) for n, v in weights.items() if v < 0]
         if negative:
             raise ConfigError(f"loss weights must be >= 0; negative: {', '.join(negative)}")
         if all(v == 0 for v in weights.values()):
-            raise ConfigError("loss weights are all zero; set at least one of " + ", ".join(WEIGHT_KEYS))
-        self.hard_weight = float(hard_weight)
-        self.soft_weight = float(soft_weight)
-        self.hidden_weight = float(hidden_weight)
-        self.pkd_weight = float(pkd_weight)
-        self.temperature = float(temperature)
+            raise ConfigError("loss weights are all zero; set at least one of "
+                              + ", ".join(weight_key(n) for n in (weights or TERMS)))
         self.is_regression = bool(is_regression)
-        self.hidden_positions = hidden_positions
+        self.weights = {n: float(weights[n]) for n in TERMS if n in weights}  # summed in registry order
+        built = {n: build_term(n, settings, is_regression) for n in self.weights}
+        self.terms: list[tuple[str, float, LossTerm]] = [(n, w, built[n]) for n, w in self.weights.items() if w > 0]
+        self.options = {k: getattr(term, k) for term in built.values() for k in type(term).options}
+
+    @classmethod
+    def from_config(cls, cfg: Any, is_regression: bool) -> "Objective":
+        """Build from a flat loss config ``{name, <term>_weight..., <option>...}``."""
+        spec = _to_dict(cfg)
+        spec.pop("name", None)
+        return cls(is_regression=is_regression, **spec)
+
+    # --- what the terms need (asked by the distiller, the teacher cache and the pipeline) ----
+    @property
+    def teacher_needs(self) -> frozenset[str]:
+        return frozenset().union(*(t.teacher for _, _, t in self.terms))
+
+    @property
+    def student_needs(self) -> frozenset[str]:
+        return frozenset().union(*(t.student for _, _, t in self.terms))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.teacher_needs)
+
+    @property
+    def uses_gate(self) -> bool:
+        """True when a term reads the gate's targets (the gate is built and trained)."""
+        return GATED in self.teacher_needs
 
     @property
     def pads_to_max_length(self) -> bool:
         """True when training batches must be padded to the task's max length (``hidden_positions=all``)."""
-        return self.hidden_weight > 0 and self.hidden_positions == "all"
+        return any(t.pads_to_max_length for _, _, t in self.terms)
 
-    @classmethod
-    def from_config(cls, cfg: Any, is_regression: bool) -> "Objective":
-        """Build from a loss config ``{name, hard_weight, soft_weight, hidden_weight, pkd_weight, temperature}``."""
-        spec = _to_dict(cfg)
-        spec.pop("name", None)
-        required = (*WEIGHT_KEYS, "temperature")
-        optional = ("hidden_positions",)
-        missing = [k for k in required if k not in spec]
-        if missing:
-            raise ConfigError(f"loss config is missing: {', '.join(missing)}")
-        unknown = sorted(set(spec) - set(required) - set(optional))
-        if unknown:
-            raise ConfigError(f"unknown loss config keys: {', '.join(unknown)}; "
-                              f"allowed: name, {', '.join(required + optional)}")
-        return cls(is_regression=is_regression, **spec)
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.soft_weight > 0 or self.hidden_weight > 0 or self.pkd_weight > 0
-
-    @property
-    def needs_hidden(self) -> bool:
-        return self.hidden_weight > 0 or self.pkd_weight > 0
-
-    @property
-    def needs_targets(self) -> bool:
-        """True when gate targets (the hidden term) are used."""
-        return self.hidden_weight > 0
-
-    @property
-    def needs_cls(self) -> bool:
-        """True when [CLS] vectors (Patient-KD term) are used."""
-        return self.pkd_weight > 0
+    def weight_keys(self, reads: frozenset[str] | set[str] | None = None) -> list[str]:
+        """The configured weight keys (of the terms that read any of ``reads`` from the teacher, if given)."""
+        return [weight_key(n) for n in self.weights if reads is None or TERMS[n].teacher & reads]
 
     def __repr__(self) -> str:
-        return (
-            f"Objective(hard={self.hard_weight}, soft={self.soft_weight}, hidden={self.hidden_weight}, "
-            f"pkd={self.pkd_weight}, T={self.temperature}, regression={self.is_regression}, "
-            f"hidden_positions={self.hidden_positions!r})"
-        )
+        terms = ", ".join(f"{n}={w}" for n, w in self.weights.items())
+        return f"Objective({terms}, options={self.options}, regression={self.is_regression})"
 
-    def __call__(
-        self,
-        s_logits: Tensor,
-        labels: Tensor | None,
-        t_logits: Tensor | None = None,
-        s_hidden: Sequence[Tensor] | None = None,
-        targets: Sequence[Tensor] | None = None,
-        mask: Tensor | None = None,
-        s_cls: Sequence[Tensor] | None = None,
-        t_cls: Sequence[Tensor] | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Return ``(total, parts)``; ``parts`` has the unweighted value of every term (0.0 if off)."""
-        total = s_logits.new_zeros((), dtype=_at_least_fp32(s_logits.dtype))
-        parts = dict.fromkeys(PART_KEYS, 0.0)
-        terms: list[tuple[str, float, Tensor]] = []
-        if self.hard_weight > 0:
-            _require(labels, "labels", "hard_weight")
-            terms.append(("hard", self.hard_weight, hard_loss(s_logits, labels, self.is_regression)))
-        if self.soft_weight > 0:
-            _require(t_logits, "t_logits", "soft_weight")
-            terms.append(
-                ("soft", self.soft_weight, soft_loss(s_logits, t_logits, self.temperature, self.is_regression))
-            )
-        if self.hidden_weight > 0:
-            _require(s_hidden, "s_hidden", "hidden_weight")
-            _require(targets, "targets", "hidden_weight")
-            hidden_mask = mask if self.hidden_positions == "real" else None
-            terms.append(("hidden", self.hidden_weight, hidden_mse(s_hidden, targets, hidden_mask)))
-        if self.pkd_weight > 0:
-            _require(s_cls, "s_cls", "pkd_weight")
-            _require(t_cls, "t_cls", "pkd_weight")
-            terms.append(("pkd", self.pkd_weight, pkd_loss(s_cls, t_cls)))
-        for key, weight, value in terms:
+    def __call__(self, s_logits: Tensor, labels: Tensor | None = None, t_logits: Tensor | None = None,
+                 s_hidden=None, targets=None, mask: Tensor | None = None, **more: Any):
+        """Evaluate on inputs given by name (see :class:`lad.loss_terms.LossTerm`)."""
+        return self.evaluate(Inputs(s_logits=s_logits, labels=labels, t_logits=t_logits, s_hidden=s_hidden,
+                                    targets=targets, mask=mask, **more))
+
+    def evaluate(self, inputs: Any) -> tuple[Tensor, dict[str, float]]:
+        """Return ``(total, parts)``; ``parts`` has the unweighted value of every configured term (0.0 if off)."""
+        total = inputs.s_logits.new_zeros((), dtype=at_least_fp32(inputs.s_logits.dtype))
+        parts = dict.fromkeys(self.weights, 0.0)
+        values = [(name, weight, term(inputs)) for name, weight, term in self.terms]
+        for _, weight, value in values:
             total = total + weight * value
-        values = torch.stack([v.detach().float() for _, _, v in terms]).tolist()
-        for (key, _, _), value in zip(terms, values):
-            parts[key] = value
+        floats = torch.stack([v.detach().float() for _, _, v in values]).tolist()
+        for (name, _, _), value in zip(values, floats):
+            parts[name] = value
         return total, parts
-
-
-def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _require(value: Any, arg: str, weight: str) -> None:
-    if value is None:
-        raise ValueError(f"Objective: {arg} is required when {weight} > 0")
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:

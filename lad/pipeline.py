@@ -117,8 +117,7 @@ def build_teacher_finetune(cfg: DictConfig, task, memo: dict | None = None) -> A
     backbone = check_model_dir(resolve_pretrained(str(cfg.teacher.backbone), "teacher.backbone"), "teacher.backbone")
     tokenizer = load_tokenizer(backbone)
     model = load_backbone(backbone, task)
-    objective = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
-                          temperature=1.0, is_regression=task.is_regression)
+    objective = Objective(hard_weight=1.0, is_regression=task.is_regression)
     n_params = sum(p.numel() for p in model.parameters())
     return Assembled(Distiller(model, objective), tokenizer, backbone,
                      {"teacher.num_layers": num_layers(model), "teacher.hidden_size": hidden_size(model),
@@ -136,20 +135,22 @@ def loss_config(cfg: DictConfig) -> DictConfig:
 def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assembled:
     from lad.distiller import Distiller
     from lad.gates import build_gate
+    from lad.loss_terms import GATED, TEACHER_NEEDS
     from lad.losses import Objective
     from lad.models import build_student, load_teacher, load_tokenizer
     from lad.models.student import init_source
     from lad.models.teacher import load_pretrained_encoder, pretrained_source
 
     objective = Objective.from_config(loss_config(cfg), is_regression=task.is_regression)
-    if cfg.gate.name != "none" and objective.hidden_weight <= 0:
+    if cfg.gate.name != "none" and not objective.uses_gate:
+        gated = "/".join(f"{k}=0" for k in objective.weight_keys({GATED})) or "no term that reads the gate"
         raise ConfigError(
             f"gate={cfg.gate.name} needs a loss with a hidden-state term (loss=lad), "
-            f"but loss={cfg.loss.name} has hidden_weight=0; use gate=none with loss={cfg.loss.name}"
+            f"but loss={cfg.loss.name} has {gated}; use gate=none with loss={cfg.loss.name}"
         )
     if cfg.loss.name == "ce" and objective.needs_teacher:
         raise ConfigError(
-            "loss=ce is fine-tuning without a teacher, but soft_weight/hidden_weight/pkd_weight are set "
+            f"loss=ce is fine-tuning without a teacher, but {'/'.join(objective.weight_keys(TEACHER_NEEDS))} are set "
             "(an experiment file such as reference_<task> sets LAD's loss weights); use loss=kd or loss=lad, "
             "or drop the experiment and set optim.* directly")
     key = ("teacher", str(cfg.teacher.source), str(cfg.teacher.path), str(cfg.teacher.uri), task.name)
@@ -161,7 +162,7 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
         pretrained = memoized(memo, ("pretrained", source), lambda: load_pretrained_encoder(source))
     student, mapping = build_student(teacher, cfg.student, pretrained)
     L, width = num_layers(teacher), hidden_size(teacher)
-    gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.hidden_weight > 0 else None
+    gate = build_gate(cfg.gate, num_layers=L, hidden_size=width) if objective.uses_gate else None
     if getattr(gate, "affine", None) == "position" and not objective.pads_to_max_length:
         raise ConfigError("gate.affine=position needs every batch padded to max length: "
                           "set loss.hidden_positions=all (as the reference recipe does)")
@@ -652,7 +653,7 @@ def probe_gate_values(module, features, device, n: int = 64, pad_to: int | None 
         return {}
     batch = to_device(batch_of(features, list(range(min(n, len(features)))), pad_to), device)
     with torch.no_grad():
-        _, t_hidden = module.teacher_outputs(batch)
+        t_hidden = module.teacher_outputs(batch).hidden
         gate(t_hidden, batch["attention_mask"], module.layer_map, None)
     values = getattr(gate, "gate_values", None)
     if values is None:

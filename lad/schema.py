@@ -105,7 +105,7 @@ KEYS: dict[str, Key] = {
     "mlflow.log_model": BOOL,
     "mlflow.purpose": Key("choice", choices=("adhoc", "results", "demo", "smoke", "test"),
                           hint=" (only purpose=results runs reach results/runs.jsonl)"),
-    # loss
+    # loss (the built-in terms' weights; any other loss.<term>_weight is checked alike: see validate)
     "loss.hard_weight": FLOAT_NONNEG,
     "loss.soft_weight": FLOAT_NONNEG,
     "loss.hidden_weight": FLOAT_NONNEG,
@@ -196,12 +196,23 @@ def _get(cfg: DictConfig, name: str) -> Any:
     return parent[leaf]
 
 
+def loss_weight_keys(cfg: DictConfig) -> list[str]:
+    """The ``loss.<term>_weight`` keys present in ``cfg`` (their values are checked like :data:`KEYS`)."""
+    loss = cfg.get("loss") if isinstance(cfg, DictConfig) else None
+    if not isinstance(loss, DictConfig):
+        return []
+    return [f"loss.{k}" for k in loss.keys() if str(k).endswith("_weight") and _get(cfg, f"loss.{k}") is not _ABSENT]
+
+
 def validate(cfg: DictConfig, keys: dict[str, Key] | None = None) -> None:
     """Check every key of ``keys`` (default: :data:`KEYS`) present in ``cfg``; first problem wins."""
     for name, key in (keys or KEYS).items():
         value = _get(cfg, name)
         if value is not _ABSENT:
             check_value(name, value, key)
+    if keys is None:  # the weight of any loss term (registered by name: lad.loss_terms)
+        for name in (k for k in loss_weight_keys(cfg) if k not in KEYS):
+            check_value(name, _get(cfg, name), FLOAT_NONNEG)
     tr = cfg.get("trainer")
     if tr is not None and "max_steps" in tr and "epochs" in tr and tr.max_steps == -1 and tr.epochs <= 0:
         raise ConfigError(f"trainer.epochs must be > 0 when trainer.max_steps=-1, got {tr.epochs}")

@@ -48,8 +48,10 @@ import torch
 from torch import nn
 
 from lad.checkpoint import sha256
+from lad.distiller import TeacherOutputs
 from lad.errors import ConfigError, LADError
 from lad.locks import file_lock
+from lad.loss_terms import ATTENTIONS, CLS, GATED, MAPPED, TEACHER_HIDDEN
 from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
@@ -91,24 +93,34 @@ class Content:
 
 
 def required_content(module) -> tuple[Content | None, str]:
-    """What ``module``'s objective needs from the teacher; ``(None, reason)`` when it cannot be cached."""
+    """What ``module``'s objective needs from the teacher; ``(None, reason)`` when it cannot be cached.
+
+    The loss terms declare what they read (:mod:`lad.loss_terms`) and the gate which teacher
+    layers it reads; attention maps are never cached.
+    """
     obj = module.objective
-    if not obj.needs_teacher:
+    needs = obj.teacher_needs
+    if not needs:
         return None, "the objective does not use the teacher"
-    if not obj.needs_hidden:
-        return Content("logits"), ""
-    depth = num_layers(module.teacher)
-    mapped = tuple(sorted({int(m) for m in module.layer_map}))
-    if obj.hidden_weight > 0:
-        gate = module.gate
-        if getattr(gate, "reads_padding", False):
-            return None, ("gate.norm=per_sequence normalises over padded positions, which a cache "
+    reasons = [term.uncacheable() for _, _, term in obj.terms]
+    if GATED in needs and getattr(module.gate, "reads_padding", False):
+        reasons.insert(0, "gate.norm=per_sequence normalises over padded positions, which a cache "
                           "of unpadded rows cannot reproduce")
-        if obj.pads_to_max_length:
-            return None, ("loss.hidden_positions=all matches the teacher's hidden states at padded "
-                          "positions too, which a cache of unpadded rows does not hold")
-        return Content("tokens", tuple(gate.teacher_layers(module.layer_map, depth))), ""
-    return Content("cls", mapped), ""
+    if ATTENTIONS in needs:
+        reasons.append("a loss term reads the teacher's attention maps, which the cache does not store")
+    if any(reasons):
+        return None, next(r for r in reasons if r)
+    if not needs & TEACHER_HIDDEN:
+        return Content("logits"), ""
+    mapped = {int(m) for m in module.layer_map}
+    tokens = set(mapped) if MAPPED in needs else set()
+    if GATED in needs:
+        tokens |= set(module.gate.teacher_layers(module.layer_map, num_layers(module.teacher)))
+    if not tokens:
+        return Content("cls", tuple(sorted(mapped))), ""
+    if CLS in needs:
+        tokens |= mapped
+    return Content("tokens", tuple(sorted(tokens))), ""
 
 
 # ----------------------------------------------------------------------------- identity
@@ -393,7 +405,7 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
 
 # ----------------------------------------------------------------------------- train time
 class CachedTeacher:
-    """``Distiller.teacher_outputs`` replacement: ``batch -> (logits, hidden | None)`` from a :class:`Store`.
+    """``Distiller.teacher_outputs`` replacement: ``batch -> TeacherOutputs`` from a :class:`Store`.
 
     Rows are gathered by ``batch["index"]`` (positions in the cached split) and zero-padded to the
     batch's width. ``hidden`` is a list of ``num_layers`` entries in which the layers the objective
@@ -415,13 +427,13 @@ class CachedTeacher:
     def __repr__(self) -> str:
         return f"CachedTeacher({self.store.path}, {self.need.name})"
 
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor | None] | None]:
+    def __call__(self, batch: dict):
         self.calls += 1
         index = batch["index"].detach().cpu().numpy().astype(np.int64)
         device = batch["input_ids"].device
         logits = torch.from_numpy(self.store.logits[index]).to(device)
         if self.need.mode == "logits":
-            return logits, None
+            return TeacherOutputs(logits)
         hidden: list[torch.Tensor | None] = [None] * self.num_layers
         if self.need.mode == "tokens":
             values = self._gather_tokens(index, int(batch["input_ids"].shape[1]), batch["attention_mask"])
@@ -432,7 +444,7 @@ class CachedTeacher:
             self._corrupt(index)
         for j, m in enumerate(self.need.layers):
             hidden[m - 1] = values[j]
-        return logits, hidden
+        return TeacherOutputs(logits, hidden)
 
     def _corrupt(self, index: np.ndarray) -> None:
         """Non-finite cached values: the files changed after validation (disk error, another writer).

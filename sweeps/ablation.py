@@ -97,11 +97,15 @@ def as_list(value) -> list | None:
 
 
 def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
-    """Whether ``conf/loss/<loss>.yaml`` has a hidden-state term (what a gate needs)."""
+    """Whether ``conf/loss/<loss>.yaml`` has a term that reads the gate's targets (what a gate needs)."""
+    from lad.loss_terms import GATED, TERMS, term_of_weight
+
     path = conf_dir / "loss" / f"{loss}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown loss {loss!r}: no {path.relative_to(conf_dir.parent)}")
-    return float(OmegaConf.load(path).get("hidden_weight", 0.0) or 0.0) > 0
+    spec = OmegaConf.load(path)
+    return any(GATED in TERMS[term_of_weight(k)].teacher and float(spec[k] or 0.0) > 0
+               for k in spec if term_of_weight(k))
 
 
 FROZEN = ("gate.frozen=true",)  # the same gate stack kept at its random init (adaptivity ablation)

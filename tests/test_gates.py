@@ -240,7 +240,8 @@ def test_gate_params_train_through_hidden_mse_only():
     labels = torch.tensor([0, 2])
 
     targets = gate(hs, mask, layer_map)
-    logit_only = Objective(0.5, 0.5, 0.0, 0.0, 10.0, is_regression=False)
+    logit_only = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=0.0, pkd_weight=0.0,
+                           temperature=10.0, is_regression=False)
     total, _ = logit_only(s_logits, labels, t_logits, student, targets, mask)
     total.backward()
     for p in gate.parameters():

@@ -169,13 +169,14 @@ def _batch(seed: int = 0):
         s_hidden=[torch.randn(2, 4, 5, generator=gen) for _ in range(2)],
         targets=[torch.randn(2, 4, 5, generator=gen) for _ in range(2)],
         mask=torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]),
-        s_cls=[torch.randn(2, 5, generator=gen) for _ in range(2)],
-        t_cls=[torch.randn(2, 5, generator=gen) for _ in range(2)],
+        t_hidden=[torch.randn(2, 4, 5, generator=gen) for _ in range(3)],
+        layer_map=[2, 3],
     )
 
 
 def test_objective_parts_and_weighted_total():
-    obj = Objective(0.3, 0.7, 20.0, 5.0, 3.0, is_regression=False)
+    obj = Objective(hard_weight=0.3, soft_weight=0.7, hidden_weight=20.0, pkd_weight=5.0,
+                    temperature=3.0, is_regression=False)
     b = _batch()
     total, parts = obj(**b)
     assert set(parts) == {"hard", "soft", "hidden", "pkd"}
@@ -183,7 +184,9 @@ def test_objective_parts_and_weighted_total():
     assert parts["hard"] == pytest.approx(hard_loss(b["s_logits"], b["labels"], False).item(), rel=1e-6)
     assert parts["soft"] == pytest.approx(soft_loss(b["s_logits"], b["t_logits"], 3.0, False).item(), rel=1e-6)
     assert parts["hidden"] == pytest.approx(hidden_mse(b["s_hidden"], b["targets"], b["mask"]).item(), rel=1e-6)
-    assert parts["pkd"] == pytest.approx(pkd_loss(b["s_cls"], b["t_cls"]).item(), rel=1e-6)
+    # Patient-KD: [CLS] of the intermediate student layers (all but the last) vs their mapped teacher layers
+    pkd_ref = pkd_loss([b["s_hidden"][0][:, 0]], [b["t_hidden"][1][:, 0]])
+    assert parts["pkd"] == pytest.approx(pkd_ref.item(), rel=1e-6)
     weighted = 0.3 * parts["hard"] + 0.7 * parts["soft"] + 20.0 * parts["hidden"] + 5.0 * parts["pkd"]
     assert total.item() == pytest.approx(weighted, rel=1e-5)
     total.backward()
@@ -191,23 +194,27 @@ def test_objective_parts_and_weighted_total():
 
 
 def test_objective_skips_disabled_terms_and_needs_no_teacher_for_ce():
-    ce = Objective(1.0, 0.0, 0.0, 0.0, 1.0, is_regression=False)
-    assert not ce.needs_teacher and not ce.needs_hidden
+    ce = Objective(hard_weight=1.0, soft_weight=0.0, hidden_weight=0.0, pkd_weight=0.0,
+                   temperature=1.0, is_regression=False)
+    assert not ce.needs_teacher and not ce.student_needs
     b = _batch()
     total, parts = ce(b["s_logits"], b["labels"])
     assert parts["soft"] == parts["hidden"] == parts["pkd"] == 0.0
     assert total.item() == pytest.approx(parts["hard"], rel=1e-6)
 
-    lad = Objective(0.5, 0.5, 1000.0, 0.0, 10.0, False)
-    assert lad.needs_teacher and lad.needs_hidden and lad.needs_targets and not lad.needs_cls
-    pkd = Objective(0.5, 0.5, 0.0, 100.0, 10.0, False)
-    assert pkd.needs_hidden and pkd.needs_cls and not pkd.needs_targets
+    lad = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=1000.0, pkd_weight=0.0,
+                    temperature=10.0, is_regression=False)
+    assert lad.needs_teacher and lad.student_needs == {"hidden"} and lad.uses_gate and "cls" not in lad.teacher_needs
+    pkd = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=0.0, pkd_weight=100.0,
+                    temperature=10.0, is_regression=False)
+    assert pkd.student_needs == {"hidden"} and "cls" in pkd.teacher_needs and not pkd.uses_gate
     with pytest.raises(ValueError, match="t_logits"):
         lad(b["s_logits"], b["labels"])
 
 
 def test_objective_regression():
-    obj = Objective(0.5, 0.5, 0.0, 0.0, 10.0, is_regression=True)
+    obj = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=0.0, pkd_weight=0.0,
+                    temperature=10.0, is_regression=True)
     s = torch.tensor([[1.0], [2.0]])
     total, parts = obj(s, torch.tensor([0.0, 2.0]), torch.tensor([[1.0], [0.0]]))
     assert parts["hard"] == pytest.approx(0.5)
@@ -251,11 +258,13 @@ def test_every_loss_config_builds(path):
     cfg = OmegaConf.load(path)
     assert cfg.name == path.stem
     obj = Objective.from_config(cfg, is_regression=False)
-    got = (obj.hard_weight, obj.soft_weight, obj.hidden_weight, obj.pkd_weight, obj.temperature)
-    assert got == EXPECTED[cfg.name]
+    if cfg.name in EXPECTED:
+        w = obj.weights
+        assert (w["hard"], w["soft"], w["hidden"], w["pkd"], obj.options["temperature"]) == EXPECTED[cfg.name]
+        total, parts = obj(**_batch())
+        assert torch.isfinite(total) and set(parts) == {"hard", "soft", "hidden", "pkd"}
     assert obj.needs_teacher == (cfg.name != "ce")
-    total, parts = obj(**_batch())
-    assert torch.isfinite(total) and set(parts) == {"hard", "soft", "hidden", "pkd"}
+    assert set(obj.weights) == {k[:-len("_weight")] for k in cfg if k.endswith("_weight")}
 
 
 def test_all_expected_loss_configs_exist():

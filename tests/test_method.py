@@ -151,7 +151,8 @@ def test_student_identical_to_teacher_has_zero_hidden_loss(tmp_path):
     teacher = _teacher(save_tiny_model(tmp_path / "t", num_layers=4, dropout=0.0))
     student, mapping = build_student(teacher, _student_cfg(4))
     assert mapping == [1, 2, 3, 4]
-    objective = Objective(0.0, 0.0, 1.0, 0.0, 1.0, is_regression=False)
+    objective = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
+                          temperature=1.0, is_regression=False)
     module = Distiller(student, objective, teacher=teacher, gate=DirectGates(4, 32), layer_map=mapping,
                        teacher_hidden_size=32)
     module.eval()
@@ -171,8 +172,10 @@ def test_hidden_positions_real_ignores_padding_and_all_averages_every_position()
     t[0][0, 3] = 5.0  # a padded position of example 0
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     logits = torch.zeros(2, 2)
-    real = Objective(0.0, 0.0, 1.0, 0.0, 1.0, False, hidden_positions="real")
-    full = Objective(0.0, 0.0, 1.0, 0.0, 1.0, False, hidden_positions="all")
+    real = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
+                     temperature=1.0, is_regression=False, hidden_positions="real")
+    full = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
+                     temperature=1.0, is_regression=False, hidden_positions="all")
     _, p_real = real(logits, None, s_hidden=s, targets=t, mask=mask)
     _, p_all = full(logits, None, s_hidden=s, targets=t, mask=mask)
     assert p_real["hidden"] == pytest.approx(1.0)  # every real position has error 1
@@ -319,7 +322,8 @@ def test_reference_gate_stack_and_hidden_loss_equal_the_paper_equations():
     targets = gate(H, mask, layer_map)
     for got, m in zip(targets, layer_map):
         assert torch.allclose(got, A[m - 1], rtol=0, atol=1e-10)
-    objective = Objective(0.0, 0.0, 1.0, 0.0, 1.0, False, hidden_positions="all")
+    objective = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
+                          temperature=1.0, is_regression=False, hidden_positions="all")
     total, _ = objective(torch.zeros(B, 2, dtype=torch.float64), None, s_hidden=S, targets=targets, mask=mask)
     expected = sum(((s - A[m - 1]) ** 2).mean() for s, m in zip(S, layer_map)) / len(layer_map)
     assert abs(total.item() - expected.item()) < 1e-10

@@ -88,8 +88,9 @@ def test_cached_losses_match_the_online_teacher(tmp_path, tiny_teacher, tiny_glu
     with pytest.raises(LADError, match="release_teacher"):
         module._online_teacher(data[0])
     tol = 2e-2 if dtype == "bfloat16" else 3e-3
-    for b, (t_logits, t_hidden), (loss_on, parts_on) in zip(data, online_out, online):
-        c_logits, c_hidden = cached(b)
+    for b, (t_logits, t_hidden, _), (loss_on, parts_on) in zip(data, online_out, online):
+        c_logits, c_hidden, c_attentions = cached(b)
+        assert c_attentions is None
         assert c_logits.dtype == torch.float32
         torch.testing.assert_close(c_logits, t_logits, rtol=1e-5, atol=1e-5)
         if mode == "tokens":
