@@ -298,7 +298,7 @@ def cases() -> list[Case]:
         Case("run:output_under_a_file", lambda b: (b.root.mkdir(parents=True, exist_ok=True),
                                                    (b.root / "f").write_text("x"),
                                                    [a for a in b.distil() if not a.startswith("hydra.run.dir")]
-                                                   + [f"hydra.run.dir={b.root}/f/run"])[3]),
+                                                   + [f"hydra.run.dir={b.root}/f/run"])[-1]),
         # secrets
         Case("secret:mlflow_http_down", lambda b: b.no_mlflow_off(
             b.distil(f"mlflow.tracking_uri=http://u:{SECRET}@127.0.0.1:{port}"))),
