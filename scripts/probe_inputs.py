@@ -310,7 +310,7 @@ def cases() -> list[Case]:
             b.distil(f"mlflow.tracking_uri=http://u:{SECRET}@127.0.0.1:{port}", "optim.lr=-1"))),
         Case("secret:artifact_location_with_key", lambda b: b.no_mlflow_off(
             b.distil(f"mlflow.tracking_uri=http://127.0.0.1:{port}",
-                     f"mlflow.artifact_location=s3://bucket?secret_key={SECRET}"))),
+                     f"mlflow.artifact_location='s3://bucket?secret_key={SECRET}'"))),
         Case("secret:optuna_storage_bad", lambda b: ["distil.py", "-m", "hparams_search=lad_optuna",
                                                      "hydra.sweeper.n_trials=1",
                                                      f"hydra.sweeper.storage=postgresql://u:{SECRET}@127.0.0.1:{port}/x",
