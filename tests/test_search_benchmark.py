@@ -110,7 +110,9 @@ def test_run_records_both_arms_and_resumes(tmp_path, tiny_teacher, tiny_glue, ca
     assert ends == sorted(ends) and pruned["limit_cpu_s"] == none["trials"][-1]["end_cpu_s"]
     # it stops at the first trial ending past the budget (or at --max-trials)
     assert all(e < pruned["limit_cpu_s"] for e in ends[:-1]) and (ends[-1] >= pruned["limit_cpu_s"] or len(ends) == 3)
-    assert pruned["trials"][0]["start_cpu_s"] == 0 and pruned["trials"][1]["start_cpu_s"] == ends[0]
+    # trials follow each other (a cold first trial may use the whole budget alone)
+    starts = [t["start_cpu_s"] for t in pruned["trials"]]
+    assert starts[0] == 0 and starts[1:] == ends[:-1]
     capsys.readouterr()
     assert main(args) == 0  # resumed: both recorded, nothing runs
     assert capsys.readouterr().out.count("skipped") == 2
