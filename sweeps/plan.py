@@ -35,13 +35,10 @@ class TaskData:
 
 
 def task_data(task: str, data_dir: str) -> TaskData:
-    from omegaconf import OmegaConf
-
     from lad.data.sources import read_split
-    from lad.data.tasks import TaskSpec
+    from sweeps.baselines import task_spec
 
-    spec = TaskSpec.from_config(OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml"))
-    rows = read_split(spec, data_dir, "train", None)
+    rows = read_split(task_spec(task), data_dir, "train", None)
     words = [len(r.text_a.split()) + (len(r.text_b.split()) if r.text_b else 0) for r in rows]
     return TaskData(len(rows), statistics.fmean(words))
 
