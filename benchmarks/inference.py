@@ -30,15 +30,14 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+from omegaconf import OmegaConf
 
-from lad.fileio import write_json, write_text  # noqa: E402
+from lad.fileio import write_json, write_text
 
 BACKENDS = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8")
 GOAL_3LAYER_THROUGHPUT = 1.9

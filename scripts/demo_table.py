@@ -22,10 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from lad.errors import LADError  # noqa: E402
+from lad.errors import LADError
 
 
 @dataclass

@@ -19,9 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from lad.errors import LADError  # noqa: E402
+from lad.errors import LADError
 
 HF_DATASET = "nyu-mll/glue"
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "ax")

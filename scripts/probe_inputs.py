@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 SECRET = "Xy9SecretPw"
 
@@ -151,8 +149,10 @@ def _schema_cases() -> list[Case]:
     """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
     from omegaconf import OmegaConf
 
-    from conftest import compose
     from lad.schema import KEYS
+    from scripts.testhelpers import load
+
+    compose = load("conftest").compose
 
     defaults = compose("distil", ["teacher=local", "student=2layer"])
     cases = []
@@ -613,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="merge this run's results into this markdown file (and its .json twin): cases "
                              "run now replace their earlier row, so flagged cases can be re-run alone")
     args = parser.parse_args(argv)
-    from conftest import save_tiny_model, write_sst2_like
+    from scripts.testhelpers import load
+
+    conftest = load("conftest")
+    save_tiny_model, write_sst2_like = conftest.save_tiny_model, conftest.write_sst2_like
 
     # the other classes first, then one wrong value per typed key
     every = cases()

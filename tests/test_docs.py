@@ -27,3 +27,14 @@ def test_docs_has_at_most_ten_top_level_files_and_the_recordings_live_under_resu
     page = (REPO / "docs" / "benchmarks" / "search.md").read_text()
     missing = [t for t in LINK.findall(page) if not (REPO / "docs" / "benchmarks" / t).resolve().exists()]
     assert missing == []
+
+
+def test_no_path_hacks_outside_tests():
+    """sweeps/, benchmarks/, scripts/ and the entry scripts import the installed packages: no
+    ``sys.path`` edits outside tests/ (a script that needs a test helper loads it by file path)."""
+    hacks = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
+    found = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py")
+             if p.relative_to(REPO).parts[0] not in {"tests", ".venv", "build", "node_modules"}
+             and not any(part.startswith(".") for part in p.relative_to(REPO).parts)
+             and hacks.search(p.read_text())]
+    assert found == []
