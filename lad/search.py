@@ -288,6 +288,10 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     params = OmegaConf.to_container(scfg.params, resolve=False) if scfg.get("params") else {}
     space = load_space(str(scfg.space_file), params)
     check_group_choices(space)
+    if cfg.teacher.source == "path" and not any(k.split(".")[0] == "teacher" for k in space.distributions):
+        from lad.models.teacher import resolve_teacher_dir
+
+        resolve_teacher_dir(cfg.teacher)  # no teacher: one error before a study exists, not N failed trials
     prune_on = resolve_prune_on(scfg, task)
     pruner = make_pruner(scfg)  # config errors before a study is created
     lock = lock_path(str(scfg.storage)) if scfg.storage else None

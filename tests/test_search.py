@@ -174,6 +174,8 @@ def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
         search(tmp_path, tiny_teacher, tiny_glue, 1, "search.prune_on=f1")
     with pytest.raises(ConfigError, match=r"search.params.gate: no option 'meen' in conf/gate/ \(options: attention, lad"):
         search(tmp_path, tiny_teacher, tiny_glue, 1, "++search.params.gate='choice(lad,meen)'")
+    with pytest.raises(ConfigError, match=r"teacher.path .*nowhere does not exist: fine-tune one first"):
+        search(tmp_path, tmp_path / "nowhere", tiny_glue, 1)
     assert not (tmp_path / "optuna.db").exists()  # all rejected before a study is created
 
 
