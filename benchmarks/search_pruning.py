@@ -125,10 +125,17 @@ def _f(value, fmt: str = ".4f") -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
+def references(setup: dict, baselines: dict) -> tuple[float | None, float | None]:
+    """The majority-class dev score of the task (results/baselines.json) and the recorded teacher's."""
+    majority = baselines.get(setup["task"], {}).get("score")
+    return majority, (setup.get("teacher") or {}).get("score")
+
+
+def page_lines(pairs: dict[int, dict], figure: str, command: str, baselines: dict) -> list[str]:
     rows = paired_budgets(pairs)
     first = next(iter(pairs.values()))
     setup = first["none"]["setup"]
+    majority, teacher = references(setup, baselines)
     cpu = [search_time(p["none"]) for p in pairs.values()]
     lines = [
         "# Search benchmark: does pruning find a better trial in the same time?",
@@ -154,19 +161,24 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str) -> list[str]:
         f"Unpruned search time per seed: {', '.join(f'{s:.0f} s' for s in cpu)}. "
         f"Recorded on {first['none'].get('machine', 'an unrecorded machine')}.",
         "",
+        f"**References on the same dev set.** Always predicting the majority class: {_f(majority)} "
+        f"([`results/baselines.json`](../../results/baselines.json)); the teacher: {_f(teacher)}. "
+        "Both are on the figure and in every row below.",
+        "",
         f"![best-so-far vs time]({figure})",
         "",
         "Means over the seeds with a complete trial in both arms by that budget; sign test: two-sided, "
         "over the seeds whose arms differ.",
         "",
-        "| budget | unpruned best (mean) | pruned best (mean) | pruned − unpruned: mean | sd | min | max "
+        "| budget | majority class | teacher | unpruned best (mean) | pruned best (mean) | pruned − unpruned: mean | sd | min | max "
         "| pruned better / tied / worse | sign test p | reading |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in rows:
         paired = [s for s in row["seeds"].values() if s["diff"] is not None]
         lines.append(
-            f"| {row['budget']:.0%} | {_f(statistics.fmean(s['none'] for s in paired) if paired else None)} | "
+            f"| {row['budget']:.0%} | {_f(majority)} | {_f(teacher)} | "
+            f"{_f(statistics.fmean(s['none'] for s in paired) if paired else None)} | "
             f"{_f(statistics.fmean(s['pruned'] for s in paired) if paired else None)} | "
             f"{_f(row.get('mean'), '+.4f')} | "
             f"{_f(row.get('sd'))} | {_f(row.get('min'), '+.4f')} | {_f(row.get('max'), '+.4f')} | "
@@ -213,7 +225,7 @@ def answer(rows: list[dict]) -> str:
     return head + ": " + "; ".join(parts) + "."
 
 
-def draw(pairs: dict[int, dict], path: Path) -> None:
+def draw(pairs: dict[int, dict], path: Path, majority: float | None = None, teacher: float | None = None) -> None:
     """Best-so-far vs time (fraction of each seed's unpruned search time): each seed thin, and the
     mean over the seeds with the band between the lowest and the highest, from the time every seed
     has a complete trial."""
@@ -242,6 +254,9 @@ def draw(pairs: dict[int, dict], path: Path) -> None:
         ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.2, label=f"{label}: min–max")
     for b in BUDGETS:
         ax.axvline(100 * b, color="grey", lw=0.6, ls=":")
+    for value, style, label in ((teacher, "-.", "teacher"), (majority, "--", "majority class")):
+        if value is not None:
+            ax.axhline(value, color="black", lw=1, ls=style, label=label)
     ax.set_xlim(0, 100)
     ax.set_xlabel("time, % of the seed's unpruned search (CPU time, one thread)")
     ax.set_ylabel("best dev score so far")
@@ -255,16 +270,19 @@ def draw(pairs: dict[int, dict], path: Path) -> None:
 def report(args) -> int:
     from lad.errors import ConfigError
 
+    from sweeps.baselines import read_baselines
+
     pairs = load_pairs(Path(args.records))
     if not pairs:
         raise ConfigError(f"no seed recorded in both arms under {args.records} "
                           "(record some: python benchmarks/search_pruning.py run)")
     page = Path(args.page)
     figure = page.with_suffix(".png")
-    draw(pairs, figure)
+    baselines = read_baselines()
+    draw(pairs, figure, *references(next(iter(pairs.values()))["none"]["setup"], baselines))
     default = Path(args.records).resolve() == RECORDS and page.resolve() == PAGE
     command = "python benchmarks/search_pruning.py report" + ("" if default else f" {args.records} --page {args.page}")
-    write_text(page, "\n".join(page_lines(pairs, figure.name, command)))
+    write_text(page, "\n".join(page_lines(pairs, figure.name, command, baselines)))
     print(f"wrote {page} and {figure} from {len(pairs)} seed(s)")
     return 0
 
@@ -283,6 +301,17 @@ class Clock:
         self.ends[trial.number] = (cpu, time.time() - self.wall0)
         if self.limit_s is not None and cpu >= self.limit_s:
             study.stop()
+
+
+def teacher_score(cfg) -> dict:
+    """The fine-tuned teacher's best dev score (the ``metrics.json`` train_teacher.py writes next to
+    it; ``None`` for a teacher without one), recorded next to the searches."""
+    path = Path(str(cfg.teacher.path)) / "metrics.json"
+    if not path.is_file():
+        return {"path": str(cfg.teacher.path), "metric": None, "score": None}
+    metrics = json.loads(path.read_text())
+    main = metrics["main_metric"]
+    return {"path": str(cfg.teacher.path), "metric": main, "score": metrics["best"][main]}
 
 
 def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
@@ -317,12 +346,13 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
     best = [t["value"] for t in records if t["state"] == "COMPLETE"]
     return {"seed": seed, "arm": arm, "pruner": pruner, "limit_cpu_s": limit_s, "machine": platform.machine(),
             "setup": {"task": args.task, "trials": args.trials, "max_trials": args.max_trials, "steps": args.steps,
-                      "eval_every": args.eval_every, "pruner": args.pruner, "overrides": list(args.overrides)},
+                      "eval_every": args.eval_every, "pruner": args.pruner, "overrides": list(args.overrides),
+                      "teacher": args.teacher},
             "final_best": max(best) if best else None, "trials": records}
 
 
-def check_run_args(args) -> None:
-    """Bad settings or overrides: one error before any search starts."""
+def check_run_args(args) -> dict:
+    """Bad settings or overrides: one error before any search starts. Returns the teacher's score."""
     from hydra.errors import HydraException
 
     from lad.errors import ConfigError
@@ -337,14 +367,15 @@ def check_run_args(args) -> None:
     except HydraException as exc:
         raise ConfigError(f"bad override: {str(exc).splitlines()[0]}") from None
     if not Path(str(cfg.teacher.path)).is_dir():
-        raise ConfigError(f"no fine-tuned teacher at {cfg.teacher.path} (train it: python train_teacher.py "
-                          f"task={args.task})")
+        raise ConfigError(f"no fine-tuned teacher at {cfg.teacher.path} (train it: python sweeps/teachers.py "
+                          f"--tasks {args.task})")
+    return teacher_score(cfg)
 
 
 def run(args) -> int:
     from lad.config import setup_environment
 
-    check_run_args(args)
+    args.teacher = check_run_args(args)
     setup_environment()
     out = Path(args.out)
     todo = [(seed, arm) for seed in args.seeds for arm in ARMS if not (out / f"seed{seed}-{arm}.json").exists()]
@@ -373,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     live = sub.add_parser("run", help="record pruned and unpruned searches (resumable)")
     live.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    live.add_argument("--task", default="mrpc")
+    live.add_argument("--task", default="sst2")
     live.add_argument("--trials", type=int, default=8, help="trials of the unpruned search")
     live.add_argument("--max-trials", type=int, default=24, help="at most this many trials in the pruned search")
     live.add_argument("--steps", type=int, default=80)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -14,7 +15,7 @@ def trial(end: float, state: str = "COMPLETE", value=None) -> dict:
 
 
 SETUP = {"task": "mrpc", "trials": 4, "max_trials": 12, "steps": 80, "eval_every": 20, "pruner": "median",
-         "overrides": []}
+         "overrides": [], "teacher": {"path": "t", "metric": "f1", "score": 0.875}}
 
 
 def recordings() -> dict:
@@ -72,9 +73,13 @@ def test_report_writes_the_page_and_figure_from_recordings(tmp_path):
     assert main(["report", str(tmp_path), "--page", str(page)]) == 0
     text = page.read_text()
     assert page.with_suffix(".png").stat().st_size > 1000 and "![best-so-far vs time](search.png)" in text
-    assert ("| 100% | 0.8000 | 0.8100 | +0.0100 | 0.0283 | -0.0100 | +0.0300 | 1 / 0 / 1 | 1.000 "
+    from sweeps.baselines import read_baselines
+
+    majority = f"{read_baselines()['mrpc']['score']:.4f}"  # the trivial baseline and the teacher in every row
+    assert f"Always predicting the majority class: {majority}" in text and "the teacher: 0.8750" in text
+    assert (f"| 100% | {majority} | 0.8750 | 0.8000 | 0.8100 | +0.0100 | 0.0283 | -0.0100 | +0.0300 | 1 / 0 / 1 | 1.000 "
             "| no consistent difference |") in text
-    assert "| 25% | 0.8000 | 0.7900 | -0.0100 |" in text and "(1 seed(s) without a complete trial in an arm)" in text
+    assert f"| 25% | {majority} | 0.8750 | 0.8000 | 0.7900 | -0.0100 |" in text and "(1 seed(s) without a complete trial in an arm)" in text
     assert "| 1 | 0.8000 → 0.7900 | 0.8200 → 0.7900 | 0.8500 → 0.8400 | 4 / 2 |" in text
     assert "| 25% |" in text and "too few seeds with a complete trial in both arms" in text
     assert "Pruning does not reliably help here" in text and "2 seeds" in text
@@ -96,15 +101,20 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 
 def test_run_records_both_arms_and_resumes(tmp_path, tiny_teacher, tiny_glue, capsys):
-    """The live driver on the tiny teacher: the pruned arm stops at the unpruned arm's CPU time."""
+    """The live driver on the tiny teacher: the pruned arm stops at the unpruned arm's CPU time; the
+    teacher's dev score is recorded with the searches."""
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher_dir)
+    (teacher_dir / "metrics.json").write_text(json.dumps({"main_metric": "accuracy", "best": {"accuracy": 0.625}}))
     args = ["run", "--seeds", "1", "--task", "sst2", "--trials", "2", "--max-trials", "3", "--steps", "4",
-            "--eval-every", "2", "--out", str(tmp_path / "rec"), "teacher=local", f"teacher.path={tiny_teacher}",
+            "--eval-every", "2", "--out", str(tmp_path / "rec"), "teacher=local", f"teacher.path={teacher_dir}",
             f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}", "student=2layer",
             "optim.batch_size=16", "search.startup_trials=1"]
     assert main(args) == 0
     none = json.loads((tmp_path / "rec" / "seed1-none.json").read_text())
     pruned = json.loads((tmp_path / "rec" / "seed1-pruned.json").read_text())
     assert [t["number"] for t in none["trials"]] == [0, 1] and none["pruner"] == "none"
+    assert none["setup"]["teacher"] == {"path": str(teacher_dir), "metric": "accuracy", "score": 0.625}
     assert all(t["state"] == "COMPLETE" and set(t["reports"]) == {"2", "4"} for t in none["trials"])
     ends = [t["end_cpu_s"] for t in pruned["trials"]]
     assert ends == sorted(ends) and pruned["limit_cpu_s"] == none["trials"][-1]["end_cpu_s"]
