@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np
-from omegaconf import OmegaConf
+import numpy as np  # noqa: E402 - after the environment defaults above
+from omegaconf import OmegaConf  # noqa: E402
 
-from lad.fileio import write_json, write_text
+from lad.fileio import write_json, write_text  # noqa: E402
 
 BACKENDS = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8")
 GOAL_3LAYER_THROUGHPUT = 1.9

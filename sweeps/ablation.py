@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lad.config import CONF_DIR, register_resolvers, run_dirname
+from lad.errors import ConfigError, LADError
+from sweeps.export import absolute_uri, load_mlflow_records, read_export
+from sweeps.kinds import cell_key, is_grid_cell
+
 REPO = Path(__file__).resolve().parent.parent
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
-
-from lad.config import CONF_DIR, register_resolvers, run_dirname  # noqa: E402
-from lad.errors import ConfigError, LADError  # noqa: E402
-from sweeps.export import absolute_uri, load_mlflow_records, read_export  # noqa: E402
-from sweeps.kinds import cell_key, is_grid_cell  # noqa: E402
 
 # overrides that only control how a cell runs (not what it trains); purpose=results lets
 # sweeps/export.py put the run into results/runs.jsonl

@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-REPO = Path(__file__).resolve().parent.parent
+from lad.fileio import write_text
+from lad.tracking import sqlite_path
 
-from lad.fileio import write_text  # noqa: E402
-from lad.tracking import sqlite_path  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPORT = Path("results") / "runs.jsonl"
