@@ -200,6 +200,7 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str, baselines: dic
               "covers zero is no evidence either way, and even the same sign on every seed would be weak "
               f"evidence (two-sided sign-test p = {min(1.0, 2 * 0.5 ** len(pairs)):.3f}).", "",
               "## Reproduce", "", "```bash",
+              f"python sweeps/teachers.py --tasks {setup['task']}   # the teacher (skipped when it is trained)",
               run_command(setup, sorted(pairs)) + "   # resumable: skips recorded seeds",
               "python benchmarks/search_pruning.py report", "```", ""]
     return lines
