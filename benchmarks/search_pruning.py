@@ -125,6 +125,27 @@ def _f(value, fmt: str = ".4f") -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def trial_spread(pairs: dict[int, dict]) -> dict:
+    """How far apart the unpruned searches' complete trials score: lowest, highest, and the mean over
+    seeds of each search's standard deviation (small next to dev noise = the best trial is a draw)."""
+    per_seed = [[t["value"] for t in pair["none"]["trials"] if t["state"] == "COMPLETE"] for pair in pairs.values()]
+    values = [v for seed in per_seed for v in seed]
+    sds = [statistics.stdev(seed) for seed in per_seed if len(seed) > 1]
+    return {"min": min(values, default=None), "max": max(values, default=None),
+            "sd": statistics.fmean(sds) if sds else None}
+
+
+def dev_noise(setup: dict, baselines: dict, teacher: float | None) -> str:
+    """The binomial standard error of one dev accuracy at the teacher's level (accuracy tasks only)."""
+    base = baselines.get(setup["task"], {})
+    n = base.get("dev_examples")
+    if base.get("main_metric") != "accuracy" or not n or teacher is None:
+        return ""
+    se = (teacher * (1 - teacher) / n) ** 0.5
+    return (f" For scale: on {n} dev examples, one accuracy near the teacher's has a binomial standard "
+            f"error of {se:.4f}.")
+
+
 def references(setup: dict, baselines: dict) -> tuple[float | None, float | None]:
     """The majority-class dev score of the task (results/baselines.json) and the recorded teacher's."""
     majority = baselines.get(setup["task"], {}).get("score")
@@ -194,7 +215,11 @@ def page_lines(pairs: dict[int, dict], figure: str, command: str, baselines: dic
         states = [t["state"] for t in pair["pruned"]["trials"]]
         lines.append(f"| {seed} | " + " | ".join(cells) + f" | {states.count('COMPLETE')} / {states.count('PRUNED')} |")
     full = rows[-1]
+    spread = trial_spread(pairs)
     lines += ["", "**Answer.** " + answer(rows), "",
+              f"The unpruned searches' complete trials score from {_f(spread['min'])} to {_f(spread['max'])} "
+              f"(standard deviation within a search, mean over seeds: {_f(spread['sd'])})."
+              + dev_noise(setup, baselines, teacher), "",
               f"At the full budget the paired differences range from {_f(full.get('min'), '+.4f')} to "
               f"{_f(full.get('max'), '+.4f')}: with {len(pairs)} seeds, a mean difference whose spread "
               "covers zero is no evidence either way, and even the same sign on every seed would be weak "
