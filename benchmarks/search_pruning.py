@@ -107,6 +107,8 @@ def verdict(row: dict) -> str:
         return f"pruned ahead on all {row['n']} seeds"
     if row["worse"] == row["n"]:
         return f"unpruned ahead on all {row['n']} seeds"
+    if row["tied"] == row["n"]:
+        return f"tied on all {row['n']} seeds"
     return "no consistent difference"
 
 
@@ -262,7 +264,7 @@ def draw(pairs: dict[int, dict], path: Path, majority: float | None = None, teac
 
     data = curves(pairs)
     grid = data["grid"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 5))
     for arm, colour, label in (("none", "tab:blue", "no pruning"), ("pruned", "tab:orange", "pruned")):
         for seed in data[arm]:
             known = [(100 * x, v) for x, v in zip(grid, seed) if v is not None]
@@ -280,13 +282,24 @@ def draw(pairs: dict[int, dict], path: Path, majority: float | None = None, teac
         ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.2, label=f"{label}: min–max")
     for b in BUDGETS:
         ax.axvline(100 * b, color="grey", lw=0.6, ls=":")
+    # the axis spans the searches and the teacher; a reference far below (the majority class) would
+    # flatten every curve, so it is named in the legend with its value instead of drawn
+    seen = [v for arm in ARMS for seed in data[arm] for v in seed if v is not None]
+    low_y = min(seen, default=0.0)
+    high_y = max(seen + ([teacher] if teacher is not None else []), default=1.0)
+    pad = 0.1 * (high_y - low_y) or 0.01
+    ax.set_ylim(low_y - pad, high_y + pad)
     for value, style, label in ((teacher, "-.", "teacher"), (majority, "--", "majority class")):
-        if value is not None:
-            ax.axhline(value, color="black", lw=1, ls=style, label=label)
+        if value is None:
+            continue
+        if low_y - pad <= value <= high_y + pad:
+            ax.axhline(value, color="black", lw=1, ls=style, label=f"{label} {value:.4f}")
+        else:
+            ax.plot([], [], color="black", lw=1, ls=style, label=f"{label} {value:.4f} (off the axis)")
     ax.set_xlim(0, 100)
     ax.set_xlabel("time, % of the seed's unpruned search (CPU time, one thread)")
     ax.set_ylabel("best dev score so far")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})

@@ -138,3 +138,13 @@ def test_dev_noise_is_the_binomial_error_of_an_accuracy_at_the_teachers_level():
     assert "872 dev examples" in dev_noise({"task": "sst2"}, base, 0.88)
     assert "error of 0.0110." in dev_noise({"task": "sst2"}, base, 0.88)  # sqrt(0.88 * 0.12 / 872)
     assert dev_noise({"task": "mrpc"}, base, 0.85) == "" and dev_noise({"task": "sst2"}, base, None) == ""
+
+
+def test_verdict_names_ties_and_one_sided_results():
+    from benchmarks.search_pruning import diff_summary, verdict
+
+    assert verdict(diff_summary([0.0, 0.0, 0.0])) == "tied on all 3 seeds"
+    assert verdict(diff_summary([0.01, 0.02, 0.01])) == "pruned ahead on all 3 seeds"
+    assert verdict(diff_summary([-0.01, -0.02])) == "unpruned ahead on all 2 seeds"
+    assert verdict(diff_summary([0.01, 0.0, -0.01])) == "no consistent difference"
+    assert verdict(diff_summary([0.01, None])) == "too few seeds with a complete trial in both arms"
