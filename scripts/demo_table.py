@@ -22,7 +22,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from lad.errors import LADError
 
 
