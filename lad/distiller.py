@@ -119,13 +119,13 @@ class Distiller(nn.Module):
         extra = {"output_attentions": True} if attentions else {}
         return self.student(**forward_inputs(self.student, batch), output_hidden_states=hidden, **extra)
 
-    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         needs = self.objective.student_needs
         s_out = self.student_forward(batch, hidden=HIDDEN in needs, attentions=STUDENT_ATTENTIONS in needs)
         teacher = self.teacher_outputs(batch) if self.objective.needs_teacher else None
         return self.objective.evaluate(StepInputs(self, batch, s_out, teacher))
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         """The training step (so that DistributedDataParallel can wrap the module)."""
         return self.training_step(batch)
 

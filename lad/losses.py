@@ -101,20 +101,23 @@ class Objective:
 
     def __call__(self, s_logits: Tensor, labels: Tensor | None = None, t_logits: Tensor | None = None,
                  s_hidden=None, targets=None, mask: Tensor | None = None, **more: Any):
-        """Evaluate on inputs given by name (see :class:`lad.loss_terms.LossTerm`)."""
-        return self.evaluate(Inputs(s_logits=s_logits, labels=labels, t_logits=t_logits, s_hidden=s_hidden,
-                                    targets=targets, mask=mask, **more))
+        """Evaluate on inputs given by name (see :class:`lad.loss_terms.LossTerm`); parts as floats."""
+        total, parts = self.evaluate(Inputs(s_logits=s_logits, labels=labels, t_logits=t_logits, s_hidden=s_hidden,
+                                            targets=targets, mask=mask, **more))
+        return total, {k: float(v) for k, v in parts.items()}
 
-    def evaluate(self, inputs: Any) -> tuple[Tensor, dict[str, float]]:
-        """Return ``(total, parts)``; ``parts`` has the unweighted value of every configured term (0.0 if off)."""
+    def evaluate(self, inputs: Any) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """Return ``(total, parts)``; ``parts`` has the unweighted value of every configured term (0.0 if off).
+
+        The computed parts are detached 0-dim tensors on the loss's device, so a training step never
+        waits for the device to report them (the loop reads them every ``trainer.log_every`` steps).
+        """
         total = inputs.s_logits.new_zeros((), dtype=at_least_fp32(inputs.s_logits.dtype))
-        parts = dict.fromkeys(self.weights, 0.0)
-        values = [(name, weight, term(inputs)) for name, weight, term in self.terms]
-        for _, weight, value in values:
+        parts: dict[str, Tensor | float] = dict.fromkeys(self.weights, 0.0)
+        for name, weight, term in self.terms:
+            value = term(inputs)
             total = total + weight * value
-        floats = torch.stack([v.detach().float() for _, _, v in values]).tolist()
-        for (name, _, _), value in zip(values, floats):
-            parts[name] = value
+            parts[name] = value.detach().float()
         return total, parts
 
 

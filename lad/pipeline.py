@@ -331,7 +331,7 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     from lad.data.features import load_features
     from lad.distributed import DistContext
     from lad.data.sources import read_split, with_labels
-    from lad.runtime import pick_device, seed_everything, set_threads
+    from lad.runtime import pick_device, resolve_precision, seed_everything, set_threads
     from lad.tracking import config_tags, connect, make_tracker
 
     dist = DistContext.from_env()
@@ -353,6 +353,7 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     seed_everything(int(cfg.seed))
     asm = BUILDERS[entry](cfg, task, memo)
     asm.extra_params["runtime.num_threads"] = threads
+    asm.extra_params["runtime.precision"] = resolve_precision(str(cfg.trainer.precision), device)
     module = asm.module
     max_len = model_max_len(task, asm)
     cache_dir = Path(str(cfg.data.cache_dir))
@@ -537,6 +538,7 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         "steps": result.global_step, "history": result.history,
         "train_examples_per_s": result.train_examples_per_s, "peak_rss_mb": peak_rss,
         "wall_s": time.time() - t0, "resumed_from": result.resumed_from,
+        "precision": result.precision, "num_threads": asm.extra_params.get("runtime.num_threads"),
         "truncated": {k.split(".", 1)[1].removesuffix("_truncated"): v for k, v in asm.extra_params.items()
                       if k.endswith("_truncated")},
     }

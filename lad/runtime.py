@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,42 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} requested but CUDA is not available (use device=auto or cpu)")
     return torch.device(name)
+
+
+def cpu_info() -> dict:
+    """The CPU's model name and instruction-set flags from ``/proc/cpuinfo`` (empty where unreadable)."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": flags}
+
+
+# CPU instruction sets with native bf16 matrix products (oneDNN uses them under autocast)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``trainer.precision`` as it will run: ``bf16`` (autocast) or ``fp32``.
+
+    ``auto`` picks bf16 where the hardware computes it natively, i.e. on a CUDA GPU that supports
+    bf16 and on a CPU with AVX-512-BF16 or AMX (the recorded accuracy check and the step-time
+    benchmark behind this choice: docs/benchmarks/performance.md); fp32 elsewhere, where bf16
+    autocast would be emulated and slower.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if any(f in cpu_info()["flags"] for f in BF16_CPU_FLAGS) else "fp32"
+    return "fp32"
 
 
 def seed_everything(seed: int) -> None:

@@ -63,6 +63,7 @@ KEYS: dict[str, Key] = {
     # optimisation
     "optim.lr": FLOAT_POS,
     "optim.gate_lr": FLOAT_NONNEG,
+    "optim.impl": Key("choice", choices=("auto", "fused", "foreach", "for_loop")),
     "optim.weight_decay": FLOAT_NONNEG,
     "optim.warmup_ratio": Key("float", low=0, high=1),
     "optim.batch_size": INT_POS,

@@ -19,7 +19,7 @@ import torch
 from lad import checkpoint as ckpt
 from lad.errors import LADError
 from lad.distributed import DistContext
-from lad.runtime import rng_state, set_rng_state
+from lad.runtime import resolve_precision, rng_state, set_rng_state
 from lad import schedules
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class TrainResult:
     history: list = field(default_factory=list)
     train_examples_per_s: float = 0.0
     resumed_from: int | None = None
+    precision: str = "fp32"     # what ran: bf16 (autocast) or fp32
 
 
 def no_decay_ids(module) -> set[int]:
@@ -57,11 +58,22 @@ def no_decay_ids(module) -> set[int]:
     return ids
 
 
-def build_optimizers(module, optim_cfg, total_steps: int):
+def _adamw_kwargs(impl: str, device: torch.device) -> dict:
+    """``optim.impl`` as torch.optim.AdamW arguments: ``fused`` (one kernel over all weights),
+    ``foreach``, ``for_loop``; ``auto`` = fused where torch has the kernel (CPU and CUDA)."""
+    if impl == "auto":
+        impl = "fused" if device.type in ("cpu", "cuda") else "default"
+    return {"fused": {"fused": True}, "foreach": {"foreach": True},
+            "for_loop": {"foreach": False}}.get(impl, {})
+
+
+def build_optimizers(module, optim_cfg, total_steps: int, device: torch.device | None = None):
     """One AdamW + Hugging Face schedule per parameter group, and the parameter lists to clip."""
     optimizers, schedulers, clip = [], [], []
     warmup = int(round(float(optim_cfg.warmup_ratio) * total_steps))
     kind = str(optim_cfg.get("lr_scheduler_type", "linear"))
+    impl = _adamw_kwargs(str(optim_cfg.get("impl", "auto")),
+                         device or next(module.parameters()).device)
     exempt = no_decay_ids(module)
     for group in module.param_groups(float(optim_cfg.lr), float(optim_cfg.gate_lr)):
         if not group.params:
@@ -71,12 +83,67 @@ def build_optimizers(module, optim_cfg, total_steps: int):
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(optim_cfg.weight_decay)},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=group.lr,
+            lr=group.lr, **impl,
         )
         optimizers.append(opt)
         schedulers.append(schedules.build(kind, opt, warmup, total_steps))
         clip.extend(unit for unit in group.units() if unit)
     return optimizers, schedulers, clip
+
+
+class NonFiniteGuard:
+    """Notices a non-finite loss or gradient norm without a host sync at every step.
+
+    Each step's loss, largest gradient norm and loss parts stay on the device; the values of the
+    first bad step are kept, and from that step on every optimiser update is skipped on the
+    device (the fused AdamW kernel's ``found_inf`` input), so the weights stay those of the last
+    good step. :meth:`check` reads one flag (the only sync) and raises
+    :class:`TrainingDiverged`; the loop calls it every ``trainer.log_every`` steps and before
+    every evaluation and checkpoint, so nothing from a bad step is ever evaluated or saved.
+    Optimisers without that input (``optim.impl`` other than fused) are checked at every step.
+    """
+
+    def __init__(self, optimizers, device: torch.device, recovery_hint: Callable[[], str]) -> None:
+        self.optimizers = optimizers
+        self.deferred = all(opt.defaults.get("fused") for opt in optimizers)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.skip = torch.zeros((), dtype=torch.float32, device=device)
+        self.step = torch.zeros((), dtype=torch.float32, device=device)
+        self.record: torch.Tensor | None = None
+        self.names: list[str] = []
+        self.hint = recovery_hint
+        if self.deferred:
+            for opt in optimizers:
+                opt.found_inf = self.skip  # read by the fused kernel: 1.0 = skip this update
+
+    def observe(self, loss: torch.Tensor, norms: list, parts: dict) -> None:
+        """Record this step (after backward and clipping, before the optimiser step)."""
+        device = self.bad.device
+        self.step += 1
+        self.names = list(parts)
+        norm = torch.stack([torch.as_tensor(n, device=device).float().reshape(()) for n in norms]).max() \
+            if norms else torch.zeros((), device=device)
+        values = torch.stack([self.step, loss.detach().float().reshape(()), norm,
+                              *(torch.as_tensor(v, device=device).detach().float().reshape(())
+                                for v in parts.values())])
+        self.record = values if self.record is None or self.record.shape != values.shape \
+            else torch.where(self.bad, self.record, values)
+        self.bad |= ~torch.isfinite(values[1:3]).all()
+        self.skip.copy_(self.bad)
+        if not self.deferred:
+            self.check()
+
+    def check(self) -> None:
+        if self.record is None or not bool(self.bad):
+            return
+        step, loss, norm, *parts = self.record.tolist()
+        shown = _fmt(dict(zip(self.names, parts)))
+        if not math.isfinite(loss):
+            what = f"loss became {loss} at step {int(step)} (parts: {shown}); "
+        else:
+            what = (f"gradient norm became {norm} at step {int(step)} (loss {loss:.4g}; parts: {shown}); "
+                    "no update was applied; ")
+        raise TrainingDiverged(what + self.hint())
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -119,7 +186,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         per_epoch, total = self._plan()
         module = self.module.to(self.device)
-        optimizers, schedulers, clip_groups = build_optimizers(module, self.ocfg, total)
+        optimizers, schedulers, clip_groups = build_optimizers(module, self.ocfg, total, self.device)
+        guard = NonFiniteGuard(optimizers, self.device, lambda: ckpt.recovery_hint(self.ckpt_dir))
         step, epoch, in_epoch = 0, 0, 0
         best_score, best_step, best, last, history = -math.inf, -1, {}, {}, []
         train_time, seen = 0.0, 0
@@ -146,8 +214,8 @@ class Trainer:
         eval_every = int(self.tcfg.eval_every or 0)
         ckpt_every = int(self.tcfg.ckpt_every or 0)
         log_every = max(1, int(self.tcfg.log_every or 1))
-        precision = str(self.tcfg.precision)
-        amp = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        precision = resolve_precision(str(self.tcfg.precision), self.device)
+        amp = precision == "bf16"
         dist = self.dist
         model = dist.wrap(module, self.device)  # DDP under torchrun; forward() is the training step
         bar = None
@@ -172,6 +240,7 @@ class Trainer:
 
         def run_eval() -> None:
             nonlocal best_score, best_step, best, last
+            guard.check()  # nothing from a diverged step is evaluated or saved
             if not dist.is_main:  # rank 0 evaluates; the others go on to the next step
                 return
             module.eval()
@@ -193,72 +262,67 @@ class Trainer:
         module.train()
         parts_acc: dict[str, float] = {}
         n_acc = 0
-        while step < total:
-            batches = self.make_batches(epoch)
-            for b_idx in range(in_epoch, len(batches)):
-                if step >= total:
-                    break
-                if dist.enabled and len(batches[b_idx]) < dist.world:
-                    in_epoch = b_idx + 1  # a tail batch too small to give every rank an example
-                    continue
-                t0 = time.perf_counter()
-                batch = to_device(self.collate(dist.shard(batches[b_idx])), self.device)
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, parts = model(batch)
-                if not torch.isfinite(loss):
+        try:
+            while step < total:
+                batches = self.make_batches(epoch)
+                for b_idx in range(in_epoch, len(batches)):
+                    if step >= total:
+                        break
+                    if dist.enabled and len(batches[b_idx]) < dist.world:
+                        in_epoch = b_idx + 1  # a tail batch too small to give every rank an example
+                        continue
+                    t0 = time.perf_counter()
+                    batch = to_device(self.collate(dist.shard(batches[b_idx])), self.device)
+                    with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
+                        loss, parts = model(batch)
+                    loss.backward()
+                    norms = [torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
+                             for params in clip_groups]
+                    guard.observe(loss, norms, parts)
+                    for opt, sch in zip(optimizers, schedulers):
+                        opt.step()
+                        sch.step()
+                        opt.zero_grad(set_to_none=True)
+                    step += 1
+                    in_epoch = b_idx + 1
+                    n = int(batch["input_ids"].shape[0]) * dist.world
+                    seen += n
+                    train_time += time.perf_counter() - t0
+                    # accumulated on the device; read every log_every steps (no per-step host sync)
+                    for k, v in parts.items():
+                        parts_acc[k] = parts_acc.get(k, 0.0) + torch.as_tensor(v).detach().float()
+                    parts_acc["loss"] = parts_acc.get("loss", 0.0) + loss.detach().float()
+                    n_acc += 1
                     if bar is not None:
-                        bar.close()
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1} (parts: {_fmt(parts)}); "
-                        + ckpt.recovery_hint(self.ckpt_dir)
-                    )
-                loss.backward()
-                norms = [torch.nn.utils.clip_grad_norm_(params, float(self.ocfg.max_grad_norm))
-                         for params in clip_groups]
-                if not all(torch.isfinite(n) for n in norms):
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingDiverged(
-                        f"gradient norm became {max(float(n) for n in norms)} at step {step + 1} "
-                        f"(loss {loss.item():.4g}; parts: {_fmt(parts)}); no update was applied; "
-                        + ckpt.recovery_hint(self.ckpt_dir)
-                    )
-                for opt, sch in zip(optimizers, schedulers):
-                    opt.step()
-                    sch.step()
-                    opt.zero_grad(set_to_none=True)
-                step += 1
-                in_epoch = b_idx + 1
-                n = int(batch["input_ids"].shape[0]) * dist.world
-                seen += n
-                train_time += time.perf_counter() - t0
-                for k, v in parts.items():
-                    parts_acc[k] = parts_acc.get(k, 0.0) + float(v)
-                parts_acc["loss"] = parts_acc.get("loss", 0.0) + float(loss.item())
-                n_acc += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / max(train_time, 1e-9):.1f}")
-                if step % log_every == 0 or step == total:
-                    logged = {f"train/{k}": v / n_acc for k, v in parts_acc.items()}
-                    logged["train/lr"] = schedulers[0].get_last_lr()[0]
-                    logged["train/examples_per_s"] = seen / max(train_time, 1e-9)
-                    self.tracker.log_metrics(logged, step)
-                    parts_acc, n_acc = {}, 0
-                end_of_epoch = in_epoch == len(batches)
-                if (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total:
-                    run_eval()
-                if (ckpt_every and step % ckpt_every == 0) or (not ckpt_every and end_of_epoch):
-                    save_ckpt()
-            if in_epoch >= len(batches):
-                epoch, in_epoch = epoch + 1, 0
-        if bar is not None:
-            bar.close()
+                        bar.update(1)
+                    if step % log_every == 0 or step == total:
+                        guard.check()
+                        logged = {f"train/{k}": float(v) / n_acc for k, v in parts_acc.items()}
+                        for i, sch in enumerate(schedulers):
+                            logged["train/lr" if i == 0 else f"train/lr_{i}"] = sch.get_last_lr()[0]
+                        logged["train/examples_per_s"] = seen / max(train_time, 1e-9)
+                        self.tracker.log_metrics(logged, step)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{logged['train/loss']:.4f}", ex_s=f"{logged['train/examples_per_s']:.1f}")
+                        parts_acc, n_acc = {}, 0
+                    end_of_epoch = in_epoch == len(batches)
+                    if (eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch) or step == total:
+                        run_eval()
+                    if (ckpt_every and step % ckpt_every == 0) or (not ckpt_every and end_of_epoch):
+                        guard.check()
+                        save_ckpt()
+                if in_epoch >= len(batches):
+                    epoch, in_epoch = epoch + 1, 0
+        finally:
+            if bar is not None:
+                bar.close()
+        guard.check()
         if dist.is_main and (not last or history[-1]["step"] != step):
             run_eval()
         save_ckpt()
         return TrainResult(best=best, last=last, best_step=best_step, global_step=step, history=history,
-                           train_examples_per_s=seen / max(train_time, 1e-9), resumed_from=resumed_from)
+                           train_examples_per_s=seen / max(train_time, 1e-9), resumed_from=resumed_from,
+                           precision=precision)
 
 
 def _fmt(values: dict) -> str:
