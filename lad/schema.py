@@ -104,7 +104,7 @@ KEYS: dict[str, Key] = {
     "mlflow.enabled": BOOL,
     "mlflow.register_teacher": BOOL,
     "mlflow.log_model": BOOL,
-    "mlflow.purpose": Key("choice", choices=("adhoc", "results", "demo", "smoke", "test"),
+    "mlflow.purpose": Key("choice", choices=("adhoc", "results", "tuning", "demo", "smoke", "test"),
                           hint=" (only purpose=results runs reach results/runs.jsonl)"),
     # loss (the built-in terms' weights; any other loss.<term>_weight is checked alike: see validate)
     "loss.hard_weight": FLOAT_NONNEG,
