@@ -48,6 +48,12 @@ FOOTER = """
 | `error: cannot write <file>: No space left on device` | The disk filled up during the run (the free-space check before training estimates checkpoints and model only). | Free space, then resume with `trainer.resume=true`. |
 | A run was killed (Ctrl-C, `kill -9`, machine restart) | Checkpoints are written every `trainer.ckpt_every` steps (atomic, checksummed). | Re-run the same command with `trainer.resume=true`: it continues from the newest intact checkpoint and ends with the same results as an uninterrupted run. |
 
+## Slow runs beside other work
+
+| Symptom | Cause | Fix |
+|---|---|---|
+| Steps several times slower than `docs/benchmarks/performance.md` while other jobs run, even jobs started with `nice -n 19` | PyTorch's OpenMP threads wait for each other at every operator, so one thread that loses its core stalls the step; and Linux's autogroup scheduling (on by default) shares the CPU between terminal sessions equally, so `nice` only orders processes of the same session. | Keep `trainer.num_threads=auto` (it takes the cores idle at start) or pass `trainer.num_threads=1` beside other work; start the other work with `nice -n 19`, and as root turn autogroup off so that `nice` works across sessions: `echo 0 > /proc/sys/kernel/sched_autogroup_enabled` (or give the other session's group the low priority: `echo 19 > /proc/<pid>/autogroup`). |
+
 ## What a run directory holds
 
 * One command at a time: a lock file beside the run directory (`<parent>/.<run>.lock`) stops a

@@ -293,11 +293,20 @@ def test_six_layer_student_of_twelve_layer_teacher_maps_even_layers(tmp_path, ti
     assert asm.extra_params["student.layer_map"] == "2,4,6,8,10,12"
 
 
-def test_bf16_autocast_on_cpu_trains(tmp_path, tiny_teacher, tiny_glue):
+def test_bf16_autocast_on_cpu_trains_and_the_precision_that_ran_is_recorded(tmp_path, tiny_teacher, tiny_glue,
+                                                                             monkeypatch):
+    from lad import runtime
     from lad.pipeline import run
 
     score = run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=bf16", "trainer.max_steps=2"))
     assert 0.0 <= score <= 1.0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"] == "bf16"
+    # auto follows the CPU's instruction set: bf16 only where it is native
+    for flags, expected in (({"avx2"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
+        monkeypatch.setattr(runtime, "cpu_info", lambda f=flags: {"model": "x", "flags": f})
+        out = tmp_path / f"auto-{expected}-{len(flags)}"
+        run(distil_cfg(out, tiny_teacher, tiny_glue, "trainer.precision=auto", "trainer.max_steps=1"))
+        assert json.loads((out / "run" / "metrics.json").read_text())["precision"] == expected
     with pytest.raises(ConfigError, match="trainer.precision must be"):
         run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=fp8", name="other"))
 
@@ -313,6 +322,25 @@ def test_experiment_files_override_the_primary_config(entry):
     assert cfg.mlflow.experiment == "demo-lad-sst2" and cfg.mlflow.teacher_model_name == "lad-demo-teacher-sst2"
     real = compose(entry, ["task=sst2"])
     assert real.mlflow.teacher_model_name == "lad-teacher-sst2" and real.teacher.path == "artifacts/teachers/minilm_l6/sst2"
+
+
+def test_competing_load_counts_niced_work_only_where_nice_protects(tmp_path, monkeypatch):
+    from lad import runtime
+
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "stat").write_text("1 (x) R")
+    for pid, state, nice in ((101, "R", 0), (102, "R", 19), (103, "S", 0), (104, "R", 5)):
+        rest = [state] + ["0"] * 15 + [str(nice)] + ["0"] * 5  # state is field 3, nice field 19
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "stat").write_text(f"{pid} (python (x)) " + " ".join(rest))
+    autogroup = tmp_path / "autogroup"
+    monkeypatch.setattr(runtime, "AUTOGROUP", autogroup)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    autogroup.write_text("0\n")  # nice works: the nice-19 process does not compete, sleeping ones neither
+    assert runtime.competing_load(samples=1, proc=proc) == 2
+    autogroup.write_text("1\n")  # autogroup: nice does not protect across sessions, every runnable process counts
+    assert runtime.competing_load(samples=1, proc=proc) == 3.0
 
 
 def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypatch):
