@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
 # learning-rate grids where the default recipe gave a weak teacher (CoLA MCC 0.23, RTE 0.59)
-DEFAULT_LR_GRID = {"rte": [2e-5, 5e-5, 1e-4], "cola": [2e-5, 5e-5, 1e-4]}
+DEFAULT_LR_GRID = {"rte": [2e-5, 5e-5, 1e-4, 2e-4], "cola": [2e-5, 5e-5, 1e-4, 2e-4]}
 
 
 def teacher_dir(artifacts: Path, teacher: str, task: str, lr: float | None = None) -> Path:
@@ -35,6 +35,18 @@ def teacher_dir(artifacts: Path, teacher: str, task: str, lr: float | None = Non
 
 def teacher_done(artifacts: Path, teacher: str, task: str, lr: float | None = None) -> bool:
     return (teacher_dir(artifacts, teacher, task, lr) / "metrics.json").is_file()
+
+
+def grid_covered(artifacts: Path, teacher: str, task: str, lrs: list[float]) -> bool:
+    """Whether the published teacher was chosen from (at least) these rates (a grid can be extended)."""
+    record = teacher_dir(artifacts, teacher, task) / "lr_grid.json"
+    if len(lrs) <= 1:
+        return True
+    try:
+        chosen_from = {float(lr) for lr in json.loads(record.read_text())["dev"]}
+    except (OSError, ValueError, KeyError):
+        return False
+    return {float(f"{lr:g}") for lr in lrs} <= chosen_from
 
 
 def command(task: str, args, lr: float | None = None) -> list[str]:
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     artifacts, failed = Path(args.artifacts), []
     for task in args.tasks:
         lrs = grid.get(task, [])
-        if teacher_done(artifacts, args.teacher, task):
+        if teacher_done(artifacts, args.teacher, task) and grid_covered(artifacts, args.teacher, task, lrs):
             print(f"[teachers] {task}: done, skipping", flush=True)
             continue
         for lr in (lrs if len(lrs) > 1 else [lrs[0] if lrs else None]):

@@ -37,3 +37,14 @@ def test_grid_tasks_train_into_per_rate_folders_and_single_rate_tasks_publish_di
 def test_a_bad_rate_is_one_error_line(capsys):
     assert teachers.main(["--tasks", "rte", "--dry-run", "--lr-grid", "rte=fast"]) == 2
     assert capsys.readouterr().err.startswith("error: --lr-grid")
+
+
+def test_a_grid_extended_after_publishing_trains_the_new_rate_and_publishes_again(tmp_path, capsys):
+    for lr, score in ((2e-5, 0.61), (5e-5, 0.66)):
+        _fake_teacher(tmp_path, "rte", lr, score)
+    teachers.publish_best(tmp_path, "minilm_l6", "rte", [2e-5, 5e-5])
+    assert teachers.grid_covered(tmp_path, "minilm_l6", "rte", [2e-5, 5e-5])
+    assert not teachers.grid_covered(tmp_path, "minilm_l6", "rte", [2e-5, 5e-5, 2e-4])
+    teachers.main(["--tasks", "rte", "--artifacts", str(tmp_path), "--dry-run", "--lr-grid", "rte=2e-5,5e-5,2e-4"])
+    out = capsys.readouterr().out
+    assert "rte lr=2e-05: done, skipping" in out and "optim.lr=0.0002" in out
