@@ -594,6 +594,10 @@ def ratios(rows: dict) -> tuple[dict, dict]:
 def ratio_lines(res: dict) -> list[str]:
     rows, r = res["rows"], res["ratios"]
     out = [f"{k}: **{v:.2f}x**" for k, v in r.items()]
+    if {"a", "c"} <= rows.keys():
+        flops = _ratio(rows["c"]["gflop_per_step"], rows["a"]["gflop_per_step"])
+        out.append(f"c/a FLOPs per step: **{flops:.2f}x** (the gate stack and hidden-state loss are arithmetic of "
+                   "their own: at equal efficiency the c/a step ratio cannot go below this)")
     if "c" in rows:
         out.append(f"collation share of the c step: {rows['c']['collate_share'] * 100:.1f} % (the most that "
                    "overlapping data loading with compute could save)")
