@@ -312,3 +312,69 @@ def test_lad_pareto_sweep_resumes_and_its_pick_is_exported(tmp_path: Path, tiny_
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --max-latency-ms needs a study with speed.measure=latency; this one measures flops "
         "(MFLOPs/example): use --max-speed"]
+
+
+# --- in-process search (sweeps/search.py) with two objectives ---------------------------------------
+
+
+def test_in_process_search_with_two_objectives_turns_pruning_off(tmp_path: Path, tiny_teacher: Path,
+                                                                  tiny_glue: Path, caplog) -> None:
+    from test_search import search
+
+    space = tmp_path / "space.yaml"
+    space.write_text("hydra:\n  sweeper:\n    params:\n      student: choice(2layer, 3layer)\n"
+                     "      student.hidden_size: null,16\n      optim.lr: tag(log, interval(1e-5, 1e-3))\n")
+    with caplog.at_level("WARNING", logger="lad.search"):
+        search(tmp_path, tiny_teacher, tiny_glue, 3, "objectives=[metric,speed]", f"search.space_file={space}",
+               "search.plots=true", "search.pruner=median")
+    notes = [r.getMessage() for r in caplog.records if "prune" in r.getMessage()]
+    assert notes == ["search.pruner=median is off: Optuna cannot prune multi-objective trials; every trial "
+                     "trains its full budget"]
+    names = optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name=names[0], storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 3
+    for t in study.trials:
+        metrics = json.loads((Path(t.user_attrs["output_dir"]) / "metrics.json").read_text())
+        assert t.state == TrialState.COMPLETE and not t.intermediate_values
+        assert t.values == [pytest.approx(metrics["best"]["accuracy"]), pytest.approx(metrics["speed"]["value"])]
+    summary = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert {s["number"] for s in summary["solutions"]} == {t.number for t in study.best_trials}
+    assert (tmp_path / "search" / "pareto.front.png").is_file()
+    assert json.loads((tmp_path / "search" / "pareto.front.json").read_text())["front"] == sorted(
+        (t.number for t in study.best_trials), key=lambda n: (study.trials[n].values[1], n))
+
+
+# --- the docs page, generated from a recorded study -----------------------------------------------------
+
+
+def test_pareto_page_is_generated_from_a_recorded_study(tmp_path: Path) -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    from scripts.pareto_page import main as page_main
+
+    storage = f"sqlite:///{tmp_path / 'pareto.db'}"
+    study = optuna.create_study(study_name="p", storage=storage, directions=["maximize", "minimize"])
+    dist = {"student": CategoricalDistribution(["2layer", "3layer", "4layer", "6layer"])}
+    rows = [("2layer", 0.85, 10.0), ("3layer", 0.895, 15.0), ("4layer", 0.90, 20.0), ("6layer", 0.88, 30.0)]
+    for i, (student, score, cost) in enumerate(rows):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"main_metric": "accuracy", "speed": {
+            "measure": "flops", "unit": "MFLOPs/example", "value": cost, "teacher": 60.0, "teacher_score": 0.90,
+            "trivial_score": 0.51}}))
+        study.add_trial(optuna.trial.create_trial(params={"student": student}, distributions=dist,
+                                                  values=[score, cost], user_attrs={"output_dir": str(run)}))
+    study.add_trial(optuna.trial.create_trial(params={"student": "2layer"}, distributions=dist,
+                                              state=TrialState.FAIL))
+    (tmp_path / "run1" / "export").mkdir()
+    (tmp_path / "run1" / "export" / "deploy.json").write_text(json.dumps({"metric": "accuracy", "machine": "cpu",
+        "threads": 1, "backends": {"onnxruntime-int8": {"score": 0.894, "latency_ms_p50": 3.2,
+                                                        "throughput_examples_per_s": 410.0, "size_mb": 20.0}}}))
+    out = tmp_path / "docs" / "pareto.md"
+    assert page_main(["--study", "p", "--storage", storage, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "4 finished trial(s), 3 on the Pareto front" in text  # the 6-layer trial is dominated, FAIL excluded
+    assert "| 1 (pick) | 0.8950 | 15 | 4.00 | student=3layer |" in text
+    assert "| onnxruntime-int8 | 0.8940 | 3.20 | 410.0 | 20.0 |" in text
+    assert (tmp_path / "docs" / "pareto.png").stat().st_size > 0
