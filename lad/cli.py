@@ -56,10 +56,11 @@ def run_entry(cfg: DictConfig) -> float | list[float]:
     protect_secrets(cfg, overrides)
 
     def job(cfg: DictConfig) -> float | list[float]:
-        from lad.objectives import job_value
+        from lad.objectives import check_sweeper, job_value
         from lad.pipeline import run, target_dir
 
         try:
+            check_sweeper(cfg)  # one line per trial, before any work, when the directions do not fit
             score = run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True, trial=trial)
         except BaseException:
             _drop_empty_run_dir()

@@ -56,6 +56,26 @@ def directions(cfg) -> list[str]:
     return [DIRECTIONS[n] for n in names(cfg)]
 
 
+def check_sweeper(cfg) -> None:
+    """In a job of an Optuna sweep, ``hydra.sweeper.direction`` has one entry per objective and each
+    is the objective's own direction (``[maximize, minimize]`` for ``[metric, speed]``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sweeper = HydraConfig.get().sweeper
+    except (ValueError, ImportError):
+        return
+    if not str(sweeper.get("_target_", "")).endswith("OptunaSweeper") or sweeper.get("direction") is None:
+        return
+    raw = sweeper.direction
+    given = [str(d).lower() for d in (raw if not isinstance(raw, str) else [raw])]
+    wanted = directions(cfg)
+    if len(given) > 1 or len(wanted) > 1:
+        if given != wanted:
+            raise ConfigError(f"hydra.sweeper.direction is {given} but objectives {names(cfg)} need {wanted} "
+                              "(one direction per objective, in the same order)")
+
+
 def wants_speed(cfg) -> bool:
     return "speed" in names(cfg)
 

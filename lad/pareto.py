@@ -373,7 +373,12 @@ def run(args) -> int:
     if args.teacher_score is not None:
         ref.teacher_score = args.teacher_score
     rule = rule_of(args, ref) if args.command == "pick" else None
-    chosen = pick(front, rule, ref.teacher_score) if rule is not None else None
+    try:
+        chosen = pick(front, rule, ref.teacher_score) if rule is not None else None
+    except ConfigError as exc:  # the front is still drawn and shown; then the one error line
+        chosen, missed = None, exc
+    else:
+        missed = None
     base = next_to_study(args.storage, args.study, args.out_dir)
     files = list(write_front(args.study, done, front, ref, base, chosen, rule))
     print(f"[lad.pareto] {args.study}: {len(done)} finished trial(s), {len(front)} on the Pareto front "
@@ -385,6 +390,8 @@ def run(args) -> int:
         run_id = log_front(args.study, front, files, chosen)
         if run_id:
             print(f"[lad.pareto] logged the front to MLflow run {run_id}", flush=True)
+    if missed is not None:
+        raise missed
     if chosen is None:
         return 0
     print(f"[lad.pareto] pick ({rule.describe(ref)}): {describe(chosen, ref)}", flush=True)

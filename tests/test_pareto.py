@@ -378,3 +378,19 @@ def test_pareto_page_is_generated_from_a_recorded_study(tmp_path: Path) -> None:
     assert "| 1 (pick) | 0.8950 | 15 | 4.00 | student=3layer |" in text
     assert "| onnxruntime-int8 | 0.8940 | 3.20 | 410.0 | 20.0 |" in text
     assert (tmp_path / "docs" / "pareto.png").stat().st_size > 0
+
+
+def test_sweeper_directions_that_do_not_fit_the_objectives_fail_each_trial_with_one_line(tmp_path: Path) -> None:
+    teacher = tmp_path / "none"  # no teacher: without the check the trial would fail on that instead
+    proc = subprocess.run(
+        [sys.executable, "distil.py", "-m", "hparams_search=lad_pareto", "task=sst2", "teacher=local",
+         f"teacher.path={teacher}", "objectives=[speed,metric]", "hydra.sweeper.max_trials=1",
+         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'p.db'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+         f"paths.output_root={tmp_path / 'out'}", "mlflow=off"],
+        cwd=REPO, env=_proc_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    study = optuna.load_study(study_name=optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'p.db'}")[0],
+                              storage=f"sqlite:///{tmp_path / 'p.db'}")
+    assert study.trials[0].user_attrs["error"] == (
+        "ConfigError: hydra.sweeper.direction is ['maximize', 'minimize'] but objectives ['speed', 'metric'] "
+        "need ['minimize', 'maximize'] (one direction per objective, in the same order)")
