@@ -1,6 +1,7 @@
 """Distil a fine-tuned teacher into a smaller student: ``python distil.py task=rte student=3layer``.
 
-Returns the best dev score of the task's main metric, which Hydra sweepers optimise.
+Returns the best dev score of the task's main metric, which Hydra sweepers optimise; with
+``objectives: [metric, speed]`` (``hparams_search=lad_pareto``) a list of both (``lad.objectives``).
 """
 
 import hydra
@@ -10,7 +11,7 @@ from lad.cli import protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="distil", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     return run_entry(cfg)
 
 

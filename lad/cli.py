@@ -47,20 +47,25 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def run_entry(cfg: DictConfig) -> float:
-    """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``)."""
+def run_entry(cfg: DictConfig) -> float | list[float]:
+    """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``); the return value is
+    what ``objectives`` names (``lad.objectives``): the best dev score, or a list for a
+    multi-objective sweep."""
     overrides, sweep_dir, trial = _hydra_context()
     _sigterm_as_interrupt()
     protect_secrets(cfg, overrides)
 
-    def job(cfg: DictConfig) -> float:
-        from lad.pipeline import run
+    def job(cfg: DictConfig) -> float | list[float]:
+        from lad.objectives import check_sweeper, job_value
+        from lad.pipeline import run, target_dir
 
         try:
-            return run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True, trial=trial)
+            check_sweeper(cfg)  # one line per trial, before any work, when the directions do not fit
+            score = run(cfg, overrides=overrides, sweep_dir=sweep_dir, job_files=True, trial=trial)
         except BaseException:
             _drop_empty_run_dir()
             raise
+        return job_value(cfg, score, target_dir(cfg))
 
     return guarded(job, cfg, in_sweep=sweep_dir is not None)
 

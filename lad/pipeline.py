@@ -266,6 +266,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         from lad.losses import Objective
 
         Objective.from_config(loss, is_regression=task.is_regression)  # validate before heavy work
+        from lad.objectives import names
+
+        names(cfg)  # what the job returns to a sweeper (objectives, speed.*)
     target = target_dir(cfg)
     from lad.preflight import writable
 
@@ -553,6 +556,12 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
     from lad.inference import record_run_inference
 
     record_run_inference(cfg, model_dir, eval_sets, summary, tracker, result.global_step)
+    from lad.objectives import wants_speed
+
+    if entry == "distil" and wants_speed(cfg) and eval_sets:
+        from lad.speed import record_run_speed
+
+        record_run_speed(cfg, task, model_dir, asm.model_source, eval_sets, summary, tracker, result.global_step)
     if entry == "train_teacher":
         _publish_teacher(cfg, task, model_dir, summary, tracker)
     write_json(out_dir / "metrics.json", summary)

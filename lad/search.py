@@ -246,7 +246,7 @@ class Progress:
         elapsed = time.monotonic() - self.t0
         left = max(0, self.planned - self.done)
         eta = f", ETA {format_seconds(elapsed / self.done * left)}" if left else ""
-        value = "" if trial.value is None else f" {trial.value:.4f}"
+        value = "" if not trial.values else " " + ", ".join(f"{v:.4g}" for v in trial.values)
         print(f"[search] trial {trial.number}: {trial.state.name}{value} {' '.join(self.overrides.get(trial.number, []))}"
               f" | {self.done}/{self.planned} this run, {format_seconds(elapsed)}{eta}", flush=True)
 
@@ -294,6 +294,15 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         resolve_teacher_dir(cfg.teacher)  # no teacher: one error before a study exists, not N failed trials
     prune_on = resolve_prune_on(scfg, task)
     pruner = make_pruner(scfg)  # config errors before a study is created
+    from lad.objectives import directions as objective_directions, job_value
+
+    directions = objective_directions(cfg)
+    multi = len(directions) > 1
+    if multi and scfg.pruner != "none":
+        # Optuna's Trial.report / should_prune are single-objective only (NotImplementedError otherwise)
+        log.warning("search.pruner=%s is off: Optuna cannot prune multi-objective trials; every trial trains "
+                    "its full budget", scfg.pruner)
+        pruner = optuna.pruners.NopPruner()
     lock = lock_path(str(scfg.storage)) if scfg.storage else None
 
     def stale(study, trial) -> None:  # Optuna's failed_trial_callback: a killed worker's trial
@@ -302,7 +311,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     with study_lock(lock):  # concurrent workers must not create the schema / study twice
         storage = open_storage(str(scfg.storage), heartbeat_interval=int(scfg.heartbeat_interval),
                                failed_trial_callback=stale) if scfg.storage else None
-        study = open_study(storage, str(scfg.study_name), ["maximize"], None, budget_record(cfg))
+        study = open_study(storage, str(scfg.study_name), directions, None, budget_record(cfg))
     try:  # a stored study over another space: one error, before any trial exists
         check_space(study, space.distributions, f" in {safe_url(str(scfg.storage))}" if scfg.storage else "")
     except StudyError as exc:
@@ -326,14 +335,18 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
             # every dev metric of the evaluation stays on the trial (Optuna user attrs), so a
             # finished study shows which signal would have ranked its trials
             trial.set_user_attr(f"{DEV_ATTR}{step}", {k: float(v) for k, v in metrics.items()})
+            if multi:
+                return
             trial.report(prune_value(metrics, task, prune_on), step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
         log.info("trial %d: %s", trial.number, " ".join(values))
+        trial.set_user_attr("output_dir", str(tcfg.output_dir))
         try:
-            return float(run(tcfg, overrides=trial_overrides(base, values), sweep_dir=sweep_tag, memo=memo,
-                             on_eval=on_eval, trial=trial.number))
+            score = float(run(tcfg, overrides=trial_overrides(base, values), sweep_dir=sweep_tag, memo=memo,
+                              on_eval=on_eval, trial=trial.number))
+            return job_value(tcfg, score, Path(str(tcfg.output_dir)))
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial; the study goes on
@@ -421,7 +434,8 @@ def search_entry(cfg: DictConfig, overrides: list[str] | None = None) -> float:
         from lad.studies import open_storage
 
         study = optuna.load_study(study_name=str(cfg.search.study_name), storage=open_storage(str(cfg.search.storage)))
-        summary["plots"] = [str(p) for p in save_plots(study, out_dir)]
+        summary["plots"] = [str(p) for p in (save_front(study, out_dir) if len(study.directions) > 1
+                                             else save_plots(study, out_dir))]
     _record_parent(cfg, out_dir, summary)
     print(json.dumps({k: summary[k] for k in ("study", "trials", "ran_now", "states", "best_value",
                                               "best_params", "wall_s")}, default=str), flush=True)
@@ -458,7 +472,7 @@ def _record_parent(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
             Metric("optuna/best_value", float(summary["best_value"]), int(_time.time() * 1000), 0),
             Metric("optuna/trials", float(summary["trials"]), int(_time.time() * 1000), 0)])
     for name in ("search.json", f"best_{cfg.task.name}.yaml", "optuna_history.png", "optuna_parallel.png",
-                 "optuna_importance.png"):
+                 "optuna_importance.png", "pareto.front.png", "pareto.front.json"):
         if (out_dir / name).exists():
             client.log_artifact(parent, str(out_dir / name))
     shared_write(client.set_terminated, parent, "FINISHED")
@@ -471,6 +485,11 @@ def summarize(study, metric: str, ran: int, wall_s: float) -> dict:
     count = {s.name: states.count(s) for s in optuna.trial.TrialState}
     out = {"study": study.study_name, "metric": metric, "trials": len(states), "ran_now": ran,
            "wall_s": round(wall_s, 1), "states": {k: v for k, v in count.items() if v}}
+    if len(study.directions) > 1:  # no single best: the Pareto front (COMPLETE trials only)
+        out.update(best_value=None, best_params={}, best_trial=None,
+                   solutions=[{"number": t.number, "values": list(t.values), "params": dict(t.params)}
+                              for t in study.best_trials])
+        return out
     try:
         best = study.best_trial
         out.update(best_value=best.value, best_params=dict(best.params), best_trial=best.number)
@@ -548,3 +567,16 @@ def save_plots(study, out_dir: Path) -> list[Path]:
     return made
 
 
+
+
+def save_front(study, out_dir: Path) -> list[Path]:
+    """A multi-objective study's Pareto front (``lad.pareto``) as ``pareto.front.png`` / ``.json``."""
+    from lad import pareto
+
+    try:
+        done, front = pareto.rows_of(study)
+        return list(pareto.write_front(study.study_name, done, front, pareto.reference_of(front),
+                                       out_dir / "pareto")) if front else []
+    except Exception as exc:  # noqa: BLE001 - a plot must not fail the search
+        log.warning("could not draw the Pareto front: %s", exc)
+        return []

@@ -112,6 +112,17 @@ def values_of(result: JobReturn, objectives: int) -> tuple[list[float] | None, s
     return numbers, None, None
 
 
+def record_output_dir(trial: Trial, result: JobReturn) -> None:
+    """The job's run directory as the trial's user attribute ``output_dir`` (``lad.pareto`` exports
+    a picked trial's model from there)."""
+    out = OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir") if result.hydra_cfg else None
+    if out:
+        try:
+            trial.set_user_attr("output_dir", str(out))
+        except Exception:  # noqa: BLE001 - the trial may already be finished elsewhere
+            pass
+
+
 def build_space(sweeper: "LadOptunaSweeper", arguments: list[str]) -> SearchSpace:
     """``params`` (or upstream's deprecated ``search_space``) plus command-line sweeps."""
     assert sweeper.hydra_context is not None
@@ -221,6 +232,7 @@ class _Sweep:
 
     def report(self, trial: Trial, result: JobReturn) -> bool:
         """Tell Optuna the outcome of one job; False when it failed."""
+        record_output_dir(trial, result)
         values, error, exc = values_of(result, len(self.directions))
         if values is None:
             error = error or "job failed"

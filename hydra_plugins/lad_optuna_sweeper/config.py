@@ -49,8 +49,14 @@ _SAMPLERS = {
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="lad_optuna", node=LadOptunaSweeperConf, provider="lad_optuna_sweeper")
+# upstream's keys and defaults of hydra/sweeper/sampler=nsgaii (NSGAIISamplerConfig)
+_NSGAII = {"population_size": 50, "mutation_prob": None, "crossover_prob": 0.9, "swapping_prob": 0.5,
+           "constraints_func": None}
+
 for _name, _target in _SAMPLERS.items():
     _node: Dict[str, Any] = {"_target_": _target, "seed": None}
     if _name == "grid":
         _node["search_space"] = None  # null: every value of the search space (params)
+    if _name == "nsgaii":
+        _node.update(_NSGAII)
     _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="lad_optuna_sweeper")
