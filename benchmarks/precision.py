@@ -3,8 +3,9 @@
     python benchmarks/precision.py run  -- <distil overrides for every run>   # the runs (resumable)
     python benchmarks/precision.py report                                       # docs/benchmarks/precision.md
 
-``run`` trains the 3-layer LAD student at the results budget (3 epochs) on MRPC and RTE for seeds
-1-3, once with ``trainer.precision=fp32`` and once with ``trainer.precision=bf16`` and everything
+``run`` trains the 3-layer LAD student at the results budget (3 epochs) on MRPC, RTE and STS-B for
+seeds 1-3 (STS-B because MRPC and RTE students score close to their trivial baselines, where two
+precisions can tie for lack of resolution), once with ``trainer.precision=fp32`` and once with ``trainer.precision=bf16`` and everything
 else equal, through sweeps/ablation.py (cells already recorded are skipped). ``report`` reads the
 exported runs (results/runs.jsonl), pairs them by seed and applies the rule stated on the page:
 bf16 becomes the ``trainer.precision=auto`` choice on CPUs with native bf16 when the mean paired
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("mrpc", "rte")
+TASKS = ("mrpc", "rte", "stsb")   # STS-B too: MRPC and RTE students sit close to their trivial baselines
 SEEDS = (1, 2, 3)
 PRECISIONS = ("fp32", "bf16")
 MARGIN = 0.5          # points: the largest mean difference still called accuracy-neutral
@@ -32,8 +33,9 @@ def ablation_command(task: str, precision: str, overrides: list[str]) -> list[st
             "students=[3layer]", f"seeds=[{','.join(map(str, SEEDS))}]", f"extra=[{extra}]"]
 
 
-def paired_scores(records: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
-    """task -> precision -> seed -> best dev main metric, of the check's runs (lad, 3layer, full budget)."""
+def paired_scores(records: list[dict], metric: str | None = None) -> dict[str, dict[str, dict[int, float]]]:
+    """task -> precision -> seed -> best dev main metric (or ``metric``, e.g. ``final/loss``), of the
+    check's runs (lad, 3layer, full budget)."""
     from sweeps.kinds import is_grid_cell
 
     out: dict[str, dict[str, dict[int, float]]] = {}
@@ -45,13 +47,13 @@ def paired_scores(records: list[dict]) -> dict[str, dict[str, dict[int, float]]]
                 or params.get("data.max_train_samples") not in (None, "None")
                 or params.get("trainer.max_steps") not in (None, "-1")):
             continue
-        score = rec["metrics"].get(f"best/{rec['main_metric']}")
+        score = rec["metrics"].get(metric or f"best/{rec['main_metric']}")
         if score is not None:
             out.setdefault(rec["task"], {}).setdefault(prec, {})[int(rec["seed"])] = float(score)
     return out
 
 
-def render(scores: dict, commits: set[str]) -> str:
+def render(scores: dict, commits: set[str], losses: dict | None = None, baselines: dict | None = None) -> str:
     from sweeps.stats import paired
 
     lines = ["# bf16 autocast on CPU: the accuracy check", "",
@@ -62,7 +64,7 @@ def render(scores: dict, commits: set[str]) -> str:
              "order and initial weights). Scores are the best dev value of the task's main metric x100; "
              "differences are bf16 − fp32, paired by seed, with a 95 % t interval.", "",
              f"Rule (stated before the runs): bf16 is accuracy-neutral when the mean paired difference is within "
-             f"±{MARGIN:g} points and its 95 % interval contains 0, on every task; then `trainer.precision=auto` "
+             f"±{MARGIN:g} points and its 95 % interval contains 0, on every task of the check; then `trainer.precision=auto` "
              "picks bf16 on CPUs with native bf16 (AVX-512-BF16 or AMX) and on CUDA.", "",
              "Runs: " + (", ".join(sorted(c[:10] for c in commits)) or "none") + " (commit).", ""]
     verdicts = []
@@ -70,9 +72,17 @@ def render(scores: dict, commits: set[str]) -> str:
         by = scores.get(task, {})
         fp32, bf16 = by.get("fp32", {}), by.get("bf16", {})
         seeds = sorted(set(fp32) & set(bf16))
-        lines += [f"## {task.upper()}", "", "| seed | fp32 | bf16 | bf16 − fp32 |", "|---:|---:|---:|---:|"]
+        loss = (losses or {}).get(task, {})
+        base = (baselines or {}).get(task)
+        lines += [f"## {task.upper()}", ""]
+        if base:
+            lines += [f"Trivial baseline ({base['constant']}): {100 * base['score']:.2f}.", ""]
+        lines += [ "| seed | fp32 | bf16 | bf16 − fp32 | final dev loss fp32 | bf16 |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for s in seeds:
-            lines.append(f"| {s} | {100 * fp32[s]:.2f} | {100 * bf16[s]:.2f} | {100 * (bf16[s] - fp32[s]):+.2f} |")
+            lf, lb = loss.get("fp32", {}).get(s), loss.get("bf16", {}).get(s)
+            shown = " | ".join("-" if v is None else f"{v:.4f}" for v in (lf, lb))
+            lines.append(f"| {s} | {100 * fp32[s]:.2f} | {100 * bf16[s]:.2f} | {100 * (bf16[s] - fp32[s]):+.2f} | {shown} |")
         if len(seeds) < 2:
             lines += ["", f"Fewer than 2 paired seeds ({len(seeds)}): no verdict yet.", ""]
             verdicts.append(None)
@@ -80,17 +90,21 @@ def render(scores: dict, commits: set[str]) -> str:
         p = paired(bf16, fp32)
         ok = abs(p.delta) <= MARGIN and p.lo is not None and p.lo <= 0 <= p.hi
         verdicts.append(ok)
+        if all(bf16[s] == fp32[s] for s in seeds):
+            lines += ["", "Every seed reached the same best dev score in both precisions (the final dev losses "
+                          "differ: the runs did differ)." if loss else "Every seed reached the same best dev score "
+                          "in both precisions."]
         lines += ["", f"Mean difference {p.delta:+.2f} points, 95 % interval [{p.lo:+.2f}, {p.hi:+.2f}] "
                       f"(n = {p.n} paired seeds): **{'accuracy-neutral' if ok else 'not shown to be neutral'}** "
                       "by the rule.", ""]
     if all(v is True for v in verdicts):
-        decision = "bf16 is accuracy-neutral on both tasks: `trainer.precision=auto` uses it where the hardware has it."
+        decision = "bf16 is accuracy-neutral on every task: `trainer.precision=auto` uses it where the hardware has it."
     elif any(v is False for v in verdicts):
         decision = "bf16 is not shown to be accuracy-neutral: `trainer.precision=auto` stays fp32 on CPU."
     else:
         decision = "Not enough paired runs yet for a decision."
     lines += ["## Decision", "", decision, "",
-              "Reproduce: `python sweeps/teachers.py --tasks mrpc rte`, then `python benchmarks/precision.py run` "
+              "Reproduce: `python sweeps/teachers.py --tasks mrpc rte stsb`, then `python benchmarks/precision.py run` "
               "and `python sweeps/export.py && python benchmarks/precision.py report`.", ""]
     return "\n".join(lines)
 
@@ -112,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.export import read_export
 
     records = read_export(Path(args.export))
-    scores = paired_scores(records)
+    scores, losses = paired_scores(records), paired_scores(records, "final/loss")
     commits = {r.get("tags", {}).get("mlflow.source.git.commit", "") for r in records
                if r.get("params", {}).get("trainer.precision") in PRECISIONS and r.get("task") in TASKS
                and r.get("method") == "lad"} - {""}
-    text = render(scores, commits)
+    from sweeps.baselines import read_baselines
+
+    text = render(scores, commits, losses, read_baselines())
     write_text(args.out, text)
     print(text)
     return 0
