@@ -209,6 +209,7 @@ class Trainer:
                 best, last, history = state["best"], state["last"], state["history"]
                 train_time, seen = state["train_time"], state["seen"]
                 resumed_from = step
+                guard.step.fill_(step)  # the step a divergence message names counts from the run's start
                 log.info("resumed from %s (step %d)", path, step)
 
         eval_every = int(self.tcfg.eval_every or 0)

@@ -346,3 +346,25 @@ def test_tracking_uri_password_is_masked_and_never_in_params(tmp_path):
     assert params["extra.db"] == "postgresql://u:***@127.0.0.1/x"
     leaked = {k: v for k, v in params.items() if "secret" in f"{k}={v}"}
     assert not leaked
+
+
+def test_nonfinite_guard_skips_every_update_from_the_bad_step_and_names_it_after_a_resume():
+    from lad.train import NonFiniteGuard, TrainingDiverged
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1, fused=True)
+    guard = NonFiniteGuard([opt], torch.device("cpu"), lambda: "hint")
+    assert guard.deferred
+    guard.step.fill_(10)  # resumed at step 10
+    for i, value in enumerate([1.0, float("nan"), 1.0]):
+        w.grad = torch.full((3,), value)
+        loss = torch.tensor(value)
+        guard.observe(loss, [w.grad.norm()], {"hard": loss})
+        before = w.detach().clone()
+        opt.step()
+        if i == 0:
+            assert not torch.equal(w.detach(), before)  # a good step updates
+        else:
+            assert torch.equal(w.detach(), before)      # from the bad step on, nothing is applied
+    with pytest.raises(TrainingDiverged, match=r"^loss became nan at step 12 \(parts: hard=nan\); hint$"):
+        guard.check()
