@@ -3,6 +3,9 @@
     python sweeps/export.py                                   # sqlite:///mlruns.db -> results/runs.jsonl
     python sweeps/export.py --tracking-uri sqlite:////tmp/abl/mlruns.db --out /tmp/abl/runs.jsonl
 
+Each record holds ``history``: the main dev metric at every evaluation, ``[[step, value], ...]`` (the
+learning curve of the results page; left out when the run logged none).
+
 Only runs recorded for the results are exported: their ``lad.purpose`` tag (``mlflow.purpose``, set
 to ``results`` by ``sweeps/ablation.py`` and ``sweeps/teachers.py``) must be one of ``--purpose``;
 ad-hoc, demo, smoke and test runs never reach the committed file. Runs already in the file and not
@@ -77,8 +80,9 @@ def iso_time(ms: int | None) -> str | None:
 
 
 def make_record(run_id: str, experiment: str, status: str, start_ms: int | None,
-                tags: dict, params: dict, metrics: dict) -> dict | None:
-    """The exported view of one run, or None when it is not a LAD training run."""
+                tags: dict, params: dict, metrics: dict, history: list | None = None) -> dict | None:
+    """The exported view of one run, or None when it is not a LAD training run. ``history``: the main
+    metric at every evaluation, ``[[step, value], ...]`` (the learning curve; the key is left out when empty)."""
     entry = tags.get("lad.entry")
     if entry not in ENTRIES:
         return None
@@ -103,6 +107,7 @@ def make_record(run_id: str, experiment: str, status: str, start_ms: int | None,
         "tags": {k: str(tags[k]) for k in TAG_KEYS if k in tags},
         "params": {k: str(v) for k, v in sorted(params.items()) if keep_param(k)},
         "metrics": {k: float(v) for k, v in sorted(metrics.items()) if keep_metric(k)},
+        **({"history": [[int(step), float(v)] for step, v in sorted(history)]} if history else {}),
     }
 
 
@@ -154,13 +159,26 @@ def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = N
                                           page_token=token)
                 for run in page:
                     rec = make_record(run.info.run_id, exp.name, run.info.status, run.info.start_time,
-                                      run.data.tags, run.data.params, run.data.metrics)
+                                      run.data.tags, run.data.params, run.data.metrics,
+                                      dev_history(client, run))
                     if rec is not None:
                         records.append(rec)
                 token = page.token
                 if not token:
                     break
     return sort_records(records)
+
+
+def dev_history(client, run) -> list[tuple[int, float]]:
+    """(step, value) of the run's main dev metric at every evaluation (``dev/<main metric>``); the last
+    value logged at a step wins (a resumed run may log a step twice)."""
+    metric = run.data.params.get("task.main_metric")
+    if not metric or run.data.tags.get("lad.entry") not in ENTRIES:
+        return []
+    points = {}
+    for m in sorted(client.get_metric_history(run.info.run_id, f"dev/{metric}"), key=lambda m: (m.step, m.timestamp)):
+        points[int(m.step)] = float(m.value)
+    return sorted(points.items())
 
 
 def dumps_records(records: Iterable[dict]) -> str:

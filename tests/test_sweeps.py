@@ -111,11 +111,16 @@ def store(tmp_path_factory, empty_db) -> str:
     return uri
 
 
-def _report(records, tmp: Path, name: str) -> tuple[str, str, Path]:
+def _pages(out: Path) -> str:
+    """The main page and every page in its folder (per task, overview), one text."""
+    return out.read_text() + "".join(p.read_text() for p in sorted((out.parent / out.stem).glob("*.md")))
+
+
+def _report(records, tmp: Path, name: str, **kw) -> tuple[str, str, Path]:
     out = tmp / name / "results.md"
     csv_path = tmp / name / "summary.csv"
-    report.generate(records, out, csv_path, None)
-    return out.read_text(), csv_path.read_text(), out.parent / "img"
+    report.generate(records, out, csv_path, None, **kw)
+    return _pages(out), csv_path.read_text(), out.parent / "img"
 
 
 # ----------------------------------------------------------------------------- export
@@ -141,6 +146,9 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
     assert {r["tags"]["lad.purpose"] for r in records} == {"results"}
     lad1 = [r for r in records if (r["task"], r["method"], r["student"], r["seed"]) == ("rte", "lad", "3layer", 1)]
     assert sorted(r["metrics"]["best/accuracy"] for r in lad1) == [0.10, 0.70]  # latest value of best/ is kept
+    # the learning curve: the main dev metric at every evaluation (rte: accuracy, logged at step 1)
+    assert all(r["history"] == [[1, 0.1]] for r in lad1)
+    assert not any("history" in r for r in records if r["task"] == "mrpc")  # f1 never logged: no key
 
 
 def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_path):
@@ -205,21 +213,21 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
     assert "| teacher | minilm_l6 | 22.7M | 1 | 80.00 | 100.00 | +0.00 |" in md
     assert "| kd | 3layer | 13.0M | 2 | 67.00 ± 1.41 | 83.75 | -13.00 |" in md
     assert "No trivial baseline for rte accuracy in results/baselines.json" in md  # none given
-    rte = md.split("### RTE — teacher minilm_l6, epochs=3, train=full (primary)")[1].split("###")[0]
+    rte = md.split("### RTE — teacher minilm_l6, epochs=3, train=full (main) — commit abc123\n")[1].split("###")[0]
     assert rte.index("| lad | 2layer") < rte.index("| lad | 3layer") < rte.index("| pkd | 3layer") < rte.index("| kd | 3layer")
-    assert "### RTE — teacher minilm_l6, max_steps=10, train=full\n" in md  # other budget: own table
+    assert "### RTE — teacher minilm_l6, max_steps=10, train=full — commit abc123\n" in md  # other budget: own table
     assert "python sweeps/ablation.py task=rte 'methods=[lad,pkd,kd]' 'students=[2layer,3layer]' 'seeds=[1,2]' budget.epochs=3" in md
     assert ("rte,minilm_l6,\"epochs=3, train=full\",,1,accuracy,lad,3layer,2,1 2,0.720000,0.028284,13000000,0.800000,"
-            "90.0000,101.5,\n") in csv_text  # throughput: mean of 101 and 102
+            "90.0000,101.5,,abc123\n") in csv_text  # throughput: mean of 101 and 102
     # summary: mrpc (f1) then rte in GLUE order; both tasks complete -> averaged
     assert "| method | student | mrpc | rte | avg | avg % of teacher |" in md
     assert "| lad | 3layer | 86.00 | 72.00 | 79.00 |" in md
-    assert "**not enough data** — 3-layer LAD student ≥ 97% of teacher" in md
+    assert "**undecided (underpowered)** — lad (3layer) ≥ 97% of teacher" in md  # 2 tasks of 5, 2 seeds
     # sweep trials are not in the tables but in the sweep section (best T = 10.0)
     assert "| rte | lad/3layer, epochs=3, train=full | 3 + 1 | 62.00 | – | 10 |" in md  # the pruned 0.95 is no score
     assert (img / "sweep-rte.png").is_file()
-    pngs = sorted(p.name for p in img.glob("results-*.png"))
-    assert len(pngs) == 3 and all(f"](img/{p})" in md for p in pngs)
+    pngs = sorted(p.name for p in img.glob("*-[0-9].png"))
+    assert pngs == ["mrpc-1.png", "rte-1.png", "rte-2.png"] and all(f"](../img/{p})" in md for p in pngs)
     assert not re.search(r"20\d\d-\d\d-\d\d", md)  # no dates
 
 
@@ -282,37 +290,126 @@ def test_report_is_deterministic_and_same_from_export(store, tmp_path):
     assert report.main(["--tracking-uri", store, "--out", str(tmp_path / "four/results.md"),
                         "--csv", str(tmp_path / "four/summary.csv"), "--no-plots",
                         "--baselines", str(tmp_path / "none.json")]) == 0  # as _report: no baselines
-    assert (tmp_path / "three/results.md").read_text() == md1
+    assert _pages(tmp_path / "three/results.md") == md1
     assert (tmp_path / "three/summary.csv").read_text() == csv1
     assert (tmp_path / "four/summary.csv").read_text() == csv1
 
 
-def _records_for_targets(lad: float, kd: float, pkd: float, tasks=model.TARGET_TASKS) -> list[dict]:
+HEADLINE_TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
+NOISY = (0.03, -0.02, 0.01, -0.035, 0.02)      # per-seed offsets: several points of seed noise
+STEADY = (0.002, -0.001, 0.001, -0.002, 0.0)    # a few tenths of a point, mean 0
+
+
+def _headline_records(diffs: dict, commit: str = "c0ffee1", seeds=(1, 2, 3, 4, 5), history: bool = False) -> list[dict]:
+    """Teacher 0.90 and lad, kd, pkd, lad-frozen (3layer) per task; ``diffs``: task -> (lad gap over the
+    others, per-seed noise of lad); the others score 0.80 on every seed."""
     recs = []
-    for task in tasks:
+    for task in HEADLINE_TASKS:
+        gap, noise = diffs[task]
+
         def rec(entry, method, seed, score):
-            return export.make_record(f"{task}-{method}-{seed}", f"lad-{task}", "FINISHED", T0,
-                                      {"lad.entry": entry, "lad.task": task,
-                                       "lad.method": "teacher" if method == "teacher" else f"{method}/3layer"},
+            tags = {"lad.entry": entry, "lad.task": task, "lad.kind": "run", "mlflow.source.git.commit": commit,
+                    "lad.method": "teacher" if method == "teacher" else f"{method}/3layer"}
+            hist = [[10 * k, score * k / 3] for k in (1, 2, 3)] if history else None
+            return export.make_record(f"{task}-{method}-{seed}-{commit}", f"lad-{task}", "FINISHED", T0 + seed, tags,
                                       {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "-1",
-                                       "trainer.epochs": "3", "student.num_layers": "3"},
-                                      {"best/m": score})
-        recs += [rec("train_teacher", "teacher", 42, 1.0)]
-        recs += [rec("distil", m, s, v) for m, v in (("lad", lad), ("kd", kd), ("pkd", pkd)) for s in (1, 2)]
+                                       "trainer.epochs": "3", "student.num_layers": "3"}, {"best/m": score}, hist)
+        recs.append(rec("train_teacher", "teacher", 42, 0.90))
+        recs += [rec("distil", m, s, 0.80) for m in ("kd", "pkd", "lad-frozen", "ce") for s in seeds]
+        recs += [rec("distil", "lad", s, 0.80 + gap + noise[i]) for i, s in enumerate(seeds)]
     return recs
 
 
-def test_targets_met_not_met_and_missing():
-    met = grouping.build_report(_records_for_targets(0.98, 0.97, 0.96))
-    assert targets.target_ratio(met).status == "met"
-    assert targets.target_wins(met).status == "met"
-    low = grouping.build_report(_records_for_targets(0.90, 0.95, 0.80))
-    assert targets.target_ratio(low).status == "not met"
-    assert "average 90.00%" in targets.target_ratio(low).detail
-    assert targets.target_wins(low).status == "not met"
-    partial = grouping.build_report(_records_for_targets(0.98, 0.90, 0.90, tasks=["rte", "mrpc"]))
-    assert targets.target_ratio(partial).status == "not enough data"
-    assert targets.target_wins(partial).status == "not enough data"  # 2 wins, 3 tasks still missing
+def _page(recs, tmp_path, prereg=None) -> tuple[str, str]:
+    """(main page, README block) generated from ``recs``."""
+    from sweeps.reporting.prereg import Prereg
+    from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
+
+    prereg = prereg or Prereg(headline_commit="c0ffee1")
+    out = tmp_path / "docs" / "results.md"
+    rep = report.generate(recs, out, tmp_path / "summary.csv", None, plots=False, prereg=prereg)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    refresh_readme(readme, rep, Path("docs/results.md"))
+    return out.read_text(), readme.read_text()
+
+
+def _verdicts(text: str) -> list[str]:
+    return re.findall(r"^- \*\*(met|not met|undecided \(underpowered\))\*\* — ", text, re.M)
+
+
+def test_means_favour_lad_but_nothing_significant_is_never_met(tmp_path):
+    """LAD's mean is ahead of kd and pkd on every task, by less than the seed noise: undecided, not met."""
+    recs = _headline_records({t: (0.005, NOISY) for t in HEADLINE_TASKS})
+    rep = grouping.build_report(recs, prereg=__import__("sweeps.reporting.prereg", fromlist=["Prereg"]).Prereg(
+        headline_commit="c0ffee1"))
+    comps = rep.headline.comparisons
+    assert len(comps) == 15 and all(c.diff.delta > 0 for c in comps)
+    assert all(not c.ahead(rep.headline.prereg) for c in comps) and all(c.diff.p_adj >= 0.05 for c in comps)
+    assert targets.target_wins(rep).status == targets.UNDECIDED
+    page, block = _page(recs, tmp_path)
+    assert _verdicts(page)[1] == "undecided (underpowered)" and "- **met**" not in page and "- **met**" not in block
+    assert _verdicts(block) == _verdicts(page)  # the README block equals the page's verdicts
+    assert "| rte | lad vs kd | 5 | +0.60 [" in page and "undecided (underpowered) |" in page
+
+
+def test_significant_on_three_tasks_is_met(tmp_path):
+    diffs = {t: (0.03, STEADY) for t in ("rte", "mrpc", "stsb")} | {t: (0.005, NOISY) for t in ("cola", "sst2")}
+    page, block = _page(_headline_records(diffs), tmp_path)
+    wins = next(line for line in page.splitlines() if "ahead of kd and of pkd" in line)
+    assert wins.startswith("- **met** — ") and "wins: rte, mrpc, stsb;" in wins
+    assert "| rte | lad vs kd | 5 | +3.00 [" in page and "| lad ahead |" in page
+    assert _verdicts(block) == _verdicts(page)
+    # the ratio target is descriptive, from the means: lad ~ 0.82 / 0.90 = 91 % < 97 %
+    assert _verdicts(page)[0] == "not met" and "95 % interval [" in page
+
+
+def test_powered_negative_is_not_met_and_states_the_mde(tmp_path):
+    page, block = _page(_headline_records({t: (0.0, STEADY) for t in HEADLINE_TASKS}), tmp_path)
+    wins = next(line for line in page.splitlines() if "ahead of kd and of pkd" in line)
+    assert wins.startswith("- **not met** — ") and "no effect of 1 point or more was found" in wins
+    assert "MDE, points: rte vs kd 0." in wins
+    assert "no difference of 1 point or more (powered)" in page
+    assert _verdicts(block) == _verdicts(page)
+
+
+def test_zero_spread_is_reported_as_such_and_stays_undecided(tmp_path):
+    page, block = _page(_headline_records({t: (0.02, (0.0,) * 5) for t in HEADLINE_TASKS}), tmp_path)
+    assert "| rte | lad vs kd | 5 | +2.00 (zero spread) | – | – | – | undecided: zero spread (every seed differs by " \
+           "the same amount) |" in page
+    assert "p=0" not in page and "| 0.000 |" not in page
+    assert _verdicts(page)[1] == "undecided (underpowered)" and _verdicts(block) == _verdicts(page)
+
+
+def test_headline_takes_only_the_pinned_commit_and_five_seeds(tmp_path):
+    from sweeps.reporting.prereg import Prereg
+
+    pinned = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}, seeds=(1, 2, 3), history=True)
+    old = _headline_records({t: (-0.05, STEADY) for t in HEADLINE_TASKS}, commit="0dd0dd0")
+    page, block = _page(pinned + old, tmp_path, Prereg(headline_commit="c0ffee1"))
+    assert "## Headline — commit c0ffee1" in page and "0dd0dd0" not in page.split("## Targets")[0]
+    assert "| rte | m | 90.00 | – | 83.07 ± 0.15 (n=3 < 5) |" in page  # fewer than 5 seeds: shown, not counted
+    assert "undecided (n = 3 < 5 seeds)" in page and _verdicts(page) == ["undecided (underpowered)"] * 2
+    rte = (tmp_path / "docs" / "results" / "rte.md").read_text()  # the old runs stay on the task page
+    assert "(main) — mixed commits: c0ffee1 (15 runs), 0dd0dd0 (10 runs)\n" in rte  # latest run per cell
+    assert "exploratory" in rte and "p_adj" not in rte
+    assert "![learning curves]" not in page  # plots=False
+    head = grouping.build_report(pinned + old, prereg=Prereg(headline_commit="c0ffee1")).headline
+    lad = head.cell("rte", "lad").mean  # curve: mean over seeds at each step
+    assert head.curves["rte"]["lad"] == [(10, pytest.approx(100 * lad / 3)), (20, pytest.approx(200 * lad / 3)),
+                                         (30, pytest.approx(100 * lad))]
+    assert set(head.curves["rte"]) == {"lad", "kd", "ce"}  # ce, kd, lad: not pkd
+    unpinned, _ = _page(pinned + old, tmp_path / "u", Prereg())
+    assert "The headline commit is **not pinned yet**" in unpinned
+
+
+def test_preregistration_file_is_read_as_declared():
+    from sweeps.reporting.prereg import Prereg, read_prereg
+
+    pre = read_prereg(REPO / "results" / "preregistration.yaml")
+    assert pre.family_size == 15 and pre.methods == ["lad", "kd", "pkd", "lad-frozen"]
+    assert (pre.alpha, pre.power, pre.smallest_effect, pre.min_tasks) == (0.05, 0.8, 1.0, 3)
+    assert pre.tasks == Prereg().tasks and pre.student == "3layer"
 
 
 # ----------------------------------------------------------------------------- ablation planner
@@ -466,10 +563,11 @@ def test_readme_headline_block_is_regenerated_in_place(tmp_path):
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# X\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\nrest\n")
-    refresh_readme(readme, Report(tables=[]), Path("docs/results.md"))
+    refresh_readme(readme, grouping.build_report([]), Path("docs/results.md"))
     text = readme.read_text()
     assert "stale numbers" not in text and text.endswith(f"{README_END}\n\nrest\n")
-    assert "copied from [`docs/results.md`](docs/results.md)" in text and "**not enough data**" in text
+    assert "copied from [`docs/results.md`](docs/results.md)" in text and "**undecided (underpowered)**" in text
+    assert "Headline commit: **not pinned yet**" in text
 
 
 # ----------------------------------------------------------------------------- variants, discussion, importance
@@ -496,14 +594,16 @@ def test_extra_overrides_make_a_separate_table_and_the_default_stays_primary():
     (base, var), = discussion.variant_pairs(rep)
     assert base is prim and var.variant == "student.init_classifier=false student.init_embeddings=false"
     assert var.row("ce", "3layer").mean == pytest.approx(0.62)  # init-off runs are not mixed into the default
-    text = "\n".join(discussion.render_discussion(rep))
-    # default: lad - ce = 2 points on every seed (paired: no spread at all) -> an effect
-    assert ("- **mrpc** (max_steps=160, train=full, primary): LAD vs ce (3layer) +2.00 [+2.00, +2.00] "
-            "(n=3 paired, p_adj=<0.001): LAD ahead") in text
+    text = "\n".join(discussion.render_discussion(rep, "mrpc"))
+    # default: lad - ce = 2 points on every seed (paired: no spread at all) -> zero spread, never p = 0
+    zero = "zero spread (every seed differs by the same amount)"
+    assert ("- **mrpc** (max_steps=160, train=full, main; commit unrecorded), exploratory: LAD vs ce (3layer) +2.00 "
+            f"(n=3 paired, {zero}): {zero}") in text
     # every table gets its comparison, the variant too
-    assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false): "
-            "LAD vs ce (3layer) +10.00 [+10.00, +10.00] (n=3 paired, p_adj=<0.001): LAD ahead") in text
-    assert "lad/3layer -10.00 [-10.00, -10.00] (n=3 paired, p_adj=<0.001) (worse)" in text and "ce/3layer -18.00" in text
+    assert ("- **mrpc** (max_steps=160, train=full, student.init_classifier=false student.init_embeddings=false; "
+            f"commit unrecorded), exploratory: LAD vs ce (3layer) +10.00 (n=3 paired, {zero}): {zero}") in text
+    assert f"lad/3layer -10.00 (n=3 paired, {zero}) ({zero})" in text and "ce/3layer -18.00" in text
+    assert "p=0.0" not in text and "p_adj" not in text
     assert "student.init_classifier=false student.init_embeddings=false" in markdown.render_table(var, None)[0]
 
 
@@ -536,10 +636,10 @@ def test_sweep_importance_is_deterministic_and_names_the_parameter_that_matters(
     text1, _, img = _report(recs, tmp_path, "a")
     text2, _, _ = _report(recs, tmp_path, "b")
     assert text1 == text2 and "| rte | lad/3layer, max_steps=160, train=full | 12 | optim.lr: " in text1
-    assert (img / "importance-rte.png").is_file() and "![rte parameter importance](img/importance-rte.png)" in text1
+    assert (img / "importance-rte.png").is_file() and "![rte parameter importance](../img/importance-rte.png)" in text1
 
 
-def test_readme_block_links_the_comparisons_of_the_results_page_instead_of_copying_them(tmp_path):
+def test_readme_block_is_the_pages_verdicts_and_links_the_details(tmp_path):
     from sweeps.reporting.readme import README_BEGIN, README_END, refresh_readme
 
     recs = [_rec("mrpc", m, s, v + 0.01 * s) for m, v in (("lad", 0.80), ("ce", 0.78)) for s in (1, 2, 3)]
@@ -550,14 +650,12 @@ def test_readme_block_links_the_comparisons_of_the_results_page_instead_of_copyi
     readme.write_text(f"{README_BEGIN}\n{README_END}\n")
     refresh_readme(readme, rep, Path("docs/results.md"))
     text = readme.read_text()
-    page = "\n".join(discussion.render_discussion(rep))
-    for line in ("- **mrpc** (max_steps=160, train=full, optim.lr=7e-4): LAD vs ce (3layer) +7.00 [+7.00, +7.00] "
-                 "(n=3 paired, p_adj=<0.001): LAD ahead.",
-                 "- **mrpc**, `optim.lr=7e-4`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better); "
-                 "ce/3layer +0.00 [+0.00, +0.00] (n=3 paired, p_adj=1.000) (no significant difference)."):
-        assert line in page and line not in text  # the README stays short: it links to the page
-    assert "[Discussion](docs/results.md#discussion) (mrpc)." in text
-    assert len(text.splitlines()) <= 8
+    page = "\n".join(discussion.render_discussion(rep, "mrpc"))
+    assert "- **mrpc**, `optim.lr=7e-4`, exploratory: lad/3layer +5.00" in page and "+5.00" not in text
+    target_lines = [line for line in targets.render_targets(rep) if line.startswith("- ")]
+    assert len(target_lines) == 2 and all(line in text.splitlines() for line in target_lines)
+    assert "[`docs/results.md`](docs/results.md)." in text
+    assert len(text.splitlines()) <= 10
 
 
 def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
@@ -572,8 +670,8 @@ def test_variant_is_compared_with_the_table_it_extends_not_with_the_primary():
     pairs = {var.variant: base.variant for base, var in discussion.variant_pairs(rep)}
     assert pairs == {lr: "", f"{lr} {init}": lr}
     text = "\n".join(discussion.variant_lines(rep))
-    assert f"- **mrpc**, `{init}` (on top of `{lr}`): lad/3layer -2.00 [-2.00, -2.00] (n=3 paired, p_adj=<0.001) (worse)" in text
-    assert f"- **mrpc**, `{lr}`: lad/3layer +5.00 [+5.00, +5.00] (n=3 paired, p_adj=<0.001) (better)" in text
+    assert f"- **mrpc**, `{init}` (on top of `{lr}`), exploratory: lad/3layer -2.00 (n=3 paired, zero spread" in text
+    assert f"- **mrpc**, `{lr}`, exploratory: lad/3layer +5.00 (n=3 paired, zero spread" in text
 
 
 def test_primary_tables_share_one_setup_across_tasks():
@@ -600,7 +698,7 @@ def test_discussion_sets_hand_picked_parameters_next_to_the_searched_best():
     # a search that kept optim.lr fixed has nothing to say about it
     recs += [_rec("stsb", "kd", 42, 0.5 + i / 100, parent="r", params={"optim.lr": "1e-4", "loss.temperature": str(i)})
              for i in range(1, 6)]
-    text = "\n".join(discussion.render_discussion(grouping.build_report(recs)))
+    text = "\n".join(discussion.render_context(grouping.build_report(recs)))
     assert ("- Primary tables of mrpc set `optim.lr=7e-4` for every method; the best trial of each search "
             "(≥ 5 trials, see the sweep section) had mrpc lad/3layer: optim.lr 0.00085.") in text
     assert "rte kd" not in text and "stsb kd" not in text
@@ -634,7 +732,7 @@ def test_paired_comparison_and_holm_adjustment():
     assert (d.lo, d.hi) == (pytest.approx(2.25 - half), pytest.approx(2.25 + half))
     # a difference far from significant on its own pairs is not called; an unpaired (Welch) test would
     # not see the pairing at all
-    items = [paired(a, b), paired({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.5}), paired(a, a)]
+    items = [paired(a, b), paired({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.5}), paired(a, {1: 0.7, 2: 0.8, 3: 0.8, 4: 0.7})]
     ps = [x.p for x in items]
     holm(items)
     order = sorted(range(3), key=lambda i: ps[i])
@@ -643,4 +741,32 @@ def test_paired_comparison_and_holm_adjustment():
         running = max(running, min(1.0, (3 - rank) * ps[i]))
         expected[i] = running
     assert [x.p_adj for x in items] == [pytest.approx(expected[i]) for i in range(3)]
-    assert items[0].p_adj >= items[0].p and items[2].p_adj == 1.0
+    assert items[0].p_adj >= items[0].p
+
+
+def test_zero_spread_has_no_p_value_and_holm_counts_the_declared_family():
+    from sweeps.stats import ZERO_SPREAD, holm, mde, paired
+
+    same = paired({1: 0.80, 2: 0.83, 3: 0.79}, {1: 0.78, 2: 0.81, 3: 0.77})  # +2 points on every seed
+    assert same.zero_spread and same.p is None and same.lo is None and same.delta == pytest.approx(2.0)
+    assert same.verdict("ahead", "behind") == ZERO_SPREAD and ZERO_SPREAD in same.text() and "p=" not in same.text()
+    assert mde(same, 0.05, 0.8) is None
+    identical = paired({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6})
+    assert identical.zero_spread and identical.p is None
+    # Holm over a declared family of 15: three tested comparisons are still multiplied by 15, 14, 13
+    items = [paired({1: 0.50, 2: 0.61, 3: 0.52}, {1: 0.50, 2: 0.50, 3: 0.50}) for _ in range(3)]
+    holm(items, family_size=15)
+    assert items[0].p_adj == pytest.approx(min(1.0, 15 * items[0].p))
+    holm([same], family_size=15)
+    assert same.p_adj is None
+
+
+def test_mde_is_the_paired_t_approximation():
+    from scipy import stats
+
+    from sweeps.stats import mde, paired
+
+    d = paired({s: 0.5 + 0.01 * s * (s % 2) for s in range(1, 6)}, {s: 0.5 for s in range(1, 6)})
+    want = (stats.t.ppf(1 - 0.05 / 15 / 2, 4) + stats.t.ppf(0.8, 4)) * d.sd / math.sqrt(5)
+    assert mde(d, 0.05 / 15, 0.8) == pytest.approx(want)
+    assert mde(d, 0.05 / 15, 0.8) > mde(d, 0.05, 0.8)  # the stricter level needs a larger difference

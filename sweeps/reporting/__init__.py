@@ -1,11 +1,12 @@
-"""The results page from recorded runs, by responsibility (``sweeps/report.py`` is the command):
+"""The results pages from recorded runs, by responsibility (``sweeps/report.py`` is the command):
 
-- ``model``: tables, rows, sweep groups, gate rows; helpers that read export records
-- ``grouping``: records -> tables (grid cells), sweep groups (trials), primary tables, gate rows
-- ``targets``: the issue targets from the primary tables
-- ``discussion``: paired comparisons, Holm over the page, the discussion section
-- ``baselines``: trivial-baseline scores (``results/baselines.json``)
-- ``markdown``: the page and the CSV summary
+- ``model``: tables, rows, sweep groups, gate rows; helpers that read export records (scores, commits)
+- ``prereg``: the pre-registered analysis (``results/preregistration.yaml``)
+- ``grouping``: records -> tables (grid cells), sweep groups (trials), main tables, gate rows
+- ``primary``: the headline cells, the primary family (Holm over exactly it, MDEs), the learning curves
+- ``targets``: the targets, decided from the primary family (met / not met / undecided)
+- ``discussion``: exploratory comparisons (unadjusted p) of the per-task pages, and the context
+- ``markdown``: the main page, the per-task pages, the overview page and the CSV summary
 - ``plots``: the figures
-- ``readme``: the README's generated results block
+- ``readme``: the README's generated results block (the page's verdicts)
 """

@@ -1,13 +1,14 @@
-"""Statistics of the page: LAD against every other method (seeds paired), variants against their base
-table, Holm-adjusted together (``sweeps.stats``); and the discussion section that states them."""
+"""Exploratory statistics of the per-task pages: LAD against every other method of each table (seeds paired),
+variants against their base table, each with its 95 % interval and UNADJUSTED p (``sweeps.stats``): only the
+pre-registered primary family (``sweeps.reporting.primary``) is Holm-adjusted and decides anything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps.reporting.model import MIN_IMPORTANCE_TRIALS, REPO, TARGET_TASKS, Report, Table, num
-from sweeps.stats import Paired, holm, paired
+from sweeps.reporting.model import MIN_IMPORTANCE_TRIALS, REPO, TARGET_TASKS, Report, Table, commits_text, num
+from sweeps.stats import Paired, paired
 
 
 @dataclass
@@ -50,7 +51,7 @@ def variant_pairs(report: Report) -> list[tuple[Table, Table]]:
 
 @dataclass
 class Discussion:
-    """Every comparison the page makes, Holm-adjusted together."""
+    """Every exploratory comparison of the tables (unadjusted p)."""
 
     tables: list[tuple[Table, list[Comparison]]]
     variants: list[tuple[Table, Table, list[tuple[str, Paired]]]]
@@ -64,16 +65,16 @@ def discussion(report: Report) -> Discussion:
                  if (ref := base.row(row.method, row.student)) is not None]
         if items:
             variants.append((base, var, items))
-    holm([c.diff for _, comps in tables for c in comps] + [d for _, _, items in variants for _, d in items])
     return Discussion(tables, variants)
 
 
-def comparison_lines(report: Report, disc: Discussion | None = None) -> list[str]:
-    """One bullet per table with a LAD row: LAD minus each other method (paired seeds, Holm-adjusted p)."""
+def comparison_lines(report: Report, disc: Discussion | None = None, task: str | None = None) -> list[str]:
+    """One bullet per table with a LAD row: LAD minus each other method (paired seeds, unadjusted p)."""
     disc = disc or discussion(report)
-    return [f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}{', primary' if t.primary else ''}): "
+    return [f"- **{t.task}** ({t.budget}{', ' + t.variant if t.variant else ''}{', main' if t.primary else ''}; "
+            f"{commits_text(t.commits)}), exploratory: "
             + "; ".join(f"LAD vs {c.other} ({c.student}) {c.diff.text()}: {c.verdict}" for c in comps) + "."
-            for t, comps in disc.tables]
+            for t, comps in disc.tables if task in (None, t.task)]
 
 
 def hyperparameter_lines(report: Report) -> list[str]:
@@ -95,37 +96,47 @@ def hyperparameter_lines(report: Report) -> list[str]:
     return lines
 
 
-def variant_lines(report: Report, disc: Discussion | None = None) -> list[str]:
-    """One bullet per variant table: variant minus its base table, per method/student (paired seeds)."""
+def variant_lines(report: Report, disc: Discussion | None = None, task: str | None = None) -> list[str]:
+    """One bullet per variant table: variant minus its base table, per method/student (paired seeds, unadjusted p)."""
     disc = disc or discussion(report)
     lines = []
     for base, var, items in disc.variants:
+        if task not in (None, var.task):
+            continue
         added = " ".join(sorted(set(var.variant.split()) - set(base.variant.split())))
         against = f" (on top of `{base.variant}`)" if base.variant else ""
-        lines.append(f"- **{var.task}**, `{added}`{against}: " + "; ".join(
+        lines.append(f"- **{var.task}**, `{added}`{against}, exploratory: " + "; ".join(
             f"{label} {d.text()} ({d.verdict('better', 'worse')})" for label, d in items) + ".")
     return lines
 
 
-def render_discussion(report: Report) -> list[str]:
-    """Effect sizes against seed noise, variants against the default, and what differs from the paper."""
-    lines = ["## Discussion", "", "Generated from the tables above with the statistics rule stated at the top of "
-             "the page. Differences are in points (x100).", ""]
+def render_discussion(report: Report, task: str) -> list[str]:
+    """The exploratory comparisons and variants of one task's tables (its per-task page)."""
     disc = discussion(report)
-    lines += comparison_lines(report, disc) or ["- No table has a LAD row next to another method yet."]
+    lines = ["## Exploratory comparisons", "",
+             "Exploratory: each comparison is shown with its 95 % interval and its UNADJUSTED p; none of them "
+             "is corrected for the many comparisons made, and none decides a target (only the pre-registered "
+             "primary family on the main page does). Differences are in points (x100).", ""]
+    lines += comparison_lines(report, disc, task) or ["- No table of this task has a LAD row next to another method."]
     lines.append("")
-    variants = variant_lines(report, disc)
+    variants = variant_lines(report, disc, task)
     if variants:
         lines += ["Variants (same task, teacher and budget; difference = table with the added overrides − table "
                   "without them, same method and student):", ""] + variants + [""]
+    return lines
+
+
+def render_context(report: Report) -> list[str]:
+    """Hand-set hyper-parameters against the searches, what differs from the paper, published numbers."""
+    lines = []
     hparams = hyperparameter_lines(report)
     if hparams:
-        lines += ["Hyper-parameters:", ""] + hparams + [""]
-    lines += ["What differs from the paper (Lin, Chen, Kao, Sensors 2023):", "",
+        lines += ["## Hyper-parameters", ""] + hparams + [""]
+    lines += ["## What differs from the paper (Lin, Chen, Kao, Sensors 2023)", "",
               "- Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, a sentence-embedding model) fine-tuned here, "
               "not a 12-layer bert-base; the students keep 2 or 3 of its 6 layers, so there are fewer "
               "teacher layers for the gates to aggregate.",
-              "- Budget: CPU-only training capped at the step budgets named in each table heading, far "
+              "- Budget: CPU-only training at the budgets named in each table heading, far "
               "shorter than the paper's epochs, with default or briefly searched hyper-parameters.",
               "- Seeds: means and spreads come from the seeds listed in each table; RTE and MRPC dev sets are "
               "small, so single-point differences are usually noise.", ""]

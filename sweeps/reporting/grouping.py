@@ -11,13 +11,19 @@ from collections import Counter, defaultdict
 
 from sweeps.kinds import is_grid_cell, is_pruned_trial, is_sweep_trial
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, NEUTRAL, REPO, GateRow, Report, Row,
-                                    SweepGroup, Table, budget_of, extras_of, latest, method_rank, pick_teacher,
+                                    SweepGroup, Table, budget_of, commit_of, extras_of, latest, method_rank, pick_teacher,
                                     score_of, sweep_label, task_rank, to_float, to_int)
 
 
-def build_report(records: list[dict], baselines: dict[str, dict] | None = None) -> Report:
+def build_report(records: list[dict], baselines: dict[str, dict] | None = None, prereg=None) -> Report:
     """Tables, primary flags and sweep groups from export records (any order); ``baselines``: task ->
-    trivial baseline (``sweeps/baselines.py``), shown in every table of its task."""
+    trivial baseline (``sweeps/baselines.py``), shown in every table of its task; ``prereg``: the
+    pre-registered analysis (``sweeps.reporting.prereg.Prereg``; default: its defaults, nothing pinned),
+    from which the headline and the primary family are built."""
+    from sweeps.reporting.prereg import Prereg
+    from sweeps.reporting.primary import build_headline
+
+    all_records = records
     pruned = Counter((r["task"], sweep_label(r)) for r in records if is_pruned_trial(r) and r.get("student"))
     records = [r for r in records if r.get("status", "FINISHED") == "FINISHED"]
     teachers = defaultdict(list)
@@ -55,6 +61,8 @@ def build_report(records: list[dict], baselines: dict[str, dict] | None = None) 
                     dict(baselines or {}))
     for table in tables:
         table.trivial = report.trivial(table.task, table.main_metric)
+    report.headline = build_headline([r for r in all_records if r.get("status", "FINISHED") == "FINISHED"], report,
+                                     prereg or Prereg())
     return report
 
 
@@ -105,7 +113,8 @@ def make_table(task: str, teacher: str, budget: str, extras: list[str], runs: li
         row = Row(method, student, to_int(rs[0].get("params", {}).get("student.num_layers"), 0) or 0,
                   {r.get("seed") if r.get("seed") is not None else -1: score_of(r) for r in rs},
                   max(params, key=lambda p: (params[p], p or 0)),
-                  statistics.fmean(speeds) if speeds else None)
+                  statistics.fmean(speeds) if speeds else None,
+                  commits=dict(Counter(commit_of(r) for r in rs)))
         if t_score:
             row.pct_teacher = 100.0 * row.mean / t_score
         rows.append(row)

@@ -1,4 +1,6 @@
-"""Markdown and CSV of the results page (tables, teachers, gates, sweeps, summary)."""
+"""Markdown and CSV of the results pages: the short main page (rule, headline, primary family, targets,
+curves), one exploratory page per task (tables, teachers, gates, sweeps, comparisons) and an exploratory
+cross-task page."""
 
 from __future__ import annotations
 
@@ -7,23 +9,26 @@ import io
 import re
 import statistics
 
-from sweeps.reporting.discussion import render_discussion
+from sweeps.reporting.discussion import render_context, render_discussion
 from sweeps.reporting.grouping import primary_tables, summary_grid
-from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Report, Table, budget_of, fmt_params,
-                                    mean_std, method_rank, num, pct, score_of, task_rank, to_int)
+from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Report, Table, budget_of,
+                                    commits_text, fmt_params, mean_std, method_rank, num, pct, score_of, task_rank,
+                                    to_int)
 from sweeps.reporting.targets import render_targets
-from sweeps.stats import RULE
+from sweeps.reporting.primary import CURVE_METHODS
+from sweeps.stats import fmt_p
 
 
-def render_teachers(report: Report) -> list[str]:
-    if not report.teachers:
+def render_teachers(report: Report, task: str | None = None) -> list[str]:
+    teachers = [r for r in report.teachers if task in (None, r["task"])]
+    if not teachers:
         return []
     lines = ["## Teachers", "",
              "Best dev score of the latest finished teacher fine-tuning run per task (x100), next to the "
              "task's trivial baseline.", "",
              "| task | teacher | main metric | best dev | trivial baseline | budget | command |",
              "|---|---|---|---:|---:|---|---|"]
-    for r in report.teachers:
+    for r in teachers:
         params = r.get("params", {})
         budget, _ = budget_of(params)
         cmd = f"python train_teacher.py task={r['task']} teacher={r.get('teacher') or DEFAULT_TEACHER}"
@@ -36,15 +41,15 @@ def render_teachers(report: Report) -> list[str]:
     return lines + [""]
 
 
-def render_gates(report: Report, image_for: dict[str, str]) -> list[str]:
-    if not report.gates:
+def render_gates(report: Report, image_for: dict[str, str], task: str | None = None) -> list[str]:
+    if not any(task in (None, t) for t in report.gates):
         return []
     lines = ["## Gate values", "",
              "Mean highway-gate value g_l per teacher layer l (the weight of H_l against the aggregate "
              "of the layers below it; the anchor layer is 1 by definition), on a fixed probe batch of "
              "training examples at each run's best dev evaluation, averaged over seeds; one row per "
              "method/student, budget and variant.", ""]
-    for task in sorted(report.gates, key=task_rank):
+    for task in sorted((t for t in report.gates if task in (None, t)), key=task_rank):
         rows = report.gates[task]
         layers = sorted(set().union(*(r.values for r in rows)))
         lines += [f"### {task}", "", "| method/student | n | " + " | ".join(f"layer {l}" for l in layers) + " |",
@@ -91,7 +96,8 @@ def teacher_command(table: Table) -> str:
 def render_table(table: Table, image: str | None) -> list[str]:
     metric = table.main_metric
     lines = [f"### {table.task.upper()} — teacher {table.teacher}, {table.budget}"
-             + (f", {table.variant}" if table.variant else "") + (" (primary)" if table.primary else ""), ""]
+             + (f", {table.variant}" if table.variant else "") + (" (main)" if table.primary else "")
+             + f" — {commits_text(table.commits)}", ""]
     lines += [f"| method | student | params | n | dev {metric} (mean ± std) | % of teacher | − teacher |",
               "|---|---|---:|---:|---:|---:|---:|"]
     if table.teacher_score is not None:
@@ -128,7 +134,7 @@ def render_summary(report: Report) -> list[str]:
     prim = primary_tables(report)
     tasks, rows, complete = summary_grid(report)
     lines = ["## Cross-task summary", "",
-             "Mean best dev score (x100) of each task's primary table. Averages are over the tasks "
+             "Exploratory. Mean best dev score (x100) of each task's main table. Averages are over the tasks "
              "where every method/student run on the most tasks is present: "
              + (", ".join(complete) if complete else "none") + "; a row missing one of them has no average.", ""]
     head = ["method", "student", *tasks, "avg", "avg % of teacher"]
@@ -154,15 +160,16 @@ def render_summary(report: Report) -> list[str]:
     return lines
 
 
-def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
-    if not report.sweeps:
+def render_sweeps(report: Report, image_for: dict[str, str], task: str | None = None) -> list[str]:
+    groups = [g for g in report.sweeps if task in (None, g.task)]
+    if not groups:
         return []
     lines = ["## Hyper-parameter sweeps", "",
              "Optuna sweep trials (runs an Optuna search launched, see `sweeps/kinds.py`); best trial per task and method/student "
              "(trials: finished + pruned).", "",
              "| task | method/student | trials | best dev | trivial baseline | T | soft weight | μ (hidden weight) | lr "
              "| gate lr |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for g in report.sweeps:
+    for g in groups:
         score, params = g.trials[0]
         trivial = report.trivial(g.task, g.main_metric)
         lines.append(f"| {g.task} | {g.label} | {len(g.trials)} + {g.pruned} | {pct(score)} | "
@@ -171,12 +178,12 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
                                                                "loss.hidden_weight", "optim.lr", "optim.gate_lr"))
                      + " |")
     lines.append("")
-    for task in sorted({g.task for g in report.sweeps}, key=task_rank):
+    for task in sorted({g.task for g in groups}, key=task_rank):
         if task in image_for:
             lines += [f"![{task} sweep]({image_for[task]})", ""]
         if f"importance:{task}" in image_for:
             lines += [f"![{task} parameter importance]({image_for[f'importance:{task}']})", ""]
-    rows = [(g, g.importance) for g in report.sweeps if g.importance]
+    rows = [(g, g.importance) for g in groups if g.importance]
     if rows:
         lines += [f"Parameter importance (fANOVA with a fixed seed over each group's finished trials, groups with "
                   f"at least {MIN_IMPORTANCE_TRIALS}; pruned trials are not included):", "",
@@ -189,35 +196,180 @@ def render_sweeps(report: Report, image_for: dict[str, str]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report, images: dict[str, str]) -> str:
-    lines = ["# Results", "",
-             "Generated by `python sweeps/report.py` from the recorded runs (MLflow or "
-             "`results/runs.jsonl`); do not edit by hand.", "",
-             "Scores: best dev value of each task's main metric during training, x100, mean ± sample "
-             "std over seeds (n = seeds). Every table shows the task's fine-tuned teacher and its trivial "
-             "baseline: the best constant prediction on the dev file, scored with the task's own metric "
-             "(`sweeps/baselines.py`, `results/baselines.json`: the majority class for accuracy, "
-             "all-positive for F1, 0 for MCC and for correlations). % of teacher: student mean / teacher; "
-             "− teacher: student mean − teacher, in points. A ratio reads differently per metric: for "
-             "accuracy and F1 the trivial baseline already holds a large share of the teacher, for MCC "
-             "(CoLA) and correlations (STS-B) the trivial baseline is 0, so a ratio of MCCs is the share of "
-             "the teacher's above-chance correlation; compare methods by the difference. "
-             "The targets, the cross-task summary and the gate table use each task's *primary* table, "
-             "taken from one common setup (teacher, budget, extra overrides) where the task has one: the "
-             "setup recorded on the most tasks.", "", f"Statistics: {RULE}", ""]
-    if not report.tables:
-        lines += ["No FINISHED distillation runs recorded yet.", ""]
+SCORES = ("Scores: best dev value of each task's main metric during training, x100, mean ± sample std over seeds "
+          "(n = seeds). The trivial baseline is the best constant prediction on the dev file, scored with the "
+          "task's own metric (`sweeps/baselines.py`, `results/baselines.json`: the majority class for accuracy, "
+          "all-positive for F1, 0 for MCC and for correlations). % of teacher: student mean / teacher; "
+          "− teacher: student mean − teacher, in points. A ratio reads differently per metric: for accuracy and "
+          "F1 the trivial baseline already holds a large share of the teacher, for MCC (CoLA) and correlations "
+          "(STS-B) the trivial baseline is 0, so their ratio is the share of the teacher's above-chance "
+          "correlation; compare methods by the difference.")
+GENERATED = ("Generated by `python sweeps/report.py` from the recorded runs (MLflow or `results/runs.jsonl`); "
+             "do not edit by hand.")
+
+
+def render_rule(report: Report, prereg_link: str) -> list[str]:
+    pre = report.headline.prereg
+    pairs = ", ".join(f"{a} vs {b}" for a, b in pre.primary)
+    pinned = (f"runs recorded at commit `{pre.headline_commit}` only" if pre.headline_commit else
+              "**not pinned yet** (`headline_commit: null`): every recorded run may fill it, from each task's "
+              "main table")
+    return ["## The rule (pre-registered)", "",
+            f"Declared in [`{pre.path}`]({prereg_link}) before the headline runs; the page reads it and "
+            "decides nothing else.", "",
+            f"- **Primary family** (the only comparisons that decide anything): per task ({', '.join(pre.tasks)}) "
+            f"{pairs} for the {pre.student} student — {pre.family_size} comparisons. Seeds are paired (same seed "
+            "= same data order and initial draws); each comparison is the mean per-seed difference with its 95 % "
+            "interval and a two-sided paired t-test, Holm-adjusted over exactly these "
+            f"{pre.family_size}; a difference counts when its adjusted p < {pre.alpha:g}.",
+            f"- **Minimum detectable difference (MDE)** at {100 * pre.power:g} % power, from the observed spread "
+            "of the paired differences: (t(1 − α*/2, n − 1) + t(power, n − 1)) · sd / √n with α* = α / "
+            f"{pre.family_size} = {pre.alpha_star:.4g} (Bonferroni, the level of Holm's first step: conservative; "
+            "central-t approximation, not a noncentral-t solve).",
+            f"- **Verdict of a comparison**: ahead / behind when significant; \"no difference of "
+            f"{pre.smallest_effect:g} point or more (powered)\" when not significant with MDE ≤ "
+            f"{pre.smallest_effect:g}; \"undecided (underpowered)\" when the MDE is larger; \"undecided\" with "
+            f"fewer than {pre.min_seeds} seeds in a cell, or with zero spread (every seed differs by the same "
+            "amount: no p-value exists, it is never reported as p = 0).",
+            f"- **Headline runs**: {pinned}; a cell needs ≥ {pre.min_seeds} seeds to count.",
+            "- **Everything else** on these pages (other methods, students, variants, budgets, the per-task "
+            "tables) is **exploratory**: shown with its 95 % interval and its unadjusted p, labelled so.", ""]
+
+
+def cell_text(cell, pre) -> str:
+    if cell is None:
+        return "–"
+    text = f"{100.0 * cell.mean:.2f}" + ("" if cell.std is None else f" ± {100.0 * cell.std:.2f}")
+    return text + (f" (n={cell.n})" if cell.n >= pre.min_seeds else f" (n={cell.n} < {pre.min_seeds})")
+
+
+def render_headline(report: Report) -> list[str]:
+    head = report.headline
+    pre = head.prereg
+    methods = pre.methods
+    heading = "## Headline" + (f" — {commits_text(head.commits)}" if head.cells else "")
+    lines = [heading, ""]
+    if pre.headline_commit is None:
+        lines += ["The headline commit is **not pinned yet**: no grid has been recorded from one pinned commit. "
+                  "The cells below come from each task's main table of the runs recorded so far (older code, "
+                  "mixed commits, fewer seeds than required): orientation only; every verdict below stays "
+                  "undecided until the pinned grid is recorded.", ""]
+    elif not head.cells:
+        lines += [f"No run of the headline commit `{pre.headline_commit}` has been recorded yet; the per-task "
+                  "pages show the older runs as exploratory material.", ""]
+    lines += [f"{pre.student} students, dev score x100, mean ± std (n = seeds).", "",
+              "| task | metric | teacher | trivial baseline | " + " | ".join(methods) + " |",
+              "|---|---|---:|---:|" + "---:|" * len(methods)]
+    for task in pre.tasks:
+        metric = head.metrics.get(task, "")
+        trivial = report.trivial(task, metric)
+        cells = [cell_text(head.cell(task, m), pre) for m in methods]
+        lines.append(f"| {task} | {metric or '–'} | {pct(head.teachers.get(task))} | "
+                     f"{pct(trivial and trivial['score'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    setups = sorted({(t, c.setup) for (t, _), c in head.cells.items()}, key=lambda ts: (pre.tasks.index(ts[0]), ts[1]))
+    if setups:
+        lines += ["Setups (budget, extra overrides): " + "; ".join(f"{t} {s}" for t, s in setups) + ".", ""]
+    return lines
+
+
+def render_primary(report: Report) -> list[str]:
+    head = report.headline
+    pre = head.prereg
+    lines = [f"## Primary family ({pre.family_size} comparisons, Holm)", "",
+             f"Difference = first − second method, points, seeds paired; MDE at {100 * pre.power:g} % power "
+             f"(α* = {pre.alpha_star:.4g}).", "",
+             "| task | comparison | n | difference [95 % CI] | p | Holm p | MDE | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for c in head.comparisons:
+        d = c.diff
+        if d is None or d.n == 0:
+            lines.append(f"| {c.task} | {c.a} vs {c.b} | 0 | – | – | – | – | {c.verdict(pre)} |")
+            continue
+        if d.zero_spread:
+            diff = f"{d.delta:+.2f} (zero spread)"
+        elif d.lo is None:
+            diff = f"{d.delta:+.2f}"
+        else:
+            diff = f"{d.delta:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]"
+        mde = "–" if c.mde is None else f"{c.mde:.2f}"
+        lines.append(f"| {c.task} | {c.a} vs {c.b} | {d.n} | {diff} | {fmt_p(d.p) if d.p is not None else '–'} | "
+                     f"{fmt_p(d.p_adj) if d.p_adj is not None else '–'} | {mde} | {c.verdict(pre)} |")
+    return lines + [""]
+
+
+def render_curves(report: Report, image: str | None) -> list[str]:
+    lines = ["## Learning curves", ""]
+    if image is None:
+        return lines + ["No recorded run of the headline student has a per-evaluation history yet (the export "
+                        "records it as `history` since Results v3): no learning-curve figure.", ""]
+    return lines + [f"Dev score (x100) vs training step of {', '.join(CURVE_METHODS)} "
+                    f"({report.headline.prereg.student}), mean over seeds at common evaluation steps.", "",
+                    f"![learning curves]({image})", ""]
+
+
+def render_markdown(report: Report, images: dict[str, str], img_prefix: str = "img", pages: str = "results",
+                    prereg_link: str = "../results/preregistration.yaml") -> str:
+    """The main page: the rule, the headline, the primary family, the targets, the curves, links."""
+    lines = ["# Results", "", GENERATED, ""]
+    lines += render_rule(report, prereg_link)
+    lines += render_headline(report)
+    lines += render_primary(report)
     lines += render_targets(report)
-    lines += render_teachers(report)
+    curve = images.get("curves")
+    lines += render_curves(report, curve and f"{img_prefix}/{curve}")
+    tasks = task_pages(report)
+    lines += ["## Details (exploratory)", "",
+              "Every table of every recorded run, teachers, gate values and movement, sweeps and tuning, with "
+              "exploratory comparisons (unadjusted p): "
+              + ", ".join(f"[{t}]({pages}/{t}.md)" for t in tasks)
+              + ("; " if tasks else "") + f"[cross-task summary and context]({pages}/{OVERVIEW}.md).", "",
+              SCORES, ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+OVERVIEW = "overview"
+
+
+def task_pages(report: Report) -> list[str]:
+    found = {t.task for t in report.tables} | {r["task"] for r in report.teachers} | set(report.gates) \
+        | {g.task for g in report.sweeps}
+    return sorted(found, key=task_rank)
+
+
+def render_task_page(report: Report, task: str, images: dict[str, str], img_prefix: str) -> str:
+    """One task's exploratory page: every table, the teacher, gates, sweeps and comparisons."""
+    def img(key: str) -> str | None:
+        return f"{img_prefix}/{images[key]}" if key in images else None
+
+    lines = [f"# Results: {task} (exploratory)", "", GENERATED, "",
+             "Everything on this page is **exploratory** (see the rule on the [main page](../results.md)): "
+             "intervals and p-values are unadjusted and decide no target. Each table heading names the commit "
+             "of its runs.", "", SCORES, ""]
+    lines += render_teachers(report, task)
+    tables = [t for t in report.tables if t.task == task]
+    if tables:
+        lines += ["## Tables", ""]
+        for table in tables:
+            lines += render_table(table, img(f"table:{table.slug}"))
+    lines += render_gates(report, {task: f"{img_prefix}/{images[f'gates:{task}']}"} if f"gates:{task}" in images
+                          else {}, task)
+    sweep_images = {k[len("sweep:"):]: f"{img_prefix}/{v}" for k, v in images.items() if k.startswith("sweep:")}
+    lines += render_sweeps(report, sweep_images, task)
+    if tables:
+        lines += render_discussion(report, task)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_overview(report: Report) -> str:
+    lines = ["# Results: cross-task summary and context (exploratory)", "", GENERATED, "",
+             "Back to the [main page](../results.md). Exploratory: the main table of each task, averaged; no "
+             "verdict is read from here.", "", SCORES, ""]
     if report.tables:
         lines += render_summary(report)
-        lines += ["## Per-task results", ""]
-        for table in report.tables:
-            lines += render_table(table, images.get(f"table:{table.slug}"))
-    lines += render_gates(report, {k[len("gates:"):]: v for k, v in images.items() if k.startswith("gates:")})
-    lines += render_sweeps(report, {k[len("sweep:"):]: v for k, v in images.items() if k.startswith("sweep:")})
-    if report.tables:
-        lines += render_discussion(report)
+    else:
+        lines += ["No FINISHED distillation runs recorded yet.", ""]
+    lines += render_context(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -226,7 +378,7 @@ def render_csv(report: Report) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["task", "teacher", "budget", "variant", "primary", "main_metric", "method", "student", "n", "seeds",
                 "mean", "std", "student_params", "teacher_score", "pct_of_teacher", "train_examples_per_s",
-                "trivial_score"])
+                "trivial_score", "commits"])
 
     def f6(x):
         return "" if x is None else f"{x:.6f}"
@@ -236,5 +388,6 @@ def render_csv(report: Report) -> str:
             w.writerow([t.task, t.teacher, t.budget, t.variant, int(t.primary), t.main_metric, r.method, r.student, r.n,
                         " ".join(map(str, sorted(r.scores))), f6(r.mean), f6(r.std), r.student_params or "",
                         f6(t.teacher_score), "" if r.pct_teacher is None else f"{r.pct_teacher:.4f}",
-                        "" if r.throughput is None else f"{r.throughput:.1f}", f6(t.trivial_score)])
+                        "" if r.throughput is None else f"{r.throughput:.1f}", f6(t.trivial_score),
+                        " ".join(sorted(r.commits))])
     return buf.getvalue()

@@ -15,10 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 METHOD_ORDER = ["lad", "lad-frozen", "lad_reverse", "lad_reverse-frozen", "mean", "attention", "lad-nogate",
                 "pkd", "kd", "ce"]
-TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
-TARGET_RATIO = 97.0          # % of teacher, 3-layer LAD, averaged over TARGET_TASKS
-TARGET_WINS = 3              # tasks where LAD >= kd and >= pkd (3-layer students)
-TARGET_STUDENT = "3layer"
+TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]   # order of the published-numbers table
+COMMIT_TAG = "mlflow.source.git.commit"
 DEFAULT_TEACHER = "minilm_l6"
 MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
 # extra overrides that do not change what a table compares (left out of its title and variant)
@@ -43,15 +41,10 @@ def parse_overrides(tag: str) -> list[str]:
     return tag.split()
 
 
-@dataclass
-class Row:
-    method: str
-    student: str
-    num_layers: int
-    scores: dict[int, float]               # seed -> best dev main metric
-    student_params: int | None
-    throughput: float | None               # mean train examples / s
-    pct_teacher: float | None = None
+class SeedScores:
+    """n, mean and sample std of a ``scores`` mapping (seed -> best dev main metric)."""
+
+    scores: dict[int, float]
 
     @property
     def n(self) -> int:
@@ -65,6 +58,18 @@ class Row:
     def std(self) -> float | None:
         values = [self.scores[s] for s in sorted(self.scores)]
         return statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class Row(SeedScores):
+    method: str
+    student: str
+    num_layers: int
+    scores: dict[int, float]               # seed -> best dev main metric
+    student_params: int | None
+    throughput: float | None               # mean train examples / s
+    pct_teacher: float | None = None
+    commits: dict[str, int] = field(default_factory=dict)   # commit -> runs of this row
 
 
 @dataclass
@@ -103,6 +108,14 @@ class Table:
     def row(self, method: str, student: str) -> Row | None:
         return next((r for r in self.rows if (r.method, r.student) == (method, student)), None)
 
+    @property
+    def commits(self) -> dict[str, int]:
+        """commit -> runs of the table (every row)."""
+        out: Counter = Counter()
+        for r in self.rows:
+            out.update(r.commits)
+        return dict(out)
+
 
 @dataclass
 class SweepGroup:
@@ -135,6 +148,7 @@ class Report:
     gates: dict[str, list[GateRow]] = field(default_factory=dict)
     teachers: list[dict] = field(default_factory=list)      # latest teacher run per (task, teacher)
     baselines: dict[str, dict] = field(default_factory=dict)  # task -> trivial baseline (sweeps/baselines.py)
+    headline: object = None          # sweeps.reporting.primary.Headline (the pre-registered analysis)
 
     def trivial(self, task: str, main_metric: str | None) -> dict | None:
         """The task's trivial baseline when it is scored with ``main_metric`` (else None)."""
@@ -209,6 +223,23 @@ def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
         if same:
             return latest(same)
     return latest(teachers)
+
+
+def commit_of(record: dict) -> str:
+    """The commit the run recorded (``mlflow.source.git.commit``), "" when it has none."""
+    return str(record.get("tags", {}).get(COMMIT_TAG) or "")
+
+
+def short(commit: str) -> str:
+    return commit[:7] if commit else "unrecorded"
+
+
+def commits_text(commits: dict[str, int]) -> str:
+    """``commit abc1234`` or ``mixed commits: abc1234 (3 runs), def5678 (2 runs)``."""
+    if len(commits) <= 1:
+        return f"commit {short(next(iter(commits), ''))}"
+    parts = sorted(commits.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "mixed commits: " + ", ".join(f"{short(c)} ({n} run{'s' if n != 1 else ''})" for c, n in parts)
 
 
 def pct(score: float | None) -> str:

@@ -124,24 +124,54 @@ def plot_gates(task: str, rows: list[GateRow], path: Path) -> None:
     plt.close(fig)
 
 
-def make_plots(report: Report, img_dir: Path, rel_prefix: str) -> dict[str, str]:
+def plot_curves(curves: dict[str, dict[str, list[tuple[int, float]]]], tasks: list[str], metrics: dict[str, str],
+                path: Path) -> None:
+    """One panel per task: mean dev score vs step of each method with a recorded history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in tasks if t in curves]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in sorted(curves[task], key=method_rank):
+            pts = curves[task][method]
+            ax.plot([s for s, _ in pts], [v for _, v in pts], marker=".", label=method)
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"dev {metrics.get(task, '')} (x100)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+
+
+def make_plots(report: Report, img_dir: Path) -> dict[str, str]:
+    """Draw every figure into ``img_dir``; returns figure key -> file name (short: ``<task>-<n>.png``)."""
     images = {}
+    count: dict[str, int] = defaultdict(int)
     for table in report.tables:
-        name = f"results-{table.slug}.png"
+        count[table.task] += 1
+        name = f"{table.task}-{count[table.task]}.png"
         plot_table(table, img_dir / name)
-        images[f"table:{table.slug}"] = f"{rel_prefix}/{name}"
+        images[f"table:{table.slug}"] = name
+    head = report.headline
+    if head is not None and head.curves:
+        plot_curves(head.curves, list(head.prereg.tasks), head.metrics, img_dir / "curves.png")
+        images["curves"] = "curves.png"
     by_task = defaultdict(list)
     for g in report.sweeps:
         by_task[g.task].append(g)
     for task, groups in by_task.items():
         name = f"sweep-{task}.png"
         if plot_sweeps(groups, img_dir / name):
-            images[f"sweep:{task}"] = f"{rel_prefix}/{name}"
+            images[f"sweep:{task}"] = name
         name = f"importance-{task}.png"
         if plot_importances(groups, img_dir / name):
-            images[f"sweep:importance:{task}"] = f"{rel_prefix}/{name}"
+            images[f"sweep:importance:{task}"] = name
     for task, rows in report.gates.items():
         name = f"gates-{task}.png"
         plot_gates(task, rows, img_dir / name)
-        images[f"gates:{task}"] = f"{rel_prefix}/{name}"
+        images[f"gates:{task}"] = name
     return images

@@ -1,68 +1,83 @@
-"""The targets of the results page (issue targets), computed from each task's primary table."""
+"""The targets of the results page, decided from the pre-registered primary family (``sweeps.reporting.primary``)
+with the rule the page states; three outcomes: met, not met, undecided (underpowered)."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
-from sweeps.reporting.grouping import primary_tables
-from sweeps.reporting.model import TARGET_RATIO, TARGET_STUDENT, TARGET_TASKS, TARGET_WINS, Report
+from sweeps.reporting.model import Report
+
+MET, NOT_MET, UNDECIDED = "met", "not met", "undecided (underpowered)"
 
 
 @dataclass
 class TargetResult:
     name: str
-    status: str        # met | not met | not enough data
+    status: str        # MET | NOT_MET | UNDECIDED
     detail: str
 
 
-def target_ratio(report: Report) -> TargetResult:
-    prim = primary_tables(report)
-    name = (f"3-layer LAD student ≥ {TARGET_RATIO:g}% of teacher, average over the five tasks "
-            f"({', '.join(TARGET_TASKS)})")
-    pcts, missing = {}, []
-    for task in TARGET_TASKS:
-        row = prim[task].row("lad", TARGET_STUDENT) if task in prim else None
-        if row is None or row.pct_teacher is None:
-            missing.append(task)
-        else:
-            pcts[task] = row.pct_teacher
-    per_task = ", ".join(f"{t} {pcts[t]:.2f}%" for t in TARGET_TASKS if t in pcts)
-    if missing:
-        return TargetResult(name, "not enough data",
-                            f"no lad/{TARGET_STUDENT} run or teacher run for: {', '.join(missing)}"
-                            + (f" (have: {per_task})" if per_task else ""))
-    avg = statistics.fmean(pcts[t] for t in TARGET_TASKS)
-    status = "met" if avg >= TARGET_RATIO else "not met"
-    return TargetResult(name, status, f"average {avg:.2f}% ({per_task})")
-
-
 def target_wins(report: Report) -> TargetResult:
-    prim = primary_tables(report)
-    name = (f"LAD ≥ kd and ≥ pkd ({TARGET_STUDENT} students) on ≥ {TARGET_WINS} of "
-            f"{len(TARGET_TASKS)} tasks ({', '.join(TARGET_TASKS)})")
-    wins, losses, undecided = [], [], []
-    for task in TARGET_TASKS:
-        t = prim.get(task)
-        rows = [t.row(m, TARGET_STUDENT) if t else None for m in ("lad", "kd", "pkd")]
-        if any(r is None for r in rows):
-            undecided.append(task)
-        elif rows[0].mean >= rows[1].mean and rows[0].mean >= rows[2].mean:
+    """Wins: the method ahead of each of ``over`` with Holm-adjusted p < alpha on >= min_tasks tasks (met);
+    not met when even the tasks that could still become wins are too few (a powered negative or a loss);
+    otherwise undecided."""
+    head = report.headline
+    pre = head.prereg
+    over = " and of ".join(pre.wins_over)
+    name = (f"{pre.wins_method} ({pre.student}) ahead of {over} with Holm-adjusted p < {pre.alpha:g} on ≥ "
+            f"{pre.min_tasks} of {len(pre.tasks)} tasks")
+    wins, could, lost, notes = [], [], [], []
+    for task in pre.tasks:
+        comps = [c for c in head.comparisons if c.task == task and c.a == pre.wins_method and c.b in pre.wins_over]
+        if len(comps) == len(pre.wins_over) and all(c.ahead(pre) for c in comps):
             wins.append(task)
+        elif len(comps) < len(pre.wins_over) or all(c.could_still_be_ahead(pre) for c in comps):
+            could.append(task)
+            notes += [(c.verdict(pre), f"{task} vs {c.b}") for c in comps if not c.ahead(pre)]
         else:
-            losses.append(task)
-    detail = (f"wins: {', '.join(wins) or 'none'}; losses: {', '.join(losses) or 'none'}; "
-              f"missing lad/kd/pkd: {', '.join(undecided) or 'none'}")
-    if len(wins) >= TARGET_WINS:
-        return TargetResult(name, "met", detail)
-    if len(wins) + len(undecided) < TARGET_WINS:
-        return TargetResult(name, "not met", detail)
-    return TargetResult(name, "not enough data", detail)
+            lost.append(task)
+    mdes = [f"{c.task} vs {c.b} {c.mde:.2f}" for c in head.comparisons
+            if c.a == pre.wins_method and c.b in pre.wins_over and c.mde is not None]
+    detail = (f"wins: {', '.join(wins) or 'none'}; could still be wins: {', '.join(could) or 'none'}; "
+              f"decided against: {', '.join(lost) or 'none'}")
+    if len(wins) >= pre.min_tasks:
+        return TargetResult(name, MET, detail + ".")
+    if len(wins) + len(could) < pre.min_tasks:
+        return TargetResult(name, NOT_MET, detail + f"; no effect of {pre.smallest_effect:g} point or more was found "
+                            f"where it could have been (MDE, points: {'; '.join(mdes) or 'n/a'}).")
+    grouped = {v: [w for v2, w in notes if v2 == v] for v in dict.fromkeys(v for v, _ in notes)}
+    text = "; ".join(f"{v}: {', '.join(ws)}" for v, ws in grouped.items())
+    return TargetResult(name, UNDECIDED, detail + (f" ({text})." if text else "."))
+
+
+def target_ratio(report: Report) -> TargetResult:
+    """Ratio: the method's mean % of teacher over the tasks; a descriptive target read from the means (the
+    95 % interval of that mean is shown next to it). Undecided while a cell is missing or has too few seeds."""
+    from sweeps.reporting.primary import ratio_of_teacher
+
+    head = report.headline
+    pre = head.prereg
+    name = (f"{pre.ratio_method} ({pre.student}) ≥ {pre.min_pct_of_teacher:g}% of teacher, mean over "
+            f"{', '.join(pre.tasks)} (descriptive, from means)")
+    pcts, avg, ci = ratio_of_teacher(head)
+    per_task = ", ".join(f"{t} {pcts[t]:.2f}%" for t in pre.tasks if t in pcts)
+    missing = [t for t in pre.tasks if t not in pcts]
+    if missing:
+        return TargetResult(name, UNDECIDED, f"no {pre.ratio_method}/{pre.student} cell or teacher for "
+                            f"{', '.join(missing)}" + (f" (have: {per_task})" if per_task else ""))
+    few = [f"{t} n = {head.cell(t, pre.ratio_method).n}" for t in pre.tasks
+           if head.cell(t, pre.ratio_method).n < pre.min_seeds]
+    interval = f", 95 % interval [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    detail = f"mean {avg:.2f}%{interval} ({per_task})"
+    if few:
+        return TargetResult(name, UNDECIDED, detail + f"; fewer than {pre.min_seeds} seeds: {', '.join(few)}")
+    return TargetResult(name, MET if avg >= pre.min_pct_of_teacher else NOT_MET, detail)
 
 
 def render_targets(report: Report) -> list[str]:
-    lines = ["## Targets", ""]
-    for res in (target_ratio(report), target_wins(report)):
-        lines.append(f"- **{res.status}** — {res.name}: {res.detail}.")
-    lines.append("")
-    return lines
+    lines = ["## Targets", "",
+             "Decided from the primary family above with the stated rule; each is **met**, **not met** or "
+             "**undecided (underpowered)**.", ""]
+    for t in (target_ratio(report), target_wins(report)):
+        lines.append(f"- **{t.status}** — {t.name}: {t.detail}")
+    return lines + [""]

@@ -1,0 +1,250 @@
+"""The pre-registered headline: one cell per (task, headline method) of the pre-registered student, the
+primary family of paired comparisons (Holm over exactly those) with their minimum detectable differences,
+and the learning curves.
+
+Which runs: with ``headline_commit`` set, only grid cells recorded at that commit; per (task, method) the
+setup (teacher, budget, extra overrides) with the most seeds (methods may differ in their tuned settings;
+a cell never mixes setups). With ``headline_commit: null`` (not pinned yet) the cells come from each task's
+main table (``grouping.mark_primary``), so that every comparison pairs runs of one setup.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from sweeps.kinds import is_grid_cell, is_sweep_trial
+from sweeps.reporting.grouping import primary_tables
+from sweeps.reporting.model import (NEUTRAL, Report, SeedScores, budget_of, commit_of, extras_of, latest, pick_teacher,
+                                    score_of)
+from sweeps.reporting.prereg import Prereg
+from sweeps.stats import Paired, holm, mde, paired
+
+CURVE_METHODS = ("ce", "kd", "lad")
+
+
+@dataclass
+class Cell(SeedScores):
+    task: str
+    method: str
+    scores: dict[int, float]               # seed -> best dev main metric
+    commits: dict[str, int]                # commit -> runs
+    setup: str                             # budget and extra overrides of its runs
+    teacher_paths: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Comparison:
+    task: str
+    a: str
+    b: str
+    diff: Paired | None                    # a - b, seeds paired, x100; None when a cell is missing
+    mde: float | None = None               # minimum detectable paired difference (x100) at the page's power
+    n_ok: bool = False                     # both cells have at least the required seeds
+
+    def verdict(self, pre: Prereg) -> str:
+        d = self.diff
+        if d is None or d.n == 0:
+            return "no runs"
+        if not self.n_ok:
+            return f"undecided (n = {d.n} < {pre.min_seeds} seeds)"
+        if d.zero_spread:
+            return "undecided: zero spread (every seed differs by the same amount)"
+        if d.p is None:
+            return "undecided (fewer than 2 paired seeds)"
+        if d.p_adj is not None and d.p_adj < pre.alpha:
+            return f"{self.a} ahead" if d.delta > 0 else f"{self.a} behind"
+        if self.mde is not None and self.mde <= pre.smallest_effect:
+            return f"no difference of {pre.smallest_effect:g} point or more (powered)"
+        return "undecided (underpowered)"
+
+    def ahead(self, pre: Prereg) -> bool:
+        return self.n_ok and self.diff is not None and self.diff.p_adj is not None \
+            and self.diff.p_adj < pre.alpha and self.diff.delta > 0
+
+    def could_still_be_ahead(self, pre: Prereg) -> bool:
+        """Significantly ahead, or not decided yet: not significant with MDE above the smallest effect,
+        fewer seeds than required, zero spread or no runs. Not: significantly behind, or a powered negative."""
+        if self.ahead(pre):
+            return True
+        d = self.diff
+        if d is None or not self.n_ok or d.p is None:
+            return True
+        if d.p_adj is not None and d.p_adj < pre.alpha:
+            return False  # significantly behind
+        return self.mde is None or self.mde > pre.smallest_effect
+
+
+@dataclass
+class Headline:
+    prereg: Prereg
+    cells: dict[tuple[str, str], Cell]     # (task, method) -> cell
+    comparisons: list[Comparison]          # the primary family, in the pre-registered order
+    teachers: dict[str, float]             # task -> teacher score of the headline cells
+    metrics: dict[str, str]                # task -> main metric
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # task -> method -> mean curve
+
+    def cell(self, task: str, method: str) -> Cell | None:
+        return self.cells.get((task, method))
+
+    @property
+    def commits(self) -> dict[str, int]:
+        out: Counter = Counter()
+        for c in self.cells.values():
+            out.update(c.commits)
+        return dict(out)
+
+
+def _setup(record: dict) -> tuple[str, str, str]:
+    budget = budget_of(record.get("params", {}))[0]
+    variant = " ".join(e for e in sorted(extras_of(record)) if not e.startswith(NEUTRAL))
+    return record.get("teacher") or "", budget, variant
+
+
+def same_commit(commit: str, pinned: str) -> bool:
+    return bool(commit) and (commit.startswith(pinned) or pinned.startswith(commit))
+
+
+def headline_runs(records: list[dict], pre: Prereg) -> list[dict]:
+    """Grid cells of the pre-registered student and tasks (of the headline commit when pinned)."""
+    return [r for r in records if is_grid_cell(r) and r.get("student") == pre.student and r.get("task") in pre.tasks
+            and score_of(r) is not None
+            and (pre.headline_commit is None or same_commit(commit_of(r), pre.headline_commit))]
+
+
+def pick_setup(runs: list[dict]) -> list[dict]:
+    """The runs of the setup with the most seeds (ties: the latest run), latest run per seed."""
+    by_setup = defaultdict(list)
+    for r in runs:
+        by_setup[_setup(r)].append(r)
+    best = max(by_setup, key=lambda k: (len({r.get("seed") for r in by_setup[k]}), latest(by_setup[k])["start_time"]
+                                        or "", k))
+    per_seed = defaultdict(list)
+    for r in by_setup[best]:
+        per_seed[r.get("seed")].append(r)
+    return [latest(v) for _, v in sorted(per_seed.items(), key=lambda kv: str(kv[0]))]
+
+
+def make_cell(task: str, method: str, runs: list[dict]) -> Cell:
+    teacher, budget, variant = _setup(runs[0])
+    return Cell(task, method, {(r.get("seed") if r.get("seed") is not None else -1): score_of(r) for r in runs},
+                dict(Counter(commit_of(r) for r in runs)), budget + (f", {variant}" if variant else ""),
+                Counter(r.get("params", {}).get("teacher.path") for r in runs))
+
+
+def headline_cells(records: list[dict], report: Report, pre: Prereg) -> dict[tuple[str, str], Cell]:
+    cells = {}
+    if pre.headline_commit is None:
+        prim = primary_tables(report)
+        for task in pre.tasks:
+            table = prim.get(task)
+            if table is None:
+                continue
+            for method in pre.methods:
+                row = table.row(method, pre.student)
+                if row is not None:
+                    cells[(task, method)] = Cell(task, method, dict(row.scores), dict(row.commits),
+                                                 table.budget + (f", {table.variant}" if table.variant else ""))
+        return cells
+    runs = defaultdict(list)
+    for r in headline_runs(records, pre):
+        if r.get("method") in pre.methods:
+            runs[(r["task"], r["method"])].append(r)
+    return {key: make_cell(*key, pick_setup(rs)) for key, rs in runs.items()}
+
+
+def teacher_scores(records: list[dict], report: Report, cells: dict, pre: Prereg) -> dict[str, float]:
+    out = {}
+    prim = primary_tables(report)
+    for task in pre.tasks:
+        if pre.headline_commit is None:
+            score = prim[task].teacher_score if task in prim else None
+        else:
+            teachers = [r for r in records if r.get("entry") == "train_teacher" and r.get("task") == task
+                        and r.get("status", "FINISHED") == "FINISHED" and score_of(r) is not None
+                        and not is_sweep_trial(r)]
+            paths: Counter = Counter()
+            for (t, _), c in cells.items():
+                if t == task:
+                    paths.update(c.teacher_paths)
+            chosen = pick_teacher(teachers, paths)
+            score = score_of(chosen) if chosen else None
+        if score:
+            out[task] = score
+    return out
+
+
+def primary_family(cells: dict, pre: Prereg) -> list[Comparison]:
+    out = []
+    for task in pre.tasks:
+        for a, b in pre.primary:
+            ca, cb = cells.get((task, a)), cells.get((task, b))
+            if ca is None or cb is None:
+                out.append(Comparison(task, a, b, None))
+                continue
+            d = paired(ca.scores, cb.scores)
+            out.append(Comparison(task, a, b, d, mde(d, pre.alpha_star, pre.power),
+                                  n_ok=min(ca.n, cb.n, d.n) >= pre.min_seeds))
+    holm([c.diff for c in out if c.diff is not None], family_size=pre.family_size)
+    return out
+
+
+def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
+    """Mean dev value (x100) over runs at the evaluation steps every run has."""
+    histories = [{int(step): float(v) for step, v in r.get("history") or []} for r in runs]
+    histories = [h for h in histories if h]
+    if not histories:
+        return []
+    steps = sorted(set.intersection(*(set(h) for h in histories)))
+    return [(s, 100.0 * statistics.fmean(h[s] for h in histories)) for s in steps]
+
+
+def curves(records: list[dict], pre: Prereg) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """task -> method -> mean learning curve of the headline student (runs with a recorded history)."""
+    out: dict = defaultdict(dict)
+    runs = defaultdict(list)
+    for r in headline_runs(records, pre):
+        if r.get("method") in CURVE_METHODS and r.get("history"):
+            runs[(r["task"], r["method"])].append(r)
+    for (task, method), rs in sorted(runs.items()):
+        curve = mean_curve(pick_setup(rs))
+        if curve:
+            out[task][method] = curve
+    return dict(out)
+
+
+def build_headline(records: list[dict], report: Report, pre: Prereg) -> Headline:
+    cells = headline_cells(records, report, pre)
+    metrics = {t: m for t in pre.tasks
+               if (m := next((r.get("main_metric") for r in records if r.get("task") == t and r.get("main_metric")),
+                             None))}
+    return Headline(pre, cells, primary_family(cells, pre), teacher_scores(records, report, cells, pre), metrics,
+                    curves(records, pre))
+
+
+def ratio_of_teacher(head: Headline) -> tuple[dict[str, float], float | None, tuple[float, float] | None]:
+    """Per task: the target method's mean % of teacher; their mean over the tasks; and a 95 % interval of
+    that mean from the seed spread (per-task variances of the mean added, t with the smallest n - 1 df)."""
+    from scipy import stats
+
+    pre = head.prereg
+    pcts, var, dfs = {}, 0.0, []
+    for task in pre.tasks:
+        cell, teacher = head.cell(task, pre.ratio_method), head.teachers.get(task)
+        if cell is None or not teacher:
+            continue
+        values = [100.0 * cell.scores[s] / teacher for s in sorted(cell.scores)]
+        pcts[task] = statistics.fmean(values)
+        if len(values) > 1:
+            var += statistics.variance(values) / len(values)
+            dfs.append(len(values) - 1)
+    if len(pcts) < len(pre.tasks):
+        return pcts, None, None
+    k = len(pre.tasks)
+    avg = statistics.fmean(pcts[t] for t in pre.tasks)
+    if len(dfs) < k:
+        return pcts, avg, None
+    half = float(stats.t.ppf(0.975, min(dfs))) * math.sqrt(var) / k
+    return pcts, avg, (avg - half, avg + half)
