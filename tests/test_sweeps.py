@@ -403,13 +403,22 @@ def test_headline_takes_only_the_pinned_commit_and_five_seeds(tmp_path):
     assert "The headline commit is **not pinned yet**" in unpinned
 
 
-def test_preregistration_file_is_read_as_declared():
+def test_preregistration_file_is_read_as_declared(tmp_path, capsys):
     from sweeps.reporting.prereg import Prereg, read_prereg
 
     pre = read_prereg(REPO / "results" / "preregistration.yaml")
     assert pre.family_size == 15 and pre.methods == ["lad", "kd", "pkd", "lad-frozen"]
     assert (pre.alpha, pre.power, pre.smallest_effect, pre.min_tasks) == (0.05, 0.8, 1.0, 3)
     assert pre.tasks == Prereg().tasks and pre.student == "3layer"
+    # a missing or broken file: one error line, exit 2, nothing written
+    export.write_export([], tmp_path / "runs.jsonl")
+    (tmp_path / "bad.yaml").write_text("student: 3layer\n")
+    for bad in ("nope.yaml", "bad.yaml"):
+        capsys.readouterr()
+        assert report.main(["--source", "export", "--export", str(tmp_path / "runs.jsonl"), "--prereg",
+                            str(tmp_path / bad), "--out", str(tmp_path / "out/results.md")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- ablation planner
