@@ -61,6 +61,21 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     for stale in ckpt_dir.glob(".tmp-step-*"):  # left behind by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = ckpt_dir / f".tmp-step-{step}-{os.getpid()}"
+    from lad.signals import deferred
+
+    # SIGINT / SIGTERM wait until the checkpoint is complete (seconds); any failure removes the temp dir
+    with deferred():
+        try:
+            _write_checkpoint(tmp, final, weights, state)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    for old in list_checkpoints(ckpt_dir)[max(keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_checkpoint(tmp: Path, final: Path, weights: dict[str, torch.Tensor], state: dict) -> None:
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
     torch.save(state, tmp / STATE)
@@ -75,9 +90,6 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in list_checkpoints(ckpt_dir)[max(keep, 1):]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 class NumericFault(LADError):
@@ -138,10 +150,25 @@ def latest_intact(ckpt_dir: Path) -> Path | None:
 
 
 def load_latest(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """Weights, state and path of the newest intact checkpoint; None when there is none."""
-    path = latest_intact(ckpt_dir)
-    if path is None:
+    """Weights, state and path of the newest checkpoint that is intact and loads safely (weights only:
+    no pickled code); an older one, with one warning, when the newest fails; None when there is none."""
+    newest = latest_intact(ckpt_dir)
+    if newest is None:
         return None
-    weights = load_file(str(path / WEIGHTS))
-    state = torch.load(path / STATE, weights_only=True, map_location="cpu")
-    return weights, state, path
+    failures = []
+    for path in (p for p in list_checkpoints(ckpt_dir) if _step_of(p) <= _step_of(newest)):
+        if path != newest and not verify(path):
+            continue
+        try:
+            weights = load_file(str(path / WEIGHTS))
+            state = torch.load(path / STATE, weights_only=True, map_location="cpu")
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("no training state in it")
+        except Exception as exc:  # noqa: BLE001 - unpickling refused, damaged tensors, another format
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            log.warning("checkpoint %s cannot be loaded safely (%s); trying an older one", path, reason)
+            failures.append(path.name)
+            continue
+        return weights, state, path
+    raise LADError(f"no checkpoint in {ckpt_dir} loads safely (tried {', '.join(failures)}); cannot resume: "
+                   "delete that folder to start over, or pass overwrite=true")

@@ -35,24 +35,14 @@ def _hydra_context() -> tuple[list[str], str | None, int | None]:
         return [], None, None
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM (``kill``, a scheduler's stop) unwinds like Ctrl-C, so the MLflow run ends KILLED."""
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-
-
 def run_entry(cfg: DictConfig) -> float | list[float]:
     """Run ``lad.pipeline.run`` for a Hydra job (errors handled by ``guarded``); the return value is
     what ``objectives`` names (``lad.objectives``): the best dev score, or a list for a
     multi-objective sweep."""
     overrides, sweep_dir, trial = _hydra_context()
-    _sigterm_as_interrupt()
+    from lad import signals
+
+    signals.install()  # SIGINT / SIGTERM unwind (the MLflow run ends KILLED) and end with one line
     protect_secrets(cfg, overrides)
 
     def job(cfg: DictConfig) -> float | list[float]:
@@ -116,6 +106,13 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
     """
     try:
         return fn(cfg)
+    except KeyboardInterrupt as exc:
+        if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from lad import signals
+
+        print(f"error: {signals.message(exc)}", file=sys.stderr, flush=True)
+        sys.exit(128 + signals.signum_of(exc))
     except (*USER_ERRORS, OSError) as exc:
         if not is_user_error(exc):
             raise

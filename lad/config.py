@@ -127,6 +127,9 @@ def validate_common(cfg: DictConfig) -> None:
     from lad.schema import validate
 
     validate(cfg)
+    from lad.rundir import check_path_names
+
+    check_path_names(cfg)
     from lad.schema import Key, check_value
     from lad.schedules import check
 

@@ -170,8 +170,27 @@ def score(task, split: str, logits, labels) -> float:
     return float(metrics.get(task.main_metric, next(iter(metrics.values()))))
 
 
+def check_tolerance(value: float) -> float:
+    import math
+
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"--tolerance must be a finite number >= 0 (the largest accepted |logit difference|), "
+                          f"got {value}")
+    return value
+
+
+def check_out(out: Path, model_dir: Path) -> Path:
+    """The export folder is a folder of its own: not the model's folder, inside it, or above it."""
+    out_r, model_r = out.absolute().resolve(), Path(model_dir).absolute().resolve()
+    if out_r == model_r or model_r in out_r.parents or out_r in model_r.parents:
+        raise ConfigError(f"--out {out} overlaps the model folder {model_dir}: the export would write over "
+                          "the run's own files; give the export a folder of its own (default: <run dir>/export)")
+    return out
+
+
 def deploy(args) -> int:
     setup_environment()
+    check_tolerance(args.tolerance)
     src = resolve_source(args.source, args.tracking_uri)
     if args.int8:
         args.onnx = True
@@ -179,7 +198,7 @@ def deploy(args) -> int:
         from lad.onnx_export import check_supported
 
         check_supported(src.model_dir)
-    out = writable_dir(Path(args.out).expanduser() if args.out else src.default_out)
+    out = writable_dir(check_out(Path(args.out).expanduser() if args.out else src.default_out, src.model_dir))
     log_to_mlflow = bool(src.run_id and src.tracking_uri and not args.no_mlflow)
     if log_to_mlflow:
         from lad.tracking import connect

@@ -15,6 +15,10 @@ class DataError(LADError):
     """A missing, empty or malformed data file."""
 
 
+class MissingDataFile(DataError):
+    """A split's data file does not exist (an optional split, such as test, may be skipped)."""
+
+
 class StudyError(ConfigError, CompactHydraException):
     """A bad search space, sweeper option or Optuna study state.
 

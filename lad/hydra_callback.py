@@ -27,7 +27,13 @@ class LadCallback(Callback):
         from lad.errors import ConfigError
         from lad.preflight import writable
 
+        from lad.rundir import check_path_names
+
         protect_secrets(config, task_overrides(config.hydra))
+        try:  # before Hydra creates a run directory named after them
+            check_path_names(config)
+        except ConfigError as exc:
+            _fail(str(exc))
         try:
             target = OmegaConf.select(config, dir_key)
         except Exception:  # noqa: BLE001 - an unresolvable dir is reported by Hydra itself

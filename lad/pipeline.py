@@ -86,10 +86,15 @@ def atomic_dir(final: Path, fill) -> None:
         fill(tmp)
         follow_umask(tmp)  # safetensors writes weights as 0600
         old = None
-        if final.exists():
+        if final.exists():  # set aside first, put back if the swap fails
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None and not final.exists():
+                os.replace(old, final)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -277,8 +282,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
 
     # under torchrun rank 0 owns the directory (the other ranks write nothing there)
     owner = int(os.environ.get("RANK", "0") or 0) == 0
-    try:
-        with claim(target) if owner else contextlib.nullcontext():
+    teacher = Path(str(cfg.teacher.path)).expanduser() if entry == "train_teacher" else None
+    if teacher is not None:
+        from lad.rundir import check_apart
+
+        check_apart(target, teacher)
+    try:  # a teacher being published is locked like a run directory: two runs cannot race to replace it
+        with claim(target) if owner else contextlib.nullcontext(), \
+                claim(teacher, "teacher.path") if owner and teacher is not None else contextlib.nullcontext():
             return _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner, trial)
     finally:
         close_job_files()
@@ -308,12 +319,24 @@ def _check_writable_places(cfg: DictConfig, entry: str, out_dir: Path) -> None:
 
 def check_teacher_target(cfg: DictConfig) -> None:
     """train_teacher.py never replaces a teacher that another run fine-tuned, unless overwrite=true
-    (distillation runs recorded it as their teacher)."""
-    target = Path(str(cfg.teacher.path)).expanduser()
-    if cfg.overwrite or not target.exists() or (target.is_dir() and not any(target.iterdir())):
-        return
-    raise ConfigError(f"teacher.path {target} already holds a fine-tuned teacher (distillation runs may use it); "
-                      "pass overwrite=true to replace it, or set teacher.path to another directory")
+    (distillation runs recorded it as their teacher), and never replaces anything but a teacher."""
+    from lad.rundir import check_teacher_target as check
+
+    check(Path(str(cfg.teacher.path)).expanduser(), bool(cfg.overwrite))
+
+
+def check_test_splits(task, data_dir, limit, memo: dict | None = None) -> None:
+    """Read every test split that ``trainer.predict_test`` will predict (a missing file is skipped then)."""
+    from lad.data.sources import read_split
+    from lad.data.tasks import has_split, test_splits
+    from lad.errors import MissingDataFile
+
+    for split in (s for s in test_splits(task) if has_split(task, s)):
+        try:
+            memoized(memo, ("examples", task, split, str(data_dir), limit),
+                     lambda: read_split(task, data_dir, split, limit))
+        except MissingDataFile as exc:
+            log.warning("no test predictions for %s: %s", split, exc)
 
 
 def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_files, owner=True,
@@ -324,6 +347,7 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
     out_dir = target_dir(cfg)
     if owner:
         rundir.recover(out_dir)
+    rundir.check_run_target(out_dir, entry)
     out_dir, resume = resolve_output_dir(cfg)
     if resume:
         rundir.check_resume_config(out_dir, cfg)
@@ -349,8 +373,13 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
         limits[split] = limit
         examples[split] = memoized(memo, ("examples", task, split, str(data_dir), limit),
                                    lambda: read_split(task, data_dir, split, limit))
+    if cfg.trainer.predict_test:  # a bad test row is found now, not after training
+        check_test_splits(task, data_dir, cfg.data.max_eval_samples, memo)
     if cfg.mlflow.enabled and dist.is_main:
         connect(cfg.mlflow)
+        from lad.tracking import check_artifact_store
+
+        check_artifact_store(cfg.mlflow)  # a remote store that is down: one line now, not after training
     threads = set_threads(cfg.trainer.get("num_threads"))
     device = dist.init(device)
     seed_everything(int(cfg.seed))
@@ -415,6 +444,11 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
             rundir.close_job_files()
             rundir.restore(out_dir)
             log.warning("the new run failed; the previous run in %s was put back", out_dir)
+        if isinstance(exc, KeyboardInterrupt) and not getattr(exc, "hint", ""):
+            from lad import signals
+
+            exc.hint = (f"the previous run in {out_dir} was put back" if set_aside
+                        else signals.resume_hint(out_dir))
         dist.close()
         raise
     if set_aside:

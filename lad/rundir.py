@@ -13,6 +13,11 @@
   leaves ``.replaced/``; the next command into that directory finishes the job (:func:`recover`).
 * :func:`check_resume_config`: ``trainer.resume=true`` with a configuration other than the one the
   run started with is an error, before anything is written.
+* :func:`check_path_names`: every config name that becomes a path segment (``task.name``,
+  ``teacher.name``) is one plain folder name, so no name can point a command at a parent folder
+  or outside ``paths.artifacts`` / ``paths.output_root``.
+* :func:`dir_kind` tells a run directory from a published teacher: ``overwrite=true`` replaces a
+  directory only by one of the same kind (:func:`check_same_kind`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lad.secrets import MaskingFilter, redact
 log = logging.getLogger(__name__)
 
 REPLACED = ".replaced"
+TEACHER_META = "lad_teacher.json"  # written beside every published teacher (lad.models.teacher)
 JOB_FILES = (".hydra",)
 # everything a run writes into its directory (besides <job>.log)
 RUN_FILES = ("checkpoints", "metrics.json", "model", "gates", "predictions", "mlflow_run_id", "config.yaml",
@@ -42,14 +48,119 @@ RESUME_FREE = ("trainer.resume", "trainer.progress", "trainer.num_threads", "tra
                "output_dir", "hydra.", "trainer.predict_test")
 
 
+# config names that become one path segment each (paths.artifacts/teachers/<teacher>/<task>, ...)
+PATH_NAMES = ("task.name", "teacher.name")
+
+
+def check_path_names(cfg) -> None:
+    """ConfigError unless every name in :data:`PATH_NAMES` is one plain folder name."""
+    from omegaconf import OmegaConf
+
+    for key in PATH_NAMES:
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        except Exception:  # noqa: BLE001 - an unresolvable name is reported where it is used
+            continue
+        if value is None:
+            continue
+        name = str(value)
+        problem = ("is empty" if not name.strip() else
+                   "contains a '/' or '\\'" if "/" in name or "\\" in name else
+                   "is '..'" if name == ".." else
+                   "starts with '.'" if name.startswith(".") else
+                   "contains a control character" if any(ord(c) < 32 for c in name) else None)
+        if problem:
+            raise ConfigError(f"{key}={name!r} {problem}: it names a folder (paths.artifacts/teachers/"
+                              "<teacher.name>/<task.name>, outputs/<entry>/<task.name>/...); use a plain name "
+                              "such as my_task")
+
+
+# ----------------------------------------------------------------------------- kinds
+TEACHER_KIND, RUN_KIND, OTHER_KIND = "a published teacher", "a run", "other files"
+
+
+def dir_kind(path: Path) -> tuple[str, str | None] | None:
+    """What ``path`` holds: ``(kind, entry)``; None when it is missing or empty.
+
+    A published teacher carries ``lad_teacher.json`` (or is a model folder: ``config.json`` next to
+    weights); a run directory carries the files of :data:`RUN_FILES`, and its ``metrics.json`` /
+    ``config.yaml`` name the entry point that wrote it (None when they do not say).
+    """
+    path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return None
+    if (path / TEACHER_META).is_file() or ((path / "config.json").is_file() and any(path.glob("*.safetensors"))):
+        return TEACHER_KIND, None
+    if any((path / name).exists() for name in RUN_FILES if name != ".hydra") or (path / REPLACED).is_dir():
+        return RUN_KIND, _run_entry(path)
+    return OTHER_KIND, None
+
+
+def _run_entry(path: Path) -> str | None:
+    import json
+
+    try:
+        entry = json.loads((path / "metrics.json").read_text()).get("entry")
+        if entry:
+            return str(entry)
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        saved = OmegaConf.load(path / "config.yaml")
+        return str(saved.get("entry")) if saved.get("entry") else None
+    except Exception:  # noqa: BLE001 - no readable record: the entry is unknown
+        return None
+
+
+def check_run_target(out_dir: Path, entry: str) -> None:
+    """A run writes only into an empty directory or a run of the same entry point (never a teacher)."""
+    found = dir_kind(out_dir)
+    if found is None:
+        return
+    kind, other = found
+    if kind == TEACHER_KIND:
+        raise ConfigError(f"{out_dir} holds {kind}, not a run directory: a run never writes into it "
+                          "(not even with overwrite=true); give the run its own hydra.run.dir")
+    if kind == RUN_KIND and other and other != entry:
+        raise ConfigError(f"{out_dir} holds a {other} run, not a {entry} run: overwrite=true replaces only a "
+                          "run of the same kind; give this run its own hydra.run.dir")
+
+
+def check_teacher_target(target: Path, overwrite: bool) -> None:
+    """train_teacher.py publishes only into an empty folder, or over a teacher with ``overwrite=true``."""
+    found = dir_kind(target)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"teacher.path {target} is a file, not a folder; set teacher.path to a folder")
+    if found is None:
+        return
+    kind, _ = found
+    if kind != TEACHER_KIND:
+        raise ConfigError(f"teacher.path {target} holds {kind}, not a published teacher: a teacher replaces only "
+                          "a teacher (not even overwrite=true replaces it); set teacher.path to a folder of its own")
+    if not overwrite:
+        raise ConfigError(f"teacher.path {target} already holds a fine-tuned teacher (distillation runs may use "
+                          "it); pass overwrite=true to replace it, or set teacher.path to another directory")
+
+
+def check_apart(run_dir: Path, teacher_path: Path) -> None:
+    """The run directory and the teacher it publishes must not contain one another."""
+    run_dir, teacher_path = Path(run_dir).absolute().resolve(), Path(teacher_path).absolute().resolve()
+    if run_dir == teacher_path or run_dir in teacher_path.parents or teacher_path in run_dir.parents:
+        raise ConfigError(f"teacher.path {teacher_path} and the run directory {run_dir} overlap: publishing "
+                          "the teacher would replace the run's own files; give each its own folder")
+
+
 def lock_file(out_dir: Path) -> Path:
     out_dir = Path(out_dir).absolute()
     return out_dir.parent / f".{out_dir.name}.lock"
 
 
 @contextlib.contextmanager
-def claim(out_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock; ConfigError at once when another process holds it."""
+def claim(out_dir: Path, what: str = "") -> Iterator[None]:
+    """Hold the run directory's lock; ConfigError at once when another process holds it.
+
+    ``what`` names the directory in the message (e.g. ``teacher.path``: a teacher being published).
+    """
     from filelock import FileLock, Timeout
 
     path = lock_file(out_dir)
@@ -59,8 +170,8 @@ def claim(out_dir: Path) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise ConfigError(
-            f"{out_dir} is in use by another running command (lock {path}); wait for it to finish, "
-            "or give this run its own directory (another override, or hydra.run.dir=...)") from None
+            f"{what + ' ' if what else ''}{out_dir} is in use by another running command (lock {path}); wait for it "
+            "to finish, or give this run its own directory (another override, or hydra.run.dir=...)") from None
     except OSError as exc:
         raise ConfigError(f"cannot create the run directory lock {path}: {exc.strerror or exc}") from None
     try:

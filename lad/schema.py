@@ -52,6 +52,7 @@ class Key:
         return what
 
 
+LR = Key("float", positive=True, high=10.0)  # larger overflows in AdamW (1e-5 to 1e-3 is usual)
 INT_POS = Key("int", low=1)
 FLOAT_POS = Key("float", positive=True)
 FLOAT_NONNEG = Key("float", low=0)
@@ -61,8 +62,8 @@ KEYS: dict[str, Key] = {
     "seed": Key("int", low=0, high=2**32 - 1),  # NumPy's range: a larger seed would be cut silently
     "overwrite": BOOL,
     # optimisation
-    "optim.lr": FLOAT_POS,
-    "optim.gate_lr": FLOAT_NONNEG,
+    "optim.lr": LR,
+    "optim.gate_lr": Key("float", low=0, high=10.0),
     "optim.impl": Key("choice", choices=("auto", "fused", "foreach", "for_loop")),
     "optim.weight_decay": FLOAT_NONNEG,
     "optim.warmup_ratio": Key("float", low=0, high=1),
@@ -178,6 +179,8 @@ def check_value(name: str, value: Any, key: Key) -> Any:
         return value
     if key.positive and not value > 0:
         raise ConfigError(f"{name} must be > 0{key.hint}, got {_number_text(value)}")
+    if key.positive and key.high is not None and value > key.high:
+        raise ConfigError(f"{name} must be a number in (0, {key.high:g}]{key.hint}, got {_number_text(value)}")
     if key.low is not None and value < key.low or key.high is not None and value > key.high:
         raise fail()
     return value

@@ -350,7 +350,9 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial; the study goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {one_line(exc)}"[:1000])
+            from lad.secrets import mask
+
+            trial.set_user_attr("error", mask(f"{type(exc).__name__}: {one_line(exc)}")[:1000])
             raise
 
     limit = TotalLimit(lock, total)

@@ -113,6 +113,8 @@ def lock_path(url: str | None) -> "Path | AdvisoryLock | None":
         db = sqlite_file(url)
     except Exception as exc:  # noqa: BLE001 - an unusable URL
         raise StudyError(_bad_storage(url, exc)) from None
+    if db is not None:
+        _check_sqlite_folder(url)  # before the lock file is created there
     return None if db is None else db.with_name(db.name + ".lock")
 
 
@@ -123,6 +125,23 @@ def study_lock(path: "Path | AdvisoryLock | None"):
     return contextlib.nullcontext() if path is None else file_lock(path)
 
 
+def _check_sqlite_folder(url: str) -> None:
+    """A SQLite study needs a writable folder (the database, its journal and its lock file)."""
+    from lad.errors import ConfigError
+    from lad.preflight import writable
+
+    try:
+        db = sqlite_file(url)
+    except Exception:  # noqa: BLE001 - an unusable URL is reported by open_storage
+        return
+    if db is None:
+        return
+    try:
+        writable(db.expanduser().absolute().parent, "Optuna storage folder", "the sweep's storage URL")
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from None
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  failed_trial_callback: Callable | None = None) -> "RDBStorage":
     """RDB storage (with Optuna's trial heartbeats when ``heartbeat_interval`` is set); creates the
@@ -130,6 +149,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     import optuna
     from optuna.storages import RDBStorage
 
+    _check_sqlite_folder(url)
     try:
         db = sqlite_file(url)
         engine_kwargs: dict[str, Any] | None = None

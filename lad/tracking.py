@@ -100,10 +100,12 @@ def _artifact_root(location: str | None) -> str | None:
 
 def connect(mcfg: DictConfig):
     """Import mlflow and point it at ``mlflow.tracking_uri``; unreachable stores are a clear error."""
+    check_stored_strings(mcfg)
     mlflow = _import_mlflow()
     uri = str(mcfg.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("http"):
+    location = str(mcfg.get("artifact_location") or "")
+    if uri.startswith("http") or location.startswith(("http", "mlflow-artifacts")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
@@ -117,6 +119,76 @@ def connect(mcfg: DictConfig):
             "start the server, fix mlflow.tracking_uri, or run with mlflow=off"
         ) from exc
     return mlflow
+
+
+def check_stored_strings(mcfg: DictConfig) -> None:
+    """ConfigError when a setting MLflow stores verbatim (and shows in its UI) holds a password.
+
+    ``mlflow.artifact_location`` becomes the experiment's and every run's artifact URI: masking it
+    would send the artifacts elsewhere, so a password there is refused; names are masked where used.
+    """
+    from lad.secrets import has_secret
+
+    location = mcfg.get("artifact_location")
+    if location and has_secret(str(location)):
+        raise ConfigError(
+            f"mlflow.artifact_location={mask_secrets(location)} holds a password or key: MLflow stores the location "
+            "in the experiment and every run (shown in its UI); give the store's credentials through its own "
+            "environment variables (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCESS_KEY, ...) instead")
+
+
+STORE_CHECK_TIMEOUT_S = 30.0
+_LOCAL_SCHEMES = ("file:", "/")
+
+
+def check_artifact_store(mcfg: DictConfig, timeout: float = STORE_CHECK_TIMEOUT_S) -> None:
+    """Write (and delete) one small file in the experiment's artifact store, before training.
+
+    A remote store (``s3://``, ``http(s)://``, ``mlflow-artifacts:``, ...) that is down would
+    otherwise be found only when the trained model is logged, after MLflow's retries. The probe runs
+    in a thread bounded by ``timeout``; local folders are checked by ``lad.preflight.writable``.
+    """
+    import tempfile
+    import threading
+    import uuid
+
+    mlflow = _import_mlflow()
+    exp_id = get_experiment_id(mlflow, str(mcfg.experiment), mcfg.get("artifact_location"))
+    location = str(mlflow.get_experiment(exp_id).artifact_location or "")
+    if not location or location.startswith(_LOCAL_SCHEMES) or "://" not in location and ":" not in location:
+        return
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            repo = get_artifact_repository(f"{location.rstrip('/')}/.lad-store-check/{uuid.uuid4().hex}")
+            with tempfile.TemporaryDirectory() as tmp:
+                probe_file = Path(tmp) / "probe.txt"
+                probe_file.write_text("LAD checks that the artifact store accepts files before training\n")
+                repo.log_artifact(str(probe_file))
+            try:
+                repo.delete_artifacts()
+            except Exception:  # noqa: BLE001 - a store without deletes keeps the 70-byte probe
+                pass
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below as one line
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, name="lad-artifact-store-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        reason = f"no answer within {timeout:g} s"
+    elif outcome[0] is not None:
+        text = str(outcome[0]).strip()
+        reason = text.splitlines()[0][:200] if text else type(outcome[0]).__name__
+    else:
+        return
+    raise LADError(f"cannot write to the MLflow artifact store {mask_secrets(location)} ({mask_secrets(reason)}); "
+                   "start it or fix mlflow.artifact_location (an existing experiment keeps the location it was "
+                   "created with: use another mlflow.experiment), or run with mlflow=off")
 
 
 def _probe_database(uri: str) -> None:
@@ -148,6 +220,7 @@ def _sqlite_lock(uri: str):
 
 
 def get_experiment_id(mlflow, name: str, artifact_location: str | None) -> str:
+    name = mask_secrets(name)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -265,7 +338,8 @@ def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | Non
     if sweep_dir:
         parent = _sweep_parent(mlflow, client, exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
         all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, run_name=mcfg.run_name or run_name, tags=all_tags)
+    name = mcfg.run_name or run_name
+    run = client.create_run(exp_id, run_name=mask_secrets(name) if name else None, tags=all_tags)
     return MlflowTracker(mlflow, run, client)
 
 

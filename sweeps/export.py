@@ -8,7 +8,10 @@ learning curve of the results page; left out when the run logged none).
 
 Only runs recorded for the results are exported: their ``lad.purpose`` tag (``mlflow.purpose``, set
 to ``results`` by ``sweeps/ablation.py`` and ``sweeps/teachers.py``) must be one of ``--purpose``;
-ad-hoc, demo, smoke and test runs never reach the committed file. Runs already in the file and not
+ad-hoc, demo, smoke and test runs never reach the committed file. A tag alone is not enough
+(:func:`refusal`): the run's experiment must be a declared results experiment (``lad-<GLUE task>``,
+:data:`RESULTS_EXPERIMENTS`) and it must have trained on all the data for its whole budget (no
+``data.max_*_samples``, no ``trainer.max_steps`` below ``trainer.epochs`` passes over the data). Runs already in the file and not
 in the store (recorded by an earlier session's store) are kept as they are; a run in both is
 refreshed from the store.
 
@@ -50,6 +53,9 @@ PARAM_SKIP = ("data.data_dir", "data.cache_dir", "trainer.num_threads", "trainer
               "trainer.measure_inference")
 PARAM_SKIP_PREFIXES = ("trainer.inference.",)  # how inference was timed, not what was trained
 METRIC_PREFIXES = ("best/", "final/", "gate/", "inference/")
+# the experiments whose runs are results: mlflow.experiment's default (lad-${task.name}) for the GLUE tasks
+RESULTS_TASKS = ("ax", "cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
+RESULTS_EXPERIMENTS = tuple(f"{EXPERIMENT_PREFIX}{task}" for task in RESULTS_TASKS)
 METRIC_KEYS = ("train_examples_per_s", "peak_rss_mb")
 
 
@@ -109,6 +115,38 @@ def make_record(run_id: str, experiment: str, status: str, start_ms: int | None,
         "metrics": {k: float(v) for k, v in sorted(metrics.items()) if keep_metric(k)},
         **({"history": [[int(step), float(v)] for step, v in sorted(history)]} if history else {}),
     }
+
+
+def _number(params: dict, key: str) -> float | None:
+    try:
+        return float(params[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def refusal(rec: dict, experiments: Iterable[str] = RESULTS_EXPERIMENTS) -> str | None:
+    """Why ``rec`` cannot be a results run (None: it can): another experiment, part of the data, or a
+    step cap that ends training before ``trainer.epochs`` passes over the training set."""
+    if rec.get("experiment") not in set(experiments):
+        return f"experiment {rec.get('experiment')} is not a results experiment"
+    params = rec.get("params") or {}
+    for key in ("data.max_train_samples", "data.max_eval_samples"):
+        if str(params.get(key, "None")) not in ("None", "null", ""):
+            return f"{key}={params[key]} (part of the data)"
+    if rec.get("status") != "FINISHED":  # a pruned trial: counted for its study, its budget is the pruner's
+        return None
+    cap, epochs = _number(params, "trainer.max_steps"), _number(params, "trainer.epochs")
+    examples, batch = _number(params, "data.train_examples"), _number(params, "optim.batch_size")
+    if cap is None or cap <= 0:
+        return None
+    if None in (epochs, examples, batch) or not batch:
+        return f"trainer.max_steps={int(cap)} with no declared epoch budget to compare it with"
+    import math
+
+    budget = int(epochs) * math.ceil(examples / batch)
+    if cap < budget:
+        return f"trainer.max_steps={int(cap)} is below the declared budget ({int(epochs)} epochs = {budget} steps)"
+    return None
 
 
 def sort_key(rec: dict) -> tuple:
@@ -223,11 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     except LADError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    chosen = [r for r in stored if r["tags"].get("lad.purpose") in args.purpose]
+    tagged = [r for r in stored if r["tags"].get("lad.purpose") in args.purpose]
+    refused = [(r, refusal(r)) for r in tagged]
+    chosen = [r for r, why in refused if why is None]
+    for r, why in refused:
+        if why is not None:
+            print(f"[export] skipped run {r['run_id']} ({r['experiment']}): {why}")
     records, kept = merge_records(previous, chosen)
     n = write_export(records, args.out)
     print(f"[export] {n} runs -> {args.out} ({len(chosen)} from the store, {kept} kept from the file; "
-          f"{len(stored) - len(chosen)} in the store skipped: purpose not in {', '.join(args.purpose)})")
+          f"{len(stored) - len(tagged)} in the store skipped: purpose not in {', '.join(args.purpose)}; "
+          f"{len(tagged) - len(chosen)} skipped: not a full results run)")
     return 0
 
 

@@ -142,7 +142,9 @@ def test_export_keeps_finished_training_runs_only(store, tmp_path):
     assert not any(k.startswith(("dev/", "train/")) for k in rec["metrics"])
     assert export.read_export(path) == records
     assert export.main(["--tracking-uri", store, "--out", str(tmp_path / "cli.jsonl")]) == 0
-    assert (tmp_path / "cli.jsonl").read_text() == path.read_text()
+    # the run capped at 10 steps is not a results run (budget cut short): the export leaves it out
+    assert export.read_export(tmp_path / "cli.jsonl") == [r for r in records if export.refusal(r) is None]
+    assert [r["params"]["trainer.max_steps"] for r in records if export.refusal(r)] == ["10"]
     assert {r["tags"]["lad.purpose"] for r in records} == {"results"}
     lad1 = [r for r in records if (r["task"], r["method"], r["student"], r["seed"]) == ("rte", "lad", "3layer", 1)]
     assert sorted(r["metrics"]["best/accuracy"] for r in lad1) == [0.10, 0.70]  # latest value of best/ is kept
@@ -169,7 +171,27 @@ def test_export_takes_only_results_runs_and_keeps_earlier_records(empty_db, tmp_
     assert sorted(r["run_id"] for r in rows) == sorted([real, "old-run"])
     assert {r["tags"].get("lad.purpose") for r in rows} == {"results"}
     assert export.main(["--tracking-uri", uri, "--out", str(out), "--purpose", "results", "smoke"]) == 0
-    assert len(export.read_export(out)) == 3
+    assert len(export.read_export(out)) == 2  # the smoke run stopped after 4 steps: never a results run
+
+
+def test_export_refuses_tagged_runs_that_are_not_full_results_runs(empty_db, tmp_path):
+    """A results tag is not enough: the experiment is a results experiment, the data whole, the budget full."""
+    uri = new_store(empty_db, tmp_path / "mlruns.db")
+    c = _client(uri)
+    full = {"data.train_examples": "64", "optim.batch_size": "32"}  # 3 epochs = 6 steps
+    good = add_run(c, "rte", seed=1, params=full)
+    capped_ok = add_run(c, "rte", seed=2, params={**full, "trainer.max_steps": "6"})
+    add_run(c, "rte", seed=3, params={**full, "trainer.max_steps": "2"})
+    add_run(c, "rte", seed=4, params={**full, "data.max_train_samples": "32"})
+    add_run(c, "rte", seed=5, params={**full, "data.max_eval_samples": "8"})
+    other = c.create_experiment("my-notes")
+    run = c.create_run(other, tags={"lad.entry": "distil", "lad.purpose": "results", "lad.method": "lad/3layer"})
+    c.set_terminated(run.info.run_id, "FINISHED")
+    out = tmp_path / "runs.jsonl"
+    assert export.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    assert sorted(r["run_id"] for r in export.read_export(out)) == sorted([good, capped_ok])
+    rec = export.make_record("x", "my-notes", "FINISHED", T0, {"lad.entry": "distil"}, {}, {})
+    assert "not a results experiment" in export.refusal(rec)
 
 
 def test_one_definition_of_a_grid_cell_and_a_sweep_trial():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lad.data.tasks import SplitSpec, TaskSpec
-from lad.errors import ConfigError, DataError
+from lad.errors import ConfigError, DataError, MissingDataFile
 from lad.fileio import write_text
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,19 @@ def split_path(task: TaskSpec, data_dir: str | os.PathLike | None, split: str) -
     task_dir = resolve_data_dir(data_dir) / task.glue_name
     if not task_dir.is_dir():
         raise DataError(f"{task_dir}: GLUE task folder '{task.glue_name}' not found")
-    path = task_dir / spec.file
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (task '{task.name}', split '{split}')")
-    return path
+    return check_data_file(task_dir / spec.file, task, split)
+
+
+def check_data_file(path: Path, task: TaskSpec, split: str) -> Path:
+    """``path`` if it is a regular file; DataError saying what it is otherwise (missing, a folder, a FIFO)."""
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise MissingDataFile(f"{path}: file not found (task '{task.name}', split '{split}')")
+    what = (
+            "is a directory, not a data file" if path.is_dir() else
+            "is not a regular file (a FIFO, socket or device); copy the data into a file")
+    raise DataError(f"{path}: {what} (task '{task.name}', split '{split}')")
 
 
 def read_split(
@@ -83,7 +92,7 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
     examples: list[Example] = []
     skipped: list[tuple[int, str]] = []
     with open(path, "rb") as fh:
-        lines = (_strip_eol(_decode(raw, path, n)) for n, raw in enumerate(fh, start=1))
+        lines = (_strip_eol(_decode(raw, path, n)) for n, raw in enumerate(_raw_lines(fh), start=1))
         first = next(lines, None)
         if first is None or not first.strip():
             raise DataError(f"{path}:1: empty file")
@@ -119,6 +128,18 @@ def read_tsv(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | Non
     if blank:
         log.info("%s: ignored %d blank line(s)", path, blank)
     return examples
+
+
+def _raw_lines(fh):
+    """The file's lines (bytes); a file whose only line ends are CR (classic Mac) is split at CR."""
+    head = fh.read(1 << 16)
+    fh.seek(0)
+    if b"\r" in head and b"\n" not in head:
+        data = fh.read()
+        if b"\n" not in data:
+            return iter(line + b"\r" for line in data.rstrip(b"\r").split(b"\r"))
+        fh.seek(0)
+    return iter(fh)
 
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lad.data.glue import Example, read_tsv, split_path
+from lad.data.glue import Example, check_data_file, read_tsv, split_path
 from lad.data.tasks import SplitSpec, TaskSpec
 from lad.errors import ConfigError, DataError
 
@@ -138,10 +138,17 @@ def _text(value: Any, where: str, row: int, key: str, col: str) -> str:
             value = value.decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{where}: row {row}: column '{col}' is not UTF-8 text") from None
-    text = value if isinstance(value, str) else str(value)
+    if not isinstance(value, str):  # a JSON object, list or number is not text: its repr would be trained on
+        raise DataError(f"{where}: row {row}: column '{col}' (task.{key}) holds a {_kind_of(value)}, not text; "
+                        "texts must be strings (quote them in JSON)")
+    text = value
     if not text.strip():
         raise DataError(f"{where}: row {row}: empty text in column '{col}' (task.{key}); remove the row or fill it in")
     return text
+
+
+def _kind_of(value: Any) -> str:
+    return {dict: "JSON object", list: "JSON list", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
 def label_kind(value: Any) -> str:
@@ -290,9 +297,7 @@ def _file_path(task: TaskSpec, data_dir, split: str) -> Path:
     spec = task.split(split)
     path = Path(os.path.expandvars(os.path.expanduser(str(spec.file))))
     file_reader(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (task '{task.name}', split '{split}')")
-    return path
+    return check_data_file(path, task, split)
 
 
 def _read_file(task: TaskSpec, spec: SplitSpec, path: Path, max_samples: int | None) -> list[Example]:

@@ -178,6 +178,8 @@ class TaskSpec:
             raise ConfigError(f"{where}: glue_name must name the task's folder under data.data_dir")
         hint = str(data.get("file_hint") or "")
         splits = _parse_splits(data["splits"], base, where, need_files=not hf_dataset, hint=hint)
+        for split in splits:
+            check_column_roles(split, where)
 
         spec = cls(
             name=str(data["name"]), glue_name=None if data["glue_name"] is None else str(data["glue_name"]),
@@ -196,6 +198,18 @@ class TaskSpec:
                 f"(one of: {', '.join(sorted(allowed))})"
             )
         return spec
+
+
+def check_column_roles(split: "SplitSpec", where: str) -> None:
+    """text_a, text_b and label name three different columns (the label as text would train on it)."""
+    keys = ("text_a", "text_b", "label") if split.labeled else ("text_a", "text_b")
+    roles = [(key, getattr(split, key)) for key in keys if getattr(split, key) is not None]
+    for i, (key, col) in enumerate(roles):
+        for other, other_col in roles[i + 1:]:
+            if str(col) == str(other_col):
+                raise ConfigError(f"{where}: task.{key} and task.{other} both name column {col!r} (split "
+                                  f"'{split.name}'): each role needs its own column; set task.{key} to the "
+                                  "column that holds the text")
 
 
 def check_labels(labels: Any, where: str) -> tuple[str, ...]:

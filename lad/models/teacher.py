@@ -244,7 +244,7 @@ def load_teacher(teacher_cfg: DictConfig, task):
 
 
 # ----------------------------------------------------------------------------- provenance
-TEACHER_META = "lad_teacher.json"
+from lad.rundir import TEACHER_META  # noqa: E402 - one name for the file, shared with lad.rundir
 
 
 def write_teacher_meta(model_dir: Path, backbone: str, teacher_name: str, task_name: str) -> None:
