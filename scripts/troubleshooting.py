@@ -46,7 +46,9 @@ FOOTER = """
 | `error: teacher cache <dir> holds non-finite hidden states (…): the cache files are corrupt, not the training; …` | The teacher-output cache changed on disk after it was checked (disk error, another writer). It is marked for rebuilding. | Run the command again (the cache is rebuilt). |
 | `WARNING … sst2 train: N of M example(s) longer than L tokens were truncated` | Texts longer than `task.max_seq_length` (capped at the model's position embeddings) are cut; the count is recorded as the MLflow params `data.<split>_truncated` and in `metrics.json` (`truncated`). | Raise `task.max_seq_length` (up to the model's positions) if the tail of long texts matters. |
 | `error: cannot write <file>: No space left on device` | The disk filled up during the run (the free-space check before training estimates checkpoints and model only). | Free space, then resume with `trainer.resume=true`. |
-| A run was killed (Ctrl-C, `kill -9`, machine restart) | Checkpoints are written every `trainer.ckpt_every` steps (atomic, checksummed). | Re-run the same command with `trainer.resume=true`: it continues from the newest intact checkpoint and ends with the same results as an uninterrupted run. |
+| `error: interrupted by SIGINT; <run_dir> keeps checkpoint step-N: continue with trainer.resume=true` (exit status 130; 143 for SIGTERM) | Ctrl-C or `kill` (a scheduler's stop) during a run. The MLflow run ends KILLED, a checkpoint being written is finished first, no temporary folder is left, and with `overwrite=true` the previous run is put back. Without a checkpoint yet the line says so. | Re-run the same command with `trainer.resume=true`. |
+| `WARNING … checkpoint <run_dir>/checkpoints/step-N cannot be loaded safely (…); trying an older one` | On resume, the newest checkpoint passed its checksum but does not load with `weights_only=True` (written by another version, or holding pickled code): the previous checkpoint is used. When none loads: `error: no checkpoint in <dir> loads safely (tried …)`. | Nothing (the run continues from the older checkpoint); to start over, `overwrite=true`. |
+| A run was killed (`kill -9`, machine restart) | Checkpoints are written every `trainer.ckpt_every` steps (atomic, checksummed). | Re-run the same command with `trainer.resume=true`: it continues from the newest intact checkpoint and ends with the same results as an uninterrupted run. |
 
 ## Slow runs beside other work
 
@@ -67,9 +69,16 @@ FOOTER = """
   (default 1, enough to continue training; 0 keeps none). `trainer.keep_checkpoints` (default 2)
   applies while training.
 * Files and folders get the permissions of your umask.
-* Passwords in `mlflow.tracking_uri`, `mlflow.artifact_location`, `hydra.sweeper.storage` and any other
+* Passwords in `mlflow.tracking_uri`, `hydra.sweeper.storage`, `search.storage` and any other
   URL are replaced by `***` in everything LAD prints or writes (console, logs, `config.yaml`,
-  `.hydra/`, MLflow params, tags and artifacts, Optuna attributes, `multirun.yaml`).
+  `.hydra/`, MLflow params, tags, run and experiment names and artifacts, Optuna attributes,
+  `multirun.yaml`). `mlflow.artifact_location` is stored verbatim by MLflow, so a password there is
+  refused (credentials go in the store's environment variables).
+* A command writes only inside the run directory and, for `train_teacher.py`, the teacher folder it
+  names: `task.name` and `teacher.name` must be plain folder names; a run never writes into a published
+  teacher, `overwrite=true` replaces a run only by a run of the same entry point and a teacher only by
+  a teacher; the teacher folder is locked (`<parent>/.<task>.lock`) while a run that publishes it is
+  running, so two runs cannot silently replace each other's teacher.
 """
 
 

@@ -170,6 +170,24 @@ class Sandbox:
         self._held = FileLock(str(lock_file(self.run_dir)))
         self._held.acquire()
 
+    def elsewhere(self, argv: list[str], run_dir: Path) -> list[str]:
+        """``argv`` with the run directory moved to ``run_dir``."""
+        return [a for a in argv if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
+
+    def published_teacher(self) -> Path:
+        """A copy of the teacher as train_teacher.py publishes it (lad_teacher.json, metrics.json)."""
+        path = self.teacher_copy("teachers/local/sst2")
+        (path / "lad_teacher.json").write_text('{"backbone": "x", "teacher": "local", "task": "sst2"}\n')
+        (path / "metrics.json").write_text('{"best": {"accuracy": 0.9}}')
+        return path
+
+    def custom_jsonl(self, rows: list[str]) -> list[str]:
+        """task=custom overrides reading train/dev from a JSON Lines file of ``rows``."""
+        path = self.root / "data.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(row + "\n" for row in rows))
+        return [f"data.train_file={path}", f"data.dev_file={path}"]
+
     def optuna_plugin(self) -> None:
         if not (REPO / "hydra_plugins" / "lad_optuna_sweeper").is_dir():
             pytest.skip("the lad_optuna sweeper plugin is not in hydra_plugins/ yet")
@@ -441,6 +459,63 @@ CASES: list[Case] = [
          "resume with the same settings, or pass overwrite=true to start over",
          "trainer.resume=true continues the checkpoints of a run that trained with other settings.",
          "Resume with the command that started the run, or start over with overwrite=true."),
+    Case("task_name_not_a_folder_name", lambda s: s.distil("task.name=.."),
+         r"^error: task\.name='\.\.' is '\.\.': it names a folder",
+         "error: task.name='..' is '..': it names a folder (paths.artifacts/teachers/<teacher.name>/<task.name>, "
+         "outputs/<entry>/<task.name>/...); use a plain name such as my_task",
+         "task.name and teacher.name become folder names; an empty one, '..', one with '/' or a leading '.' "
+         "would point the command at a parent folder or outside paths.artifacts / paths.output_root.",
+         "Use a plain name (letters, digits, '-', '_')."),
+    Case("run_dir_is_a_published_teacher",
+         lambda s: s.elsewhere(s.distil("overwrite=true"), s.published_teacher()),
+         r"^error: \S+ holds a published teacher, not a run directory: a run never writes into it",
+         "error: <dir> holds a published teacher, not a run directory: a run never writes into it (not even "
+         "with overwrite=true); give the run its own hydra.run.dir",
+         "hydra.run.dir points at a teacher that train_teacher.py published; overwrite=true would mix the "
+         "run's files into it and replace its metrics.json.",
+         "Give the run its own directory (drop hydra.run.dir, or point it elsewhere)."),
+    Case("teacher_path_holds_other_teachers",
+         lambda s: (s.published_teacher(), s.train_teacher("overwrite=true", f"teacher.path={s.root / 'teachers/local'}"))[1],
+         r"^error: teacher\.path \S+ holds other files, not a published teacher: a teacher replaces only a teacher",
+         "error: teacher.path <dir> holds other files, not a published teacher: a teacher replaces only a teacher "
+         "(not even overwrite=true replaces it); set teacher.path to a folder of its own",
+         "teacher.path names a folder that is not a published teacher (e.g. teachers/<teacher>/, the folder of "
+         "every task's teacher, or a run directory): overwrite=true would have deleted all of it.",
+         "Point teacher.path at the teacher's own folder (paths.artifacts/teachers/<teacher>/<task>)."),
+    # ---- inputs that used to train silently wrong
+    Case("text_column_is_the_label_column", lambda s: s.distil("task.text_a=label"),
+         r"^error: task config 'sst2': task\.text_a and task\.label both name column 'label'",
+         "error: task config 'sst2': task.text_a and task.label both name column 'label' (split 'train'): each role "
+         "needs its own column; set task.text_a to the column that holds the text",
+         "The text column is the label column: the model would read the answer (dev accuracy 1.0).",
+         "Set task.text_a (and task.text_b) to the text columns, task.label to the label column."),
+    Case("json_object_as_text",
+         lambda s: s.distil(*s.custom_jsonl(['{"text": "good film", "label": "1"}',
+                                             '{"text": {"title": "bad"}, "label": "0"}']), task="custom"),
+         r"^error: \S+data\.jsonl: row 2: column 'text' \(task\.text_a\) holds a JSON object, not text",
+         "error: <dir>/data.jsonl: row 2: column 'text' (task.text_a) holds a JSON object, not text; texts must be "
+         "strings (quote them in JSON)",
+         "A text value that is a JSON object, list or number would be trained on as its Python repr.",
+         "Write the text as a JSON string, or point task.text_a at the column that holds the text."),
+    Case("test_tsv_bad_row",
+         lambda s: s.distil("trainer.predict_test=true",
+                            data=s.glue_with("test.tsv", "index\tsentence\n0\tgood film\n1\tbad\tfilm\n")),
+         r"^error: .*SST-2/test\.tsv:3: expected 2 tab-separated columns, found 3",
+         "error: <data_dir>/SST-2/test.tsv:3: expected 2 tab-separated columns, found 3",
+         "With trainer.predict_test=true (the default) the test split is read before training: a bad row used "
+         "to be found only after it, and the run ended without predictions/.",
+         "Fix the named line, or pass trainer.predict_test=false (a missing test file only skips the predictions)."),
+    Case("data_file_is_a_directory",
+         lambda s: s.distil(data=(s.glue_with("dev.tsv", None), (s.root / "glue/SST-2/dev.tsv").mkdir())[0]),
+         r"^error: .*SST-2/dev\.tsv: is a directory, not a data file \(task 'sst2', split 'dev'\)",
+         "error: <data_dir>/SST-2/dev.tsv: is a directory, not a data file (task 'sst2', split 'dev')",
+         "A split's path names a folder (or a FIFO, socket or device: 'is not a regular file').",
+         "Point the split at the file itself (data.<split>_file, or the GLUE folder's <split>.tsv)."),
+    Case("lr_too_large", lambda s: s.distil("optim.lr=1e300"),
+         r"^error: optim\.lr must be a number in \(0, 10\], got 1e\+300",
+         "error: optim.lr must be a number in (0, 10], got 1e+300",
+         "A learning rate that large overflows in the optimiser (NaN weights after the first step).",
+         "Use e.g. optim.lr=1e-4 (distillation) or 2e-5 (BERT fine-tuning)."),
     # ---- existing outputs and resuming
     Case("finished_run_exists", lambda s: (s.existing_run(finished=True), s.distil())[1],
          r"^error: \S+ already holds a finished run; pass overwrite=true to replace it",
@@ -482,6 +557,27 @@ CASES: list[Case] = [
          "The database behind mlflow.tracking_uri is down, or its driver is not installed; passwords are "
          "masked in messages, params and tags.",
          "Start the database / install its driver (e.g. psycopg2 for postgresql), or pass mlflow=off."),
+    Case("mlflow_artifact_location_with_password",
+         lambda s: [a for a in s.distil(f"mlflow.tracking_uri=sqlite:///{s.root}-mlruns.db",
+                                        "mlflow.artifact_location='s3://bucket/x?secret_key=Kx81pw2'") if a != "mlflow=off"],
+         r"^error: mlflow\.artifact_location=s3://bucket/x\?secret_key=\*\*\* holds a password or key",
+         "error: mlflow.artifact_location=s3://bucket/x?secret_key=*** holds a password or key: MLflow stores the "
+         "location in the experiment and every run (shown in its UI); give the store's credentials through its "
+         "own environment variables (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCESS_KEY, ...) instead",
+         "MLflow keeps the artifact location verbatim in the experiment and in every run's artifact URI.",
+         "Drop the credentials from the location; the store's client reads them from its environment."),
+    Case("mlflow_artifact_store_down",
+         lambda s: [a for a in s.distil(f"mlflow.tracking_uri=sqlite:///{s.root}-mlruns.db",
+                                        f"mlflow.experiment=lad-down-{s.root.name}",
+                                        f"mlflow.artifact_location=http://127.0.0.1:{closed_port()}/art")
+                    if a != "mlflow=off"],
+         r"^error: cannot write to the MLflow artifact store http://127\.0\.0\.1:\d+/art \(",
+         "error: cannot write to the MLflow artifact store http://127.0.0.1:5001/art (...Connection refused...); "
+         "start it or fix mlflow.artifact_location (...), or run with mlflow=off",
+         "A remote artifact store (s3://, http(s)://, mlflow-artifacts:) that is down or refuses writes; it is "
+         "probed with one small file before training (30 s at most), not found after training.",
+         "Start the store or fix its credentials; an existing experiment keeps the location it was created with "
+         "(use another mlflow.experiment to change it); or pass mlflow=off."),
     Case("optuna_n_trials_zero",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=0",
                                         f"hydra.sweeper.storage=sqlite:///{s.root}/o.db", *s.distil()[1:]])[1],

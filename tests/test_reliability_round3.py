@@ -160,16 +160,6 @@ def test_artifact_location_with_a_password_is_refused_and_run_names_are_masked(t
     assert SECRET.encode() not in db.read_bytes()
 
 
-def test_optuna_trial_errors_are_masked(monkeypatch):
-    """lad.search records a failed trial's error on the trial (the Optuna database): masked."""
-    import inspect
-
-    from lad import search
-
-    source = inspect.getsource(search)
-    assert 'trial.set_user_attr("error", mask(' in source
-
-
 # ----------------------------------------------------------------------------- 5. stores
 def _closed_port() -> int:
     with socket.socket() as sock:
