@@ -63,7 +63,13 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
     unfinished = (out / "checkpoints").exists() and not finished
     if resume:
         if finished and not cfg.overwrite:
-            raise ConfigError(f"{out} already holds a finished run; pass overwrite=true to train it again")
+            from lad.rundir import extended_budget
+
+            if extended_budget(out, cfg) and ckpt.list_checkpoints(out / "checkpoints"):
+                ckpt.latest_intact(out / "checkpoints")
+                return out, True  # a larger budget continues the finished run from its last checkpoint
+            raise ConfigError(f"{out} already holds a finished run; pass overwrite=true to train it again, or "
+                              "trainer.resume=true with a larger trainer.max_steps / trainer.epochs to extend it")
         if unfinished:
             ckpt.latest_intact(out / "checkpoints")  # all corrupt -> one clear error, before any work
         elif not finished:

@@ -238,25 +238,63 @@ def _flat(cfg) -> dict:
     return {k: v for k, v in flatten(cfg).items() if not k.startswith(RESUME_FREE)}
 
 
-def check_resume_config(out_dir: Path, cfg: DictConfig) -> None:
-    """ConfigError when ``out_dir/config.yaml`` (the run being resumed) differs from ``cfg``."""
+# the training budget: a resumed run may get a larger one (Hugging Face Trainer allows it too)
+BUDGET_KEYS = ("trainer.max_steps", "trainer.epochs")
+
+
+def _grows(key: str, old, new) -> bool:
+    """``new`` is a larger budget than ``old`` for ``key`` (``trainer.max_steps=-1``: no step cap)."""
+    try:
+        old, new = int(old), int(new)
+    except (TypeError, ValueError):
+        return False
+    if key == "trainer.max_steps":
+        return new == -1 and old != -1 or old != -1 and new > old
+    return new > old
+
+
+def _saved_and_current(out_dir: Path, cfg) -> tuple[dict, dict] | None:
     saved_file = Path(out_dir) / "config.yaml"
     if not saved_file.is_file():
-        return
+        return None
     try:
         saved = _flat(OmegaConf.load(saved_file))
     except Exception:  # noqa: BLE001 - an unreadable record cannot be compared; checkpoints still decide
         log.warning("cannot read %s: resuming without comparing configurations", saved_file)
+        return None
+    return saved, _flat(redact(cfg))
+
+
+def extended_budget(out_dir: Path, cfg) -> dict[str, tuple]:
+    """``{key: (old, new)}`` of the budget keys that ``cfg`` raises over the run in ``out_dir``."""
+    found = _saved_and_current(out_dir, cfg)
+    if found is None:
+        return {}
+    saved, current = found
+    return {k: (saved[k], current.get(k)) for k in BUDGET_KEYS
+            if k in saved and str(saved[k]) != str(current.get(k)) and _grows(k, saved[k], current.get(k))}
+
+
+def check_resume_config(out_dir: Path, cfg: DictConfig) -> None:
+    """ConfigError when ``out_dir/config.yaml`` (the run being resumed) differs from ``cfg`` in anything
+    but a larger training budget (``trainer.max_steps`` / ``trainer.epochs``: the run is extended)."""
+    found = _saved_and_current(out_dir, cfg)
+    if found is None:
         return
-    current = _flat(redact(cfg))
+    saved, current = found
+    grown = extended_budget(out_dir, cfg)
     # keys the record lacks (added to LAD since the run started) cannot tell the runs apart
-    diff = [k for k in sorted(saved) if str(saved[k]) != str(current.get(k))]
+    diff = [k for k in sorted(saved) if str(saved[k]) != str(current.get(k)) and k not in grown]
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:3])
         more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
         raise ConfigError(
             f"trainer.resume: {out_dir} was started with another configuration ({shown}{more}); "
-            "resume with the same settings, or pass overwrite=true to start over")
+            "resume with the same settings (a larger trainer.max_steps or trainer.epochs extends the run), "
+            "or pass overwrite=true to start over")
+    for key, (old, new) in grown.items():
+        log.info("trainer.resume: %s extends the run from %s=%s to %s (the schedule continues over the "
+                 "new total, as Hugging Face Trainer does)", out_dir, key, old, new)
 
 
 # ----------------------------------------------------------------------------- job record

@@ -141,7 +141,7 @@ class Case:
     id: str
     argv: Callable[[Box], list[str]]
     kind: str = "user"          # user (exit 2, one error line) | hydra (Hydra's own error) | ok (must run)
-    round: int = 1              # 1: the first probe's cases; 2: the second probe's (--round 2)
+    round: int = 1              # the probe that added the case (--round N): 1, 2 (issue 22) or 3 (issue 34)
     env: dict | None = None     # extra environment variables of the command
 
 
@@ -340,7 +340,7 @@ def cases() -> list[Case]:
                                                f"hydra.sweeper.storage=sqlite:///{b.root}/o.db",
                                                f"hydra.sweep.dir={b.root}/sweep", *b.distil()[1:]])[2], "hydra"),
     ]
-    return out + round2()
+    return out + round2() + round3()
 
 
 def _tensors(path: Path, edit: Callable[[dict], dict]) -> None:
@@ -512,6 +512,79 @@ def round2() -> list[Case]:
     return [replace(c, round=2) for c in cases]
 
 
+def _published_teacher(box: Box) -> Path:
+    """A teacher as train_teacher.py publishes it, under ``<root>/artifacts/teachers/local/sst2``."""
+    path = box.root / "artifacts" / "teachers" / "local" / "sst2"
+    shutil.copytree(box.teacher, path)
+    (path / "lad_teacher.json").write_text('{"backbone": "x", "teacher": "local", "task": "sst2"}\n')
+    (path / "metrics.json").write_text('{"best": {"accuracy": 0.9}}')
+    return path
+
+
+def _dev_replaced(box: Box, make: Callable[[Path], None]) -> Path:
+    glue = box.data_with("dev.tsv", None)
+    make(glue / "SST-2" / "dev.tsv")
+    return glue
+
+
+def _tracked(box: Box, argv: list[str], *extra: str) -> list[str]:
+    """``argv`` with MLflow on, its store inside the case's folder (searched for the password)."""
+    return box.no_mlflow_off(argv) + [f"mlflow.tracking_uri=sqlite:///{box.root}/mlruns.db",
+                                      f"mlflow.artifact_location={box.root}/mlartifacts", *extra]
+
+
+def round3() -> list[Case]:
+    """The third probe (issue 34): paths and kinds, secrets MLflow stores, stores, inputs, values."""
+    port = free_port()
+    jsonl = b'{"text": "good film", "label": "1"}\n{"text": {"title": "bad"}, "label": "0"}\n'
+
+    def custom(box: Box, rows: bytes) -> list[str]:
+        box.root.mkdir(parents=True, exist_ok=True)
+        (box.root / "d.jsonl").write_bytes(rows)
+        return box.distil(f"data.train_file={box.root}/d.jsonl", f"data.dev_file={box.root}/d.jsonl", task="custom")
+
+    cases = [
+        # 1. nothing outside the named run or teacher
+        Case("run:task_name_parent", lambda b: b.distil("task.name=..")),
+        Case("run:task_name_empty", lambda b: b.teacher_cmd("task.name=''")),
+        Case("run:task_name_escapes_artifacts", lambda b: b.teacher_cmd("task.name=../../escaped")),
+        Case("run:teacher_name_with_slash", lambda b: [a for a in b.teacher_cmd("teacher.name=a/b")
+                                                       if not a.startswith("teacher.path")]),
+        Case("run:student_into_published_teacher", lambda b: _run_elsewhere(
+            b, b.distil("overwrite=true"), _published_teacher(b))),
+        Case("run:teacher_path_is_every_teacher", lambda b: (_published_teacher(b), b.teacher_cmd(
+            "overwrite=true", f"teacher.path={b.root}/artifacts/teachers/local"))[1]),
+        Case("run:teacher_path_is_the_run_dir", lambda b: b.teacher_cmd(f"teacher.path={b.run}")),
+        Case("run:teacher_overwrite_replaces_teacher", lambda b: (_published_teacher(b), b.teacher_cmd(
+            "overwrite=true", f"teacher.path={b.root}/artifacts/teachers/local/sst2"))[1], "ok"),
+        # 2. secrets that MLflow stores verbatim
+        Case("secret:artifact_location_password", lambda b: _tracked(
+            b, b.distil(), f"mlflow.artifact_location='s3://bucket/x?secret_key={SECRET}'")),
+        Case("secret:run_name_url", lambda b: _tracked(b, b.distil(), f"mlflow.run_name=http://u:{SECRET}@h.example/x",
+                                                        "mlflow.log_model=false"), "ok"),
+        Case("secret:experiment_name_url", lambda b: _tracked(
+            b, b.distil(), f"mlflow.experiment=lad-http://u:{SECRET}@h.example/x", "mlflow.log_model=false"), "ok"),
+        # 3. stores checked before training
+        Case("store:artifact_store_down", lambda b: _tracked(
+            b, b.distil(), f"mlflow.artifact_location=http://127.0.0.1:{port}/art")),
+        # 4. inputs
+        Case("data:text_column_is_label", lambda b: b.distil("task.text_a=label")),
+        Case("data:json_object_as_text", lambda b: custom(b, jsonl)),
+        Case("data:test_bad_row", lambda b: b.distil("trainer.predict_test=true", data=b.data_with(
+            "test.tsv", b"index\tsentence\n0\tgood\n1\tbad\tfilm\n"))),
+        Case("data:test_missing_is_skipped", lambda b: b.distil("trainer.predict_test=true",
+                                                                data=b.data_with("test.tsv", None)), "ok"),
+        Case("data:dev_is_a_directory", lambda b: b.distil(data=_dev_replaced(b, lambda p: p.mkdir()))),
+        Case("data:dev_is_a_fifo", lambda b: b.distil(data=_dev_replaced(b, os.mkfifo))),
+        Case("data:cr_only_line_ends", lambda b: b.distil(data=b.data_with(
+            "train.tsv", (TSV_HEAD + b"good film\t1\nbad film\t0\n" * 8).replace(b"\n", b"\r"))), "ok"),
+        # 6. values accepted then crashing
+        Case("value:optim.lr=1e300", lambda b: b.distil("optim.lr=1e300")),
+        Case("value:optim.gate_lr=1e30", lambda b: b.distil("optim.gate_lr=1e30")),
+    ]
+    return [replace(c, round=3) for c in cases]
+
+
 def _snapshot(path: Path) -> dict[str, str]:
     if path.is_file():
         return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -604,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", default="", help="only cases whose id contains this text")
     parser.add_argument("-j", type=int, default=2, help="cases run at once")
     parser.add_argument("--exclude", default=None, help="leave out cases whose id contains this text")
-    parser.add_argument("--round", type=int, default=None, help="only the cases of this probe round (1 or 2)")
+    parser.add_argument("--round", type=int, default=None, help="only the cases of this probe round (1, 2 or 3)")
     parser.add_argument("--pending", action="store_true", help="only cases the --summary file has no row for")
     parser.add_argument("--shard", default="0/1", help="i/n: every n-th selected case from the i-th (parallel runs)")
     parser.add_argument("--fixtures", type=Path, default=None,

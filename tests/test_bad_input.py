@@ -456,7 +456,8 @@ CASES: list[Case] = [
          lambda s: (s.unfinished_run_with_config(optim={"lr": 0.5}), s.distil("trainer.resume=true"))[1],
          r"^error: trainer\.resume: \S+ was started with another configuration \(.*optim\.lr: 0\.5 -> 0\.0001",
          "error: trainer.resume: <run_dir> was started with another configuration (optim.lr: 0.5 -> 0.0001, ...); "
-         "resume with the same settings, or pass overwrite=true to start over",
+         "resume with the same settings (a larger trainer.max_steps or trainer.epochs extends the run), or pass "
+         "overwrite=true to start over",
          "trainer.resume=true continues the checkpoints of a run that trained with other settings.",
          "Resume with the command that started the run, or start over with overwrite=true."),
     Case("task_name_not_a_folder_name", lambda s: s.distil("task.name=.."),

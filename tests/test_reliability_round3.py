@@ -369,3 +369,41 @@ def test_deploy_out_must_not_overlap_the_model_folder(tmp_path):
         with pytest.raises(ConfigError, match=r"--out \S+ overlaps the model folder"):
             check_out(out, model)
     assert check_out(tmp_path / "run" / "export", model) == tmp_path / "run" / "export"
+
+
+# ----------------------------------------------------------------------------- 8. extending a run
+def test_a_larger_budget_on_resume_is_allowed_and_any_other_change_refused(tmp_path):
+    from lad import rundir
+
+    (tmp_path / "config.yaml").write_text("trainer:\n  max_steps: 40\n  epochs: 3\noptim:\n  lr: 0.1\n")
+
+    def cfg(max_steps=40, epochs=3, lr=0.1):
+        return OmegaConf.create({"trainer": {"max_steps": max_steps, "epochs": epochs}, "optim": {"lr": lr}})
+
+    for larger in (cfg(max_steps=80), cfg(max_steps=-1), cfg(epochs=5), cfg(max_steps=80, epochs=5)):
+        rundir.check_resume_config(tmp_path, larger)
+    assert rundir.extended_budget(tmp_path, cfg(max_steps=80)) == {"trainer.max_steps": (40, 80)}
+    for other in (cfg(max_steps=20), cfg(epochs=2), cfg(max_steps=80, lr=0.2)):
+        with pytest.raises(ConfigError, match=r"was started with another configuration"):
+            rundir.check_resume_config(tmp_path, other)
+
+
+def test_resume_with_a_larger_budget_extends_a_finished_run(tmp_path, tiny_glue, tiny_teacher):
+    from lad.pipeline import run
+
+    def cfg(*extra: str):
+        return compose("distil", [
+            "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", f"data.data_dir={tiny_glue}",
+            f"paths.cache={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}", "mlflow=off", "device=cpu",
+            "trainer.progress=false", "trainer.predict_test=false", "optim.batch_size=16", "student=2layer",
+            "trainer.eval_every=2", "trainer.ckpt_every=2", "trainer.num_threads=1", *extra])
+
+    run(cfg("trainer.max_steps=4"))
+    for same_or_smaller in ("trainer.max_steps=4", "trainer.max_steps=2"):
+        with pytest.raises(ConfigError, match=r"already holds a finished run; pass overwrite=true .* or "
+                                              r"trainer\.resume=true with a larger trainer\.max_steps"):
+            run(cfg(same_or_smaller, "trainer.resume=true"))
+    run(cfg("trainer.max_steps=6", "trainer.resume=true"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["resumed_from"] == 4
+    assert [h["step"] for h in metrics["history"]] == [2, 4, 6]
