@@ -66,7 +66,11 @@ FOOTER = """
   puts it back if the new run fails; after a `kill -9` the next command into that directory keeps
   whichever run is complete.
 * A finished run keeps its best model (`model/`) and `trainer.keep_after_finish` checkpoints
-  (default 1, enough to continue training; 0 keeps none). `trainer.keep_checkpoints` (default 2)
+  (default 1, enough to continue training; 0 keeps none). `trainer.resume=true` with a larger
+  `trainer.max_steps` or `trainer.epochs` extends a run, a finished one too: it continues from the
+  newest checkpoint and the learning-rate schedule continues over the new total (as Hugging Face
+  Trainer does on resume; the warm-up and decay are recomputed for the new length). The MLflow run's
+  params keep the values it started with. `trainer.keep_checkpoints` (default 2)
   applies while training.
 * Files and folders get the permissions of your umask.
 * Passwords in `mlflow.tracking_uri`, `hydra.sweeper.storage`, `search.storage` and any other
