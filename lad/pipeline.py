@@ -260,7 +260,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
     ``trial`` is the Optuna trial
     number when the run is one (it names the MLflow run).
     """
-    from lad.rundir import claim, close_job_files
+    from lad.rundir import claim, close_job_files, hold_early_log
     from lad.secrets import remember
 
     setup_environment()
@@ -293,6 +293,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None, sweep_dir: str | No
         from lad.rundir import check_apart
 
         check_apart(target, teacher)
+    if job_files and owner:
+        hold_early_log()  # the run's <job>.log gets the records logged before it opens (data checks, truncation)
     try:  # a teacher being published is locked like a run directory: two runs cannot race to replace it
         with claim(target) if owner else contextlib.nullcontext(), \
                 claim(teacher, "teacher.path") if owner and teacher is not None else contextlib.nullcontext():

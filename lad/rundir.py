@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import os
 import shutil
 from pathlib import Path
@@ -299,6 +300,30 @@ def check_resume_config(out_dir: Path, cfg: DictConfig) -> None:
 
 # ----------------------------------------------------------------------------- job record
 _LOG_HANDLERS: list[logging.Handler] = []
+_EARLY: list[logging.handlers.MemoryHandler] = []
+
+
+def hold_early_log() -> None:
+    """Keep this command's log records from now on until its ``<job>.log`` opens (they are written
+    first into it): the checks and data loading before the run directory is claimed log too."""
+    import logging.handlers
+
+    if not _EARLY:
+        buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+        buffer.setLevel(logging.INFO)
+        logging.getLogger().addHandler(buffer)
+        _EARLY.append(buffer)
+
+
+def _drop_early_log(target: logging.Handler | None = None) -> None:
+    while _EARLY:
+        buffer = _EARLY.pop()
+        logging.getLogger().removeHandler(buffer)
+        if target is not None:
+            buffer.setTarget(target)
+            buffer.flush()
+        buffer.buffer.clear()
+        buffer.close()
 
 
 def write_job_files(out_dir: Path, cfg: DictConfig) -> None:
@@ -322,11 +347,13 @@ def write_job_files(out_dir: Path, cfg: DictConfig) -> None:
     handler = logging.FileHandler(Path(out_dir) / f"{hydra_cfg.job.name}.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     handler.addFilter(MaskingFilter())
+    _drop_early_log(handler)  # what was logged before the run directory was claimed comes first
     logging.getLogger().addHandler(handler)
     _LOG_HANDLERS.append(handler)
 
 
 def close_job_files() -> None:
+    _drop_early_log()
     while _LOG_HANDLERS:
         handler = _LOG_HANDLERS.pop()
         logging.getLogger().removeHandler(handler)

@@ -69,7 +69,7 @@ def _wait_for(predicate, seconds: float) -> bool:
 def test_a_signal_ends_training_with_one_line_a_resumable_run_and_no_temporary_folder(
         tmp_path, tiny_glue, tiny_teacher, signum):
     sandbox = Sandbox(tmp_path, tiny_glue, tiny_teacher, tiny_teacher)
-    argv = [a for a in sandbox.distil("trainer.ckpt_every=1", "trainer.eval_every=1000")
+    argv = [a for a in sandbox.distil("trainer.ckpt_every=1", "trainer.eval_every=1000", "task.max_seq_length=8")
             if a != "trainer.max_steps=2"] + ["trainer.max_steps=100000", "trainer.keep_checkpoints=2"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and not k.startswith("MLFLOW_")}
     env.update({"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
@@ -96,3 +96,5 @@ def test_a_signal_ends_training_with_one_line_a_resumable_run_and_no_temporary_f
     newest = ckpt.latest_intact(ckpts)
     assert newest is not None and ckpt.load_latest(ckpts)[2] == newest  # resumable: the newest loads
     assert not (sandbox.run_dir / "metrics.json").exists()
+    # distil.log holds what was logged before it opened too (the truncation warning of the data loading)
+    assert "were truncated" in (sandbox.run_dir / "distil.log").read_text()
