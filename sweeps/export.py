@@ -124,9 +124,24 @@ def _number(params: dict, key: str) -> float | None:
         return None
 
 
-def refusal(rec: dict, experiments: Iterable[str] = RESULTS_EXPERIMENTS) -> str | None:
-    """Why ``rec`` cannot be a results run (None: it can): another experiment, part of the data, or a
-    step cap that ends training before ``trainer.epochs`` passes over the training set."""
+PREREGISTRATION = REPO / "results" / "preregistration.yaml"
+
+
+def declared_budgets(path: Path = PREREGISTRATION) -> dict[str, float]:
+    """Epochs per task of the headline distillation runs, as results/preregistration.yaml declares them."""
+    if not Path(path).is_file():
+        return {}
+    import yaml
+
+    budgets = (yaml.safe_load(Path(path).read_text()) or {}).get("budgets") or {}
+    return {str(task): float(epochs) for task, epochs in budgets.items()}
+
+
+def refusal(rec: dict, experiments: Iterable[str] = RESULTS_EXPERIMENTS,
+            budgets: dict[str, float] | None = None) -> str | None:
+    """Why ``rec`` cannot be a results run (None: it can): another experiment, part of the data, fewer
+    epochs than the declared budget of its task (distillation runs, ``budgets``), or a step cap that
+    ends training before ``trainer.epochs`` passes over the training set."""
     if rec.get("experiment") not in set(experiments):
         return f"experiment {rec.get('experiment')} is not a results experiment"
     params = rec.get("params") or {}
@@ -136,6 +151,9 @@ def refusal(rec: dict, experiments: Iterable[str] = RESULTS_EXPERIMENTS) -> str 
     if rec.get("status") != "FINISHED":  # a pruned trial: counted for its study, its budget is the pruner's
         return None
     cap, epochs = _number(params, "trainer.max_steps"), _number(params, "trainer.epochs")
+    declared = (budgets or {}).get(str(rec.get("task"))) if rec.get("entry") == "distil" else None
+    if declared is not None and (epochs is None or epochs < declared):
+        return f"trainer.epochs={params.get('trainer.epochs')} is below the declared budget ({declared:g} epochs)"
     examples, batch = _number(params, "data.train_examples"), _number(params, "optim.batch_size")
     if cap is None or cap <= 0:
         return None
@@ -262,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tagged = [r for r in stored if r["tags"].get("lad.purpose") in args.purpose]
-    refused = [(r, refusal(r)) for r in tagged]
+    budgets = declared_budgets()
+    refused = [(r, refusal(r, budgets=budgets)) for r in tagged]
     chosen = [r for r, why in refused if why is None]
     for r, why in refused:
         if why is not None:

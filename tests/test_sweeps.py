@@ -192,6 +192,12 @@ def test_export_refuses_tagged_runs_that_are_not_full_results_runs(empty_db, tmp
     assert sorted(r["run_id"] for r in export.read_export(out)) == sorted([good, capped_ok])
     rec = export.make_record("x", "my-notes", "FINISHED", T0, {"lad.entry": "distil"}, {}, {})
     assert "not a results experiment" in export.refusal(rec)
+    # the declared budget of results/preregistration.yaml: a headline run with fewer epochs is refused
+    short = export.make_record("y", "lad-rte", "FINISHED", T0, {"lad.entry": "distil", "lad.task": "rte"},
+                               {"trainer.epochs": "1", "trainer.max_steps": "-1"}, {})
+    assert export.refusal(short, budgets={"rte": 3}) == "trainer.epochs=1 is below the declared budget (3 epochs)"
+    assert export.refusal(short, budgets={"mrpc": 3}) is None
+    assert export.declared_budgets()["sst2"] == 1.0
 
 
 def test_one_definition_of_a_grid_cell_and_a_sweep_trial():
