@@ -88,13 +88,14 @@ def render(scores: dict, commits: set[str], losses: dict | None = None, baseline
             verdicts.append(None)
             continue
         p = paired(bf16, fp32)
-        ok = abs(p.delta) <= MARGIN and p.lo is not None and p.lo <= 0 <= p.hi
+        lo, hi = (p.delta, p.delta) if p.zero_spread else (p.lo, p.hi)  # no spread: the interval is the point
+        ok = abs(p.delta) <= MARGIN and lo is not None and lo <= 0 <= hi
         verdicts.append(ok)
         if all(bf16[s] == fp32[s] for s in seeds):
             lines += ["", "Every seed reached the same best dev score in both precisions (the final dev losses "
                           "differ: the runs did differ)." if loss else "Every seed reached the same best dev score "
                           "in both precisions."]
-        lines += ["", f"Mean difference {p.delta:+.2f} points, 95 % interval [{p.lo:+.2f}, {p.hi:+.2f}] "
+        lines += ["", f"Mean difference {p.delta:+.2f} points, 95 % interval [{lo:+.2f}, {hi:+.2f}] "
                       f"(n = {p.n} paired seeds): **{'accuracy-neutral' if ok else 'not shown to be neutral'}** "
                       "by the rule.", ""]
     if all(v is True for v in verdicts):

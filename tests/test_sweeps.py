@@ -807,3 +807,22 @@ def test_mde_is_the_paired_t_approximation():
     want = (stats.t.ppf(1 - 0.05 / 15 / 2, 4) + stats.t.ppf(0.8, 4)) * d.sd / math.sqrt(5)
     assert mde(d, 0.05 / 15, 0.8) == pytest.approx(want)
     assert mde(d, 0.05 / 15, 0.8) > mde(d, 0.05, 0.8)  # the stricter level needs a larger difference
+
+
+def test_a_teacher_published_from_an_lr_grid_is_the_grids_best_run():
+    from collections import Counter
+
+    from sweeps.reporting.model import pick_teacher, published_from
+
+    def teacher(lr, score, start):
+        return {"entry": "train_teacher", "main_metric": "accuracy", "metrics": {"best/accuracy": score},
+                "start_time": start, "run_id": str(lr),
+                "params": {"teacher.path": f"/s/artifacts/teacher_lr/{lr}/teachers/minilm_l6/rte"}}
+
+    runs = [teacher("2e-05", 0.55, "1"), teacher("0.0001", 0.59, "2"), teacher("0.0002", 0.53, "3"),
+            {**teacher("x", 0.60, "0"), "params": {"teacher.path": "artifacts/teachers/minilm_l6/rte"}}]
+    published = "/s/artifacts/teachers/minilm_l6/rte"
+    assert published_from(runs[0]["params"]["teacher.path"], published)
+    assert not published_from("artifacts/teachers/minilm_l6/rte", published)
+    assert pick_teacher(runs, Counter({published: 5}))["run_id"] == "0.0001"  # not the latest (0.0002)
+    assert pick_teacher(runs, Counter())["run_id"] == "0.0001"  # no student yet: the grid the newest teacher is from

@@ -214,15 +214,47 @@ def sweep_label(record: dict) -> str:
     return f"{record['method']}/{record['student']}, {budget_of(record.get('params', {}))[0]}"
 
 
+def published_from(run_path: str, published: str) -> bool:
+    """Whether a teacher trained at ``run_path`` is a candidate for the published ``published`` folder:
+    sweeps/teachers.py trains a learning-rate grid at ``<artifacts>/teacher_lr/<lr>/<rest>`` and
+    publishes a copy of the best one at ``<artifacts>/<rest>``."""
+    parts, target = Path(run_path).parts, Path(published).parts
+    if "teacher_lr" not in parts:
+        return False
+    i = parts.index("teacher_lr")
+    return parts[:i] + parts[i + 2:] == target
+
+
 def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
-    """Latest teacher run, preferring the teacher.path most of the students were distilled from."""
+    """The teacher run the students were distilled from: the latest run at the teacher.path most of
+    them used, or, for a teacher published from a learning-rate grid, the grid's best run (the one
+    sweeps/teachers.py published); the latest teacher run when neither is known."""
     if not teachers:
         return None
+
+    def path_of(t: dict) -> str:
+        return str(t.get("params", {}).get("teacher.path", ""))
+
+    def best_of_grid(published: str) -> dict | None:
+        grid = [t for t in teachers if published_from(path_of(t), published)
+                and t.get("metrics", {}).get(f"best/{t.get('main_metric')}") is not None]
+        if not grid:  # the best of the grid, as published (ties: the first rate, i.e. the earliest run)
+            return None
+        return max(grid, key=lambda t: (t["metrics"][f"best/{t['main_metric']}"],
+                                        [-ord(c) for c in str(t.get("start_time") or "")]))
+
     for path, _ in sorted(paths.items(), key=lambda kv: (-kv[1], kv[0])):
-        same = [t for t in teachers if t.get("params", {}).get("teacher.path") == path]
+        same = [t for t in teachers if path_of(t) == path]
         if same:
             return latest(same)
-    return latest(teachers)
+        if path and (best := best_of_grid(path)) is not None:
+            return best
+    last = latest(teachers)
+    parts = Path(path_of(last)).parts
+    if "teacher_lr" in parts:  # the newest teacher came from a learning-rate grid: the one it published
+        i = parts.index("teacher_lr")
+        return best_of_grid(str(Path(*parts[:i], *parts[i + 2:]))) or last
+    return last
 
 
 def commit_of(record: dict) -> str:
