@@ -118,3 +118,22 @@ def test_list_names_every_mutant_with_its_function():
     bad = subprocess.run([sys.executable, "scripts/mutants.py", "--only", "nope"], capture_output=True, text=True,
                          cwd=__import__("conftest").REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown mutant(s) nope")
+
+
+def test_every_mutant_still_applies_after_the_package_is_reformatted(tmp_path):
+    """Every module the table names, re-written with other line breaks, quotes and no comments
+    (``ast.unparse``) and with a blank line and a comment added at the top of each function: the
+    mutants find their code as before."""
+    import ast
+
+    from conftest import REPO
+    from scripts.mutants import MUTANTS
+
+    for path in sorted({m.path for m in MUTANTS}):
+        text = ast.unparse(ast.parse((REPO / path).read_text()))
+        text = text.replace("):\n    ", "):\n    # reformatted\n\n    ")
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        assert text != (REPO / path).read_text()
+    for m in MUTANTS:
+        check_applies(m, tmp_path)
