@@ -285,3 +285,16 @@ def test_reference_experiment_picks_a_6_layer_student_that_student_overrides():
     assert compose("distil", ["experiment=reference_rte", "teacher.backbone=/x"]).student.num_layers == 6
     assert compose("distil", ["experiment=reference_rte", "student=4layer", "teacher.backbone=/x"]).student.num_layers == 4
     assert compose("distil", []).student.num_layers == 3
+
+
+def test_uniform_shuffle_reaches_the_training_loop(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
+    """data.bucket=false (the reference's DataLoader(shuffle=True)): the loop trains on plainly
+    shuffled batches, not on length buckets."""
+    from lad.data.loader import make_train_batches
+    from lad.pipeline import run
+
+    seen = _record_training_batches(monkeypatch)
+    run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "data.bucket=false", "trainer.max_steps=6",
+                   "trainer.eval_every=6", "seed=5"))
+    assert seen == make_train_batches(list(range(96)), 16, 5, 0, bucket=False)
+    assert seen != make_train_batches(list(range(96)), 16, 5, 0, bucket=True)
