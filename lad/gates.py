@@ -79,6 +79,22 @@ class Aggregator(nn.Module):
         """Relative movement ``||W - W0|| / ||W0||`` of each gate's weight matrix (empty if none)."""
         return {}
 
+    def movement_by_kind(self, initial: Mapping[str, Tensor]) -> dict[str, float]:
+        """``{kind: relative_change}`` over every parameter of the aggregator, one number per kind.
+
+        A parameter's kind is its name without the gate index (``proj.3.bias`` -> ``proj_bias``,
+        ``norms.0.weight`` -> ``norms_weight``): for the LAD gates the projection weight and bias
+        and the normalisation's affine weight and bias, each pooled over all gates.
+        ``initial`` is a ``state_dict()`` taken at initialisation.
+        """
+        now: dict[str, list[Tensor]] = {}
+        start: dict[str, list[Tensor]] = {}
+        for name, param in self.named_parameters():
+            kind = "_".join(part for part in name.split(".") if not part.isdigit())
+            now.setdefault(kind, []).append(param.detach().double().reshape(-1))
+            start.setdefault(kind, []).append(initial[name].to(param.device, torch.float64).reshape(-1))
+        return {kind: relative_change(torch.cat(now[kind]), torch.cat(start[kind])) for kind in now}
+
     def _check(self, teacher_hidden: Sequence[Tensor], layer_map: Sequence[int]) -> int:
         """Validate the layer count and the layer map; return L."""
         num = len(teacher_hidden)
@@ -95,6 +111,16 @@ class Aggregator(nn.Module):
         if bad:
             raise ConfigError(f"layer_map entries must be in 1..{num} (1-based), got {list(layer_map)}")
         return num
+
+
+def relative_change(current: Tensor, initial: Tensor) -> float:
+    """``||x - x0|| / ||x0||``, measured from the initial values ``x0``; when ``x0`` is all zeros
+    (a zero-initialised bias) the root-mean-square change ``||x - x0|| / sqrt(n)`` instead."""
+    delta = torch.linalg.vector_norm(current.double() - initial.double())
+    scale = torch.linalg.vector_norm(initial.double())
+    if float(scale) == 0.0:
+        scale = torch.tensor(float(max(initial.numel(), 1))).sqrt()
+    return float(delta / scale)
 
 
 def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -208,9 +234,8 @@ class HighwayGates(Aggregator):
         order = self._order()
         out = {}
         for step, lin in enumerate(self.proj):
-            w0 = initial[f"proj.{step}.weight"].to(lin.weight.device, torch.float64)
-            delta = torch.linalg.vector_norm(lin.weight.detach().double() - w0)
-            out[f"layer_{order[step + 1] + 1:02d}"] = float(delta / torch.linalg.vector_norm(w0).clamp_min(1e-30))
+            w0 = initial[f"proj.{step}.weight"].to(lin.weight.device)
+            out[f"layer_{order[step + 1] + 1:02d}"] = relative_change(lin.weight.detach(), w0)
         return out
 
     def _order(self) -> list[int]:

@@ -630,8 +630,11 @@ GATE_MOVED = 0.01  # relative change ||W - W0|| / ||W0|| below which a run's gat
 
 
 class GateProbe:
-    """Per-evaluation gate diagnostics: the mean gate per teacher layer on a fixed probe batch and
-    each gate's relative weight movement ``||W - W0|| / ||W0||`` since initialisation.
+    """Per-evaluation gate diagnostics: the mean gate per teacher layer on a fixed probe batch,
+    each gate's relative weight movement ``||W - W0|| / ||W0||`` since initialisation
+    (``gate/move/layer_NN``) and the movement of every kind of gate parameter pooled over the gates
+    (``gate/move/<kind>``: ``proj_weight``, ``proj_bias``, ``norms_weight``, ``norms_bias`` for LAD;
+    see ``Aggregator.movement_by_kind``).
 
     ``W0`` is taken when the probe is made, i.e. right after the (seeded) model is built and before
     a resumed run loads its checkpoint, so a resumed run measures from the same start.
@@ -646,7 +649,8 @@ class GateProbe:
 
     def __call__(self) -> dict:
         values = probe_gate_values(self.module, self.features, self.device, pad_to=self.pad_to)
-        moves = self.module.gate.weight_movement(self.initial)
+        gate = self.module.gate
+        moves = {**gate.weight_movement(self.initial), **gate.movement_by_kind(self.initial)}
         self.last = {**{f"gate/mean/layer_{l:02d}": v for l, v in values.items()},
                      **{f"gate/move/{name}": v for name, v in moves.items()}}
         return self.last
@@ -666,7 +670,7 @@ class GateProbe:
 
     def warning(self, gate_lr: float) -> str | None:
         """One line when trainable gates ended (almost) where they started."""
-        moves = self.summary()["movement"]
+        moves = {k: v for k, v in self.summary()["movement"].items() if k.startswith("layer_")}
         if self.module.gate.frozen or not moves or max(moves.values()) >= GATE_MOVED:
             return None
         return (f"the gates hardly moved (largest relative change ||W-W0||/||W0|| = {max(moves.values()):.2%}, "

@@ -23,6 +23,15 @@ def check(kind: str) -> str:
     return kind
 
 
+def warmup_steps(optim_cfg, total_steps: int) -> int:
+    """Warm-up steps: ``optim.warmup_steps`` when set (the reference teacher recipes give a step
+    count), else ``round(optim.warmup_ratio * total_steps)``."""
+    steps = optim_cfg.get("warmup_steps")
+    if steps is not None:
+        return int(steps)
+    return int(round(float(optim_cfg.warmup_ratio) * total_steps))
+
+
 def build(kind: str, optimizer, warmup_steps: int, total_steps: int):
     """The ``torch.optim.lr_scheduler.LambdaLR`` Hugging Face builds for ``kind``."""
     from transformers import get_scheduler

@@ -67,6 +67,7 @@ KEYS: dict[str, Key] = {
     "optim.impl": Key("choice", choices=("auto", "fused", "foreach", "for_loop")),
     "optim.weight_decay": FLOAT_NONNEG,
     "optim.warmup_ratio": Key("float", low=0, high=1),
+    "optim.warmup_steps": Key("int", low=0, nullable=True, hint=" (null = optim.warmup_ratio)"),
     "optim.batch_size": INT_POS,
     "optim.max_grad_norm": FLOAT_POS,
     # training loop

@@ -70,7 +70,7 @@ def _adamw_kwargs(impl: str, device: torch.device) -> dict:
 def build_optimizers(module, optim_cfg, total_steps: int, device: torch.device | None = None):
     """One AdamW + Hugging Face schedule per parameter group, and the parameter lists to clip."""
     optimizers, schedulers, clip = [], [], []
-    warmup = int(round(float(optim_cfg.warmup_ratio) * total_steps))
+    warmup = schedules.warmup_steps(optim_cfg, total_steps)
     kind = str(optim_cfg.get("lr_scheduler_type", "linear"))
     impl = _adamw_kwargs(str(optim_cfg.get("impl", "auto")),
                          device or next(module.parameters()).device)
