@@ -28,6 +28,18 @@ KIND_TAG = "lad.kind"  # "sweep" (a sweep's parent run), "trial" (an Optuna tria
 
 # keys of the resolved config that are not hyper-parameters of the run
 _SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume", "trainer.progress")
+#: the MLflow params of a run, in this order: what describes it in the UI's columns (<= 40); the
+#: whole resolved config (and the assembly's extras) is the run's ``params.json`` artifact
+UI_PARAMS = (
+    "task.name", "task.main_metric", "seed", "teacher.name", "teacher.source", "teacher.path", "teacher.uri",
+    "teacher.backbone", "teacher.params", "student.name", "student.num_layers", "student.layer_map",
+    "student.init_from", "student.params", "gate.name", "gate.frozen", "loss.name", "loss.hard_weight",
+    "loss.soft_weight", "loss.hidden_weight", "loss.pkd_weight", "loss.temperature", "loss.hidden_positions",
+    "loss.tie_hard_soft", "optim.lr", "optim.gate_lr", "optim.batch_size", "optim.lr_scheduler_type",
+    "optim.warmup_ratio", "trainer.epochs", "trainer.max_steps", "trainer.precision", "data.max_train_samples",
+    "data.train_examples", "runtime.num_threads", "device", "cache.enabled",
+)
+PARAMS_ARTIFACT = "params.json"
 
 
 def mask_secrets(text: str) -> str:
@@ -47,7 +59,8 @@ def git_commit() -> str:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Flattened resolved config as MLflow params (dotted, sortable names)."""
+    """Flattened resolved config (dotted, sortable names): a run's params (MLflow shows ``UI_PARAMS``
+    of them, ``params.json`` holds them all)."""
     params = {}
     for key, value in flatten(cfg).items():
         if key.startswith(_SKIP_PARAMS):
@@ -242,13 +255,13 @@ class MlflowTracker:
         self.client = client
 
     def log_params(self, params: dict) -> None:
+        """The ``UI_PARAMS`` of ``params`` as MLflow params; all of them as ``params.json``."""
         existing = self.client.get_run(self.run_id).data.params
-        fresh = {k: v for k, v in params.items() if k not in existing}
+        fresh = {k: params[k] for k in UI_PARAMS if k in params and k not in existing}
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in fresh.items()]
-        for i in range(0, len(items), 90):
-            self.client.log_batch(self.run_id, params=items[i:i + 90])
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in fresh.items()])
+        self.client.log_dict(self.run_id, {k: str(v) for k, v in sorted(params.items())}, PARAMS_ARTIFACT)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
@@ -388,6 +401,18 @@ def shared_write(call, *args, attempts: int = 4, **kwargs):
                 raise
             time.sleep(0.2 * (attempt + 1))
     return None
+
+
+def full_params(client, run) -> dict[str, str]:
+    """Every param of a run: its ``params.json`` artifact, else (older runs) its MLflow params."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, tmp)
+            return {**run.data.params, **json.loads(Path(path).read_text())}
+    except Exception:  # noqa: BLE001 - no artifact (a run from before params.json), or unreadable
+        return dict(run.data.params)
 
 
 def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, overrides: list[str]) -> None:
