@@ -617,6 +617,8 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         from lad.mlflow_model import task_input_example
 
         tracker.log_model_dir(model_dir, input_example=task_input_example(cfg, task))
+    if not cfg.trainer.get("keep_model", True) and (dist is None or dist.is_main):
+        shutil.rmtree(model_dir, ignore_errors=True)  # measured, logged (and published): not kept
     score = float(result.best.get(task.main_metric, float("nan")))
     print(f"[lad] {entry} {task.name}: best dev {task.main_metric} = {score:.4f} "
           f"(step {result.best_step}); outputs in {out_dir}", flush=True)
