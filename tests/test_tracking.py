@@ -358,6 +358,7 @@ def test_runs_are_named_described_and_carry_datasets_plots_and_the_ablation_tabl
     assert {a.path for a in client.list_artifacts(teacher_run.info.run_id, "plots")} == {"plots/learning_curve.png"}
     note = client.get_experiment(distil_run.info.experiment_id).tags["mlflow.note.content"]
     table = note[note.index("| method"):].splitlines()
-    assert table[0] == "| method | runs | mean dev accuracy | best |"
+    assert table[0] == "| method | budget | runs | mean dev accuracy | best |"
     best = distil_run.data.metrics["best/accuracy"]
-    assert table[2] == f"| lad/2layer | 1 | {best:.4f} | {best:.4f} |" and table[3].startswith("| teacher | 1 |")
+    assert table[2] == f"| lad/2layer | 4 steps | 1 | {best:.4f} | {best:.4f} |"
+    assert table[3].startswith("| teacher | 4 steps | 1 |")
