@@ -85,6 +85,8 @@ def test_every_documented_command_runs_as_typed(tmp_path):
         line = command.text + " " + shlex.join(tiny[_script(command.argv)])
         out = subprocess.run(["bash", "-c", activate + line], cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=900)
+        print(f"[doc command] {'ok' if out.returncode == 0 else 'FAILED'} {command.page}:{command.line}: "
+              f"{command.text}", flush=True)  # progress with -s: the whole set takes minutes
         if out.returncode != 0:
             failed.append(f"{command.page}:{command.line}: {command.text}\n{(out.stderr or out.stdout)[-1500:]}")
     assert failed == [], "\n\n".join(failed)
