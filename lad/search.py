@@ -175,6 +175,8 @@ def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: i
     trial.output_dir = str(out_dir / f"trial-{number:03d}")
     trial.overwrite = True
     trial.trainer.resume = False
+    if len(trial.get("objectives") or ["metric"]) > 1:  # lad.pareto pick exports the chosen trial's model
+        trial.trainer.keep_model = True
     trial.mlflow.run_name = None  # named by lad.run_record.display_name: "<method> <task> trial=<n>"
     for key in ("search", "n_trials"):
         trial.pop(key, None)
