@@ -31,7 +31,7 @@ def minilm_path() -> str:
 # overrides that do not change what is trained, so they do not name the run directory
 _NOT_IN_DIRNAME = ("task=", "trainer.resume=", "overwrite=", "mlflow", "paths.", "device=",
                    "trainer.progress=", "data.data_dir=", "data.cache_dir=", "hydra.", "+hydra.",
-                   "trainer.num_threads=", "trainer.keep_after_finish=", "trainer.measure_inference=",
+                   "trainer.num_threads=", "trainer.keep_after_finish=", "trainer.keep_model=", "trainer.measure_inference=",
                    "trainer.inference.")
 
 

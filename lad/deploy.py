@@ -207,13 +207,14 @@ def deploy(args) -> int:
     from lad import inference as inf
     from lad.onnx_export import all_logits
 
-    if args.threads:
-        from lad.runtime import set_threads
+    from lad.runtime import set_threads
 
-        set_threads(args.threads)
+    # one thread count for every backend compared (PyTorch's intra-op pool and each onnxruntime session)
+    threads = set_threads(args.threads or None)
     split, feats, tokenizer = dev_features(src, args.data_dir, args.max_eval_samples or src.max_eval_samples)
     task = src.task
-    timing = {**inf.DEFAULTS, "latency_runs": args.latency_runs, "throughput_examples": args.throughput_examples}
+    timing = {**inf.DEFAULTS, "latency_runs": args.latency_runs, "throughput_examples": args.throughput_examples,
+              "threads": threads}
     model = inf.load_cpu_model(src.model_dir)
     torch_run = inf.torch_runner(model)
     ref_logits = all_logits(torch_run, feats)
@@ -223,7 +224,7 @@ def deploy(args) -> int:
                              "size_mb": inf.dir_size_mb(weights_of(src.model_dir))}}
     report = {"source": src.facts["source"], "task": task.name, "split": split, "metric": metric,
               "dev_examples": len(feats), **inf.param_counts(model),
-              "model_dir_size_mb": inf.dir_size_mb(src.model_dir), "threads": inf.num_threads(),
+              "model_dir_size_mb": inf.dir_size_mb(src.model_dir), "threads": threads,
               "machine": machine(), "backends": rows, "files": []}
     base = rows["pytorch-fp32"]
     print(f"[lad.deploy] {task.name} {split}: PyTorch fp32 {metric} {base['score']:.4f}, "
@@ -234,7 +235,7 @@ def deploy(args) -> int:
         from lad.onnx_export import export_onnx
 
         path = export_onnx(src.model_dir, out / ONNX_NAME)
-        run = inf.ort_runner(path)
+        run = inf.ort_runner(path, threads)
         logits = all_logits(run, feats)
         diff = float(abs(logits - ref_logits).max())
         row = {**inf.measure_speed(run, feats, **timing), "score": score(task, split, logits, feats.labels),
@@ -251,7 +252,7 @@ def deploy(args) -> int:
         from lad.onnx_export import quantize_int8
 
         path = quantize_int8(out / ONNX_NAME, out / INT8_NAME)
-        run = inf.ort_runner(path)
+        run = inf.ort_runner(path, threads)
         logits = all_logits(run, feats)
         row = {**inf.measure_speed(run, feats, **timing), "score": score(task, split, logits, feats.labels),
                "size_mb": inf.dir_size_mb(path), "max_abs_logit_diff": float(abs(logits - ref_logits).max())}
@@ -380,7 +381,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="export folder (default: <run dir>/export, or exports/<name>-<version>)")
     p.add_argument("--data-dir", help="GLUE folder (default: the run's data.data_dir)")
     p.add_argument("--max-eval-samples", type=int, help="use only the first N dev examples")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of every backend timed, the same for all (default 1, as "
+                        "docs/benchmarks/performance.md; 0 = PyTorch's default)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |Δ logit| (default 1e-4)")
     p.add_argument("--latency-runs", type=int, default=200, help="batch-1 calls timed (default 200)")
     p.add_argument("--throughput-examples", type=int, default=0,

@@ -58,13 +58,16 @@ def input_example(task, examples) -> "pandas.DataFrame":  # noqa: F821 - pandas 
 
 
 def task_input_example(cfg, task):
-    """``input_example`` of the run's task from the first dev rows (a made-up row if unreadable)."""
-    from lad.data.glue import read_split, resolve_data_dir
+    """``input_example`` of the run's task from the first dev rows (a made-up row if unreadable).
+
+    Rows are read through the task's layout (GLUE folder, own files, Hub dataset), like training."""
+    from lad.data.sources import read_split
     from lad.data.tasks import eval_splits
     from lad.errors import LADError
 
+    splits = eval_splits(task)
     try:
-        examples = read_split(task, resolve_data_dir(cfg.data.data_dir), eval_splits(task)[0], 2)
+        examples = read_split(task, cfg.data.data_dir, splits[0], 2) if splits else []
     except (LADError, OSError):
         examples = []
     return input_example(task, examples)

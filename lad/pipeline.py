@@ -617,10 +617,12 @@ def _train_and_save(cfg, entry, task, asm, train_feats, eval_sets, out_dir: Path
         from lad.mlflow_model import task_input_example
 
         tracker.log_model_dir(model_dir, input_example=task_input_example(cfg, task))
+    if not cfg.trainer.get("keep_model", True) and (dist is None or dist.is_main):
+        shutil.rmtree(model_dir, ignore_errors=True)  # measured, logged (and published): not kept
     score = float(result.best.get(task.main_metric, float("nan")))
     print(f"[lad] {entry} {task.name}: best dev {task.main_metric} = {score:.4f} "
           f"(step {result.best_step}); outputs in {out_dir}", flush=True)
-    warning = gate_probe.warning(float(cfg.optim.gate_lr)) if gate_probe.active else None
+    warning = gate_probe.warning(float(cfg.optim.gate_lr), result.global_step) if gate_probe.active else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     return score
@@ -668,14 +670,15 @@ class GateProbe:
                 "mean": {k.split("/")[-1]: v for k, v in self.last.items() if k.startswith("gate/mean/")},
                 "movement": {k.split("/")[-1]: v for k, v in self.last.items() if k.startswith("gate/move/")}}
 
-    def warning(self, gate_lr: float) -> str | None:
+    def warning(self, gate_lr: float, steps: int | None = None) -> str | None:
         """One line when trainable gates ended (almost) where they started."""
         moves = {k: v for k, v in self.summary()["movement"].items() if k.startswith("layer_")}
         if self.module.gate.frozen or not moves or max(moves.values()) >= GATE_MOVED:
             return None
-        return (f"the gates hardly moved (largest relative change ||W-W0||/||W0|| = {max(moves.values()):.2%}, "
-                f"under {GATE_MOVED:.0%}): their targets are still a random mix of teacher layers; "
-                f"raise optim.gate_lr (now {gate_lr:g}) or train longer")
+        during = f" in {steps} steps" if steps else ""
+        return (f"the gates hardly moved{during} (largest relative change ||W-W0||/||W0|| = "
+                f"{max(moves.values()):.2%}, under {GATE_MOVED:.0%}): their targets are still a random mix of "
+                f"teacher layers; raise optim.gate_lr (now {gate_lr:g}) or train longer")
 
 
 def _check_finite(model, out_dir: Path) -> None:

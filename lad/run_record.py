@@ -197,14 +197,27 @@ def log_datasets(tracker, task, data_dir: Path, examples: dict[str, list], limit
 
 
 # ----------------------------------------------------------------------------- experiment description
+def budget_label(params: dict) -> str:
+    """A run's training budget from its params: ``8 steps`` / ``2 epochs`` (+ ``, 2000 examples``)."""
+    steps = params.get("trainer.max_steps")
+    try:
+        label = f"{int(steps)} steps" if steps is not None and int(steps) > 0 else None
+    except ValueError:
+        label = None
+    label = label or f"{params.get('trainer.epochs', '?')} epochs"
+    samples = params.get("data.max_train_samples")
+    return label if samples in (None, "None", "null") else f"{label}, {samples} examples"
+
+
 def ablation_table(runs, metric: str | None = None) -> str:
-    """Markdown: one row per method (``lad.method`` tag), mean / best ``best/<metric>`` and run count.
+    """Markdown: one row per method (``lad.method`` tag) and training budget, mean / best
+    ``best/<metric>`` and run count (a 2-epoch run is never averaged with 8-step trials).
 
     ``runs`` are MLflow ``Run`` objects; runs without the metric or the tag are left out.
     """
     import statistics
 
-    scores: dict[str, list[float]] = {}
+    scores: dict[tuple[str, str], list[float]] = {}
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         main = metric or run.data.params.get("task.main_metric")
@@ -212,14 +225,14 @@ def ablation_table(runs, metric: str | None = None) -> str:
         value = metrics.get(f"best/{main}") if main else None
         if method and value is not None:
             metric = metric or main
-            scores.setdefault(method, []).append(float(value))
+            scores.setdefault((method, budget_label(run.data.params)), []).append(float(value))
     if not scores:
         return ""
-    order = sorted(scores, key=lambda m: (m == "teacher", -statistics.fmean(scores[m])))
-    lines = [f"| method | runs | mean dev {metric} | best |", "|---|---:|---:|---:|"]
-    for method in order:
-        values = scores[method]
-        lines.append(f"| {method} | {len(values)} | {statistics.fmean(values):.4f} | {max(values):.4f} |")
+    order = sorted(scores, key=lambda m: (m[1], m[0] == "teacher", -statistics.fmean(scores[m])))
+    lines = [f"| method | budget | runs | mean dev {metric} | best |", "|---|---|---:|---:|---:|"]
+    for method, budget in order:
+        values = scores[(method, budget)]
+        lines.append(f"| {method} | {budget} | {len(values)} | {statistics.fmean(values):.4f} | {max(values):.4f} |")
     return "\n".join(lines)
 
 
@@ -234,7 +247,7 @@ def refresh_ablation_table(tracker, max_runs: int = 5000) -> str:
     if not table:
         return ""
     text = ("Ablation table of this experiment: best dev score of each finished run, averaged per "
-            "method (`lad.method` tag), whatever its budget or seed; refreshed by LAD at the end of "
+            "method (`lad.method` tag) and training budget, over seeds and trials; refreshed by LAD at the end of "
             "every run. For tables per budget and variant run `python sweeps/report.py`.\n\n" + table)
     client.set_experiment_tag(exp_id, NOTE_TAG, text)
     return text

@@ -45,6 +45,7 @@ RUN_FILES = ("checkpoints", "metrics.json", "model", "gates", "predictions", "ml
              ".hydra")
 # keys that may differ between a run and its resumption (they do not change what is trained)
 RESUME_FREE = ("trainer.resume", "trainer.progress", "trainer.num_threads", "trainer.keep_after_finish",
+               "trainer.keep_model",
                "overwrite", "device", "mlflow.", "paths.", "data.data_dir", "data.cache_dir", "cache.",
                "output_dir", "hydra.", "trainer.predict_test")
 

@@ -85,6 +85,7 @@ KEYS: dict[str, Key] = {
     "trainer.predict_test": BOOL,
     "trainer.precision": Key("choice", choices=("auto", "fp32", "bf16")),
     "trainer.measure_inference": BOOL,
+    "trainer.keep_model": BOOL,
     "trainer.inference.warmup": Key("int", low=0),
     "trainer.inference.latency_runs": INT_POS,
     "trainer.inference.throughput_examples": Key("int", low=1, nullable=True, hint=" (null = the whole split)"),

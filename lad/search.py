@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lad.errors import ConfigError
+from lad.rerun import config_overrides, key_of, merge_overrides, rerun_command
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +146,6 @@ def check_group_choices(space) -> None:
                                       f"(options: {', '.join(options)})")
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def compose_search(overrides: list[str]) -> DictConfig:
     """``conf/search.yaml`` composed with ``overrides`` by Hydra (inside the running app, or on its own)."""
     from hydra import compose, initialize_config_dir
@@ -165,8 +162,8 @@ def compose_search(overrides: list[str]) -> DictConfig:
 
 def trial_overrides(base: list[str], trial: list[str]) -> list[str]:
     """The search's own overrides with those of a trial (a trial's key replaces the search's)."""
-    keys = {_key(o) for o in trial}
-    return [o for o in base if _key(o) not in keys] + list(trial)
+    keys = {key_of(o) for o in trial}
+    return [o for o in base if key_of(o) not in keys] + list(trial)
 
 
 def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: int) -> DictConfig:
@@ -178,6 +175,8 @@ def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: i
     trial.output_dir = str(out_dir / f"trial-{number:03d}")
     trial.overwrite = True
     trial.trainer.resume = False
+    if len(trial.get("objectives") or ["metric"]) > 1:  # lad.pareto pick exports the chosen trial's model
+        trial.trainer.keep_model = True
     trial.mlflow.run_name = None  # named by lad.run_record.display_name: "<method> <task> trial=<n>"
     for key in ("search", "n_trials"):
         trial.pop(key, None)
@@ -376,7 +375,20 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     summary = summarize(study, task.main_metric, len(shown), time.time() - t0)
     summary["storage"] = mask_secrets(str(scfg.storage))
     summary["overrides"] = base
+    if summary["best_params"]:
+        summary["best_overrides"] = [mask_secrets(o) for o in best_overrides(base, space, summary["best_params"])]
+        summary["best_command"] = rerun_command("distil", summary["best_overrides"])
     return summary
+
+
+def best_overrides(base: list[str], space, params: dict) -> list[str]:
+    """Every override a trial with ``params`` ran with, for ``distil.py`` (lad.rerun): what
+    conf/search.yaml sets beyond distil.yaml (``loss.tie_hard_soft``, ``trainer.eval_every`` ...),
+    the search's command-line overrides, the trial's values."""
+    from lad.config import CONF_DIR
+
+    own = config_overrides(OmegaConf.load(CONF_DIR / "search.yaml"))
+    return merge_overrides(own, base, space.overrides_for(params))
 
 
 def sweep_arguments_as_params(argv: list[str]) -> list[str]:
@@ -426,9 +438,8 @@ def search_entry(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     summary = run_search(cfg, out_dir, overrides)
     if summary["best_params"]:
         best_file = out_dir / f"best_{cfg.task.name}.yaml"
-        write_text(best_file, best_experiment_yaml(cfg, summary["overrides"], summary["best_params"],
-                                                   summary["metric"], summary["best_value"]))
-        summary["best_experiment"] = str(best_file)
+        write_text(best_file, best_trial_yaml(summary))
+        summary["best_file"] = str(best_file)
     write_json(out_dir / "search.json", summary)
     if cfg.search.plots and cfg.search.storage:
         import optuna
@@ -441,9 +452,9 @@ def search_entry(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     _record_parent(cfg, out_dir, summary)
     print(json.dumps({k: summary[k] for k in ("study", "trials", "ran_now", "states", "best_value",
                                               "best_params", "wall_s")}, default=str), flush=True)
-    if summary.get("best_experiment"):
-        print(f"[search] best config: {summary['best_experiment']} "
-              f"(copy it to conf/experiment/ and run: python distil.py experiment=best_{cfg.task.name})")
+    if summary.get("best_file"):
+        print(f"[search] best trial {summary['best_trial']} ({summary['metric']} {summary['best_value']:.4f}) "
+              f"written to {summary['best_file']}; re-run it with:\n  {summary['best_command']}", flush=True)
     return float(summary["best_value"]) if summary["best_value"] is not None else float("nan")
 
 
@@ -500,45 +511,17 @@ def summarize(study, metric: str, ran: int, wall_s: float) -> dict:
     return out
 
 
-_NOT_IN_BEST = ("search.", "n_trials", "output_dir", "hydra.", "hydra/", "mlflow", "paths.", "trainer.progress",
-                "trainer.resume", "overwrite", "entry")
-
-
-def best_experiment_yaml(cfg: DictConfig, overrides: list[str], params: dict, metric: str, value) -> str:
-    """A ready-to-run ``conf/experiment`` file that reproduces the best trial: its config group
-    choices, the teacher, the training budget (steps / epochs, training samples, evaluation
-    interval, seed), the search's own value overrides and the trial's values."""
-    from lad.config import CONF_DIR
-
-    task_name = str(cfg.task.name)
-    groups = {g: str(cfg[g].name) for g in ("task", "teacher", "student", "gate", "loss")}
-    body: dict = {}
-    for item in overrides + [f"{k}={v}" for k, v in params.items()]:
-        key = _key(item)
-        if "=" not in item or item.startswith("~") or key.startswith(_NOT_IN_BEST):
-            continue
-        if (CONF_DIR / key).is_dir():  # a config group choice
-            groups[key] = item.split("=", 1)[1]
-        elif key in params:
-            body[key] = params[key]
-        else:
-            body[key] = OmegaConf.select(cfg, key)
-    for key in ("seed", "trainer.epochs", "trainer.max_steps", "trainer.eval_every", "data.max_train_samples",
-                "loss.tie_hard_soft"):
-        body.setdefault(key, OmegaConf.select(cfg, key))
-    lines = ["# @package _global_",
-             f"# Best trial of an Optuna search on {task_name} ({metric} = {value}); written by sweeps/search.py.",
-             f"#   python distil.py experiment=best_{task_name}",
-             "defaults:"]
-    lines += [f"  - override /{group}: {option}" for group, option in groups.items()]
-    nested: dict = {}
-    for key, val in sorted(body.items()):
-        node = nested
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = val
-    return "\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(nested))
+def best_trial_yaml(summary: dict) -> str:
+    """The best trial as a self-contained record: its score, every override it ran with, and the
+    command that re-runs it (nothing else to copy or install)."""
+    record = {k: summary[k] for k in ("study", "metric")}
+    record.update(trial=summary["best_trial"], value=summary["best_value"], params=summary["best_params"],
+                  overrides=summary["best_overrides"], command=summary["best_command"])
+    header = (f"# Best trial {summary['best_trial']} of the Optuna study {summary['study']} "
+              f"({summary['metric']} = {summary['best_value']}); written by sweeps/search.py.\n"
+              "# Every override the trial ran with; re-run it (from the repository root) with:\n"
+              f"#   {summary['best_command']}\n")
+    return header + OmegaConf.to_yaml(OmegaConf.create(record))
 
 
 def save_plots(study, out_dir: Path) -> list[Path]:

@@ -23,10 +23,23 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 SWEEP_TAG = "lad.sweep_dir"
+STUDY_TAG = "lad.study"  # on a sweep's parent run: the Optuna study its children are trials of
 KIND_TAG = "lad.kind"  # "sweep" (a sweep's parent run), "trial" (an Optuna trial) or "run" (any other run)
 
 # keys of the resolved config that are not hyper-parameters of the run
 _SKIP_PARAMS = ("hydra.", "mlflow.", "output_dir", "overwrite", "trainer.resume", "trainer.progress")
+#: the MLflow params of a run, in this order: what describes it in the UI's columns (<= 40); the
+#: whole resolved config (and the assembly's extras) is the run's ``params.json`` artifact
+UI_PARAMS = (
+    "task.name", "task.main_metric", "seed", "teacher.name", "teacher.source", "teacher.path", "teacher.uri",
+    "teacher.backbone", "teacher.params", "student.name", "student.num_layers", "student.layer_map",
+    "student.init_from", "student.params", "gate.name", "gate.frozen", "loss.name", "loss.hard_weight",
+    "loss.soft_weight", "loss.hidden_weight", "loss.pkd_weight", "loss.temperature", "loss.hidden_positions",
+    "loss.tie_hard_soft", "optim.lr", "optim.gate_lr", "optim.batch_size", "optim.lr_scheduler_type",
+    "optim.warmup_ratio", "trainer.epochs", "trainer.max_steps", "trainer.precision", "data.max_train_samples",
+    "data.train_examples", "runtime.num_threads", "device", "cache.enabled",
+)
+PARAMS_ARTIFACT = "params.json"
 
 
 def mask_secrets(text: str) -> str:
@@ -46,7 +59,8 @@ def git_commit() -> str:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Flattened resolved config as MLflow params (dotted, sortable names)."""
+    """Flattened resolved config (dotted, sortable names): a run's params (MLflow shows ``UI_PARAMS``
+    of them, ``params.json`` holds them all)."""
     params = {}
     for key, value in flatten(cfg).items():
         if key.startswith(_SKIP_PARAMS):
@@ -241,13 +255,13 @@ class MlflowTracker:
         self.client = client
 
     def log_params(self, params: dict) -> None:
+        """The ``UI_PARAMS`` of ``params`` as MLflow params; all of them as ``params.json``."""
         existing = self.client.get_run(self.run_id).data.params
-        fresh = {k: v for k, v in params.items() if k not in existing}
+        fresh = {k: params[k] for k in UI_PARAMS if k in params and k not in existing}
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in fresh.items()]
-        for i in range(0, len(items), 90):
-            self.client.log_batch(self.run_id, params=items[i:i + 90])
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in fresh.items()])
+        self.client.log_dict(self.run_id, {k: str(v) for k, v in sorted(params.items())}, PARAMS_ARTIFACT)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
@@ -283,8 +297,9 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str) -> str:
-    """The parent run of a Hydra multirun (one per sweep dir), created by the first job.
+def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, study: str | None = None) -> str:
+    """The parent run of a Hydra multirun (one per sweep dir), created by the first job; named
+    after its Optuna study (``study``) when its jobs are trials, else ``sweep-<dir name>``.
 
     Jobs of a parallel launcher (joblib) run in several processes: a lock file in the sweep
     directory makes sure only one of them creates the parent.
@@ -298,8 +313,32 @@ def _sweep_parent(mlflow, client, experiment_id: str, sweep_dir: str, name: str)
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
-        run = client.create_run(experiment_id, run_name=name, tags={SWEEP_TAG: sweep_dir, KIND_TAG: "sweep"})
+        tags = {SWEEP_TAG: sweep_dir, KIND_TAG: "sweep", **({STUDY_TAG: study} if study else {})}
+        run = client.create_run(experiment_id, run_name=study or f"sweep-{sweep.name}", tags=tags)
         return run.info.run_id
+
+
+def sweep_study(cfg: DictConfig, sweep_dir: str) -> str | None:
+    """The Optuna study whose trials a sweep's jobs are: ``search:<study>`` (sweeps/search.py) or
+    the Optuna sweeper's ``study_name`` with a storage (None for a plain multirun)."""
+    from omegaconf import OmegaConf
+
+    if sweep_dir.startswith("search:"):
+        return sweep_dir.split(":", 1)[1]
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        from lad.cli import OPTUNA_SWEEPERS
+
+        hydra_cfg = OmegaConf.to_container(HydraConfig.get(), resolve=False)
+        if not str(hydra_cfg["sweeper"].get("_target_", "")).endswith(OPTUNA_SWEEPERS):
+            return None
+        full = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=False), "hydra": hydra_cfg})
+        if OmegaConf.select(full, "hydra.sweeper.storage") is None:  # in memory: a study per run
+            return None
+        return str(OmegaConf.select(full, "hydra.sweeper.study_name"))
+    except Exception:  # noqa: BLE001 - outside Hydra, or a name that does not resolve: per-dir parent
+        return None
 
 
 def ensure_sweep_parent(cfg: DictConfig, sweep_dir: str) -> str | None:
@@ -314,7 +353,7 @@ def ensure_sweep_parent(cfg: DictConfig, sweep_dir: str) -> str | None:
     from mlflow.tracking import MlflowClient
 
     exp_id = get_experiment_id(mlflow, str(cfg.mlflow.experiment), cfg.mlflow.artifact_location)
-    return _sweep_parent(mlflow, MlflowClient(), exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
+    return _sweep_parent(mlflow, MlflowClient(), exp_id, sweep_dir, sweep_study(cfg, sweep_dir))
 
 
 def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | None = None,
@@ -336,7 +375,7 @@ def make_tracker(cfg: DictConfig, tags: dict[str, Any], resume_run_id: str | Non
         except Exception:  # noqa: BLE001 - the store may have been reset; start a fresh run
             log.warning("MLflow run %s not found in the store: starting a new run", resume_run_id)
     if sweep_dir:
-        parent = _sweep_parent(mlflow, client, exp_id, sweep_dir, f"sweep-{Path(sweep_dir).name}")
+        parent = _sweep_parent(mlflow, client, exp_id, sweep_dir, sweep_study(cfg, sweep_dir))
         all_tags["mlflow.parentRunId"] = parent
     name = mcfg.run_name or run_name
     run = client.create_run(exp_id, run_name=mask_secrets(name) if name else None, tags=all_tags)
@@ -364,8 +403,21 @@ def shared_write(call, *args, attempts: int = 4, **kwargs):
     return None
 
 
+def full_params(client, run) -> dict[str, str]:
+    """Every param of a run: its ``params.json`` artifact, else (older runs) its MLflow params."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, tmp)
+            return {**run.data.params, **json.loads(Path(path).read_text())}
+    except Exception:  # noqa: BLE001 - no artifact (a run from before params.json), or unreadable
+        return dict(run.data.params)
+
+
 def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, overrides: list[str]) -> None:
-    """Keep the sweep's parent run pointing at its best child (value, run id, overrides)."""
+    """Keep the sweep's parent run pointing at its best child (value, run id, overrides); for the
+    parent of an Optuna study, the study's best so far, earlier (resumed) sweeps of it included."""
     if not getattr(tracker, "run_id", None) or score != score:  # NullTracker, or NaN score
         return
     client = tracker.client
@@ -373,16 +425,24 @@ def update_sweep_parent(tracker, sweep_dir: str, score: float, metric: str, over
     if not parent_id:
         return
     parent = client.get_run(parent_id)
-    best = parent.data.metrics.get(f"best/{metric}")
-    if best is None or score > best:
+    key = f"best/{metric}"
+    best = (score, tracker.run_id, mask_secrets(" ".join(overrides))[:5000])
+    study = parent.data.tags.get(STUDY_TAG)
+    siblings = client.search_runs([parent.info.experiment_id], max_results=1000,
+                                  filter_string=f"tags.`{STUDY_TAG}` = '{study}'") if study else [parent]
+    for run in siblings:
+        value = run.data.metrics.get(key)
+        if value is not None and value > best[0]:
+            best = (value, run.data.tags.get("best.run_id", ""), run.data.tags.get("best.overrides", ""))
+    if parent.data.metrics.get(key) != best[0]:
         import time
 
         from mlflow.entities import Metric
 
         shared_write(client.log_batch, parent_id,
-                     metrics=[Metric(f"best/{metric}", float(score), int(time.time() * 1000), 0)])
-        shared_write(client.set_tag, parent_id, "best.run_id", tracker.run_id)
-        shared_write(client.set_tag, parent_id, "best.overrides", mask_secrets(" ".join(overrides))[:5000])
+                     metrics=[Metric(key, float(best[0]), int(time.time() * 1000), 0)])
+        shared_write(client.set_tag, parent_id, "best.run_id", best[1])
+        shared_write(client.set_tag, parent_id, "best.overrides", best[2])
     shared_write(client.set_terminated, parent_id, "FINISHED")  # re-opened by the next child; ends FINISHED
 
 

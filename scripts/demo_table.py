@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """The closing table of ``make demo``: teacher, distilled student and the majority-class baseline.
 
-Reads the two runs' ``metrics.json`` / ``config.yaml``, counts each model's parameters, times
-inference on the dev set, and scores the trivial baseline (always the most frequent training
-label, or the mean training score for a regression task) on the same dev examples::
+Reads the two runs' ``metrics.json`` / ``config.yaml`` and scores the trivial baseline (always the
+most frequent training label, or the mean training score for a regression task) on the same dev
+examples::
 
     python scripts/demo_table.py outputs/demo/train_teacher/sst2/experiment=demo \\
         outputs/demo/distil/sst2/experiment=demo
 
-Columns: dev metric (best evaluation of the run), parameters, inference examples/s (forward
-passes over pre-tokenised dev batches, after one warm-up batch, with the run's thread setting).
+Columns: dev metric (best evaluation of the run), parameters and inference examples/s, both as
+each run measured them at its end (``metrics.json``'s ``inference``: one protocol, see
+``lad/inference.py``); the thread count of that measurement is printed under the table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ class Row:
     score: float
     params: int | None = None
     examples_per_s: float | None = None
+    threads: int | None = None
 
 
 def load_run(run_dir: Path) -> tuple[dict, object]:
@@ -48,12 +49,12 @@ def majority_row(cfg) -> Row:
     """Score of predicting the most frequent training label (regression: the mean score)."""
     import numpy as np
 
-    from lad.data.glue import read_split, resolve_data_dir
+    from lad.data.sources import read_split
     from lad.data.tasks import TaskSpec, eval_splits
     from lad.metrics import compute_split_metrics, main_score
 
     task = TaskSpec.from_config(cfg.task)
-    data_dir = resolve_data_dir(cfg.data.data_dir)
+    data_dir = cfg.data.data_dir  # resolved by the task's layout (GLUE folder, own files, Hub)
     train = [ex.label for ex in read_split(task, data_dir, "train", cfg.data.max_train_samples)]
     constant = float(np.mean(train)) if task.is_regression else Counter(train).most_common(1)[0][0]
     results = {}
@@ -63,58 +64,30 @@ def majority_row(cfg) -> Row:
     return Row("majority", main_score(task, compute_split_metrics(task, results)), 0, None)
 
 
-def dev_batches(cfg, tokenizer, n: int, batch_size: int) -> list[dict]:
-    """The first ``n`` dev examples, tokenised and padded per batch."""
-    from lad.data.glue import read_split, resolve_data_dir
-    from lad.data.tasks import TaskSpec, eval_splits
-
-    task = TaskSpec.from_config(cfg.task)
-    examples = read_split(task, resolve_data_dir(cfg.data.data_dir), eval_splits(task)[0], n)
-    batches = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        text_b = [ex.text_b for ex in chunk] if task.is_pair else None
-        batches.append(tokenizer([ex.text_a for ex in chunk], text_b, truncation=True,
-                                 max_length=int(task.max_seq_length), padding=True, return_tensors="pt"))
-    return batches
+def model_row(label: str, run_dir: Path) -> Row:
+    """The run's best dev score and its end-of-run inference measurement (``metrics.json``)."""
+    metrics, _ = load_run(run_dir)
+    inference = metrics.get("inference") or {}
+    rate = inference.get("throughput_examples_per_s")
+    return Row(label, float(metrics["best"][metrics["main_metric"]]), inference.get("params_total"),
+               None if rate is None else float(rate), inference.get("num_threads"))
 
 
-def inference_rate(model, batches: list[dict]) -> float:
-    """Examples per second of forward passes over ``batches`` (the first one is a warm-up)."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        model(**batches[0])
-        timed = batches[1:] or batches
-        start = time.perf_counter()
-        for batch in timed:
-            model(**batch)
-        elapsed = time.perf_counter() - start
-    return sum(len(b["input_ids"]) for b in timed) / max(elapsed, 1e-9)
-
-
-def model_row(label: str, run_dir: Path, n: int, batch_size: int) -> Row:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from lad.models.teacher import _quiet_transformers
-    from lad.runtime import set_threads
-
-    _quiet_transformers()
-
-    metrics, cfg = load_run(run_dir)
-    model_dir = run_dir / "model"
-    if not (model_dir / "config.json").is_file():
-        raise LADError(f"{model_dir}: no saved model (config.json missing)")
-    set_threads(cfg.trainer.get("num_threads"))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    params = sum(p.numel() for p in model.parameters())
-    rate = inference_rate(model, dev_batches(cfg, tokenizer, n, batch_size))
-    return Row(label, float(metrics["best"][metrics["main_metric"]]), params, rate)
+def threads_note(rows: list[Row]) -> str:
+    """One line under the table: the thread count of the speed numbers (a warning when they differ)."""
+    threads = {r.label: r.threads for r in rows if r.examples_per_s is not None}
+    if not threads:
+        return "inference ex/s: not measured (trainer.measure_inference=false)"
+    if len(set(threads.values())) == 1:
+        n = next(iter(threads.values()))
+        return f"inference ex/s: PyTorch fp32 on the CPU, {n} thread{'s' * (n != 1)}, measured at the end of each run"
+    each = ", ".join(f"{label} {n}" for label, n in threads.items())
+    return f"warning: the speeds were measured with different thread counts ({each}): not comparable"
 
 
 def format_params(n: int | None) -> str:
+    if n is None:
+        return "-"
     if not n:
         return "0"
     return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
@@ -138,8 +111,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("teacher_run", type=Path, help="run directory of train_teacher.py")
     parser.add_argument("student_run", type=Path, help="run directory of distil.py")
-    parser.add_argument("--examples", type=int, default=256, help="dev examples to time (default 256)")
-    parser.add_argument("--batch-size", type=int, default=32)
     return parser.parse_args(argv)
 
 
@@ -149,14 +120,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_environment()
     try:
-        teacher = model_row("teacher", args.teacher_run, args.examples, args.batch_size)
-        student = model_row("student", args.student_run, args.examples, args.batch_size)
+        teacher = model_row("teacher", args.teacher_run)
+        student = model_row("student", args.student_run)
         metrics, cfg = load_run(args.student_run)
         majority = majority_row(cfg)
     except LADError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table([teacher, student, majority], metrics["main_metric"]))
+    rows = [teacher, student, majority]
+    print(format_table(rows, metrics["main_metric"]))
+    print(threads_note(rows))
     return 0
 
 

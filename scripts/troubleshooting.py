@@ -65,13 +65,16 @@ FOOTER = """
 * `overwrite=true` keeps the previous run in `<run_dir>/.replaced/` until the new run finished, and
   puts it back if the new run fails; after a `kill -9` the next command into that directory keeps
   whichever run is complete.
-* A finished run keeps its best model (`model/`) and `trainer.keep_after_finish` checkpoints
-  (default 1, enough to continue training; 0 keeps none). `trainer.resume=true` with a larger
-  `trainer.max_steps` or `trainer.epochs` extends a run, a finished one too: it continues from the
-  newest checkpoint and the learning-rate schedule continues over the new total (as Hugging Face
+* A finished run keeps its best model (`model/`, the one copy of its weights) and
+  `trainer.keep_after_finish` resume checkpoints (default 0; 1 keeps the newest, to continue
+  training with more steps). `trainer.resume=true` with a larger `trainer.max_steps` or
+  `trainer.epochs` extends a run (a finished one too when it kept a checkpoint): it continues from
+  the newest checkpoint and the learning-rate schedule continues over the new total (as Hugging Face
   Trainer does on resume; the warm-up and decay are recomputed for the new length). The MLflow run's
-  params keep the values it started with. `trainer.keep_checkpoints` (default 2)
-  applies while training.
+  params keep the values it started with. `trainer.keep_checkpoints` (default 2) applies while
+  training. Search trials keep no model (`trainer.keep_model=false` in the search configs). `make
+  clean` removes `outputs/`, `multirun/` and the caches and says what it keeps; `make clean-stores`
+  removes the MLflow and Optuna stores.
 * Files and folders get the permissions of your umask.
 * Passwords in `mlflow.tracking_uri`, `hydra.sweeper.storage`, `search.storage` and any other
   URL are replaced by `***` in everything LAD prints or writes (console, logs, `config.yaml`,

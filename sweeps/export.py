@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lad.fileio import write_text
-from lad.tracking import sqlite_path
+from lad.tracking import full_params, sqlite_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -215,7 +215,7 @@ def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = N
                                           page_token=token)
                 for run in page:
                     rec = make_record(run.info.run_id, exp.name, run.info.status, run.info.start_time,
-                                      run.data.tags, run.data.params, run.data.metrics,
+                                      run.data.tags, full_params(client, run), run.data.metrics,
                                       dev_history(client, run))
                     if rec is not None:
                         records.append(rec)

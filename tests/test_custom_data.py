@@ -242,6 +242,45 @@ def test_example_files_end_to_end_with_test_predictions(tmp_path):
     assert {r.split("\t")[1] for r in rows[1:]} <= {"neg", "pos"}
 
 
+def test_own_data_with_mlflow_on_publishes_both_models_and_the_demo_table_reads_the_runs(tmp_path, capsys):
+    """README's own-data example with MLflow on (a temporary sqlite store): the teacher is
+    registered and the student logged with an input example read from the own dev file, and
+    ``scripts/demo_table.py`` prints the table of the two runs."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lad.pipeline import run
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import demo_table
+
+    backbone = save_tiny_model(tmp_path / "backbone", num_layers=2)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    common = ["task=custom", f"data.train_file={EXAMPLE}", f"data.dev_file={EXAMPLE_DEV}", "task.text_a=text",
+              "task.label=label", "teacher=local", f"teacher.path={tmp_path / 'teacher'}", "trainer.max_steps=2",
+              f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'art'}",
+              "trainer.progress=false", "optim.batch_size=8", f"paths.cache={tmp_path / 'cache'}", "device=cpu"]
+    run(compose("train_teacher", [*common, f"teacher.backbone={backbone}", f"output_dir={tmp_path / 't'}"]))
+    run(compose("distil", [*common, "student=2layer", f"output_dir={tmp_path / 's'}"]))
+    client = MlflowClient(tracking_uri=uri)
+    assert [v.version for v in client.search_model_versions("name='lad-teacher-custom'")] == [1]
+    mlflow.set_tracking_uri(uri)
+    try:
+        first_dev = EXAMPLE_DEV.read_text().splitlines()[1]
+        for run_dir in ("t", "s"):
+            run_id = (tmp_path / run_dir / "mlflow_run_id").read_text().strip()
+            info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+            example = json.loads(Path(mlflow.artifacts.download_artifacts(
+                f"runs:/{run_id}/model/{info.saved_input_example_info['artifact_path']}")).read_text())
+            assert example["data"][0][0] in first_dev  # the own dev file's first row, not a made-up one
+    finally:
+        mlflow.set_tracking_uri(None)
+    capsys.readouterr()
+    assert demo_table.main([str(tmp_path / "t"), str(tmp_path / "s")]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:5]]
+    assert [r[0] for r in rows] == ["teacher", "student", "majority"]
+
+
 def test_teacher_with_other_label_names_is_refused(tmp_path):
     from lad.models import load_teacher
 

@@ -118,7 +118,7 @@ def test_deploy_exports_onnx_int8_and_a_model_card(finished_run, tiny_glue, tmp_
 
     out = tmp_path / "export"
     assert main([str(finished_run), "--onnx", "--int8", "--out", str(out), "--data-dir", str(tiny_glue),
-                 "--threads", "1", *QUICK]) == 0
+                 *QUICK]) == 0
     printed = capsys.readouterr().out
     assert "max |Δ logit|" in printed and ": ok" in printed and "int8:" in printed
     for name in ("model.onnx", "model.int8.onnx", "README.md", "deploy.json", "config.json", "tokenizer.json"):
@@ -130,6 +130,8 @@ def test_deploy_exports_onnx_int8_and_a_model_card(finished_run, tiny_glue, tmp_
     assert rows["onnxruntime-fp32"]["score"] == rows["pytorch-fp32"]["score"]
     assert rows["onnxruntime-int8"]["size_mb"] < rows["onnxruntime-fp32"]["size_mb"]
     assert report["threads"] == 1 and report["facts"]["method"] == "lad/2layer"
+    # every backend timed with the same thread count (by default one, as the benchmark page)
+    assert {row["num_threads"] for row in rows.values()} == {1}
     card = (out / "README.md").read_text()
     for text in ("lad/2layer", "teacher", "budget", "trainer.max_steps=2", "parameters", "size on disk",
                  "| onnxruntime-int8 |", "ONNX parity", "1 thread"):

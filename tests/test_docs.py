@@ -39,3 +39,27 @@ def test_no_path_hacks_outside_tests():
     assert "lad/search.py" in tracked
     found = [name for name in tracked if not name.startswith("tests/") and hacks.search((REPO / name).read_text())]
     assert found == []
+
+
+def test_the_docs_index_lists_every_page():
+    index = (REPO / "docs" / "index.md").read_text()
+    linked = {t for t in LINK.findall(index)}
+    # the top-level pages and the benchmark pages (docs/results/ holds results.md's per-task pages)
+    found = [*(REPO / "docs").glob("*.md"), *(REPO / "docs" / "benchmarks").glob("*.md")]
+    pages = {str(p.relative_to(REPO / "docs")) for p in found if p.name != "index.md"}
+    assert pages - linked == set()
+
+
+def test_documented_sweeps_reach_the_trial_counts_they_ask_for():
+    """The sweeper's n_trials caps one run; the study stops at max_trials (20 in the search files):
+    a documented ``hydra.sweeper.n_trials=N`` above the file's total would stop short, silently."""
+    from omegaconf import OmegaConf
+
+    from doc_commands import PAGES, shown_commands
+
+    for command in [c for page in PAGES for c in shown_commands(page)]:
+        args = dict(a.split("=", 1) for a in command.argv if "=" in a and not a.startswith("-"))
+        if "hparams_search" in args and "hydra.sweeper.n_trials" in args:
+            total = int(args.get("hydra.sweeper.max_trials") or OmegaConf.load(
+                REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials)
+            assert int(args["hydra.sweeper.n_trials"]) <= total, f"{command.page}:{command.line}: {command.text}"

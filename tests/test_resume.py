@@ -29,7 +29,8 @@ from lad.errors import LADError
 
 TRAIN = ["task=sst2", "mlflow=off", "device=cpu", "seed=7", "trainer.progress=false", "trainer.num_threads=1",
          "trainer.predict_test=false", "optim.batch_size=8", "trainer.max_steps=40", "trainer.eval_every=10",
-         "trainer.ckpt_every=5", "trainer.log_every=5"]
+         "trainer.ckpt_every=5", "trainer.log_every=5",
+         "trainer.keep_after_finish=1"]  # the final checkpoint is compared too
 COMPARED = ("best", "last", "best_step", "steps", "history", "main_metric", "task")
 TIMEOUT = 300
 

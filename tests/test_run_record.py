@@ -53,18 +53,21 @@ def test_plots_are_pngs_and_absent_without_data(tmp_path):
     assert gates.read_bytes()[:8] == PNG and run_record.gates_png({}, tmp_path / "e.png", "x") is None
 
 
-def _run(method, score, metric="accuracy"):
-    data = SimpleNamespace(tags={"lad.method": method} if method else {}, params={"task.main_metric": metric},
+def _run(method, score, metric="accuracy", **budget):
+    params = {"task.main_metric": metric, "trainer.epochs": "3", "trainer.max_steps": "-1", **budget}
+    data = SimpleNamespace(tags={"lad.method": method} if method else {}, params=params,
                            metrics={f"best/{metric}": score} if score is not None else {})
     return SimpleNamespace(data=data)
 
 
-def test_ablation_table_averages_each_method_and_skips_runs_without_a_score():
+def test_ablation_table_averages_each_method_and_budget_and_skips_runs_without_a_score():
     runs = [_run("lad/3layer", 0.70), _run("lad/3layer", 0.80), _run("kd/3layer", 0.72), _run("teacher", 0.9),
-            _run("kd/3layer", None), _run(None, 0.99)]
+            _run("kd/3layer", None), _run(None, 0.99),
+            _run("lad/3layer", 0.60, **{"trainer.max_steps": "8", "data.max_train_samples": "320"})]
     assert run_record.ablation_table(runs).splitlines() == [
-        "| method | runs | mean dev accuracy | best |", "|---|---:|---:|---:|",
-        "| lad/3layer | 2 | 0.7500 | 0.8000 |", "| kd/3layer | 1 | 0.7200 | 0.7200 |", "| teacher | 1 | 0.9000 | 0.9000 |"]
+        "| method | budget | runs | mean dev accuracy | best |", "|---|---|---:|---:|---:|",
+        "| lad/3layer | 3 epochs | 2 | 0.7500 | 0.8000 |", "| kd/3layer | 3 epochs | 1 | 0.7200 | 0.7200 |",
+        "| teacher | 3 epochs | 1 | 0.9000 | 0.9000 |", "| lad/3layer | 8 steps, 320 examples | 1 | 0.6000 | 0.6000 |"]
     assert run_record.ablation_table([]) == ""
 
 

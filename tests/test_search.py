@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import REPO, compose
 
@@ -62,8 +64,8 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
                                       "optim.gate_lr", "optim.lr"}
     # every trial reported the dev score at each evaluation
     assert all(sorted(t.intermediate_values) == [2, 4] for t in study.trials)
-    best_yaml = (tmp_path / "search" / "best_sst2.yaml").read_text()
-    assert best_yaml.startswith("# @package _global_") and "tie_hard_soft: true" in best_yaml
+    best_yaml = OmegaConf.load(tmp_path / "search" / "best_sst2.yaml")
+    assert "++loss.tie_hard_soft=true" in best_yaml.overrides and best_yaml.value == pytest.approx(best)
     # same command again: nothing new; a larger budget adds trials instead of restarting
     search(tmp_path, tiny_teacher, tiny_glue, 3)
     assert len(_study(tmp_path).trials) == 3
@@ -147,22 +149,22 @@ def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_
         assert set(kept) >= {"accuracy", "loss"}
 
 
-def test_best_experiment_file_composes_into_distil(tmp_path):
-    from omegaconf import OmegaConf
+def test_best_overrides_are_complete_and_self_contained():
+    """search.yaml's own settings, the search's overrides (an experiment included, never folded into
+    an ``override /experiment`` of a file of its own) and the trial's values; no search keys."""
+    from lad.search import best_overrides, load_space
+    from lad.config import CONF_DIR
 
-    from lad.search import best_experiment_yaml
-
-    overrides = ["task=rte", "student=3layer", "search.pruner=none", "trainer.max_steps=30"]
-    text = best_experiment_yaml(compose("search", overrides), overrides,
-                                {"loss.temperature": 4.5, "optim.lr": 2e-4, "gate": "mean"}, "accuracy", 0.61)
-    assert "  - override /gate: mean" in text and "  - override /teacher: minilm_l6" in text
-    assert "search" not in text.split("defaults:")[1]
-    exp_dir = tmp_path / "experiment"
-    exp_dir.mkdir()
-    (exp_dir / "best_rte.yaml").write_text(text)
-    body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
-    assert body.loss.temperature == 4.5 and body.optim.lr == 2e-4 and body.loss.tie_hard_soft is True
-    assert body.trainer.max_steps == 30 and body.trainer.epochs == 3 and body.data.max_train_samples is None
+    base = ["task=rte", "experiment=reference_rte", "search.pruner=none", "n_trials=3", "trainer.eval_every=5",
+            "++search.params.gate='choice(lad,mean)'"]
+    space = load_space(str(CONF_DIR / "hparams_search" / "lad_optuna.yaml"), {"gate": "choice(lad,mean)"})
+    params = {"loss.temperature": 4.5, "loss.soft_weight": 0.5, "loss.hidden_weight": 10.0, "optim.gate_lr": 1e-5,
+              "optim.lr": 2e-4, "gate": "mean"}
+    got = best_overrides(base, space, params)
+    assert got[:4] == ["++loss.tie_hard_soft=true", "trainer.eval_every=5", "++trainer.ckpt_every=0",
+                       "++trainer.predict_test=false"]
+    assert {"task=rte", "experiment=reference_rte", "gate=mean", "loss.temperature=4.5", "optim.lr=0.0002"} <= set(got)
+    assert not [o for o in got if o.split("=")[0].lstrip("+").startswith(("search", "n_trials", "hydra"))]
 
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
@@ -265,18 +267,15 @@ def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_p
     assert used.gate.name == "mean" and used.loss.name == "kd"  # the group files, not plain strings
     assert used.loss.temperature == pytest.approx(trial.params["loss.temperature"])
 
-    text = (tmp_path / "search" / "best_sst2.yaml").read_text()
-    assert "  - override /teacher: local" in text and "  - override /gate: mean" in text
-    body = OmegaConf.create("\n".join(l for l in text.splitlines() if not l.startswith(("#", "defaults", "  -"))))
-    assert body.trainer.max_steps == 4 and body.trainer.eval_every == 2 and body.seed == 42
-    assert "max_train_samples" in body.data and body.teacher.path == str(tiny_teacher)
-    assert body.optim.batch_size == 16 and body.data.data_dir == str(tiny_glue)  # the search's overrides
-    # run it as `python distil.py experiment=best_sst2` would (the file in an experiment/ folder)
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "best_sst2.yaml").write_text(text)
-    cfg = compose("distil", ["experiment=best_sst2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                             f"output_dir={tmp_path / 'rerun'}", "mlflow=off", f"paths.cache={tmp_path / 'cache'}",
-                             "trainer.predict_test=false"])
+    record = OmegaConf.load(tmp_path / "search" / "best_sst2.yaml")
+    assert record.value == pytest.approx(best) and record.command.startswith("python distil.py ")
+    assert {"teacher=local", f"teacher.path={tiny_teacher}", "trainer.max_steps=4", "trainer.eval_every=2",
+            "optim.batch_size=16", f"data.data_dir={tiny_glue}", "gate=mean", "loss=kd",
+            "++loss.tie_hard_soft=true"} <= set(record.overrides)
+    # the printed command as typed: its overrides, composed by distil.py, score what the trial scored
+    argv = shlex.split(record.command)
+    assert argv[:2] == ["python", "distil.py"] and argv[2:] == list(record.overrides)
+    cfg = compose("distil", [*argv[2:], f"output_dir={tmp_path / 'rerun'}", f"paths.cache={tmp_path / 'cache'}"])
     assert cfg.gate.name == "mean" and cfg.loss.name == "kd" and cfg.teacher.name == "local"
     assert run(cfg) == pytest.approx(best, abs=1e-6)
 

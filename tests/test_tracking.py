@@ -72,6 +72,27 @@ def test_teacher_and_distil_runs_are_recorded(store):
     assert {"metrics.json", "config.yaml", "predictions", "gates"} <= artifacts
 
 
+def test_runs_log_at_most_40_params_and_every_param_as_an_artifact(store):
+    """The MLflow UI opens on what describes a run (lad.tracking.UI_PARAMS); the rest of the
+    resolved config is the params.json artifact, which the export reads (same records as before)."""
+    import json
+
+    from sweeps.export import load_mlflow_records
+
+    tmp, uri = store
+    client = _client(uri)
+    for run in _runs(uri):
+        assert len(run.data.params) <= 40
+        full = json.loads(Path(client.download_artifacts(run.info.run_id, "params.json", str(tmp))).read_text())
+        assert len(full) > 60 and {k: full[k] for k in run.data.params} == run.data.params
+        assert "optim.max_grad_norm" in full and "optim.max_grad_norm" not in run.data.params
+    distil_params = _runs(uri)[1].data.params
+    assert {"task.name", "seed", "gate.name", "loss.temperature", "optim.lr", "optim.gate_lr", "trainer.max_steps",
+            "teacher.path", "student.name", "loss.hidden_weight", "cache.enabled"} <= set(distil_params)
+    exported = {r["entry"]: r for r in load_mlflow_records(uri)}
+    assert exported["distil"]["params"]["optim.max_grad_norm"] == full["optim.max_grad_norm"]
+
+
 def test_teacher_is_registered_and_distil_loaded_it_from_the_registry(store):
     tmp, uri = store
     versions = _client(uri).search_model_versions("name='lad-teacher-sst2'")
@@ -337,6 +358,7 @@ def test_runs_are_named_described_and_carry_datasets_plots_and_the_ablation_tabl
     assert {a.path for a in client.list_artifacts(teacher_run.info.run_id, "plots")} == {"plots/learning_curve.png"}
     note = client.get_experiment(distil_run.info.experiment_id).tags["mlflow.note.content"]
     table = note[note.index("| method"):].splitlines()
-    assert table[0] == "| method | runs | mean dev accuracy | best |"
+    assert table[0] == "| method | budget | runs | mean dev accuracy | best |"
     best = distil_run.data.metrics["best/accuracy"]
-    assert table[2] == f"| lad/2layer | 1 | {best:.4f} | {best:.4f} |" and table[3].startswith("| teacher | 1 |")
+    assert table[2] == f"| lad/2layer | 4 steps | 1 | {best:.4f} | {best:.4f} |"
+    assert table[3].startswith("| teacher | 4 steps | 1 |")

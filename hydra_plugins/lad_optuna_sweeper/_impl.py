@@ -40,6 +40,7 @@ from optuna.trial import Trial, TrialState
 
 from lad import studies
 from lad.errors import StudyError
+from lad.rerun import config_overrides, key_of, merge_overrides, rerun_command
 from lad.search_space import SearchSpace, legacy_distribution, parse_search_space
 
 from . import _study
@@ -346,8 +347,12 @@ class _Sweep:
         }
         if states["COMPLETE"] and len(self.directions) == 1:
             best = self.study.best_trial
-            summary.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
+            overrides = self.rerun_overrides(best.params)
+            command = rerun_command(str(self.sweeper.config.hydra.job.name), overrides)
+            summary.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params),
+                           best_overrides=overrides, best_command=command)
             log.info("Best trial %d: value %s, params %s", best.number, best.value, best.params)
+            log.info("Re-run the best trial: %s", command)
         elif states["COMPLETE"]:
             summary["solutions"] = [{"number": t.number, "params": dict(t.params), "values": list(t.values)}
                                     for t in self.study.best_trials]
@@ -358,6 +363,31 @@ class _Sweep:
         OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
         if check and self.launched and not self.completed:
             raise SweeperError(f"all {self.launched} trial(s) of this sweep failed; first: {self.first_error}")
+
+
+    def rerun_overrides(self, params: dict) -> list[str]:
+        """Every override a trial with ``params`` ran with, self-contained (lad.rerun): what the
+        hparams_search file sets outside ``hydra:``, the command line's fixed overrides, the values."""
+        from lad.secrets import mask
+
+        search_file = search_file_overrides(self.sweeper)
+        trial = self.space.overrides_for(params)
+        # no readable file: keep the group choice itself (it applies without -m too)
+        keep = [] if search_file is not None else [o for o in trial if key_of(o) == "hparams_search"]
+        return [mask(o) for o in merge_overrides(search_file or [], trial) + keep]
+
+
+def search_file_overrides(sweeper: "LadOptunaSweeper") -> list[str] | None:
+    """The chosen ``hparams_search`` file's own settings as overrides ([] without one; None when
+    no config source holds it)."""
+    name = OmegaConf.select(sweeper.config, "hydra.runtime.choices.hparams_search")
+    if not name or sweeper.hydra_context is None:
+        return []
+    path = f"hparams_search/{name}"
+    for source in sweeper.hydra_context.config_loader.get_sources():
+        if source.is_config(path):
+            return config_overrides(source.load_config(path).config)
+    return None
 
 
 def run_sweep(sweeper: "LadOptunaSweeper", arguments: list[str]) -> list[Sequence[JobReturn]]:
