@@ -19,7 +19,8 @@ def _args(tmp: Path, teacher: Path, glue: Path, name: str) -> list[str]:
             f"hydra.run.dir={tmp / name}", f"mlflow.tracking_uri=sqlite:///{tmp / name}.db",
             f"mlflow.artifact_location={tmp / 'art'}", "mlflow.log_model=false", "mlflow.register_teacher=false",
             "trainer.progress=false", "optim.batch_size=16", "trainer.max_steps=6", "trainer.eval_every=3",
-            "trainer.predict_test=false", "trainer.num_threads=1", "data.bucket=false", "cache.enabled=false"]
+            "trainer.predict_test=false", "trainer.num_threads=1", "data.bucket=false", "cache.enabled=false",
+            "trainer.keep_after_finish=1"]
 
 
 @pytest.mark.slow

@@ -396,7 +396,8 @@ def test_resume_with_a_larger_budget_extends_a_finished_run(tmp_path, tiny_glue,
             "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", f"data.data_dir={tiny_glue}",
             f"paths.cache={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}", "mlflow=off", "device=cpu",
             "trainer.progress=false", "trainer.predict_test=false", "optim.batch_size=16", "student=2layer",
-            "trainer.eval_every=2", "trainer.ckpt_every=2", "trainer.num_threads=1", *extra])
+            "trainer.eval_every=2", "trainer.ckpt_every=2", "trainer.num_threads=1",
+            "trainer.keep_after_finish=1", *extra])  # a finished run keeps a checkpoint to extend from
 
     run(cfg("trainer.max_steps=4"))
     for same_or_smaller in ("trainer.max_steps=4", "trainer.max_steps=2"):

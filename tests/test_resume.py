@@ -245,7 +245,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     torch.rand(5)
     random.random()
     random.gauss(0, 1)  # leaves a cached gauss value in the state
-    ckpt.save_checkpoint(tmp_path, 1, {"w": torch.zeros(1)}, {"rng": rng_state()})
+    ckpt.save_checkpoint(tmp_path, 1, {"w": torch.zeros(1)}, {"step": 1, "rng": rng_state()})
     expected = (torch.rand(3), random.random(), random.gauss(0, 1))
     torch.rand(7)
     random.random()

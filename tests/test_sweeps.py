@@ -306,9 +306,12 @@ def test_every_table_has_the_teacher_and_the_trivial_baseline(store, tmp_path):
 
 
 def test_report_is_deterministic_and_same_from_export(store, tmp_path):
+    from sweeps.reporting.prereg import read_prereg
+
     records = export.load_mlflow_records(store)
-    md1, csv1, img1 = _report(records, tmp_path, "one")
-    md2, csv2, img2 = _report(list(reversed(records)), tmp_path, "two")
+    prereg = read_prereg()  # the committed file, as report.main reads it
+    md1, csv1, img1 = _report(records, tmp_path, "one", prereg=prereg)
+    md2, csv2, img2 = _report(list(reversed(records)), tmp_path, "two", prereg=prereg)
     assert (md1, csv1) == (md2, csv2)
     assert [p.read_bytes() for p in sorted(img1.iterdir())] == [p.read_bytes() for p in sorted(img2.iterdir())]
     path = tmp_path / "runs.jsonl"
