@@ -248,8 +248,18 @@ class Neighbour:
     """A nice-19 busy loop, paused (SIGSTOP) except while a ``busy`` row's step runs."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.nice(19))
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=self._start)
         self.pause()
+
+    @staticmethod
+    def _start() -> None:
+        """In the child: lowest priority, and killed with the benchmark (Linux PR_SET_PDEATHSIG), so an
+        interrupted benchmark leaves no busy loop behind."""
+        os.nice(19)
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
     def run(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
