@@ -157,14 +157,9 @@ def throughput(benchmark: Path = BENCHMARK) -> dict[str, tuple[float, float]]:
 
 def mean_chars(task: str) -> tuple[int, float]:
     """(training examples, mean characters of their texts) from the task's train file."""
-    from omegaconf import OmegaConf
+    from sweeps.tune import train_examples
 
-    from lad.data.glue import resolve_data_dir
-    from lad.data.sources import read_split
-    from lad.data.tasks import TaskSpec
-
-    spec = TaskSpec.from_config(OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml"))
-    examples = read_split(spec, resolve_data_dir("auto"), "train")
+    examples = train_examples(task)
     chars = [len(e.text_a) + len(e.text_b or "") for e in examples]
     return len(examples), sum(chars) / max(1, len(chars))
 

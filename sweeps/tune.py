@@ -48,7 +48,8 @@ def load_spaces(path: Path = SPACES) -> dict:
     return yaml.safe_load(Path(path).read_text())["methods"]
 
 
-def train_size(task: str, data_dir: str = "auto") -> int:
+def train_examples(task: str, data_dir: str = "auto") -> list:
+    """The task's training examples, read as training reads them."""
     from omegaconf import OmegaConf
 
     from lad.data.glue import resolve_data_dir
@@ -56,7 +57,11 @@ def train_size(task: str, data_dir: str = "auto") -> int:
     from lad.data.tasks import TaskSpec
 
     spec = TaskSpec.from_config(OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml"))
-    return len(read_split(spec, resolve_data_dir(data_dir), "train"))
+    return read_split(spec, resolve_data_dir(data_dir), "train")
+
+
+def train_size(task: str, data_dir: str = "auto") -> int:
+    return len(train_examples(task, data_dir))
 
 
 def budget_steps(n_train: int, epochs: float, fraction: float, batch_size: int = BATCH_SIZE) -> int:
