@@ -3,6 +3,7 @@
     python sweeps/grid.py plan                       # every stage, its runs and the estimated hours
     python sweeps/grid.py run --stages teachers tuning headline
     python sweeps/grid.py run --store /work/results  # MLflow store, teachers, caches and run folders there
+    python sweeps/grid.py run --code /work/pin       # entry points from a worktree at headline_commit
 
 Stages, in order: ``teachers`` (sweeps/teachers.py: the learning-rate grids, SST-2's full epoch),
 ``tuning`` (sweeps/tune.py: the same protocol for every headline method), ``headline`` (the
@@ -13,6 +14,19 @@ the tuning tasks, the reference recipe on RTE). Every run is a subprocess of a r
 the finished trials, sweeps/teachers.py the published teachers), so ``run`` can be interrupted and
 started again any number of times. Two jobs run side by side (``--lanes``), each with one thread:
 the grid owns the machine's cores, and everything else beside it should run under ``nice -n 19``.
+
+Across machines: the MLflow store and the teachers' weights live outside git, so a fresh machine
+retrains the teachers (a task whose learning-rate grid is already in results/runs.jsonl retrains
+only the chosen rate) and the drivers skip every run the committed export holds. A teacher
+retrained elsewhere is not the same teacher, so the paired comparisons run in *seed blocks*: one
+job trains every method of one (task, seed) cell in a row, on the teacher of that session.
+Each stage is planned when it starts (the headline reads the best.yaml that tuning just wrote,
+and refuses to start while a method's tuning is unfinished). The training code comes from
+``--code`` (a worktree at the pre-registered ``headline_commit``; ``run`` refuses another commit
+for the tuning, headline and exploratory stages): its sweeps/ablation.py and entry points run,
+reading this checkout's export; this checkout's sweeps/tune.py runs the trials with ``--code``'s
+distil.py and keeps the study records in this checkout's results/tuning/ (committed: a fresh
+machine's study starts from the trials they hold).
 
 The estimate prices every run from the step-time benchmark (docs/benchmarks/performance.json,
 measured on a quiet machine: examples/s of the new-default LAD row at 1 thread) and each task's
@@ -37,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 PREREGISTRATION = REPO / "results" / "preregistration.yaml"
 BEST = REPO / "results" / "tuning" / "best.yaml"
 BENCHMARK = REPO / "docs" / "benchmarks" / "performance.json"
+EXPORT = REPO / "results" / "runs.jsonl"
 STAGES = ("teachers", "tuning", "headline", "exploratory")
 RUN_OVERHEAD_S = 60.0            # start-up, tokenisation, teacher cache, evaluations of one run (estimate)
 TEACHER_COST = 2.0               # a 6-layer teacher step costs about twice a 3-layer student's
@@ -46,7 +61,7 @@ TEACHER_COST = 2.0               # a 6-layer teacher step costs about twice a 3-
 class Job:
     stage: str
     name: str
-    cmd: list[str]
+    cmds: list[list[str]]                                               # run one after the other
     runs: list[tuple[str, float, float]] = field(default_factory=list)  # (task, epochs, cost factor)
 
 
@@ -80,71 +95,127 @@ def tuned(method: str, spaces: dict, best: dict) -> list[str]:
 
 
 def ablation(task: str, methods: list[str], students: list[str], seeds: list[int], epochs: float,
-             extra: list[str], store: Path | None, log_dir: str) -> list[str]:
+             extra: list[str], store: Path | None, log_dir: str, code: Path = REPO) -> list[str]:
     uri = [f"mlflow.tracking_uri=sqlite:///{store}/mlruns.db"] if store else []
     rest = [o for o in store_overrides(store) if not o.startswith("mlflow.tracking_uri=")]
-    return [sys.executable, str(REPO / "sweeps" / "ablation.py"), f"task={task}", f"methods={hydra_list(methods)}",
+    return [sys.executable, str(code / "sweeps" / "ablation.py"), f"task={task}", f"methods={hydra_list(methods)}",
             f"students={hydra_list(students)}", f"seeds=[{','.join(str(s) for s in seeds)}]",
             f"budget.epochs={epochs:g}", f"extra={hydra_list(extra + rest)}", f"log_dir={log_dir}", *uri]
 
 
-def plan(prereg: dict, store: Path | None, stages: list[str]) -> list[Job]:
+def recorded_lr_choice(records: list[dict], task: str, lrs: list[float]) -> float | None:
+    """The rate sweeps/teachers.py chose for ``task`` when the export holds its whole learning-rate grid.
+
+    A grid teacher trains under ``<artifacts>/teacher_lr/<lr>/``; the choice is the best dev score
+    (ties: the first rate listed), the rule of ``sweeps.teachers.publish_best``. None while a rate is
+    missing (the grid then runs in full)."""
+    best: dict[float, float] = {}
+    for rec in records:
+        params = rec.get("params", {})
+        if rec.get("entry") != "train_teacher" or rec.get("task") != task or rec.get("status") != "FINISHED":
+            continue
+        if "/teacher_lr/" not in str(params.get("teacher.path", "")):
+            continue
+        try:
+            lr = float(params["optim.lr"])
+            score = float(rec["metrics"][f"best/{rec['main_metric']}"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        best[lr] = max(score, best.get(lr, float("-inf")))
+    if not lrs or any(float(f"{lr:g}") not in best for lr in lrs):
+        return None
+    return max(lrs, key=lambda lr: best[float(f"{lr:g}")])
+
+
+def unfinished_tuning(prereg: dict, best: dict) -> list[str]:
+    """Primary methods whose study has not finished the pre-registered trials (best.yaml, records)."""
+    methods = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
+    missing = []
+    for method in methods:
+        record = BEST.parent / f"{method}.json"
+        try:
+            done = sum(t["state"] == "COMPLETE" for t in json.loads(record.read_text())["trials"])
+        except (OSError, ValueError, KeyError, TypeError):
+            done = 0
+        if method not in best or done < int(prereg["tuning"]["trials"]):
+            missing.append(method)
+    return missing
+
+
+def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
+         records: list[dict] | None = None) -> list[Job]:
+    """The jobs of ``stages``; ``code`` is the tree whose drivers and entry points run.
+
+    Headline and exploratory jobs are seed blocks: every method of one (task, seed) in a row."""
     from sweeps.tune import load_spaces
 
     spaces = load_spaces()
     best = yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}
+    best = best or {}
     tasks, seeds, budgets = prereg["tasks"], prereg["seeds"], prereg["budgets"]
     log_dir = str((store or REPO) / "logs" / "ablation")
     jobs: list[Job] = []
+
+    def block(stage: str, task: str, seed: int, methods: list[str], student: str, factor: float,
+              extra_of) -> Job:
+        name = f"{task} seed {seed}" + ("" if student == prereg["student"] else f" {student}")
+        cmds = [ablation(task, [m], [student], [seed], budgets[task], extra_of(m), store, log_dir, code)
+                + [f"export={EXPORT}"] for m in methods]  # the committed runs count as done on any machine
+        return Job(stage, name, cmds, [(task, float(budgets[task]), factor)] * len(methods))
+
     if "teachers" in stages:
         artifacts = str(store / "artifacts") if store else "artifacts"
         extra = [o for o in store_overrides(store) if not o.startswith("paths.artifacts=")]
         from sweeps.teachers import DEFAULT_LR_GRID
 
         for task in tasks:
-            n = len(DEFAULT_LR_GRID.get(task, [None]))
-            jobs.append(Job("teachers", f"teacher {task}", [
-                sys.executable, str(REPO / "sweeps" / "teachers.py"), "--tasks", task, "--artifacts", artifacts,
-                "--", *extra], [(task, float(budgets[task]), TEACHER_COST)] * n))
+            lrs = DEFAULT_LR_GRID.get(task, [])
+            chosen = recorded_lr_choice(records or [], task, lrs)
+            grid = [] if chosen is None else ["--lr-grid", f"{task}={chosen:g}"]
+            n = 1 if chosen is not None or not lrs else len(lrs)
+            jobs.append(Job("teachers", f"teacher {task}", [[
+                sys.executable, str(code / "sweeps" / "teachers.py"), "--tasks", task, "--artifacts", artifacts,
+                *grid, "--", *extra]], [(task, float(budgets[task]), TEACHER_COST)] * n))
     if "tuning" in stages:
         t = prereg["tuning"]
         extra = store_overrides(store)
         for method in spaces:
-            jobs.append(Job("tuning", f"tune {method}", [
-                sys.executable, str(REPO / "sweeps" / "tune.py"), "--methods", method,
-                "--storage", f"sqlite:///{(store or REPO / 'sweeps')}/tuning.db",
-                "--output-root", str((store or REPO) / "outputs"), "--", *extra],
+            # a trial trains its tuning tasks side by side: one tuning job fills the lanes of len(tasks) jobs
+            jobs.append(Job("tuning", f"tune {method}", [[
+                sys.executable, str(REPO / "sweeps" / "tune.py"), "--methods", method, "--code", str(code),
+                "--storage", f"sqlite:///{(store or REPO / 'sweeps')}/tuning.db", "--records", str(BEST.parent),
+                "--output-root", str((store or REPO) / "outputs"), "--", *extra]],
                 [(task, float(budgets[task]) * float(t["budget_fraction"]), 1.0)
                  for _ in range(int(t["trials"])) for task in t["tasks"]]))
     primary = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
     if "headline" in stages:
         for task in tasks:
-            for method in primary:
-                jobs.append(Job("headline", f"{task} {method}", ablation(
-                    task, [method], [prereg["student"]], seeds, budgets[task], tuned(method, spaces, best), store,
-                    log_dir), [(task, float(budgets[task]), 1.0)] * len(seeds)))
+            for seed in seeds:
+                jobs.append(block("headline", task, seed, primary, prereg["student"], 1.0,
+                                  lambda m: tuned(m, spaces, best)))
     if "exploratory" in stages:
         ex = prereg["exploratory"]
+
+        def explore_extra(method: str) -> list[str]:
+            # the direct map keeps lad's tuned setting (it has no gates); ce keeps kd's learning rate only
+            base, keep = ("lad", ("optim.lr=", "loss.")) if method.startswith("lad") else ("kd", ("optim.lr=",))
+            return [o for o in tuned(base, spaces, best) if o.startswith(keep)]
+
         for task in tasks:
-            for method in ex["methods"]:
-                # the direct map keeps lad's tuned setting (it has no gates); ce keeps kd's learning rate only
-                base, keep = ("lad", ("optim.lr=", "loss.")) if method.startswith("lad") else ("kd", ("optim.lr=",))
-                extra = [o for o in tuned(base, spaces, best) if o.startswith(keep)]
-                jobs.append(Job("exploratory", f"{task} {method}", ablation(
-                    task, [method], [prereg["student"]], seeds, budgets[task], extra, store, log_dir),
-                    [(task, float(budgets[task]), 1.0)] * len(seeds)))
+            for seed in seeds:
+                jobs.append(block("exploratory", task, seed, list(ex["methods"]), prereg["student"], 1.0,
+                                  explore_extra))
         two = ex["two_layer"]
         for task in two["tasks"]:
-            for method in two["methods"]:
-                jobs.append(Job("exploratory", f"{task} {method} 2layer", ablation(
-                    task, [method], ["2layer"], seeds, budgets[task], tuned(method, spaces, best), store, log_dir),
-                    [(task, float(budgets[task]), 0.7)] * len(seeds)))
+            for seed in seeds:
+                jobs.append(block("exploratory", task, seed, list(two["methods"]), "2layer", 0.7,
+                                  lambda m: tuned(m, spaces, best)))
         ref = ex["reference"]
         for seed in ref["seeds"]:
-            jobs.append(Job("exploratory", f"{ref['experiment']} seed {seed}", [
-                sys.executable, str(REPO / "distil.py"), f"experiment={ref['experiment']}", f"teacher={ref['teacher']}",
+            jobs.append(Job("exploratory", f"{ref['experiment']} seed {seed}", [[
+                sys.executable, str(code / "distil.py"), f"experiment={ref['experiment']}", f"teacher={ref['teacher']}",
                 f"seed={seed}", "mlflow.purpose=results", "trainer.progress=false", "trainer.predict_test=false",
-                "trainer.resume=true", *store_overrides(store)], [("rte", 10.0, 4.0)]))
+                "trainer.resume=true", *store_overrides(store)]], [("rte", 10.0, 4.0)]))
     return jobs
 
 
@@ -196,42 +267,68 @@ def print_plan(jobs: list[Job], costs: dict[str, float], lanes: int) -> None:
 
 
 # ----------------------------------------------------------------------------- running
-def run(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path) -> int:
-    """Run the jobs of each stage on ``lanes`` workers; the next stage starts when the stage is done."""
-    log_dir.mkdir(parents=True, exist_ok=True)
+def tree_commit(code: Path) -> str | None:
+    """HEAD of the worktree ``code`` when it has no uncommitted change to a tracked file, else None."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True, text=True)
+    clean = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=code, capture_output=True)
+    return head.stdout.strip() if head.returncode == 0 and clean.returncode == 0 else None
+
+
+def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path, code: Path,
+             progress: dict) -> list[str]:
+    """Run ``jobs`` on ``lanes`` workers (a job's commands one after the other); the names that failed."""
     failed: list[str] = []
-    t_start = time.time()
-    left = sum(costs.values())
+    queue = list(jobs)
     lock = threading.Lock()
-    for stage in STAGES:
-        queue = [j for j in jobs if j.stage == stage]
-        if not queue:
-            continue
 
-        def worker() -> None:
-            nonlocal left
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    job = queue.pop(0)
-                    eta = left / lanes / 3600
-                print(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)", flush=True)
-                log = log_dir / f"{job.stage}-{job.name.replace(' ', '_')}.log"
-                with log.open("a") as out:
-                    code = subprocess.run(job.cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
-                with lock:
-                    left -= costs[job.name]
-                    if code != 0:
-                        failed.append(job.name)
-                print(f"[grid] {'done' if code == 0 else 'FAILED'} {job.name} "
-                      f"({(time.time() - t_start) / 3600:.2f} h since start; log {log})", flush=True)
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop(0)
+                eta = progress["left"] / progress["lanes"] / 3600
+            print(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)", flush=True)
+            log = log_dir / f"{job.stage}-{job.name.replace(' ', '_')}.log"
+            codes = []
+            with log.open("a") as out:
+                for cmd in job.cmds:  # a block's methods in a row: they share this session's teacher
+                    codes.append(subprocess.run(cmd, cwd=code, stdout=out, stderr=subprocess.STDOUT).returncode)
+            with lock:
+                progress["left"] -= costs[job.name]
+                if any(codes):
+                    failed.append(job.name)
+            print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
+                  f"({(time.time() - progress['t0']) / 3600:.2f} h since start; log {log})", flush=True)
 
-        threads = [threading.Thread(target=worker) for _ in range(lanes)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    threads = [threading.Thread(target=worker) for _ in range(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failed
+
+
+def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: int, measured: dict,
+        records: list[dict], log_dir: Path) -> int:
+    """Run the stages in order, each planned when it starts; the next one starts when it is done."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    estimate = price(plan(prereg, store, stages, code, records), measured)
+    progress = {"left": sum(estimate.values()), "lanes": lanes, "t0": time.time()}
+    failed: list[str] = []
+    for stage in [s for s in STAGES if s in stages]:
+        if stage in ("headline", "exploratory"):
+            best = (yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}) or {}
+            waiting = unfinished_tuning(prereg, best)
+            if waiting:
+                print(f"[grid] {stage} waits for tuning: {', '.join(waiting)} not finished "
+                      f"({BEST.parent}); run the tuning stage first", file=sys.stderr)
+                return 1
+        jobs = plan(prereg, store, [stage], code, records)
+        costs = price(jobs, measured)
+        # a tuning trial trains its tasks side by side, so fewer tuning jobs fill the lanes
+        width = max(1, lanes // len(prereg["tuning"]["tasks"])) if stage == "tuning" else lanes
+        failed += run_jobs(jobs, costs, width, log_dir, code, progress)
     if failed:
         print(f"[grid] failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
@@ -243,26 +340,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--store", default=None, help="folder for the MLflow store, teachers, caches and runs "
                                                       "(default: the repository's own)")
+    parser.add_argument("--code", default=str(REPO), help="worktree whose drivers and entry points run "
+                                                         "(default: this checkout)")
+    parser.add_argument("--export", default=str(EXPORT), help="committed runs (teachers' recorded lr grids)")
     parser.add_argument("--lanes", type=int, default=2, help="jobs side by side (default 2, one thread each)")
     parser.add_argument("--benchmark", default=str(BENCHMARK), help="step-time benchmark JSON for the estimate")
     args = parser.parse_args(argv)
     if args.lanes < 1:
         print("error: --lanes must be >= 1", file=sys.stderr)
         return 2
-    store = Path(args.store).resolve() if args.store else None
-    jobs = plan(load_prereg(), store, args.stages)
+    code = Path(args.code).resolve()
+    if not (code / "distil.py").is_file():
+        print(f"error: --code {args.code}: not a LAD checkout (no distil.py)", file=sys.stderr)
+        return 2
     if not Path(args.benchmark).is_file():
         print(f"error: no benchmark at {args.benchmark} (run python benchmarks/step_time.py --threads 1)",
               file=sys.stderr)
         return 2
-    costs = price(jobs, throughput(Path(args.benchmark)))
+    prereg = load_prereg()
+    pinned = prereg["headline_commit"]
+    if args.action == "run" and set(args.stages) - {"teachers"} and tree_commit(code) != pinned:
+        print(f"error: --code {code} is not a clean checkout of headline_commit {pinned[:7]} "
+              f"(results/preregistration.yaml); make one with: git worktree add --detach <dir> {pinned[:7]}",
+              file=sys.stderr)
+        return 2
+    from sweeps.export import read_export
+
+    store = Path(args.store).resolve() if args.store else None
+    records = read_export(Path(args.export))
+    measured = throughput(Path(args.benchmark))
+    jobs = plan(prereg, store, args.stages, code, records)
+    costs = price(jobs, measured)
     print_plan(jobs, costs, args.lanes)
     if args.action == "plan":
         for job in jobs:
             print(f"[grid] {job.stage:11s} {job.name:28s} ~{costs[job.name] / 60:5.0f} CPU-min  "
-                  + " ".join(job.cmd[1:]))
+                  + " && ".join(" ".join(cmd[1:]) for cmd in job.cmds))
         return 0
-    return run(jobs, costs, args.lanes, (store or REPO) / "logs" / "grid")
+    return run(prereg, store, args.stages, code, args.lanes, measured, records, (store or REPO) / "logs" / "grid")
 
 
 if __name__ == "__main__":

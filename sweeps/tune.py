@@ -4,12 +4,15 @@
     python sweeps/tune.py --methods kd pkd --dry-run # the plan and the half-budget step counts
     python sweeps/tune.py --storage sqlite:////work/results/tuning.db -- paths.artifacts=/work/results/artifacts
 
-The protocol is results/preregistration.yaml ``tuning``: one Optuna TPE study per method (sampler
-seed ``sampler_seed``), ``trials`` trials, each trial training the method once on every tuning task
+The protocol is results/preregistration.yaml ``tuning``: one Optuna TPE study per method (the
+sampler of trial k seeded ``sampler_seed`` + k), ``trials`` trials, each trial training the method once on every tuning task
 (seed ``seed``, ``budget_fraction`` of the task's headline budget, its runs side by side) and
 scoring the mean of their best dev main metrics. The search space of each method is
 sweeps/conf/tuning.yaml. Re-running resumes: finished trials are kept; a trial left RUNNING by an
-interrupted driver is marked failed and its parameters are tried again.
+interrupted driver is marked failed and its parameters are tried again. On a fresh machine (an
+empty ``--storage``) the study starts from the finished trials of its committed record, and since
+each trial's sampler seed depends only on the history, it draws what it would have drawn.
+``--code DIR`` trains the trials with another checkout's distil.py (the grid's pinned worktree).
 
 Every finished study is written to ``results/tuning/<method>.json`` (each trial's parameters, per-task
 scores, objective, state and commit) and the best setting of each method to ``results/tuning/best.yaml``,
@@ -95,12 +98,12 @@ def run_trial(number: int, name: str, method: dict, params: dict, protocol: dict
         run_dir = Path(args.output_root) / "tuning" / name / f"trial-{number}" / task
         log_path = run_dir.parent / f"{task}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(REPO / "distil.py"), f"task={task}", "student=3layer",
+        cmd = [sys.executable, str(Path(args.code) / "distil.py"), f"task={task}", "student=3layer",
                *overrides_for(method, params), f"seed={protocol['seed']}", f"trainer.max_steps={steps[task]}",
                "trainer.predict_test=false", "trainer.progress=false", "trainer.measure_inference=false",
                "trainer.num_threads=1", "mlflow.purpose=tuning", "mlflow.log_model=false",
                f"hydra.run.dir={run_dir}", *args.overrides]
-        procs[task] = (subprocess.Popen(cmd, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT), run_dir)
+        procs[task] = (subprocess.Popen(cmd, cwd=args.code, stdout=log_path.open("w"), stderr=subprocess.STDOUT), run_dir)
     scores = {}
     for task, (proc, run_dir) in procs.items():
         ok = proc.wait() == 0 and (run_dir / "metrics.json").is_file()
@@ -108,8 +111,8 @@ def run_trial(number: int, name: str, method: dict, params: dict, protocol: dict
     return scores
 
 
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+def git_commit(code: Path = REPO) -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True, text=True)
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
@@ -143,13 +146,40 @@ def write_best(records_dir: Path, spaces: dict) -> Path:
     return records_dir / "best.yaml"
 
 
+def restore_trials(study, method: dict, record_path: Path) -> int:
+    """Copy the finished trials of a committed record into an empty study (a fresh machine's storage).
+
+    The record (results/tuning/<method>.json) is what survives a machine: its COMPLETE trials are
+    added with their parameters, value and attributes, so the study goes on from the same history
+    (TPE then samples from it as it would have). Returns how many trials were restored."""
+    import optuna
+
+    if study.trials or not record_path.is_file():
+        return 0
+    record = json.loads(record_path.read_text())
+    distributions = {key: optuna.distributions.FloatDistribution(float(r["low"]), float(r["high"]),
+                                                                 log=bool(r.get("log", False)))
+                     for key, r in method["space"].items()}
+    restored = 0
+    for t in sorted(record.get("trials", []), key=lambda t: t["number"]):
+        if t.get("state") != "COMPLETE" or set(t.get("params", {})) != set(distributions):
+            continue
+        attrs = {k: t.get(k) for k in ("scores", "commit", "seconds") if t.get(k) is not None}
+        study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=distributions, value=t["value"],
+                                                  user_attrs={**attrs, "restored_from": t["number"]}))
+        restored += 1
+    return restored
+
+
 def tune_method(name: str, method: dict, protocol: dict, steps: dict, args) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=int(protocol["sampler_seed"]))
-    study = optuna.create_study(study_name=f"tune-{name}", storage=args.storage, sampler=sampler,
+    study = optuna.create_study(study_name=f"tune-{name}", storage=args.storage,
                                 direction="maximize", load_if_exists=True)
+    restored = restore_trials(study, method, Path(args.records) / f"{name}.json")
+    if restored:
+        print(f"[tune] {name}: {restored} finished trial(s) restored from {args.records}/{name}.json", flush=True)
     for stale in [t for t in study.trials if t.state.name == "RUNNING"]:  # left by an interrupted driver
         study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(stale.params)
@@ -157,6 +187,9 @@ def tune_method(name: str, method: dict, protocol: dict, steps: dict, args) -> d
     finished = lambda: sum(t.state.name == "COMPLETE" for t in study.trials)  # noqa: E731
     durations = []
     while finished() < int(protocol["trials"]):
+        # the sampler is seeded per trial (sampler seed + trials so far): the next point depends only on
+        # the study's history, so a study restored on another machine draws what it would have drawn
+        study.sampler = optuna.samplers.TPESampler(seed=int(protocol["sampler_seed"]) + len(study.trials))
         trial = study.ask()
         params = sample(trial, method["space"])
         left = int(protocol["trials"]) - finished()
@@ -167,7 +200,7 @@ def tune_method(name: str, method: dict, protocol: dict, steps: dict, args) -> d
         scores = run_trial(trial.number, name, method, params, protocol, steps, args)
         durations.append(time.time() - t0)
         trial.set_user_attr("scores", scores)
-        trial.set_user_attr("commit", git_commit())
+        trial.set_user_attr("commit", git_commit(Path(args.code)))
         trial.set_user_attr("seconds", round(durations[-1], 1))
         if any(v is None for v in scores.values()):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -189,9 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="sqlite:///sweeps/tuning.db", help="Optuna storage of the studies")
     parser.add_argument("--records", default=str(RECORDS), help="where the study records and best.yaml go")
     parser.add_argument("--output-root", default="outputs", help="trial run folders: <root>/tuning/<method>/...")
+    parser.add_argument("--code", default=str(REPO), help="checkout whose distil.py trains the trials "
+                                                         "(default: this one; the grid passes its pinned worktree)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("overrides", nargs="*", help="extra distil.py overrides for every trial run")
     args = parser.parse_args(argv)
+    if not (Path(args.code) / "distil.py").is_file():
+        print(f"error: --code {args.code}: not a LAD checkout (no distil.py)", file=sys.stderr)
+        return 2
     protocol, spaces = load_protocol(), load_spaces()
     names = args.methods or list(spaces)
     unknown = [m for m in names if m not in spaces]

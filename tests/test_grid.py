@@ -1,6 +1,7 @@
 """sweeps/grid.py: the pre-registered grid as jobs of resumable drivers, priced from the benchmark."""
 
 import json
+import subprocess
 
 import yaml
 
@@ -14,24 +15,65 @@ def _bench(tmp_path):
     return path
 
 
-def test_headline_is_every_primary_method_on_every_task_with_its_tuned_setting(tmp_path, monkeypatch):
+def test_headline_runs_seed_blocks_of_every_primary_method_with_its_tuned_setting(tmp_path, monkeypatch):
     best = tmp_path / "best.yaml"
     best.write_text(yaml.safe_dump({"lad": {"overrides": ["gate=lad", "loss=lad", "optim.lr=0.0003", "optim.gate_lr=2e-06"]},
                                     "kd": {"overrides": ["gate=none", "loss=kd", "optim.lr=0.0001"]}}))
     monkeypatch.setattr(grid, "BEST", best)
     prereg = grid.load_prereg()
-    jobs = grid.plan(prereg, tmp_path / "store", ["headline"])
-    assert len(jobs) == len(prereg["tasks"]) * 4
-    assert {j.name.split()[1] for j in jobs} == {"lad", "kd", "pkd", "lad-frozen"}
-    lad_rte = next(j for j in jobs if j.name == "rte lad")
-    text = " ".join(lad_rte.cmd)
-    assert "methods=['lad']" in text and "students=['3layer']" in text and "seeds=[1,2,3,4,5]" in text
-    assert "'optim.lr=0.0003'" in text and "'optim.gate_lr=2e-06'" in text and "'gate=lad'" not in text
-    assert f"mlflow.tracking_uri=sqlite:///{tmp_path}/store/mlruns.db" in text and "'trainer.num_threads=1'" in text
-    pkd = " ".join(next(j for j in jobs if j.name == "rte pkd").cmd)
-    assert "optim.lr" not in pkd  # not tuned yet: the defaults, never another method's setting
-    sst2 = next(j for j in jobs if j.name == "sst2 lad")
-    assert "budget.epochs=1" in sst2.cmd and len(sst2.runs) == 5
+    code = tmp_path / "pin"
+    jobs = grid.plan(prereg, tmp_path / "store", ["headline"], code)
+    # one job per (task, seed): its methods run in a row, on the teacher of one session
+    assert len(jobs) == len(prereg["tasks"]) * len(prereg["seeds"])
+    rte1 = next(j for j in jobs if j.name == "rte seed 1")
+    assert [c[1] for c in rte1.cmds] == [str(code / "sweeps" / "ablation.py")] * 4
+    methods = [next(a for a in c if a.startswith("methods=")) for c in rte1.cmds]
+    assert methods == ["methods=['lad']", "methods=['kd']", "methods=['pkd']", "methods=['lad-frozen']"]
+    lad = " ".join(rte1.cmds[0])
+    assert "students=['3layer']" in lad and "seeds=[1]" in lad and "budget.epochs=3" in lad
+    assert "'optim.lr=0.0003'" in lad and "'optim.gate_lr=2e-06'" in lad and "'gate=lad'" not in lad
+    assert f"mlflow.tracking_uri=sqlite:///{tmp_path}/store/mlruns.db" in lad and "'trainer.num_threads=1'" in lad
+    assert "optim.lr" not in " ".join(rte1.cmds[2])  # pkd not tuned here: defaults, never another method's setting
+    sst2 = next(j for j in jobs if j.name == "sst2 seed 5")
+    assert all("budget.epochs=1" in c for c in sst2.cmds) and len(sst2.runs) == 4
+
+
+def test_a_fresh_machine_retrains_only_the_recorded_choice_of_a_teacher_lr_grid(tmp_path):
+    def teacher(task, lr, score, grid=True):
+        path = f"/s/artifacts/teacher_lr/{lr:g}/teachers/minilm_l6/{task}" if grid else f"/s/teachers/{task}"
+        return {"entry": "train_teacher", "task": task, "status": "FINISHED", "main_metric": "accuracy",
+                "params": {"optim.lr": str(lr), "teacher.path": path}, "metrics": {"best/accuracy": score}}
+
+    lrs = [2e-5, 5e-5, 1e-4, 2e-4]
+    records = [teacher("rte", 2e-5, 0.55), teacher("rte", 5e-5, 0.58), teacher("rte", 1e-4, 0.58),
+               teacher("rte", 2e-4, 0.53), teacher("rte", 5e-5, 0.99, grid=False)]
+    assert grid.recorded_lr_choice(records, "rte", lrs) == 5e-5      # the first of equal best scores
+    assert grid.recorded_lr_choice(records[1:], "rte", lrs) is None  # a rate missing: the grid runs in full
+    assert grid.recorded_lr_choice(records, "cola", lrs) is None
+    jobs = grid.plan(grid.load_prereg(), tmp_path, ["teachers"], tmp_path, records)
+    rte = next(j for j in jobs if j.name == "teacher rte")
+    assert rte.cmds[0][rte.cmds[0].index("--lr-grid") + 1] == "rte=5e-05" and len(rte.runs) == 1
+    cola = next(j for j in jobs if j.name == "teacher cola")
+    assert "--lr-grid" not in cola.cmds[0] and len(cola.runs) == 4
+
+
+def test_the_headline_waits_until_every_method_finished_its_tuning(tmp_path, monkeypatch, capsys):
+    best = tmp_path / "tuning" / "best.yaml"
+    best.parent.mkdir()
+    best.write_text(yaml.safe_dump({m: {"overrides": []} for m in ("lad", "kd", "pkd", "lad-frozen")}))
+    for method, done in (("lad", 8), ("kd", 8), ("pkd", 8), ("lad-frozen", 7)):
+        (best.parent / f"{method}.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}] * done}))
+    monkeypatch.setattr(grid, "BEST", best)
+    ran = []
+    monkeypatch.setattr(grid, "run_jobs", lambda jobs, *a: ran.extend(jobs) or [])
+    code = grid.run(grid.load_prereg(), tmp_path, ["headline"], tmp_path, 2,
+                    {"mrpc": (50.0, 50.0)}, [], tmp_path / "logs")
+    assert code == 1 and ran == []
+    assert "headline waits for tuning: lad-frozen not finished" in capsys.readouterr().err
+    (best.parent / "lad-frozen.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}] * 8}))
+    assert grid.run(grid.load_prereg(), tmp_path, ["headline"], tmp_path, 2, {"mrpc": (50.0, 50.0)}, [],
+                    tmp_path / "logs") == 0
+    assert len(ran) == 25
 
 
 def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_path, capsys):
@@ -45,5 +87,15 @@ def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_
 def test_bad_lanes_and_a_missing_benchmark_are_one_error_line(tmp_path, capsys):
     assert grid.main(["plan", "--lanes", "0"]) == 2
     assert grid.main(["plan", "--benchmark", str(tmp_path / "none.json")]) == 2
+    assert grid.main(["run", "--code", str(tmp_path)]) == 2
+    bench = str(_bench(tmp_path))
+    subprocess.run(["git", "init", "-q", str(tmp_path / "w")], check=True)
+    (tmp_path / "w" / "distil.py").write_text("")
+    subprocess.run(["git", "-C", str(tmp_path / "w"), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
+                    "x", "--allow-empty"], check=True)
+    assert grid.main(["run", "--code", str(tmp_path / "w"), "--benchmark", bench]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: --lanes must be >= 1" and err[1].startswith("error: no benchmark at")
+    assert err[2] == f"error: --code {tmp_path}: not a LAD checkout (no distil.py)"
+    assert err[3].startswith(f"error: --code {tmp_path / 'w'} is not a clean checkout of headline_commit 436e5c0")
+    assert len(err) == 4

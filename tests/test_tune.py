@@ -19,6 +19,7 @@ def _args(tmp_path):
         storage = f"sqlite:///{tmp_path}/tuning.db"
         records = str(tmp_path / "records")
         output_root = str(tmp_path / "out")
+        code = str(tmp_path)
         overrides: list = []
     return Args()
 
@@ -77,3 +78,34 @@ def test_an_interrupted_trial_runs_again_with_its_parameters_and_a_failed_run_fa
 def test_unknown_method_is_one_error_line(capsys):
     assert tune.main(["--methods", "distilbert", "--dry-run"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown method(s) distilbert")
+
+
+def test_a_fresh_machine_goes_on_from_the_committed_record(tmp_path, monkeypatch):
+    """The storage is lost with the machine; the record's finished trials seed the new study."""
+    monkeypatch.setattr(tune, "run_trial", lambda number, name, method, params, *a: {"mrpc": params["optim.lr"] * 1000,
+                                                                                      "rte": 0.5})
+    steps = {"mrpc": 1, "rte": 1}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = tune.tune_method("kd", SPACE, PROTOCOL, steps, _args(tmp_path / "a"))
+    first = _args(tmp_path / "b")
+    tune.tune_method("kd", SPACE, {**PROTOCOL, "trials": 2}, steps, first)
+    record = json.loads((tmp_path / "b" / "records" / "kd.json").read_text())
+    (tmp_path / "b" / "tuning.db").unlink()                      # a new machine: the record only
+    calls = []
+    monkeypatch.setattr(tune, "run_trial", lambda number, name, method, params, *a: calls.append(params) or
+                        {"mrpc": params["optim.lr"] * 1000, "rte": 0.5})
+    resumed = tune.tune_method("kd", SPACE, PROTOCOL, steps, first)
+    assert len(calls) == 1 and [t["state"] for t in resumed["trials"]] == ["COMPLETE"] * 3
+    assert [t["params"] for t in resumed["trials"][:2]] == [t["params"] for t in record["trials"]]
+    assert [t["value"] for t in resumed["trials"][:2]] == [t["value"] for t in record["trials"]]
+    # the same history gives the seeded sampler's same next point as an uninterrupted study
+    assert resumed["trials"][2]["params"] == pytest.approx(whole["trials"][2]["params"])
+    # a study that already has trials is never given the record's again
+    assert tune.restore_trials(optuna.load_study(study_name="tune-kd", storage=first.storage), SPACE,
+                               tmp_path / "b" / "records" / "kd.json") == 0
+
+
+def test_code_without_distil_py_is_one_error_line(tmp_path, capsys):
+    assert tune.main(["--code", str(tmp_path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: --code {tmp_path}: not a LAD checkout (no distil.py)\n"
