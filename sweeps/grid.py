@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -226,6 +227,20 @@ def throughput(benchmark: Path = BENCHMARK) -> dict[str, tuple[float, float]]:
     return {r["task"]: (r["rows"]["c"]["examples_per_s"], r["mean_len"]) for r in data["results"] if "c" in r["rows"]}
 
 
+def machine_note(benchmark: Path = BENCHMARK) -> str | None:
+    """A warning when the benchmark was measured on a CPU of other instruction sets than this one's."""
+    from lad.runtime import cpu_info
+
+    info = json.loads(Path(benchmark).read_text()).get("info", {})
+    here = cpu_info()
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in here["flags"])
+    if not info.get("isa") or info.get("isa") == isa:
+        return None
+    return (f"[grid] note: priced from a benchmark of another CPU ({info.get('cpu')}: {info['isa']}); this one has "
+            f"{isa or 'none of avx2/avx512'}: the estimate is off until `python benchmarks/step_time.py --threads 1` "
+            "runs here (the ETA while running is rescaled by the jobs already finished)")
+
+
 def mean_chars(task: str) -> tuple[int, float]:
     """(training examples, mean characters of their texts) from the task's train file."""
     from sweeps.tune import train_examples
@@ -274,6 +289,14 @@ def tree_commit(code: Path) -> str | None:
     return head.stdout.strip() if head.returncode == 0 and clean.returncode == 0 else None
 
 
+def script_env(cmd: list[str]) -> dict[str, str]:
+    """The environment of a job command: its script's checkout first on the import path (a pinned
+    worktree's sweeps/ablation.py imports that worktree's lad/, not the installed one)."""
+    script = Path(cmd[1])
+    root = script.parent if script.parent.name != "sweeps" else script.parent.parent
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
 def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path, code: Path,
              progress: dict) -> list[str]:
     """Run ``jobs`` on ``lanes`` workers (a job's commands one after the other); the names that failed."""
@@ -287,15 +310,20 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
                 if not queue:
                     return
                 job = queue.pop(0)
-                eta = progress["left"] / progress["lanes"] / 3600
+                eta = progress["left"] * progress["scale"] / progress["lanes"] / 3600
             print(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)", flush=True)
             log = log_dir / f"{job.stage}-{job.name.replace(' ', '_')}.log"
-            codes = []
+            codes, t_job = [], time.time()
             with log.open("a") as out:
                 for cmd in job.cmds:  # a block's methods in a row: they share this session's teacher
-                    codes.append(subprocess.run(cmd, cwd=code, stdout=out, stderr=subprocess.STDOUT).returncode)
+                    codes.append(subprocess.run(cmd, cwd=code, env=script_env(cmd), stdout=out,
+                                                stderr=subprocess.STDOUT).returncode)
             with lock:
                 progress["left"] -= costs[job.name]
+                # rescale the estimate by what finished jobs really took (lane-seconds per estimated second)
+                progress["real"] += (time.time() - t_job) * progress["lanes"] / lanes
+                progress["priced"] += costs[job.name]
+                progress["scale"] = progress["real"] / max(progress["priced"], 1.0)
                 if any(codes):
                     failed.append(job.name)
             print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
@@ -314,7 +342,8 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
     """Run the stages in order, each planned when it starts; the next one starts when it is done."""
     log_dir.mkdir(parents=True, exist_ok=True)
     estimate = price(plan(prereg, store, stages, code, records), measured)
-    progress = {"left": sum(estimate.values()), "lanes": lanes, "t0": time.time()}
+    progress = {"left": sum(estimate.values()), "lanes": lanes, "t0": time.time(), "real": 0.0, "priced": 0.0,
+                "scale": 1.0}
     failed: list[str] = []
     for stage in [s for s in STAGES if s in stages]:
         if stage in ("headline", "exploratory"):
@@ -372,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan(prereg, store, args.stages, code, records)
     costs = price(jobs, measured)
     print_plan(jobs, costs, args.lanes)
+    if (note := machine_note(Path(args.benchmark))) is not None:
+        print(note)
     if args.action == "plan":
         for job in jobs:
             print(f"[grid] {job.stage:11s} {job.name:28s} ~{costs[job.name] / 60:5.0f} CPU-min  "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -103,7 +104,9 @@ def run_trial(number: int, name: str, method: dict, params: dict, protocol: dict
                "trainer.predict_test=false", "trainer.progress=false", "trainer.measure_inference=false",
                "trainer.num_threads=1", "mlflow.purpose=tuning", "mlflow.log_model=false",
                f"hydra.run.dir={run_dir}", *args.overrides]
-        procs[task] = (subprocess.Popen(cmd, cwd=args.code, stdout=log_path.open("w"), stderr=subprocess.STDOUT), run_dir)
+        env = {**os.environ, "PYTHONPATH": str(args.code)}  # that checkout's lad/, not this one's
+        procs[task] = (subprocess.Popen(cmd, cwd=args.code, env=env, stdout=log_path.open("w"),
+                                        stderr=subprocess.STDOUT), run_dir)
     scores = {}
     for task, (proc, run_dir) in procs.items():
         ok = proc.wait() == 0 and (run_dir / "metrics.json").is_file()

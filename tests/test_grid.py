@@ -82,6 +82,17 @@ def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_
     for stage in grid.STAGES:
         assert f"[grid] {stage}: " in out
     assert "CPU-h" in out and "h wall at 2 lanes" in out
+    assert "[grid] note: priced from a benchmark of another CPU" not in out  # the benchmark names no ISA
+
+
+def test_a_benchmark_of_another_cpu_is_said(tmp_path, monkeypatch):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"info": {"cpu": "X", "isa": "avx2, avx512f, avx512_bf16"}, "results": []}))
+    monkeypatch.setattr("lad.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2"}})
+    assert grid.machine_note(path).startswith("[grid] note: priced from a benchmark of another CPU (X: avx2, "
+                                              "avx512f, avx512_bf16); this one has avx2:")
+    monkeypatch.setattr("lad.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2", "avx512f", "avx512_bf16"}})
+    assert grid.machine_note(path) is None
 
 
 def test_bad_lanes_and_a_missing_benchmark_are_one_error_line(tmp_path, capsys):
@@ -99,3 +110,8 @@ def test_bad_lanes_and_a_missing_benchmark_are_one_error_line(tmp_path, capsys):
     assert err[2] == f"error: --code {tmp_path}: not a LAD checkout (no distil.py)"
     assert err[3].startswith(f"error: --code {tmp_path / 'w'} is not a clean checkout of headline_commit 436e5c0")
     assert len(err) == 4
+
+
+def test_a_pinned_worktree_script_imports_its_own_checkout(tmp_path):
+    assert grid.script_env(["python", str(tmp_path / "pin" / "sweeps" / "ablation.py")])["PYTHONPATH"] == str(tmp_path / "pin")
+    assert grid.script_env(["python", str(tmp_path / "pin" / "distil.py")])["PYTHONPATH"] == str(tmp_path / "pin")

@@ -829,3 +829,33 @@ def test_a_teacher_published_from_an_lr_grid_is_the_grids_best_run():
     assert not published_from("artifacts/teachers/minilm_l6/rte", published)
     assert pick_teacher(runs, Counter({published: 5}))["run_id"] == "0.0001"  # not the latest (0.0002)
     assert pick_teacher(runs, Counter())["run_id"] == "0.0001"  # no student yet: the grid the newest teacher is from
+
+
+def test_pairs_need_one_teacher_run_and_the_teacher_is_the_mean_of_those_used(tmp_path):
+    """Every machine retrains the teachers into the same folder: a student's teacher is the latest run at
+    its teacher.path that started before it; a seed whose two arms had different teacher runs is left out."""
+    from sweeps.reporting.model import teacher_of
+    from sweeps.reporting.prereg import Prereg
+
+    path = "/s/artifacts/teachers/minilm_l6/rte"
+
+    def rec(run_id, entry, method, seed, score, start):
+        tags = {"lad.entry": entry, "lad.task": "rte", "lad.kind": "run", "mlflow.source.git.commit": "c0ffee1",
+                "lad.method": "teacher" if method == "teacher" else f"{method}/3layer"}
+        return export.make_record(run_id, "lad-rte", "FINISHED", T0 + start, tags,
+                                  {"seed": str(seed), "task.main_metric": "m", "trainer.max_steps": "-1",
+                                   "trainer.epochs": "3", "student.num_layers": "3", "teacher.path": path},
+                                  {"best/m": score}, None)
+
+    recs = [rec("A", "train_teacher", "teacher", 42, 0.60, 100), rec("B", "train_teacher", "teacher", 42, 0.70, 200)]
+    for seed in (1, 2, 3, 4, 5):  # machine A: seeds 1-4 of lad and kd; machine B: seed 5 of lad, kd seed 5 on A
+        recs.append(rec(f"lad{seed}", "distil", "lad", seed, 0.55 + 0.01 * seed, 100 + seed if seed < 5 else 205))
+        recs.append(rec(f"kd{seed}", "distil", "kd", seed, 0.50 + 0.02 * seed, 110 + seed))
+    assert teacher_of(recs[-2], recs)["run_id"] == "B" and teacher_of(recs[-1], recs)["run_id"] == "A"
+    assert teacher_of(recs[2], recs[2:]) is None
+    head = grouping.build_report(recs, prereg=Prereg(headline_commit="c0ffee1", tasks=("rte",))).headline
+    lad_kd = next(c for c in head.comparisons if (c.task, c.a, c.b) == ("rte", "lad", "kd"))
+    assert lad_kd.diff.n == 4 and lad_kd.unpaired == 1  # seed 5: lad on teacher B, kd on teacher A
+    assert head.teachers["rte"] == pytest.approx(0.65)  # the mean of the two teacher runs the cells used
+    page, _ = _page(recs, tmp_path, Prereg(headline_commit="c0ffee1", tasks=("rte",)))
+    assert "different teacher runs (teachers are retrained on every machine): rte lad vs kd (1)." in page

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from sweeps.kinds import is_grid_cell, is_pruned_trial, is_sweep_trial
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, NEUTRAL, REPO, GateRow, Report, Row,
                                     SweepGroup, Table, budget_of, commit_of, extras_of, latest, method_rank, pick_teacher,
-                                    score_of, sweep_label, task_rank, to_float, to_int)
+                                    score_of, sweep_label, task_rank, teacher_of, to_float, to_int)
 
 
 def build_report(records: list[dict], baselines: dict[str, dict] | None = None, prereg=None) -> Report:
@@ -103,7 +103,11 @@ def make_table(task: str, teacher: str, budget: str, extras: list[str], runs: li
     by_row = defaultdict(list)
     for r in chosen:
         by_row[(r["method"], r["student"])].append(r)
-    t_run = pick_teacher(teacher_runs, Counter(r.get("params", {}).get("teacher.path") for r in chosen))
+    linked = Counter(t["run_id"] for r in chosen if (t := teacher_of(r, teacher_runs)) is not None)
+    if linked:  # the teacher run most of the table's students were distilled from
+        t_run = next(t for t in teacher_runs if t["run_id"] == linked.most_common(1)[0][0])
+    else:
+        t_run = pick_teacher(teacher_runs, Counter(r.get("params", {}).get("teacher.path") for r in chosen))
     t_score = score_of(t_run) if t_run else None
     rows = []
     for (method, student), rs in by_row.items():

@@ -295,6 +295,10 @@ def render_primary(report: Report) -> list[str]:
         mde = "–" if c.mde is None else f"{c.mde:.2f}"
         lines.append(f"| {c.task} | {c.a} vs {c.b} | {d.n} | {diff} | {fmt_p(d.p) if d.p is not None else '–'} | "
                      f"{fmt_p(d.p_adj) if d.p_adj is not None else '–'} | {mde} | {c.verdict(pre)} |")
+    unpaired = [f"{c.task} {c.a} vs {c.b} ({c.unpaired})" for c in head.comparisons if c.unpaired]
+    if unpaired:
+        lines += ["", "Left out of n: seeds whose two runs were distilled from different teacher runs (teachers are "
+                  "retrained on every machine): " + ", ".join(unpaired) + "."]
     return lines + [""]
 
 

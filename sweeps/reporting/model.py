@@ -257,6 +257,23 @@ def pick_teacher(teachers: list[dict], paths: Counter) -> dict | None:
     return last
 
 
+def teacher_of(student: dict, teachers: list[dict]) -> dict | None:
+    """The teacher run ``student`` was distilled from, told apart by time: every machine retrains the
+    teachers into the same folder, so it is the latest run at the student's ``teacher.path`` that
+    started before the student — or, when a learning-rate grid for that folder trained after it, the
+    grid's best run (the copy sweeps/teachers.py published). None when no teacher run started before."""
+    path = str(student.get("params", {}).get("teacher.path", ""))
+    start = str(student.get("start_time") or "")
+    before = [t for t in teachers if str(t.get("start_time") or "") < start]
+    direct = [t for t in before if str(t.get("params", {}).get("teacher.path", "")) == path]
+    last = latest(direct)["start_time"] if direct else ""
+    grid = [t for t in before if published_from(str(t.get("params", {}).get("teacher.path", "")), path)
+            and score_of(t) is not None and str(t.get("start_time") or "") > last]
+    if grid:  # the best of the grid, as published (ties: the first rate, i.e. the earliest run)
+        return max(grid, key=lambda t: (score_of(t), [-ord(c) for c in str(t.get("start_time") or "")]))
+    return latest(direct) if direct else None
+
+
 def commit_of(record: dict) -> str:
     """The commit the run recorded (``mlflow.source.git.commit``), "" when it has none."""
     return str(record.get("tags", {}).get(COMMIT_TAG) or "")

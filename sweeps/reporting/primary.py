@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sweeps.kinds import is_grid_cell, is_sweep_trial
 from sweeps.reporting.grouping import primary_tables
 from sweeps.reporting.model import (NEUTRAL, Report, SeedScores, budget_of, commit_of, extras_of, latest, pick_teacher,
-                                    score_of)
+                                    score_of, teacher_of)
 from sweeps.reporting.prereg import Prereg
 from sweeps.stats import Paired, holm, mde, paired
 
@@ -33,6 +33,8 @@ class Cell(SeedScores):
     commits: dict[str, int]                # commit -> runs
     setup: str                             # budget and extra overrides of its runs
     teacher_paths: Counter = field(default_factory=Counter)
+    teacher_runs: dict = field(default_factory=dict)  # seed -> the teacher run it was distilled from (None: unknown)
+    teacher_scores: dict = field(default_factory=dict)  # teacher run id -> its score
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Comparison:
     diff: Paired | None                    # a - b, seeds paired, x100; None when a cell is missing
     mde: float | None = None               # minimum detectable paired difference (x100) at the page's power
     n_ok: bool = False                     # both cells have at least the required seeds
+    unpaired: int = 0                      # seeds left out: their two runs had different teacher runs
 
     def verdict(self, pre: Prereg) -> str:
         d = self.diff
@@ -127,11 +130,23 @@ def pick_setup(runs: list[dict]) -> list[dict]:
     return [latest(v) for _, v in sorted(per_seed.items(), key=lambda kv: str(kv[0]))]
 
 
-def make_cell(task: str, method: str, runs: list[dict]) -> Cell:
+def seed_of(record: dict) -> int:
+    return record.get("seed") if record.get("seed") is not None else -1
+
+
+def make_cell(task: str, method: str, runs: list[dict], teachers: list[dict] = ()) -> Cell:
     teacher, budget, variant = _setup(runs[0])
-    return Cell(task, method, {(r.get("seed") if r.get("seed") is not None else -1): score_of(r) for r in runs},
+    used = {seed_of(r): teacher_of(r, list(teachers)) for r in runs}
+    return Cell(task, method, {seed_of(r): score_of(r) for r in runs},
                 dict(Counter(commit_of(r) for r in runs)), budget + (f", {variant}" if variant else ""),
-                Counter(r.get("params", {}).get("teacher.path") for r in runs))
+                Counter(r.get("params", {}).get("teacher.path") for r in runs),
+                {s: (t or {}).get("run_id") for s, t in used.items()},
+                {t["run_id"]: score_of(t) for t in used.values() if t is not None})
+
+
+def task_teachers(records: list[dict], task: str) -> list[dict]:
+    return [r for r in records if r.get("entry") == "train_teacher" and r.get("task") == task
+            and r.get("status", "FINISHED") == "FINISHED" and score_of(r) is not None and not is_sweep_trial(r)]
 
 
 def headline_cells(records: list[dict], report: Report, pre: Prereg) -> dict[tuple[str, str], Cell]:
@@ -152,7 +167,7 @@ def headline_cells(records: list[dict], report: Report, pre: Prereg) -> dict[tup
     for r in headline_runs(records, pre):
         if r.get("method") in pre.methods:
             runs[(r["task"], r["method"])].append(r)
-    return {key: make_cell(*key, pick_setup(rs)) for key, rs in runs.items()}
+    return {key: make_cell(*key, pick_setup(rs), task_teachers(records, key[0])) for key, rs in runs.items()}
 
 
 def teacher_scores(records: list[dict], report: Report, cells: dict, pre: Prereg) -> dict[str, float]:
@@ -162,15 +177,17 @@ def teacher_scores(records: list[dict], report: Report, cells: dict, pre: Prereg
         if pre.headline_commit is None:
             score = prim[task].teacher_score if task in prim else None
         else:
-            teachers = [r for r in records if r.get("entry") == "train_teacher" and r.get("task") == task
-                        and r.get("status", "FINISHED") == "FINISHED" and score_of(r) is not None
-                        and not is_sweep_trial(r)]
+            used: dict[str, float] = {}
             paths: Counter = Counter()
             for (t, _), c in cells.items():
                 if t == task:
                     paths.update(c.teacher_paths)
-            chosen = pick_teacher(teachers, paths)
-            score = score_of(chosen) if chosen else None
+                    used.update(c.teacher_scores)
+            if used:  # the teachers the cells were distilled from (one per machine that ran them): their mean
+                score = statistics.fmean(used.values())
+            else:
+                chosen = pick_teacher(task_teachers(records, task), paths)
+                score = score_of(chosen) if chosen else None
         if score:
             out[task] = score
     return out
@@ -184,9 +201,13 @@ def primary_family(cells: dict, pre: Prereg) -> list[Comparison]:
             if ca is None or cb is None:
                 out.append(Comparison(task, a, b, None))
                 continue
-            d = paired(ca.scores, cb.scores)
+            # a pair counts only when both runs were distilled from the same teacher run (one machine)
+            same = {s for s in set(ca.scores) & set(cb.scores)
+                    if ca.teacher_runs.get(s) == cb.teacher_runs.get(s)}
+            d = paired({s: ca.scores[s] for s in same}, {s: cb.scores[s] for s in same})
             out.append(Comparison(task, a, b, d, mde(d, pre.alpha_star, pre.power),
-                                  n_ok=min(ca.n, cb.n, d.n) >= pre.min_seeds))
+                                  n_ok=min(ca.n, cb.n, d.n) >= pre.min_seeds,
+                                  unpaired=len(set(ca.scores) & set(cb.scores)) - len(same)))
     holm([c.diff for c in out if c.diff is not None], family_size=pre.family_size)
     return out
 
