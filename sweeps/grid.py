@@ -16,8 +16,9 @@ started again any number of times. Two jobs run side by side (``--lanes``), each
 the grid owns the machine's cores, and everything else beside it should run under ``nice -n 19``.
 
 Across machines: the MLflow store and the teachers' weights live outside git, so a fresh machine
-retrains the teachers (a task whose learning-rate grid is already in results/runs.jsonl retrains
-only the chosen rate) and the drivers skip every run the committed export holds. A teacher
+retrains the teachers of the tasks that still have work (a task whose learning-rate grid is already
+in results/runs.jsonl retrains only the chosen rate) and the drivers skip every run the committed
+export holds. A teacher
 retrained elsewhere is not the same teacher, so the paired comparisons run in *seed blocks*: one
 job trains every method of one (task, seed) cell in a row, on the teacher of that session.
 Each stage is planned when it starts (the headline reads the best.yaml that tuning just wrote,
@@ -143,11 +144,44 @@ def unfinished_tuning(prereg: dict, best: dict) -> list[str]:
     return missing
 
 
+def grid_points(prereg: dict, stages: list[str]) -> set[tuple]:
+    """(task, method, student, seed) of every distil run the headline and exploratory stages hold."""
+    points = set()
+    primary = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
+    ex = prereg["exploratory"]
+    for task in prereg["tasks"]:
+        for seed in prereg["seeds"]:
+            if "headline" in stages:
+                points |= {(task, m, prereg["student"], seed) for m in primary}
+            if "exploratory" in stages:
+                points |= {(task, m, prereg["student"], seed) for m in ex["methods"]}
+                if task in ex["two_layer"]["tasks"]:
+                    points |= {(task, m, "2layer", seed) for m in ex["two_layer"]["methods"]}
+    return points
+
+
+def tasks_with_work(prereg: dict, records: list[dict], stages: list[str]) -> list[str]:
+    """Tasks that still need a teacher on this machine: the tuning tasks while a study is unfinished,
+    and every task with a grid point the export lacks (a run of the pinned commit)."""
+    from sweeps.kinds import cell_key, is_grid_cell
+
+    best = (yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}) or {}
+    need = set(prereg["tuning"]["tasks"]) if "tuning" in stages and unfinished_tuning(prereg, best) else set()
+    pinned = str(prereg["headline_commit"])
+    done = {cell_key(r) for r in records if is_grid_cell(r)
+            and str(r.get("tags", {}).get("mlflow.source.git.commit", "")) == pinned}
+    need |= {p[0] for p in grid_points(prereg, stages) - done}
+    if "exploratory" in stages:
+        need.add("rte")  # the reference recipe's row (its own experiment, resumed by distil.py itself)
+    return [t for t in prereg["tasks"] if t in need]
+
+
 def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
-         records: list[dict] | None = None) -> list[Job]:
+         records: list[dict] | None = None, wanted: list[str] | None = None) -> list[Job]:
     """The jobs of ``stages``; ``code`` is the tree whose drivers and entry points run.
 
-    Headline and exploratory jobs are seed blocks: every method of one (task, seed) in a row."""
+    Headline and exploratory jobs are seed blocks: every method of one (task, seed) in a row. The
+    teachers stage trains only the teachers that the ``wanted`` stages (default: ``stages``) still need."""
     from sweeps.tune import load_spaces
 
     spaces = load_spaces()
@@ -169,7 +203,7 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
         extra = [o for o in store_overrides(store) if not o.startswith("paths.artifacts=")]
         from sweeps.teachers import DEFAULT_LR_GRID
 
-        for task in tasks:
+        for task in tasks_with_work(prereg, records or [], wanted or stages):
             lrs = DEFAULT_LR_GRID.get(task, [])
             chosen = recorded_lr_choice(records or [], task, lrs)
             grid = [] if chosen is None else ["--lr-grid", f"{task}={chosen:g}"]
@@ -353,7 +387,7 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
                 print(f"[grid] {stage} waits for tuning: {', '.join(waiting)} not finished "
                       f"({BEST.parent}); run the tuning stage first", file=sys.stderr)
                 return 1
-        jobs = plan(prereg, store, [stage], code, records)
+        jobs = plan(prereg, store, [stage], code, records, stages)
         costs = price(jobs, measured)
         # a tuning trial trains its tasks side by side, so fewer tuning jobs fill the lanes
         width = max(1, lanes // len(prereg["tuning"]["tasks"])) if stage == "tuning" else lanes

@@ -50,7 +50,7 @@ def test_a_fresh_machine_retrains_only_the_recorded_choice_of_a_teacher_lr_grid(
     assert grid.recorded_lr_choice(records, "rte", lrs) == 5e-5      # the first of equal best scores
     assert grid.recorded_lr_choice(records[1:], "rte", lrs) is None  # a rate missing: the grid runs in full
     assert grid.recorded_lr_choice(records, "cola", lrs) is None
-    jobs = grid.plan(grid.load_prereg(), tmp_path, ["teachers"], tmp_path, records)
+    jobs = grid.plan(grid.load_prereg(), tmp_path, ["teachers"], tmp_path, records, grid.STAGES)
     rte = next(j for j in jobs if j.name == "teacher rte")
     assert rte.cmds[0][rte.cmds[0].index("--lr-grid") + 1] == "rte=5e-05" and len(rte.runs) == 1
     cola = next(j for j in jobs if j.name == "teacher cola")
@@ -115,3 +115,29 @@ def test_bad_lanes_and_a_missing_benchmark_are_one_error_line(tmp_path, capsys):
 def test_a_pinned_worktree_script_imports_its_own_checkout(tmp_path):
     assert grid.script_env(["python", str(tmp_path / "pin" / "sweeps" / "ablation.py")])["PYTHONPATH"] == str(tmp_path / "pin")
     assert grid.script_env(["python", str(tmp_path / "pin" / "distil.py")])["PYTHONPATH"] == str(tmp_path / "pin")
+
+
+def test_teachers_are_trained_only_for_tasks_with_work_left(tmp_path, monkeypatch):
+    from sweeps import export
+
+    best = tmp_path / "tuning" / "best.yaml"
+    best.parent.mkdir()
+    monkeypatch.setattr(grid, "BEST", best)
+    prereg = grid.load_prereg()
+    pinned = prereg["headline_commit"]
+
+    def cell(task, method, seed, student="3layer", commit=pinned):
+        tags = {"lad.entry": "distil", "lad.task": task, "lad.kind": "run", "mlflow.source.git.commit": commit,
+                "lad.method": f"{method}/{student}"}
+        return export.make_record(f"{task}{method}{seed}{student}{commit}", f"lad-{task}", "FINISHED", 0, tags,
+                                  {"seed": str(seed), "task.main_metric": "m"}, {"best/m": 0.5}, None)
+
+    done = [cell(t, m, s) for t in ("rte", "sst2") for m in ("lad", "kd", "pkd", "lad-frozen") for s in prereg["seeds"]]
+    # tuning unfinished: its tasks need teachers; the headline of rte and sst2 is in the export
+    assert grid.tasks_with_work(prereg, done, ["tuning", "headline"]) == ["rte", "mrpc", "stsb", "cola"]
+    assert grid.tasks_with_work(prereg, done, ["headline"]) == ["mrpc", "stsb", "cola"]
+    other = [cell("mrpc", m, s, commit="0dd0dd0") for m in ("lad", "kd", "pkd", "lad-frozen") for s in prereg["seeds"]]
+    assert "mrpc" in grid.tasks_with_work(prereg, done + other, ["headline"])  # runs of another commit do not count
+    assert grid.tasks_with_work(prereg, done[:-1], ["headline"]) == ["mrpc", "stsb", "cola", "sst2"]  # one missing
+    jobs = grid.plan(prereg, tmp_path, ["teachers"], tmp_path, done, ["headline"])
+    assert [j.name for j in jobs] == ["teacher mrpc", "teacher stsb", "teacher cola"]
