@@ -859,3 +859,18 @@ def test_pairs_need_one_teacher_run_and_the_teacher_is_the_mean_of_those_used(tm
     assert head.teachers["rte"] == pytest.approx(0.65)  # the mean of the two teacher runs the cells used
     page, _ = _page(recs, tmp_path, Prereg(headline_commit="c0ffee1", tasks=("rte",)))
     assert "different teacher runs (teachers are retrained on every machine): rte lad vs kd (1)." in page
+
+
+def test_a_grid_in_progress_says_how_far_it_got(tmp_path):
+    from sweeps.reporting.prereg import Prereg
+
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "lad.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}] * 8}))
+    (tmp_path / "tuning" / "kd.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}, {"state": "FAIL"}]}))
+    recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}, seeds=(1, 2, 3))
+    page, _ = _page(recs, tmp_path, Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
+    assert ("Grid in progress: 60 of 100 headline runs recorded; tuning (lad 8/8, kd 1/8, pkd 0/8, lad-frozen 0/8 "
+            "trials).") in page
+    full, _ = _page(_headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}), tmp_path / "f",
+                    Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
+    assert "Grid in progress" not in full

@@ -15,6 +15,7 @@ from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Repo
                                     commits_text, fmt_params, mean_std, method_rank, num, pct, score_of, task_rank,
                                     to_int)
 from sweeps.reporting.targets import render_targets
+from sweeps.reporting.prereg import tuning_progress
 from sweeps.reporting.primary import CURVE_METHODS
 from sweeps.stats import fmt_p
 
@@ -257,6 +258,13 @@ def render_headline(report: Report) -> list[str]:
     elif not head.cells:
         lines += [f"No run of the headline commit `{pre.headline_commit}` has been recorded yet; the per-task "
                   "pages show the older runs as exploratory material.", ""]
+    expected = len(pre.tasks) * len(pre.methods) * len(pre.seeds)
+    recorded = sum(min(c.n, len(pre.seeds)) for c in head.cells.values()) if pre.headline_commit else expected
+    if recorded < expected:  # the grid is still running: say how far it got
+        tuning = tuning_progress(pre)
+        studies = "" if tuning is None else "; tuning (" + ", ".join(
+            f"{m} {n}/{pre.tuning_trials}" for m, n in tuning.items()) + " trials)"
+        lines += [f"Grid in progress: {recorded} of {expected} headline runs recorded{studies}.", ""]
     lines += [f"{pre.student} students, dev score x100, mean ± std (n = seeds).", "",
               "| task | metric | teacher | trivial baseline | " + " | ".join(methods) + " |",
               "|---|---|---:|---:|" + "---:|" * len(methods)]

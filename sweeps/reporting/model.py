@@ -264,7 +264,8 @@ def teacher_of(student: dict, teachers: list[dict]) -> dict | None:
     grid's best run (the copy sweeps/teachers.py published). None when no teacher run started before."""
     path = str(student.get("params", {}).get("teacher.path", ""))
     start = str(student.get("start_time") or "")
-    before = [t for t in teachers if str(t.get("start_time") or "") < start]
+    before = [t for t in teachers if str(t.get("start_time") or "") < start
+              and t.get("entry", "train_teacher") == "train_teacher"]
     direct = [t for t in before if str(t.get("params", {}).get("teacher.path", "")) == path]
     last = latest(direct)["start_time"] if direct else ""
     grid = [t for t in before if published_from(str(t.get("params", {}).get("teacher.path", "")), path)

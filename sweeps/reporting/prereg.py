@@ -28,6 +28,8 @@ class Prereg:
     min_tasks: int = 3
     headline_commit: str | None = None
     path: str = DEFAULT_PREREG.as_posix()
+    tuning_trials: int = 8
+    tuning_dir: str | None = None          # the tuning records (results/tuning/<method>.json), when read from a file
 
     @property
     def family_size(self) -> int:
@@ -69,6 +71,24 @@ def read_prereg(path: Path | None = None) -> Prereg:
                       wins_method=str(targets["wins"]["method"]),
                       wins_over=tuple(map(str, targets["wins"]["over"])),
                       min_tasks=int(targets["wins"]["min_tasks"]),
-                      headline_commit=None if commit in (None, "") else str(commit), path=path.as_posix())
+                      headline_commit=None if commit in (None, "") else str(commit), path=path.as_posix(),
+                      tuning_trials=int((data.get("tuning") or {}).get("trials", 8)),
+                      tuning_dir=(found.parent / "tuning").as_posix())
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise LADError(f"{path}: not a valid pre-registration ({type(exc).__name__}: {exc})") from exc
+
+
+def tuning_progress(pre: Prereg) -> dict[str, int] | None:
+    """Finished trials of each headline method's tuning study (from its record; None: no records folder)."""
+    import json
+
+    if pre.tuning_dir is None:
+        return None
+    done = {}
+    for method in pre.methods:
+        try:
+            trials = json.loads((Path(pre.tuning_dir) / f"{method}.json").read_text())["trials"]
+            done[method] = sum(t.get("state") == "COMPLETE" for t in trials)
+        except (OSError, ValueError, KeyError, TypeError):
+            done[method] = 0
+    return done
