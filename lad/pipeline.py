@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lad.config import setup_environment, validate_common
 from lad.errors import ConfigError, LADError
-from lad.fileio import write_json
+from lad.fileio import atomic_dir, write_json
 from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
@@ -80,32 +80,6 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
         hint = "" if finished else " trainer.resume=true to continue it, or"
         raise ConfigError(f"{out} already holds {state} run; pass{hint} overwrite=true to replace it")
     return out, False
-
-
-def atomic_dir(final: Path, fill) -> None:
-    """Fill a temp dir next to ``final`` with ``fill(tmp)`` and swap it into place."""
-    from lad.fileio import follow_umask, make_temp_dir
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
-    try:
-        fill(tmp)
-        follow_umask(tmp)  # safetensors writes weights as 0600
-        old = None
-        if final.exists():  # set aside first, put back if the swap fails
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            if old is not None and not final.exists():
-                os.replace(old, final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- assembly

@@ -404,7 +404,7 @@ def test_second_claim_of_a_run_directory_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- 6. files
 def test_swapped_folders_and_feature_caches_follow_the_umask(tmp_path):
     from lad.data.features import Features, save_features
-    from lad.pipeline import atomic_dir
+    from lad.fileio import atomic_dir
 
     old = os.umask(0o022)
     try:
