@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,16 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
             else:
                 out[name] = value
     return out
+
+
+def as_dict(cfg: Any, what: str, expected: str = "a mapping") -> dict[str, Any]:
+    """A config node (DictConfig, resolved, or any mapping) as a plain ``dict``; anything else is a
+    ``ConfigError`` naming ``what`` ("task config must be a mapping, got str")."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{what} must be {expected}, got {type(cfg).__name__}")
+    return dict(cfg)
 
 
 def require_positive(name: str, value: float, allow_zero: bool = False) -> None:

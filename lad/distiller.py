@@ -129,10 +129,6 @@ class Distiller(nn.Module):
         """The training step (so that DistributedDataParallel can wrap the module)."""
         return self.training_step(batch)
 
-    @torch.no_grad()
-    def predict(self, batch: dict) -> torch.Tensor:
-        return self.student_forward(batch).logits
-
     # --- optimisation and state ------------------------------------------------------
     def param_groups(self, lr: float, gate_lr: float) -> list[ParamGroup]:
         student_params = [p for p in self.student.parameters() if p.requires_grad]

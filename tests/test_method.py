@@ -19,6 +19,7 @@ from conftest import compose, save_tiny_model
 from lad.distiller import Distiller
 from lad.gates import HighwayGates
 from lad.losses import Objective
+from lad.testing import evaluate
 from lad.models.student import build_student
 from test_pipeline import distil_cfg, recorder  # noqa: F401  (fixture re-used)
 
@@ -176,8 +177,8 @@ def test_hidden_positions_real_ignores_padding_and_all_averages_every_position()
                      temperature=1.0, is_regression=False, hidden_positions="real")
     full = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
                      temperature=1.0, is_regression=False, hidden_positions="all")
-    _, p_real = real(logits, None, s_hidden=s, targets=t, mask=mask)
-    _, p_all = full(logits, None, s_hidden=s, targets=t, mask=mask)
+    _, p_real = evaluate(real, logits, None, s_hidden=s, targets=t, mask=mask)
+    _, p_all = evaluate(full, logits, None, s_hidden=s, targets=t, mask=mask)
     assert p_real["hidden"] == pytest.approx(1.0)  # every real position has error 1
     assert p_all["hidden"] == pytest.approx((7 * 1 + 25) / 8)  # 8 positions, one of them padding (error 25)
 
@@ -324,7 +325,7 @@ def test_reference_gate_stack_and_hidden_loss_equal_the_paper_equations():
         assert torch.allclose(got, A[m - 1], rtol=0, atol=1e-10)
     objective = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
                           temperature=1.0, is_regression=False, hidden_positions="all")
-    total, _ = objective(torch.zeros(B, 2, dtype=torch.float64), None, s_hidden=S, targets=targets, mask=mask)
+    total, _ = evaluate(objective, torch.zeros(B, 2, dtype=torch.float64), None, s_hidden=S, targets=targets, mask=mask)
     expected = sum(((s - A[m - 1]) ** 2).mean() for s, m in zip(S, layer_map)) / len(layer_map)
     assert abs(total.item() - expected.item()) < 1e-10
 
