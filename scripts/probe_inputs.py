@@ -155,7 +155,7 @@ def _schema_cases() -> list[Case]:
     defaults = compose("distil", ["teacher=local", "student=2layer"])
     cases = []
     for name, key in KEYS.items():
-        if name.startswith(("search.", "n_trials", "student.hidden_size", "student.intermediate_size",
+        if name.startswith(("search.", "n_trials", "max_trials", "student.hidden_size", "student.intermediate_size",
                             "student.num_attention_heads", "task.is_regression")):
             continue
         if key.kind == "int":

@@ -51,15 +51,23 @@ def test_the_docs_index_lists_every_page():
 
 
 def test_documented_sweeps_reach_the_trial_counts_they_ask_for():
-    """The sweeper's n_trials caps one run; the study stops at max_trials (20 in the search files):
-    a documented ``hydra.sweeper.n_trials=N`` above the file's total would stop short, silently."""
+    """In both search paths n_trials caps one run and the study stops at max_trials (20 in the search
+    files, 30 in conf/search.yaml): a documented ``n_trials=N`` above that total would stop short, silently."""
     from omegaconf import OmegaConf
 
     from doc_commands import PAGES, shown_commands
 
+    checked = 0
     for command in [c for page in PAGES for c in shown_commands(page)]:
         args = dict(a.split("=", 1) for a in command.argv if "=" in a and not a.startswith("-"))
         if "hparams_search" in args and "hydra.sweeper.n_trials" in args:
-            total = int(args.get("hydra.sweeper.max_trials") or OmegaConf.load(
-                REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials)
-            assert int(args["hydra.sweeper.n_trials"]) <= total, f"{command.page}:{command.line}: {command.text}"
+            asked, total = args["hydra.sweeper.n_trials"], args.get("hydra.sweeper.max_trials") or OmegaConf.load(
+                REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials
+        elif any(a.endswith("sweeps/search.py") for a in command.argv) and "n_trials" in args:
+            asked = args["n_trials"]
+            total = args.get("max_trials") or OmegaConf.load(REPO / "conf" / "search.yaml").max_trials
+        else:
+            continue
+        checked += 1
+        assert total in (None, "null") or int(asked) <= int(total), f"{command.page}:{command.line}: {command.text}"
+    assert checked, "no documented command sets n_trials"
