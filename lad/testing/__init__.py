@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from lad.config import REPO_ROOT as REPO
+
 SHARED_GLUE = REPO.parent / "shared" / "glue"
 
 POS = ["good", "great", "fine", "happy", "nice", "excellent", "lovely", "superb"]
