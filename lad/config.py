@@ -113,6 +113,24 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def load_with_bases(path: str | os.PathLike) -> DictConfig:
+    """One file of a config group as Hydra composes it alone: the files of its own group that its
+    ``defaults`` name (``- kd``, ``- reference/base``) merged first, then the file itself where its
+    ``_self_`` stands (last if it names none). ``override /<group>: ...`` entries are left to Hydra."""
+    path = Path(path)
+    own = OmegaConf.load(path)
+    entries = list(own.pop("defaults", None) or [])
+    if "_self_" not in entries:
+        entries.append("_self_")
+    merged = OmegaConf.create()
+    for entry in entries:
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, own)
+        elif isinstance(entry, str):
+            merged = OmegaConf.merge(merged, load_with_bases(path.parent / f"{entry}.yaml"))
+    return merged
+
+
 def as_dict(cfg: Any, what: str, expected: str = "a mapping") -> dict[str, Any]:
     """A config node (DictConfig, resolved, or any mapping) as a plain ``dict``; anything else is a
     ``ConfigError`` naming ``what`` ("task config must be a mapping, got str")."""

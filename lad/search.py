@@ -124,8 +124,10 @@ def load_space(space_file: str, params: dict | None = None):
     path = Path(space_file)
     if not path.is_file():
         raise ConfigError(f"search.space_file {path} does not exist")
-    base = OmegaConf.load(path).hydra.sweeper.params
-    merged = flat_params(OmegaConf.to_container(base, resolve=False))
+    from lad.config import load_with_bases
+
+    base = OmegaConf.select(load_with_bases(path), "hydra.sweeper.params")  # none in hparams_search/default.yaml
+    merged = flat_params(OmegaConf.to_container(base, resolve=False) if base is not None else {})
     merged.update(flat_params(params or {}))
     return parse_search_space(merged)
 

@@ -56,12 +56,13 @@ def test_documented_sweeps_reach_the_trial_counts_they_ask_for():
     from omegaconf import OmegaConf
 
     from doc_commands import PAGES, shown_commands
+    from lad.config import load_with_bases
 
     checked = 0
     for command in [c for page in PAGES for c in shown_commands(page)]:
         args = dict(a.split("=", 1) for a in command.argv if "=" in a and not a.startswith("-"))
         if "hparams_search" in args and "hydra.sweeper.n_trials" in args:
-            asked, total = args["hydra.sweeper.n_trials"], args.get("hydra.sweeper.max_trials") or OmegaConf.load(
+            asked, total = args["hydra.sweeper.n_trials"], args.get("hydra.sweeper.max_trials") or load_with_bases(
                 REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials
         elif any(a.endswith("sweeps/search.py") for a in command.argv) and "n_trials" in args:
             asked = args["n_trials"]

@@ -262,7 +262,9 @@ EXPECTED = {
 
 @pytest.mark.parametrize("path", sorted((CONF / "loss").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_loss_config_builds(path):
-    cfg = OmegaConf.load(path)
+    from lad.config import load_with_bases
+
+    cfg = load_with_bases(path)
     assert cfg.name == path.stem
     obj = Objective.from_config(cfg, is_regression=False)
     if cfg.name in EXPECTED:
