@@ -68,12 +68,14 @@ class StepInputs:
 
 @dataclass
 class ParamGroup:
-    """Parameters sharing one AdamW optimiser and LR; ``clip_units`` are clipped separately
-    (default: the whole group together)."""
+    """Parameters sharing one AdamW optimiser and learning rate, declared by the module that owns
+    them: ``name`` (its LR is logged as ``train/lr_<name>``; the first group's as ``train/lr``),
+    ``lr_key`` (the ``optim.<lr_key>`` that sets the LR) and ``clip_units`` (clipped separately;
+    default: the whole group together)."""
 
     name: str
     params: list
-    lr: float
+    lr_key: str = "lr"
     clip_units: list | None = None
 
     def units(self) -> list:
@@ -130,14 +132,16 @@ class Distiller(nn.Module):
         return self.training_step(batch)
 
     # --- optimisation and state ------------------------------------------------------
-    def param_groups(self, lr: float, gate_lr: float) -> list[ParamGroup]:
+    def param_groups(self) -> list[ParamGroup]:
+        """What the training loop optimises: the student (with the projection) at ``optim.lr``, and the
+        trainable gates at ``optim.gate_lr``, each gate clipped as the gate stack says."""
         student_params = [p for p in self.student.parameters() if p.requires_grad]
         if self.projection is not None:
             student_params += list(self.projection.parameters())
-        groups = [ParamGroup("student", student_params, lr)]
+        groups = [ParamGroup("student", student_params, "lr")]
         gate_params = self.gate.trainable_parameters() if self.gate is not None else []
         if gate_params and self.objective.uses_gate:  # frozen gates: no optimiser sees them
-            groups.append(ParamGroup("gate", gate_params, gate_lr, self.gate.clip_units()))
+            groups.append(ParamGroup("gate", gate_params, "gate_lr", self.gate.clip_units()))
         return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -41,6 +41,9 @@ class Aggregator(nn.Module):
     needs_student_hidden: bool = False
     # True when the targets depend on padded positions (then a cache of unpadded rows cannot serve them)
     reads_padding: bool = False
+    # True when the targets are the mapped teacher layers themselves (nothing aggregated): the one kind
+    # of gate a loss without a term that reads gate targets can be configured with
+    direct_map: bool = False
 
     def __init__(self, num_layers: int | None = None, hidden_size: int | None = None,
                  frozen: bool = False, clip_per_gate: bool = False) -> None:
@@ -274,6 +277,8 @@ class HighwayGates(Aggregator):
 class DirectGates(Aggregator):
     """``none``: direct layer mapping, target_k = H_{layer_map[k]}."""
 
+    direct_map = True
+
     def teacher_layers(self, layer_map: Sequence[int], num_layers: int) -> tuple[int, ...]:
         return tuple(sorted({int(m) for m in layer_map}))
 
@@ -352,6 +357,23 @@ class AttentionGates(Aggregator):
                 m = mask.to(alpha.dtype)[None, :, :, None]
                 self.gate_values = (alpha * m).sum(dim=(1, 2)) / m.sum().clamp_min(1.0)
         return list(targets.unbind(0))
+
+
+def gate_class(cfg: Any) -> type[Aggregator]:
+    """The aggregator class a gate config names by ``_target_`` (imported, not built)."""
+    from hydra.utils import get_class
+
+    spec = as_dict(cfg, "gate config")
+    if "_target_" not in spec:
+        raise ConfigError(f"gate config {spec.get('name')!r} has no _target_ (the class to build, e.g. lad.gates.HighwayGates)")
+    try:
+        cls = get_class(str(spec["_target_"]))
+    except Exception as err:  # noqa: BLE001 - an unimportable or misspelled class
+        raise ConfigError(f"cannot import gate {spec.get('name')!r} from {spec['_target_']!r}: "
+                          f"{' '.join(str(err).split())}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Aggregator)):
+        raise ConfigError(f"gate {spec.get('name')!r}: _target_ {spec['_target_']!r} is not a lad.gates aggregator")
+    return cls
 
 
 def build_gate(cfg: Any, num_layers: int, hidden_size: int) -> Aggregator:

@@ -111,10 +111,14 @@ def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
 FROZEN = ("gate.frozen=true",)  # the same gate stack kept at its random init (adaptivity ablation)
 
 
-def method_of(gate: str, loss: str, frozen: bool = False) -> str:
+def method_of(gate: str, loss: str, frozen: bool = False, conf_dir: Path = CONF_DIR) -> str:
+    """The method label of ``gate=<gate> loss=<loss>`` (lad.tracking.method_label on their files)."""
     from lad.tracking import method_label
 
-    return method_label(OmegaConf.create({"gate": {"name": gate, "frozen": frozen}, "loss": {"name": loss}}))
+    gate_cfg = load_with_bases(conf_dir / "gate" / f"{gate}.yaml")
+    if frozen:
+        gate_cfg.frozen = True
+    return method_label(OmegaConf.create({"gate": gate_cfg, "loss": load_with_bases(conf_dir / "loss" / f"{loss}.yaml")}))
 
 
 def gate_can_freeze(gate: str, conf_dir: Path = CONF_DIR) -> bool:

@@ -409,6 +409,9 @@ def test_lr_scheduler_type_shapes_the_logged_learning_rate(tmp_path, tiny_teache
     run(cfg)
     lrs = [m["train/lr"] for _, m in recorder.metrics if "train/lr" in m]
     assert len(lrs) == 10
+    # every parameter group's LR is logged, by the group's name: the gates' follow the same shape
+    gate_lrs = [m["train/lr_gate"] for _, m in recorder.metrics if "train/lr" in m]
+    assert gate_lrs == pytest.approx([lr * float(cfg.optim.gate_lr) / 1e-3 for lr in lrs])
     # logged after each step: the LR the next step uses; Hugging Face's warm-up is step / 3
     assert lrs[0] == pytest.approx(1e-3 / 3) and lrs[1] == pytest.approx(2e-3 / 3)
     after = lrs[2:]
