@@ -114,9 +114,10 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_with_bases(path: str | os.PathLike) -> DictConfig:
-    """One file of a config group as Hydra composes it alone: the files of its own group that its
-    ``defaults`` name (``- kd``, ``- reference/base``) merged first, then the file itself where its
-    ``_self_`` stands (last if it names none). ``override /<group>: ...`` entries are left to Hydra."""
+    """One file of a config group as Hydra composes it alone: the files its ``defaults`` name (``- kd``
+    beside it, ``- /recipe/distil/reference/base`` from ``conf/``) merged first, then the file itself
+    where its ``_self_`` stands (last if it names none). ``override /<group>: ...`` entries are left
+    to Hydra."""
     path = Path(path)
     own = OmegaConf.load(path)
     entries = list(own.pop("defaults", None) or [])
@@ -126,8 +127,9 @@ def load_with_bases(path: str | os.PathLike) -> DictConfig:
     for entry in entries:
         if entry == "_self_":
             merged = OmegaConf.merge(merged, own)
-        elif isinstance(entry, str):
-            merged = OmegaConf.merge(merged, load_with_bases(path.parent / f"{entry}.yaml"))
+        elif isinstance(entry, str):  # "kd" beside this file, "/recipe/distil/reference/base" from conf/
+            base = CONF_DIR / f"{entry[1:]}.yaml" if entry.startswith("/") else path.parent / f"{entry}.yaml"
+            merged = OmegaConf.merge(merged, load_with_bases(base))
     return merged
 
 
