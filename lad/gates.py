@@ -363,8 +363,10 @@ def gate_class(cfg: Any) -> type[Aggregator]:
     """The aggregator class a gate config names by ``_target_`` (imported, not built)."""
     from hydra.utils import get_class
 
-    spec = as_dict(cfg, "gate config")
-    if "_target_" not in spec:
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"gate config must be a mapping, got {type(cfg).__name__}")
+    spec = {key: cfg.get(key) for key in ("name", "_target_")}  # the rest may interpolate other groups
+    if spec["_target_"] is None:
         raise ConfigError(f"gate config {spec.get('name')!r} has no _target_ (the class to build, e.g. lad.gates.HighwayGates)")
     try:
         cls = get_class(str(spec["_target_"]))
