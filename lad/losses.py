@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lad.config import as_dict
 from lad.errors import ConfigError
-from lad.loss_terms import (GATED, TERMS, LossTerm, build_term, option_keys, term_of_weight,
+from lad.loss_terms import (CAPTURED, GATED, TERMS, LossTerm, build_term, option_keys, term_of_weight,
                             weight_key)
 from lad.loss_terms.layers import HIDDEN_POSITIONS, at_least_fp32, hidden_mse, pkd_loss
 from lad.loss_terms.logits import hard_loss, soft_loss
@@ -61,7 +61,13 @@ class Objective:
     # --- what the terms need (asked by the distiller, the teacher cache and the pipeline) ----
     @property
     def teacher_needs(self) -> frozenset[str]:
-        return frozenset().union(*(t.teacher for _, _, t in self.terms))
+        captured = {CAPTURED} if any(c.model == "teacher" for c in self.captures.values()) else set()
+        return frozenset().union(*(t.teacher for _, _, t in self.terms), captured)
+
+    @property
+    def captures(self) -> dict:
+        """``{key: Capture}`` of every configured term (the module outputs the distiller hooks)."""
+        return {key: capture for _, _, t in self.terms for key, capture in t.captures.items()}
 
     @property
     def student_needs(self) -> frozenset[str]:

@@ -52,7 +52,7 @@ from lad.distiller import TeacherOutputs
 from lad.errors import ConfigError, LADError
 from lad.fileio import atomic_dir
 from lad.locks import file_lock
-from lad.loss_terms import ATTENTIONS, CLS, GATED, MAPPED, TEACHER_HIDDEN
+from lad.loss_terms import ATTENTIONS, CAPTURED, CLS, GATED, MAPPED, TEACHER_HIDDEN
 from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def required_content(module) -> tuple[Content | None, str]:
                           "of unpadded rows cannot reproduce")
     if ATTENTIONS in needs:
         reasons.append("a loss term reads the teacher's attention maps, which the cache does not store")
+    if CAPTURED in needs:
+        reasons.append("a loss term reads outputs of teacher modules captured during the forward pass "
+                       "(LossTerm.captures), which the cache does not store")
     if any(reasons):
         return None, next(r for r in reasons if r)
     if not needs & TEACHER_HIDDEN:
