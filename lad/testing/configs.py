@@ -60,13 +60,19 @@ def digest(data: dict | str) -> str:
 
 
 def every() -> dict[str, dict | str]:
+    """``"<entry> <override>"`` -> the composed config (or its error)."""
     return {" ".join([entry, *overrides]): composed(entry, overrides) for entry, overrides in compositions()}
+
+
+def digests(full: dict[str, dict | str] | None = None) -> dict[str, str]:
+    """``"<entry> <override>"`` -> the digest of its composition."""
+    return {name: digest(data) for name, data in (every() if full is None else full).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     full = every()
-    found = {name: digest(data) for name, data in full.items()}
+    found = digests(full)
     if "--dump" in argv:
         Path(argv[argv.index("--dump") + 1]).write_text(json.dumps(full, indent=1, sort_keys=True, default=str))
     if "--write" in argv:
