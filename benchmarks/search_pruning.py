@@ -363,7 +363,8 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
     trials = args.trials if arm == "none" else args.max_trials
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        overrides = [f"task={args.task}", "student=3layer", f"n_trials={trials}", f"search.pruner={pruner}",
+        overrides = [f"task={args.task}", "student=3layer", f"n_trials={trials}", "max_trials=null",  # a fresh study
+                     f"search.pruner={pruner}",
                      f"search.storage=sqlite:///{tmp / 'optuna.db'}", "search.study_name=bench",
                      f"output_dir={tmp / 'out'}", f"paths.cache={tmp / 'cache'}", "mlflow=off",
                      "trainer.progress=false", "search.plots=false", "trainer.measure_inference=false",

@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lad.errors import LADError
+from lad.fileio import atomic_dir
+from lad.signals import deferred
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +62,18 @@ def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor],
     final = ckpt_dir / f"step-{step}"
     for stale in ckpt_dir.glob(".tmp-step-*"):  # left behind by a killed run
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = ckpt_dir / f".tmp-step-{step}-{os.getpid()}"
-    from lad.signals import deferred
+    def fill(tmp: Path) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
+        sums = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
+        (tmp / SUMS).write_text(json.dumps(sums, indent=1))
 
     # SIGINT / SIGTERM wait until the checkpoint is complete (seconds); any failure removes the temp dir
     with deferred():
-        try:
-            _write_checkpoint(tmp, final, weights, state)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        atomic_dir(final, fill, tmp_name=f".tmp-step-{step}-{os.getpid()}", fsync=True)
     for old in list_checkpoints(ckpt_dir)[max(keep, 1):]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _write_checkpoint(tmp: Path, final: Path, weights: dict[str, torch.Tensor], state: dict) -> None:
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
-    torch.save(state, tmp / STATE)
-    from lad.fileio import follow_umask
-
-    follow_umask(tmp / WEIGHTS)  # safetensors writes 0600; the run's other files follow the umask
-    sums = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
-    (tmp / SUMS).write_text(json.dumps(sums, indent=1))
-    for fh_path in (tmp / WEIGHTS, tmp / STATE, tmp / SUMS):
-        with open(fh_path, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 class NumericFault(LADError):

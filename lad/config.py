@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,36 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
             else:
                 out[name] = value
     return out
+
+
+def load_with_bases(path: str | os.PathLike) -> DictConfig:
+    """One file of a config group as Hydra composes it alone: the files its ``defaults`` name (``- kd``
+    beside it, ``- /recipe/distil/reference/base`` from ``conf/``) merged first, then the file itself
+    where its ``_self_`` stands (last if it names none). ``override /<group>: ...`` entries are left
+    to Hydra."""
+    path = Path(path)
+    own = OmegaConf.load(path)
+    entries = list(own.pop("defaults", None) or [])
+    if "_self_" not in entries:
+        entries.append("_self_")
+    merged = OmegaConf.create()
+    for entry in entries:
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, own)
+        elif isinstance(entry, str):  # "kd" beside this file, "/recipe/distil/reference/base" from conf/
+            base = CONF_DIR / f"{entry[1:]}.yaml" if entry.startswith("/") else path.parent / f"{entry}.yaml"
+            merged = OmegaConf.merge(merged, load_with_bases(base))
+    return merged
+
+
+def as_dict(cfg: Any, what: str, expected: str = "a mapping") -> dict[str, Any]:
+    """A config node (DictConfig, resolved, or any mapping) as a plain ``dict``; anything else is a
+    ``ConfigError`` naming ``what`` ("task config must be a mapping, got str")."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{what} must be {expected}, got {type(cfg).__name__}")
+    return dict(cfg)
 
 
 def require_positive(name: str, value: float, allow_zero: bool = False) -> None:

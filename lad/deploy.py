@@ -286,14 +286,9 @@ def ratio(row: dict, base: dict) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from lad.runtime import cpu_info
+
+    cpu = cpu_info()["model"] or platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 

@@ -6,13 +6,16 @@ training loop serves both entry points.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from fnmatch import fnmatch
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from lad.errors import ConfigError
 from lad.loss_terms import ATTENTIONS, HIDDEN, STUDENT_ATTENTIONS, TEACHER_HIDDEN
 from lad.models.arch import forward_inputs, hidden_size
 
@@ -25,11 +28,43 @@ class TeacherOutputs(NamedTuple):
     attentions: list | None = None
 
 
+class Captured:
+    """The outputs of the submodules that loss terms' :class:`lad.loss_terms.Capture` s name, kept by
+    forward hooks while a training step's forward passes run (and only then)."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, list] | None = None
+        self.handles: list = []
+
+    def hook(self, model: nn.Module, key: str, pattern: str, owner: str) -> None:
+        """Keep the outputs of ``model``'s submodules whose names match the glob ``pattern`` under ``key``."""
+        matched = [mod for name, mod in model.named_modules() if fnmatch(name, pattern)]
+        if not matched:
+            raise ConfigError(f"loss term input {key!r}: no {owner} module matches {pattern!r} "
+                              f"(names as in {owner}.named_modules(), e.g. 'bert.encoder.layer.0.intermediate')")
+        for mod in matched:
+            self.handles.append(mod.register_forward_hook(partial(self._keep, key)))
+
+    def _keep(self, key: str, module, args, output) -> None:
+        if self.outputs is not None:
+            self.outputs.setdefault(key, []).append(output[0] if isinstance(output, tuple) else output)
+
+    @contextmanager
+    def recording(self):
+        self.outputs = {}
+        try:
+            yield self.outputs
+        finally:
+            self.outputs = None
+
+
 class StepInputs:
     """The inputs of the loss terms for one training step, computed when a term first reads them."""
 
-    def __init__(self, module: "Distiller", batch: dict, s_out, teacher: TeacherOutputs | None):
+    def __init__(self, module: "Distiller", batch: dict, s_out, teacher: TeacherOutputs | None,
+                 captured: dict | None = None):
         self.module, self.batch, self.s_out, self.teacher = module, batch, s_out, teacher
+        self.captured = captured or {}
         self.s_logits = s_out.logits
         self.labels = batch["labels"]
         self.mask = batch["attention_mask"]
@@ -68,12 +103,14 @@ class StepInputs:
 
 @dataclass
 class ParamGroup:
-    """Parameters sharing one AdamW optimiser and LR; ``clip_units`` are clipped separately
-    (default: the whole group together)."""
+    """Parameters sharing one AdamW optimiser and learning rate, declared by the module that owns
+    them: ``name`` (its LR is logged as ``train/lr_<name>``; the first group's as ``train/lr``),
+    ``lr_key`` (the ``optim.<lr_key>`` that sets the LR) and ``clip_units`` (clipped separately;
+    default: the whole group together)."""
 
     name: str
     params: list
-    lr: float
+    lr_key: str = "lr"
     clip_units: list | None = None
 
     def units(self) -> list:
@@ -98,6 +135,9 @@ class Distiller(nn.Module):
             raise ValueError("the objective needs a teacher but none was given")
         for _, _, term in objective.terms:
             term.check_models(student, teacher)
+        self.captured = Captured()  # the module outputs the terms read (a plain object: no submodule)
+        for key, capture in objective.captures.items():
+            self.captured.hook(student if capture.model == "student" else teacher, key, capture.modules, capture.model)
         # attention maps are returned by the eager attention path only (SDPA does not expose them)
         for model, reads in ((student, STUDENT_ATTENTIONS in objective.student_needs),
                              (teacher, ATTENTIONS in objective.teacher_needs)):
@@ -121,27 +161,26 @@ class Distiller(nn.Module):
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         needs = self.objective.student_needs
-        s_out = self.student_forward(batch, hidden=HIDDEN in needs, attentions=STUDENT_ATTENTIONS in needs)
-        teacher = self.teacher_outputs(batch) if self.objective.needs_teacher else None
-        return self.objective.evaluate(StepInputs(self, batch, s_out, teacher))
+        with self.captured.recording() as captured:
+            s_out = self.student_forward(batch, hidden=HIDDEN in needs, attentions=STUDENT_ATTENTIONS in needs)
+            teacher = self.teacher_outputs(batch) if self.objective.needs_teacher else None
+        return self.objective.evaluate(StepInputs(self, batch, s_out, teacher, captured))
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         """The training step (so that DistributedDataParallel can wrap the module)."""
         return self.training_step(batch)
 
-    @torch.no_grad()
-    def predict(self, batch: dict) -> torch.Tensor:
-        return self.student_forward(batch).logits
-
     # --- optimisation and state ------------------------------------------------------
-    def param_groups(self, lr: float, gate_lr: float) -> list[ParamGroup]:
+    def param_groups(self) -> list[ParamGroup]:
+        """What the training loop optimises: the student (with the projection) at ``optim.lr``, and the
+        trainable gates at ``optim.gate_lr``, each gate clipped as the gate stack says."""
         student_params = [p for p in self.student.parameters() if p.requires_grad]
         if self.projection is not None:
             student_params += list(self.projection.parameters())
-        groups = [ParamGroup("student", student_params, lr)]
+        groups = [ParamGroup("student", student_params, "lr")]
         gate_params = self.gate.trainable_parameters() if self.gate is not None else []
         if gate_params and self.objective.uses_gate:  # frozen gates: no optimiser sees them
-            groups.append(ParamGroup("gate", gate_params, gate_lr, self.gate.clip_units()))
+            groups.append(ParamGroup("gate", gate_params, "gate_lr", self.gate.clip_units()))
         return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lad.config import as_dict
 from lad.errors import ConfigError
 
 NORMS = ("per_token", "per_sequence")
@@ -40,6 +41,9 @@ class Aggregator(nn.Module):
     needs_student_hidden: bool = False
     # True when the targets depend on padded positions (then a cache of unpadded rows cannot serve them)
     reads_padding: bool = False
+    # True when the targets are the mapped teacher layers themselves (nothing aggregated): the one kind
+    # of gate a loss without a term that reads gate targets can be configured with
+    direct_map: bool = False
 
     def __init__(self, num_layers: int | None = None, hidden_size: int | None = None,
                  frozen: bool = False, clip_per_gate: bool = False) -> None:
@@ -57,10 +61,6 @@ class Aggregator(nn.Module):
         self.clip_per_gate = clip_per_gate
         # Detached summary of the last forward (for heatmaps); None when not applicable.
         self.gate_values: Tensor | None = None
-
-    @property
-    def has_params(self) -> bool:
-        return any(True for _ in self.parameters())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimiser should update (none when ``frozen``)."""
@@ -277,6 +277,8 @@ class HighwayGates(Aggregator):
 class DirectGates(Aggregator):
     """``none``: direct layer mapping, target_k = H_{layer_map[k]}."""
 
+    direct_map = True
+
     def teacher_layers(self, layer_map: Sequence[int], num_layers: int) -> tuple[int, ...]:
         return tuple(sorted({int(m) for m in layer_map}))
 
@@ -357,59 +359,38 @@ class AttentionGates(Aggregator):
         return list(targets.unbind(0))
 
 
-GATES: dict[str, type[Aggregator]] = {
-    "lad": HighwayGates,
-    "lad_reverse": HighwayGates,
-    "none": DirectGates,
-    "mean": MeanGates,
-    "attention": AttentionGates,
-}
+def gate_class(cfg: Any) -> type[Aggregator]:
+    """The aggregator class a gate config names by ``_target_`` (imported, not built)."""
+    from hydra.utils import get_class
 
-# Constructor arguments implied by a registry name (used when a config has no _target_).
-_NAME_DEFAULTS: dict[str, dict[str, Any]] = {"lad_reverse": {"reverse": True}}
-
-
-def _to_dict(cfg: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    if isinstance(cfg, str):
-        return {"name": cfg}
-    raise ConfigError(f"gate config must be a mapping or a name, got {type(cfg).__name__}")
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"gate config must be a mapping, got {type(cfg).__name__}")
+    spec = {key: cfg.get(key) for key in ("name", "_target_")}  # the rest may interpolate other groups
+    if spec["_target_"] is None:
+        raise ConfigError(f"gate config {spec.get('name')!r} has no _target_ (the class to build, e.g. lad.gates.HighwayGates)")
+    try:
+        cls = get_class(str(spec["_target_"]))
+    except Exception as err:  # noqa: BLE001 - an unimportable or misspelled class
+        raise ConfigError(f"cannot import gate {spec.get('name')!r} from {spec['_target_']!r}: "
+                          f"{' '.join(str(err).split())}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Aggregator)):
+        raise ConfigError(f"gate {spec.get('name')!r}: _target_ {spec['_target_']!r} is not a lad.gates aggregator")
+    return cls
 
 
-def build_gate(
-    cfg: Any,
-    num_layers: int | None = None,
-    hidden_size: int | None = None,
-    *,
-    num_teacher_layers: int | None = None,
-) -> Aggregator:
-    """Build an aggregator from ``{name, _target_, ...}`` (or just a registry name).
+def build_gate(cfg: Any, num_layers: int, hidden_size: int) -> Aggregator:
+    """Build an aggregator from a gate config ``{name, _target_, <constructor arguments>...}``.
 
-    ``num_layers`` (alias ``num_teacher_layers``) and ``hidden_size`` are passed to the
-    constructor; ``name`` is dropped. Without ``_target_`` the class comes from ``GATES``.
+    ``num_layers`` (of the teacher) and ``hidden_size`` are passed to the constructor; ``name`` is
+    dropped.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    if num_layers is None:
-        num_layers = num_teacher_layers
-    if num_layers is None or hidden_size is None:
-        raise ValueError("build_gate needs num_layers and hidden_size")
-    spec = _to_dict(cfg)
+    spec = as_dict(cfg, "gate config")
     name = spec.pop("name", None)
     if "_target_" not in spec:
-        if name not in GATES:
-            raise ConfigError(f"unknown gate {name!r}; choose one of {', '.join(GATES)}")
-        spec = {**_NAME_DEFAULTS.get(str(name), {}), **spec}
-        try:
-            return GATES[str(name)](num_layers=num_layers, hidden_size=hidden_size, **spec)
-        except TypeError as err:
-            raise ConfigError(f"gate {name!r}: {err}") from err
+        raise ConfigError(f"gate config {name!r} has no _target_ (the class to build, e.g. lad.gates.HighwayGates)")
     try:
         gate = instantiate(spec, num_layers=num_layers, hidden_size=hidden_size)
     except InstantiationException as err:

@@ -8,29 +8,19 @@ their weight keys (``loss.hard_weight``, ``loss.soft_weight``, ``loss.hidden_wei
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lad.config import as_dict
 from lad.errors import ConfigError
-from lad.loss_terms import (GATED, TERMS, LossTerm, build_term, option_keys, term_of_weight,
+from lad.loss_terms import (CAPTURED, GATED, TERMS, LossTerm, build_term, option_keys, term_of_weight,
                             weight_key)
 from lad.loss_terms.layers import HIDDEN_POSITIONS, at_least_fp32, hidden_mse, pkd_loss
 from lad.loss_terms.logits import hard_loss, soft_loss
 
-__all__ = ["HIDDEN_POSITIONS", "Inputs", "Objective", "hard_loss", "hidden_mse", "pkd_loss", "soft_loss"]
-
-
-class Inputs:
-    """What the terms read, given by name; a missing one is a clear error naming the term."""
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update({k: v for k, v in values.items() if v is not None})
-
-    def __getattr__(self, name: str) -> Any:
-        raise ValueError(f"Objective: {name} is required by the configured loss terms but was not given")
+__all__ = ["HIDDEN_POSITIONS", "Objective", "hard_loss", "hidden_mse", "pkd_loss", "soft_loss"]
 
 
 class Objective:
@@ -64,14 +54,20 @@ class Objective:
     @classmethod
     def from_config(cls, cfg: Any, is_regression: bool) -> "Objective":
         """Build from a flat loss config ``{name, <term>_weight..., <option>...}``."""
-        spec = _to_dict(cfg)
+        spec = as_dict(cfg, "loss config")
         spec.pop("name", None)
         return cls(is_regression=is_regression, **spec)
 
     # --- what the terms need (asked by the distiller, the teacher cache and the pipeline) ----
     @property
     def teacher_needs(self) -> frozenset[str]:
-        return frozenset().union(*(t.teacher for _, _, t in self.terms))
+        captured = {CAPTURED} if any(c.model == "teacher" for c in self.captures.values()) else set()
+        return frozenset().union(*(t.teacher for _, _, t in self.terms), captured)
+
+    @property
+    def captures(self) -> dict:
+        """``{key: Capture}`` of every configured term (the module outputs the distiller hooks)."""
+        return {key: capture for _, _, t in self.terms for key, capture in t.captures.items()}
 
     @property
     def student_needs(self) -> frozenset[str]:
@@ -99,13 +95,6 @@ class Objective:
         terms = ", ".join(f"{n}={w}" for n, w in self.weights.items())
         return f"Objective({terms}, options={self.options}, regression={self.is_regression})"
 
-    def __call__(self, s_logits: Tensor, labels: Tensor | None = None, t_logits: Tensor | None = None,
-                 s_hidden=None, targets=None, mask: Tensor | None = None, **more: Any):
-        """Evaluate on inputs given by name (see :class:`lad.loss_terms.LossTerm`); parts as floats."""
-        total, parts = self.evaluate(Inputs(s_logits=s_logits, labels=labels, t_logits=t_logits, s_hidden=s_hidden,
-                                            targets=targets, mask=mask, **more))
-        return total, {k: float(v) for k, v in parts.items()}
-
     def evaluate(self, inputs: Any) -> tuple[Tensor, dict[str, Tensor | float]]:
         """Return ``(total, parts)``; ``parts`` has the unweighted value of every configured term (0.0 if off).
 
@@ -119,13 +108,3 @@ class Objective:
             total = total + weight * value
             parts[name] = value.detach().float()
         return total, parts
-
-
-def _to_dict(cfg: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise ConfigError(f"loss config must be a mapping, got {type(cfg).__name__}")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lad.config import setup_environment, validate_common
 from lad.errors import ConfigError, LADError
-from lad.fileio import write_json
+from lad.fileio import atomic_dir, write_json
 from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
@@ -82,32 +82,6 @@ def resolve_output_dir(cfg: DictConfig) -> tuple[Path, bool]:
     return out, False
 
 
-def atomic_dir(final: Path, fill) -> None:
-    """Fill a temp dir next to ``final`` with ``fill(tmp)`` and swap it into place."""
-    from lad.fileio import follow_umask, make_temp_dir
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(final.parent, prefix=f".{final.name}.")
-    try:
-        fill(tmp)
-        follow_umask(tmp)  # safetensors writes weights as 0600
-        old = None
-        if final.exists():  # set aside first, put back if the swap fails
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            if old is not None and not final.exists():
-                os.replace(old, final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 # ----------------------------------------------------------------------------- assembly
 def memoized(memo: dict | None, key: tuple, make):
     """``make()`` once per ``key`` when a memo dict is given (in-process sweeps reuse teachers/data)."""
@@ -143,9 +117,19 @@ def loss_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(loss)
 
 
+def chosen_loss_needs_teacher(name: str, is_regression: bool) -> bool:
+    """Whether ``conf/loss/<name>.yaml`` on its own (before an experiment or an override changes its
+    weights) has a term that reads the teacher; True for a loss that has no file there."""
+    from lad.config import CONF_DIR, load_with_bases
+    from lad.losses import Objective
+
+    path = CONF_DIR / "loss" / f"{name}.yaml"
+    return not path.is_file() or Objective.from_config(load_with_bases(path), is_regression).needs_teacher
+
+
 def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assembled:
     from lad.distiller import Distiller
-    from lad.gates import build_gate
+    from lad.gates import build_gate, gate_class
     from lad.loss_terms import GATED, TEACHER_NEEDS
     from lad.losses import Objective
     from lad.models import build_student, load_teacher, load_tokenizer
@@ -153,15 +137,16 @@ def build_distillation(cfg: DictConfig, task, memo: dict | None = None) -> Assem
     from lad.models.teacher import load_pretrained_encoder, pretrained_source
 
     objective = Objective.from_config(loss_config(cfg), is_regression=task.is_regression)
-    if cfg.gate.name != "none" and not objective.uses_gate:
+    if not objective.uses_gate and not gate_class(cfg.gate).direct_map:
         gated = "/".join(f"{k}=0" for k in objective.weight_keys({GATED})) or "no term that reads the gate"
         raise ConfigError(
             f"gate={cfg.gate.name} needs a loss with a hidden-state term (loss=lad), "
             f"but loss={cfg.loss.name} has {gated}; use gate=none with loss={cfg.loss.name}"
         )
-    if cfg.loss.name == "ce" and objective.needs_teacher:
+    if objective.needs_teacher and not chosen_loss_needs_teacher(cfg.loss.name, task.is_regression):
         raise ConfigError(
-            f"loss=ce is fine-tuning without a teacher, but {'/'.join(objective.weight_keys(TEACHER_NEEDS))} are set "
+            f"loss={cfg.loss.name} is fine-tuning without a teacher, but "
+            f"{'/'.join(objective.weight_keys(TEACHER_NEEDS))} are set "
             "(an experiment file such as reference_<task> sets LAD's loss weights); use loss=kd or loss=lad, "
             "or drop the experiment and set optim.* directly")
     key = ("teacher", str(cfg.teacher.source), str(cfg.teacher.path), str(cfg.teacher.uri), task.name)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 #: keys that steer the search or the bookkeeping, never the trial's training (a re-run of the best
 #: trial keeps and logs its model as any run does)
-SEARCH_ONLY = ("hydra.", "hydra/", "hparams_search", "search.", "n_trials", "entry", "output_dir",
+SEARCH_ONLY = ("hydra.", "hydra/", "hparams_search", "search.", "n_trials", "max_trials", "entry", "output_dir",
                "overwrite", "trainer.resume", "mlflow.run_name", "trainer.keep_model", "mlflow.log_model")
 _PLAIN = re.compile(r"[\w./:@+-]+")
 

@@ -134,7 +134,8 @@ KEYS: dict[str, Key] = {
     "student.init_embeddings": BOOL,
     "student.init_classifier": BOOL,
     # in-process search (sweeps/search.py, conf/search.yaml)
-    "n_trials": INT_POS,
+    "n_trials": Key("int", low=1, nullable=True),    # the trials this run adds (null: no per-run limit)
+    "max_trials": Key("int", low=1, nullable=True),  # the study's total (null: none)
     "search.startup_trials": Key("int", low=0),
     "search.warmup_evals": Key("int", low=0),
     "search.reduction_factor": Key("int", low=2),

@@ -124,8 +124,10 @@ def load_space(space_file: str, params: dict | None = None):
     path = Path(space_file)
     if not path.is_file():
         raise ConfigError(f"search.space_file {path} does not exist")
-    base = OmegaConf.load(path).hydra.sweeper.params
-    merged = flat_params(OmegaConf.to_container(base, resolve=False))
+    from lad.config import load_with_bases
+
+    base = OmegaConf.select(load_with_bases(path), "hydra.sweeper.params")  # none in hparams_search/default.yaml
+    merged = flat_params(OmegaConf.to_container(base, resolve=False) if base is not None else {})
     merged.update(flat_params(params or {}))
     return parse_search_space(merged)
 
@@ -178,7 +180,7 @@ def trial_config(base: list[str], overrides: list[str], out_dir: Path, number: i
     if len(trial.get("objectives") or ["metric"]) > 1:  # lad.pareto pick exports the chosen trial's model
         trial.trainer.keep_model = True
     trial.mlflow.run_name = None  # named by lad.run_record.display_name: "<method> <task> trial=<n>"
-    for key in ("search", "n_trials"):
+    for key in ("search", "n_trials", "max_trials"):
         trial.pop(key, None)
     return trial
 
@@ -197,27 +199,31 @@ def suggest(trial, space) -> dict:
     return dict(trial.params)
 
 
-class TotalLimit:
-    """Stops ``study.optimize`` at exactly ``total`` trials in the study, across workers.
+class TrialLimit:
+    """Stops ``study.optimize`` once this run has created ``run_limit`` trials (``n_trials``) or the
+    study holds ``max_trials`` (its total, all workers and earlier runs included); None: no such limit.
 
     Counting and creating a trial happen under the study's lock: the lock is taken before the first
     trial and, as an Optuna callback, after each trial; the next trial's objective releases it once
     Optuna has created that trial. Without a lock file (in-memory or server storage) workers can
-    overshoot by at most one trial each.
+    overshoot ``max_trials`` by at most one trial each.
     """
 
-    def __init__(self, lock, total: int) -> None:
+    def __init__(self, lock, run_limit: int | None, max_trials: int | None) -> None:
         self.lock = lock  # lad.studies.lock_path(): a lock file, a PostgreSQL advisory lock, or None
-        self.total = total
+        self.run_limit, self.max_trials = run_limit, max_trials
+        self.admitted = 0  # trials this run created (each admitted trial is created)
         self.held = None
 
     def admit(self, study) -> bool:
-        """Take the lock; True (keeping it) while the study holds fewer than ``total`` trials."""
+        """Take the lock; True (keeping it) while both limits leave room for one more trial."""
         from lad.studies import study_lock
 
         self.held = study_lock(self.lock)
         self.held.__enter__()
-        if len(study.get_trials(deepcopy=False)) < self.total:
+        if ((self.run_limit is None or self.admitted < self.run_limit)
+                and (self.max_trials is None or len(study.get_trials(deepcopy=False)) < self.max_trials)):
+            self.admitted += 1
             return True
         self.release()
         return False
@@ -261,8 +267,26 @@ def _estimate(study, planned: int) -> str:
             f"{len(durations)} stored trial(s); pruned trials end sooner)")
 
 
+def trial_limits(cfg: DictConfig) -> tuple[int | None, int | None]:
+    """``(n_trials, max_trials)``: the trials this run adds and the study's total (None: no limit);
+    at least one is set. 1.5 is an error, never a silent 1."""
+    from lad.schema import KEYS, check_value
+
+    run_limit = check_value("n_trials", cfg.get("n_trials"), KEYS["n_trials"])
+    max_trials = check_value("max_trials", cfg.get("max_trials"), KEYS["max_trials"])
+    if run_limit is None and max_trials is None:
+        raise ConfigError("n_trials and max_trials are both null: set n_trials (the trials this run adds) "
+                          "or max_trials (the study's total)")
+    return run_limit, max_trials
+
+
+def _null(value) -> str:
+    return "null" if value is None else str(value)
+
+
 def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None, callbacks=()) -> dict:
-    """Run trials until the study holds ``n_trials``; returns a summary with the best trial.
+    """Run up to ``n_trials`` trials (this run's), and none beyond a study total of ``max_trials``
+    (the Hydra sweeper's meanings); returns a summary with the best trial.
 
     ``overrides`` are the search's command-line overrides: each trial's config is composed from
     them plus the trial's values (default: the running Hydra app's task overrides). ``callbacks``
@@ -281,9 +305,8 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
     base = list(_app_overrides() if overrides is None else overrides)
     scfg = cfg.search
     task = TaskSpec.from_config(cfg.task)
-    from lad.schema import KEYS, check_value
 
-    total = check_value("n_trials", cfg.n_trials, KEYS["n_trials"])  # 1.5 is an error, never a silent 1
+    run_limit, max_trials = trial_limits(cfg)
     params = OmegaConf.to_container(scfg.params, resolve=False) if scfg.get("params") else {}
     space = load_space(str(scfg.space_file), params)
     check_group_choices(space)
@@ -354,11 +377,15 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = Non
             trial.set_user_attr("error", mask(f"{type(exc).__name__}: {one_line(exc)}")[:1000])
             raise
 
-    limit = TotalLimit(lock, total)
+    limit = TrialLimit(lock, run_limit, max_trials)
     stored = len(study.trials)
-    planned = max(0, total - stored)
+    planned = min(n for n in (run_limit, None if max_trials is None else max(0, max_trials - stored))
+                  if n is not None)
     print(f"[search] study {study.study_name}: {stored} trial(s) stored, this run adds up to {planned} "
-          f"(n_trials={total}); {_estimate(study, planned)}", flush=True)
+          f"(n_trials={_null(run_limit)}, max_trials={_null(max_trials)}); {_estimate(study, planned)}", flush=True)
+    if run_limit is not None and planned < run_limit:
+        print(f"[search] max_trials={max_trials} is the study's total: raise it to add more "
+              f"(n_trials counts the trials of this run, as the Hydra sweeper does)", flush=True)
     t0 = time.time()
     try:
         if planned and limit.admit(study):

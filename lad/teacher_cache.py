@@ -50,8 +50,9 @@ from torch import nn
 from lad.checkpoint import sha256
 from lad.distiller import TeacherOutputs
 from lad.errors import ConfigError, LADError
+from lad.fileio import atomic_dir
 from lad.locks import file_lock
-from lad.loss_terms import ATTENTIONS, CLS, GATED, MAPPED, TEACHER_HIDDEN
+from lad.loss_terms import ATTENTIONS, CAPTURED, CLS, GATED, MAPPED, TEACHER_HIDDEN
 from lad.models.arch import forward_inputs, hidden_size, num_layers
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ def required_content(module) -> tuple[Content | None, str]:
                           "of unpadded rows cannot reproduce")
     if ATTENTIONS in needs:
         reasons.append("a loss term reads the teacher's attention maps, which the cache does not store")
+    if CAPTURED in needs:
+        reasons.append("a loss term reads outputs of teacher modules captured during the forward pass "
+                       "(LossTerm.captures), which the cache does not store")
     if any(reasons):
         return None, next(r for r in reasons if r)
     if not needs & TEACHER_HIDDEN:
@@ -330,10 +334,9 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
     np.cumsum(lengths, out=offsets[1:])
     layers = list(need.layers)
     final = root / f"{need.name}-{dtype}" if need.mode != "logits" else root / need.name
-    tmp = root / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
     t0 = time.perf_counter()
-    try:
+
+    def fill(tmp: Path) -> None:
         from numpy.lib.format import open_memmap
 
         logits = open_memmap(tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, num_labels))
@@ -394,13 +397,9 @@ def build_store(root: Path, key: dict, need: Content, teacher, feats, dtype: str
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
-        if final.exists():  # an invalid leftover (valid ones are found before building)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    # an invalid leftover at ``final`` (valid ones are found before building) is replaced
+    return atomic_dir(final, fill, tmp_name=f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 # ----------------------------------------------------------------------------- train time

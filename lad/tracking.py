@@ -70,18 +70,24 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def method_label(cfg: DictConfig) -> str:
-    """Short method name for tables: the gate for hidden-state methods, else the loss.
-
-    ``lad-nogate`` is the direct map (gate=none with LAD's hidden loss); ``<gate>-frozen`` a gate
-    stack kept at its random init (``gate.frozen=true``).
+    """Short method name for tables, built from what the config composed: the loss's name when none
+    of its weighted terms reads the gate's targets; else the gate's name, ``<loss>-nogate`` for a
+    gate that maps teacher layers directly (``gate=none``), ``<gate>-frozen`` for a gate stack kept
+    at its random init (``gate.frozen=true``). ``teacher`` for a run without a gate group.
     """
     if "gate" not in cfg:
         return "teacher"
-    gate, loss = cfg.gate.name, cfg.loss.name
-    if loss == "lad":
-        label = "lad" if gate == "lad" else ("lad-nogate" if gate == "none" else gate)
-        return f"{label}-frozen" if cfg.gate.get("frozen") and gate != "none" else label
-    return loss
+    from lad.gates import gate_class
+    from lad.loss_terms import GATED, TERMS, term_of_weight
+
+    loss = cfg.loss
+    reads_gate = any(GATED in TERMS[term].teacher and float(loss[key] or 0.0) > 0
+                     for key in loss if (term := term_of_weight(str(key))))
+    if not reads_gate:
+        return str(loss.name)
+    if gate_class(cfg.gate).direct_map:
+        return f"{loss.name}-nogate"
+    return f"{cfg.gate.name}-frozen" if cfg.gate.get("frozen") else str(cfg.gate.name)
 
 
 class NullTracker:

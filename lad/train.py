@@ -1,8 +1,9 @@
 """The one training loop (teacher fine-tuning and distillation alike).
 
-The loop knows nothing about teachers or gates: it asks the module for parameter groups (one
-AdamW optimiser + warm-up/decay schedule each, ``optim.lr_scheduler_type``) and for ``training_step(batch)``; it
-evaluates, checkpoints, resumes and logs.
+The loop knows nothing about teachers or gates: it asks the module for its parameter groups (one
+AdamW optimiser + warm-up/decay schedule each, ``optim.lr_scheduler_type``, at the LR key each group
+names; every group's LR is logged) and for ``training_step(batch)``; it evaluates, checkpoints,
+resumes and logs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 import torch
 
 from lad import checkpoint as ckpt
-from lad.errors import LADError
+from lad.errors import ConfigError, LADError
 from lad.distributed import DistContext
 from lad.runtime import resolve_precision, rng_state, set_rng_state
 from lad import schedules
@@ -68,22 +69,25 @@ def _adamw_kwargs(impl: str, device: torch.device) -> dict:
 
 
 def build_optimizers(module, optim_cfg, total_steps: int, device: torch.device | None = None):
-    """One AdamW + Hugging Face schedule per parameter group, and the parameter lists to clip."""
+    """One AdamW + Hugging Face schedule per parameter group the module declares (``param_groups()``,
+    each at its ``optim.<lr_key>``), and the parameter lists to clip."""
     optimizers, schedulers, clip = [], [], []
     warmup = schedules.warmup_steps(optim_cfg, total_steps)
     kind = str(optim_cfg.get("lr_scheduler_type", "linear"))
     impl = _adamw_kwargs(str(optim_cfg.get("impl", "auto")),
                          device or next(module.parameters()).device)
     exempt = no_decay_ids(module)
-    for group in module.param_groups(float(optim_cfg.lr), float(optim_cfg.gate_lr)):
+    for group in module.param_groups():
         if not group.params:
             continue
+        if optim_cfg.get(group.lr_key) is None:
+            raise ConfigError(f"optim.{group.lr_key} is not set: the learning rate of the {group.name} parameters")
         decay = [p for p in group.params if id(p) not in exempt]
         no_decay = [p for p in group.params if id(p) in exempt]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(optim_cfg.weight_decay)},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=group.lr, **impl,
+            lr=float(optim_cfg[group.lr_key]), **impl,
         )
         optimizers.append(opt)
         schedulers.append(schedules.build(kind, opt, warmup, total_steps))
@@ -187,6 +191,8 @@ class Trainer:
         per_epoch, total = self._plan()
         module = self.module.to(self.device)
         optimizers, schedulers, clip_groups = build_optimizers(module, self.ocfg, total, self.device)
+        lr_names = ["train/lr" if i == 0 else f"train/lr_{g.name}"  # every group's LR, by the group's name
+                    for i, g in enumerate(g for g in module.param_groups() if g.params)]
         guard = NonFiniteGuard(optimizers, self.device, lambda: ckpt.recovery_hint(self.ckpt_dir))
         step, epoch, in_epoch = 0, 0, 0
         best_score, best_step, best, last, history = -math.inf, -1, {}, {}, []
@@ -299,8 +305,8 @@ class Trainer:
                     if step % log_every == 0 or step == total:
                         guard.check()
                         logged = {f"train/{k}": float(v) / n_acc for k, v in parts_acc.items()}
-                        for i, sch in enumerate(schedulers):
-                            logged["train/lr" if i == 0 else f"train/lr_{i}"] = sch.get_last_lr()[0]
+                        for name, sch in zip(lr_names, schedulers):
+                            logged[name] = sch.get_last_lr()[0]
                         logged["train/examples_per_s"] = seen / max(train_time, 1e-9)
                         self.tracker.log_metrics(logged, step)
                         if bar is not None:

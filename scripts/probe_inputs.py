@@ -150,14 +150,12 @@ def _schema_cases() -> list[Case]:
     from omegaconf import OmegaConf
 
     from lad.schema import KEYS
-    from scripts.testhelpers import load
-
-    compose = load("conftest").compose
+    from lad.testing import compose
 
     defaults = compose("distil", ["teacher=local", "student=2layer"])
     cases = []
     for name, key in KEYS.items():
-        if name.startswith(("search.", "n_trials", "student.hidden_size", "student.intermediate_size",
+        if name.startswith(("search.", "n_trials", "max_trials", "student.hidden_size", "student.intermediate_size",
                             "student.num_attention_heads", "task.is_regression")):
             continue
         if key.kind == "int":
@@ -686,10 +684,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="merge this run's results into this markdown file (and its .json twin): cases "
                              "run now replace their earlier row, so flagged cases can be re-run alone")
     args = parser.parse_args(argv)
-    from scripts.testhelpers import load
+    from lad.testing import offline_environment, save_tiny_model, write_sst2_like
 
-    conftest = load("conftest")
-    save_tiny_model, write_sst2_like = conftest.save_tiny_model, conftest.write_sst2_like
+    offline_environment()
 
     # the other classes first, then one wrong value per typed key
     every = cases()

@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.testhelpers import load
+from lad.testing import ui
 
 REPO = Path(__file__).resolve().parents[1]
-ui = load("ui_helpers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

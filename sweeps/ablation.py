@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lad.config import CONF_DIR, register_resolvers, run_dirname
+from lad.config import CONF_DIR, load_with_bases, register_resolvers, run_dirname
 from lad.errors import ConfigError, LADError
 from sweeps.export import absolute_uri, load_mlflow_records, read_export
 from sweeps.kinds import cell_key, is_grid_cell
@@ -103,7 +103,7 @@ def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
     path = conf_dir / "loss" / f"{loss}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown loss {loss!r}: no {path.relative_to(conf_dir.parent)}")
-    spec = OmegaConf.load(path)
+    spec = load_with_bases(path)
     return any(GATED in TERMS[term_of_weight(k)].teacher and float(spec[k] or 0.0) > 0
                for k in spec if term_of_weight(k))
 
@@ -111,10 +111,14 @@ def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
 FROZEN = ("gate.frozen=true",)  # the same gate stack kept at its random init (adaptivity ablation)
 
 
-def method_of(gate: str, loss: str, frozen: bool = False) -> str:
+def method_of(gate: str, loss: str, frozen: bool = False, conf_dir: Path = CONF_DIR) -> str:
+    """The method label of ``gate=<gate> loss=<loss>`` (lad.tracking.method_label on their files)."""
     from lad.tracking import method_label
 
-    return method_label(OmegaConf.create({"gate": {"name": gate, "frozen": frozen}, "loss": {"name": loss}}))
+    gate_cfg = load_with_bases(conf_dir / "gate" / f"{gate}.yaml")
+    if frozen:
+        gate_cfg.frozen = True
+    return method_label(OmegaConf.create({"gate": gate_cfg, "loss": load_with_bases(conf_dir / "loss" / f"{loss}.yaml")}))
 
 
 def gate_can_freeze(gate: str, conf_dir: Path = CONF_DIR) -> bool:
@@ -123,10 +127,7 @@ def gate_can_freeze(gate: str, conf_dir: Path = CONF_DIR) -> bool:
     path = conf_dir / "gate" / f"{gate}.yaml"
     if not path.is_file():
         return False
-    cfg = OmegaConf.load(path)
-    if "frozen" in cfg:
-        return True
-    return any(isinstance(d, str) and d != "_self_" and gate_can_freeze(d, conf_dir) for d in cfg.get("defaults", []))
+    return "frozen" in load_with_bases(path)
 
 
 def valid_pairs(gates: Iterable[str], losses: Iterable[str],

@@ -1,9 +1,10 @@
 """In-process Optuna search with pruning: ``python sweeps/search.py task=rte n_trials=30``.
 
-Takes every ``distil.py`` override (task, student, gate, trainer budget, ...) plus ``n_trials`` and
-``search.*`` (storage, study_name, pruner, params). A sweep on the command line joins the search
+Takes every ``distil.py`` override (task, student, gate, trainer budget, ...) plus ``n_trials`` (the
+trials this run adds), ``max_trials`` (the study's total) and ``search.*`` (storage, study_name,
+pruner, params). A sweep on the command line joins the search
 space, config groups included: ``python sweeps/search.py task=rte 'gate=choice(lad,mean)'``.
-Re-running the same command resumes the study; several processes with the same study and storage
+Re-running the same command resumes the study up to ``max_trials``; several processes with the same study and storage
 share it. Writes the best trial as a ready-to-run experiment file and Optuna plots into the run
 directory, and records everything in MLflow.
 """

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lad.fileio import atomic_dir
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]
 # learning-rate grids where the default recipe gave a weak teacher (CoLA MCC 0.23, RTE 0.59)
@@ -69,16 +71,13 @@ def publish_best(artifacts: Path, teacher: str, task: str, lrs: list[float]) -> 
     """Copy the best of the per-rate teachers to the published folder; record the choice."""
     scores = {lr: main_score(teacher_dir(artifacts, teacher, task, lr)) for lr in lrs}
     best = max(lrs, key=lambda lr: scores[lr])  # max keeps the first of equal scores
-    target = teacher_dir(artifacts, teacher, task)
-    tmp = target.with_name(target.name + ".publishing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(teacher_dir(artifacts, teacher, task, best), tmp)
-    (tmp / "lr_grid.json").write_text(json.dumps({"chosen_lr": best, "dev": {f"{lr:g}": s for lr, s in scores.items()}},
-                                                 indent=1) + "\n")
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    source = teacher_dir(artifacts, teacher, task, best)
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        (tmp / "lr_grid.json").write_text(json.dumps({"chosen_lr": best, "dev": {f"{lr:g}": s for lr, s in scores.items()}},
+                                                     indent=1) + "\n")
+    return atomic_dir(teacher_dir(artifacts, teacher, task), fill)
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:

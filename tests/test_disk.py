@@ -39,10 +39,10 @@ def test_a_finished_run_holds_one_copy_of_the_weights(tmp_path, tiny_teacher, ti
 
 
 def test_search_configs_keep_no_trial_model():
-    from omegaconf import OmegaConf
+    from lad.config import load_with_bases
 
     for name in ("lad_optuna", "kd_optuna"):
-        body = OmegaConf.load(REPO / "conf" / "hparams_search" / f"{name}.yaml")
+        body = load_with_bases(REPO / "conf" / "hparams_search" / f"{name}.yaml")
         assert body.trainer.keep_model is False and body.mlflow.log_model is False
     assert compose("search", []).trainer.keep_model is False
     assert compose("distil", []).trainer.keep_model is True and compose("distil", []).trainer.keep_after_finish == 0

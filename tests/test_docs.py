@@ -32,13 +32,25 @@ def test_docs_has_at_most_ten_top_level_files_and_the_recordings_live_under_resu
 
 def test_no_path_hacks_outside_tests():
     """sweeps/, benchmarks/, scripts/ and the entry scripts import the installed packages: no
-    ``sys.path`` edits outside tests/ (a script that needs a test helper loads it by file path)."""
+    ``sys.path`` edits outside tests/ (a script that needs a test helper imports lad.testing)."""
     hacks = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()  # the project's code, not .venv or run outputs
     assert "lad/search.py" in tracked
     found = [name for name in tracked if not name.startswith("tests/") and hacks.search((REPO / name).read_text())]
     assert found == []
+
+
+def test_architecture_names_every_module_of_the_package():
+    """docs/architecture.md's module table lists every module of lad/ that defines something (a
+    class or a function), by its path: a new module gets its row when it is added."""
+    import ast
+
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    defining = [path for path in sorted((REPO / "lad").rglob("*.py"))
+                if any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in ast.parse(path.read_text()).body)]
+    assert len(defining) > 40
+    assert [str(p.relative_to(REPO)) for p in defining if f"`{p.relative_to(REPO)}`" not in doc] == []
 
 
 def test_the_docs_index_lists_every_page():
@@ -51,15 +63,24 @@ def test_the_docs_index_lists_every_page():
 
 
 def test_documented_sweeps_reach_the_trial_counts_they_ask_for():
-    """The sweeper's n_trials caps one run; the study stops at max_trials (20 in the search files):
-    a documented ``hydra.sweeper.n_trials=N`` above the file's total would stop short, silently."""
+    """In both search paths n_trials caps one run and the study stops at max_trials (20 in the search
+    files, 30 in conf/search.yaml): a documented ``n_trials=N`` above that total would stop short, silently."""
     from omegaconf import OmegaConf
 
     from doc_commands import PAGES, shown_commands
+    from lad.config import load_with_bases
 
+    checked = 0
     for command in [c for page in PAGES for c in shown_commands(page)]:
         args = dict(a.split("=", 1) for a in command.argv if "=" in a and not a.startswith("-"))
         if "hparams_search" in args and "hydra.sweeper.n_trials" in args:
-            total = int(args.get("hydra.sweeper.max_trials") or OmegaConf.load(
-                REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials)
-            assert int(args["hydra.sweeper.n_trials"]) <= total, f"{command.page}:{command.line}: {command.text}"
+            asked, total = args["hydra.sweeper.n_trials"], args.get("hydra.sweeper.max_trials") or load_with_bases(
+                REPO / "conf" / "hparams_search" / f"{args['hparams_search']}.yaml").hydra.sweeper.max_trials
+        elif any(a.endswith("sweeps/search.py") for a in command.argv) and "n_trials" in args:
+            asked = args["n_trials"]
+            total = args.get("max_trials") or OmegaConf.load(REPO / "conf" / "search.yaml").max_trials
+        else:
+            continue
+        checked += 1
+        assert total in (None, "null") or int(asked) <= int(total), f"{command.page}:{command.line}: {command.text}"
+    assert checked, "no documented command sets n_trials"

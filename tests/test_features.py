@@ -13,10 +13,9 @@ from omegaconf import OmegaConf
 from lad.data import features as features_mod
 from lad.data.features import Features, load_features, tokenizer_fingerprint
 from lad.data.glue import default_data_dirs
-from lad.data.loader import (
-    LengthBucketSampler, collate, make_eval_batches, make_loader, make_train_batches, restore_order,
-)
+from lad.data.loader import LengthBucketSampler, collate, make_eval_batches, make_train_batches
 from lad.data.tasks import TaskSpec
+from lad.testing import make_loader, restore_order
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -40,10 +40,10 @@ def test_written_files_read_back_through_the_task_config(tmp_path, name, pair, h
         assert [ex.text_a for ex in got] == [f"first text {i}" for i in range(5)]  # the tab became a space
         assert [ex.text_b for ex in got] == ([f"second {i}" for i in range(5)] if pair else [None] * 5)
         if not unlabelled:
-            expected = [task.label_id(t) if not task.is_regression else float(t) for t in labels]
+            expected = [task.labels.index(t) if not task.is_regression else float(t) for t in labels]
             assert [ex.label for ex in got] == [expected[i % len(expected)] for i in range(5)]
     if name == "mnli":  # the Hub's class 1 is 'neutral', which is class 2 in conf/task/mnli.yaml
-        assert fetch_glue.label_text(task, 1, hf_names) == "neutral" and task.label_id("neutral") == 2
+        assert fetch_glue.label_text(task, 1, hf_names) == "neutral" and task.labels.index("neutral") == 2
     assert fetch_glue.label_text(task, -1, hf_names) is None or task.is_regression
 
 

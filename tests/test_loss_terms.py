@@ -1,5 +1,6 @@
-"""Loss terms as a registry: a term registered from outside the package trains and is logged;
-TinyBERT's attention-map term (the extension added as one module + one config)."""
+"""Loss terms as a registry: a term registered from outside the package trains and is logged; a term
+over a new kind of input (module outputs captured by forward hooks) is one class; TinyBERT's
+attention-map term (the extension added as one module + one config)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from omegaconf import OmegaConf
 from conftest import REPO, save_tiny_model
 from lad.distiller import Distiller
 from lad.errors import ConfigError
-from lad.loss_terms import TERMS, LossTerm, register
+from lad.loss_terms import TERMS, Capture, LossTerm, register
 from lad.loss_terms.tinybert_attn import attention_mse
 from lad.losses import Objective
 from lad.models.student import build_student
 from test_pipeline import _student_cfg, distil_cfg, recorder  # noqa: F401  (fixture re-used)
 
 SEEN: list[float] = []
+FFN_SEEN: list[tuple[int, int]] = []
 
 
 @register("probe")
@@ -50,6 +52,54 @@ def test_a_term_registered_in_a_test_module_trains_and_reaches_the_logged_loss(
     assert all(v > 0 for v in SEEN)
 
 
+@register("ffn_probe")
+class FFNMatch(LossTerm):
+    """A term over an input no built-in term reads: the FFN activations (each layer's
+    ``intermediate`` output) of every student layer against those of its mapped teacher layer."""
+
+    captures = {"s_ffn": Capture("student", "*.encoder.layer.*.intermediate"),
+                "t_ffn": Capture("teacher", "*.encoder.layer.*.intermediate")}
+
+    def __call__(self, inputs):
+        student, teacher = inputs.captured["s_ffn"], inputs.captured["t_ffn"]
+        FFN_SEEN.append((len(student), len(teacher)))
+        pairs = [(s.float() - teacher[m - 1].float()).pow(2).mean() for s, m in zip(student, inputs.layer_map)]
+        return sum(pairs) / len(pairs)
+
+
+def test_a_term_over_module_outputs_captured_by_hooks_trains(tmp_path, tiny_teacher, tiny_glue, recorder):  # noqa: F811
+    from lad.pipeline import run
+
+    FFN_SEEN.clear()
+    cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=kd", "gate=none", "+loss.ffn_probe_weight=1.0",
+                     "trainer.max_steps=2", "trainer.log_every=1", "trainer.eval_every=2", "trainer.predict_test=false")
+    run(cfg)
+    train = [m for _, m in recorder.metrics if "train/loss" in m]
+    # 2 student layers and 4 teacher layers captured per step, during training steps only (not evaluation)
+    assert len(train) == 2 and FFN_SEEN == [(2, 4), (2, 4)]
+    assert all(m["train/ffn_probe"] > 0 for m in train)
+
+
+def test_captured_teacher_outputs_keep_the_online_teacher_and_reach_the_student(tmp_path):
+    from lad.teacher_cache import required_content
+
+    module = _attn_module(tmp_path, loss={"hard_weight": 0.5, "soft_weight": 0.5, "temperature": 2.0,
+                                          "ffn_probe_weight": 1.0})
+    need, reason = required_content(module)
+    assert need is None and "captured during the forward pass" in reason
+    loss, parts = module.training_step(_batch())
+    loss.backward()
+    ffn = module.student.bert.encoder.layer[0].intermediate.dense.weight
+    assert parts["ffn_probe"] > 0 and ffn.grad is not None and ffn.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match=r"^loss term input 't_ffn': no teacher module matches '\*\.no_such_module'"):
+        _attn_module(tmp_path / "b", loss={"hard_weight": 1.0, "ffn_nowhere_weight": 1.0})
+
+
+@register("ffn_nowhere")
+class FFNNowhere(FFNMatch):
+    captures = {**FFNMatch.captures, "t_ffn": Capture("teacher", "*.no_such_module")}
+
+
 def test_registry_rejects_a_second_class_under_a_taken_name_and_unknown_keys():
     with pytest.raises(ValueError, match="already registered"):
         register("soft")(type("Other", (LossTerm,), {}))
@@ -72,13 +122,14 @@ def test_attention_mse_averages_over_heads_and_real_token_pairs():
         attention_mse([s], [t[:, :1]], mask)
 
 
-def _attn_module(tmp_path, heads=4):
+def _attn_module(tmp_path, heads=4, loss=None):
     from transformers import AutoModelForSequenceClassification
 
     teacher = AutoModelForSequenceClassification.from_pretrained(
         save_tiny_model(tmp_path / "t", num_layers=4, dropout=0.0)).eval()
     student, mapping = build_student(teacher, _student_cfg(2, num_attention_heads=heads))
-    objective = Objective.from_config(OmegaConf.load(REPO / "conf" / "loss" / "tinybert_attn.yaml"), False)
+    spec = OmegaConf.load(REPO / "conf" / "loss" / "tinybert_attn.yaml") if loss is None else OmegaConf.create(loss)
+    objective = Objective.from_config(spec, False)
     return Distiller(student, objective, teacher=teacher, gate=None, layer_map=mapping, teacher_hidden_size=32)
 
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from lad.errors import ConfigError
 from lad.losses import Objective, hard_loss, hidden_mse, pkd_loss, soft_loss
+from lad.testing import Inputs, evaluate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -178,7 +179,7 @@ def test_objective_parts_and_weighted_total():
     obj = Objective(hard_weight=0.3, soft_weight=0.7, hidden_weight=20.0, pkd_weight=5.0,
                     temperature=3.0, is_regression=False)
     b = _batch()
-    total, parts = obj(**b)
+    total, parts = evaluate(obj, **b)
     assert set(parts) == {"hard", "soft", "hidden", "pkd"}
     assert all(isinstance(v, float) for v in parts.values())
     assert parts["hard"] == pytest.approx(hard_loss(b["s_logits"], b["labels"], False).item(), rel=1e-6)
@@ -198,7 +199,7 @@ def test_objective_skips_disabled_terms_and_needs_no_teacher_for_ce():
                    temperature=1.0, is_regression=False)
     assert not ce.needs_teacher and not ce.student_needs
     b = _batch()
-    total, parts = ce(b["s_logits"], b["labels"])
+    total, parts = evaluate(ce, b["s_logits"], b["labels"])
     assert parts["soft"] == parts["hidden"] == parts["pkd"] == 0.0
     assert total.item() == pytest.approx(parts["hard"], rel=1e-6)
 
@@ -208,15 +209,21 @@ def test_objective_skips_disabled_terms_and_needs_no_teacher_for_ce():
     pkd = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=0.0, pkd_weight=100.0,
                     temperature=10.0, is_regression=False)
     assert pkd.student_needs == {"hidden"} and "cls" in pkd.teacher_needs and not pkd.uses_gate
-    with pytest.raises(ValueError, match="t_logits"):
-        lad(b["s_logits"], b["labels"])
+    with pytest.raises(AttributeError, match="t_logits"):
+        evaluate(lad, b["s_logits"], b["labels"])
+
+
+def test_inputs_not_given_are_missing_attributes():
+    inputs = Inputs(s_logits=torch.zeros(1, 2), labels=None)
+    assert hasattr(inputs, "s_logits") and not hasattr(inputs, "labels") and not hasattr(inputs, "t_logits")
+    assert getattr(inputs, "t_hidden", "absent") == "absent"
 
 
 def test_objective_regression():
     obj = Objective(hard_weight=0.5, soft_weight=0.5, hidden_weight=0.0, pkd_weight=0.0,
                     temperature=10.0, is_regression=True)
     s = torch.tensor([[1.0], [2.0]])
-    total, parts = obj(s, torch.tensor([0.0, 2.0]), torch.tensor([[1.0], [0.0]]))
+    total, parts = evaluate(obj, s, torch.tensor([0.0, 2.0]), torch.tensor([[1.0], [0.0]]))
     assert parts["hard"] == pytest.approx(0.5)
     assert parts["soft"] == pytest.approx(2.0)
     assert total.item() == pytest.approx(1.25)
@@ -255,13 +262,15 @@ EXPECTED = {
 
 @pytest.mark.parametrize("path", sorted((CONF / "loss").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_loss_config_builds(path):
-    cfg = OmegaConf.load(path)
+    from lad.config import load_with_bases
+
+    cfg = load_with_bases(path)
     assert cfg.name == path.stem
     obj = Objective.from_config(cfg, is_regression=False)
     if cfg.name in EXPECTED:
         w = obj.weights
         assert (w["hard"], w["soft"], w["hidden"], w["pkd"], obj.options["temperature"]) == EXPECTED[cfg.name]
-        total, parts = obj(**_batch())
+        total, parts = evaluate(obj, **_batch())
         assert torch.isfinite(total) and set(parts) == {"hard", "soft", "hidden", "pkd"}
     assert obj.needs_teacher == (cfg.name != "ce")
     assert set(obj.weights) == {k[:-len("_weight")] for k in cfg if k.endswith("_weight")}

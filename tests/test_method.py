@@ -19,6 +19,7 @@ from conftest import compose, save_tiny_model
 from lad.distiller import Distiller
 from lad.gates import HighwayGates
 from lad.losses import Objective
+from lad.testing import evaluate
 from lad.models.student import build_student
 from test_pipeline import distil_cfg, recorder  # noqa: F401  (fixture re-used)
 
@@ -93,6 +94,13 @@ def test_one_step_moves_gates_by_gate_lr_and_student_by_lr(tmp_path, tiny_teache
     stud_step = (module.student.bert.encoder.layer[0].attention.self.query.weight.detach() - stud_w).abs().max().item()
     assert gate_step == pytest.approx(1e-5, rel=0.05), "gates not stepped at optim.gate_lr"
     assert stud_step == pytest.approx(1e-3, rel=0.05), "student not stepped at optim.lr"
+    # the module names its groups and the optim key of each one's LR; the loop only looks them up
+    assert [(g.name, g.lr_key) for g in module.param_groups()] == [("student", "lr"), ("gate", "gate_lr")]
+    from lad.errors import ConfigError
+
+    del cfg["gate_lr"]
+    with pytest.raises(ConfigError, match=r"^optim\.gate_lr is not set: the learning rate of the gate parameters$"):
+        build_optimizers(module, cfg, total_steps=10)
 
 
 def test_frozen_gates_are_in_no_optimiser_and_compute_the_same_targets(tmp_path, tiny_teacher):
@@ -100,8 +108,8 @@ def test_frozen_gates_are_in_no_optimiser_and_compute_the_same_targets(tmp_path,
     trained = _lad_distiller(tiny_teacher)
     torch.manual_seed(3)
     frozen = _lad_distiller(tiny_teacher, gate_kw={"frozen": True})
-    assert [g.name for g in frozen.param_groups(1e-3, 1e-4)] == ["student"]
-    assert [g.name for g in trained.param_groups(1e-3, 1e-4)] == ["student", "gate"]
+    assert [g.name for g in frozen.param_groups()] == ["student"]
+    assert [g.name for g in trained.param_groups()] == ["student", "gate"]
     assert not any(p.requires_grad for p in frozen.gate.parameters())
     hs = [torch.randn(2, 5, 32) for _ in range(4)]
     for a, b in zip(trained.gate(hs, None, [2, 4]), frozen.gate(hs, None, [2, 4])):
@@ -125,8 +133,8 @@ def test_gate_layernorm_weights_are_not_weight_decayed(tiny_teacher):
 def test_per_gate_clipping_clips_each_gate_on_its_own(tiny_teacher):
     joint = _lad_distiller(tiny_teacher, gate_kw={"clip_per_gate": False})
     apart = _lad_distiller(tiny_teacher)  # the default, as the reference code
-    (g_joint,) = [g for g in joint.param_groups(1e-3, 1e-4) if g.name == "gate"]
-    (g_apart,) = [g for g in apart.param_groups(1e-3, 1e-4) if g.name == "gate"]
+    (g_joint,) = [g for g in joint.param_groups() if g.name == "gate"]
+    (g_apart,) = [g for g in apart.param_groups() if g.name == "gate"]
     assert len(g_joint.units()) == 1 and len(g_apart.units()) == 3  # 4 teacher layers -> 3 gates
     for unit, lin, norm in zip(g_apart.units(), apart.gate.proj, apart.gate.norms):
         assert {id(p) for p in unit} == {id(p) for p in [*lin.parameters(), *norm.parameters()]}
@@ -176,8 +184,8 @@ def test_hidden_positions_real_ignores_padding_and_all_averages_every_position()
                      temperature=1.0, is_regression=False, hidden_positions="real")
     full = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
                      temperature=1.0, is_regression=False, hidden_positions="all")
-    _, p_real = real(logits, None, s_hidden=s, targets=t, mask=mask)
-    _, p_all = full(logits, None, s_hidden=s, targets=t, mask=mask)
+    _, p_real = evaluate(real, logits, None, s_hidden=s, targets=t, mask=mask)
+    _, p_all = evaluate(full, logits, None, s_hidden=s, targets=t, mask=mask)
     assert p_real["hidden"] == pytest.approx(1.0)  # every real position has error 1
     assert p_all["hidden"] == pytest.approx((7 * 1 + 25) / 8)  # 8 positions, one of them padding (error 25)
 
@@ -324,7 +332,7 @@ def test_reference_gate_stack_and_hidden_loss_equal_the_paper_equations():
         assert torch.allclose(got, A[m - 1], rtol=0, atol=1e-10)
     objective = Objective(hard_weight=0.0, soft_weight=0.0, hidden_weight=1.0, pkd_weight=0.0,
                           temperature=1.0, is_regression=False, hidden_positions="all")
-    total, _ = objective(torch.zeros(B, 2, dtype=torch.float64), None, s_hidden=S, targets=targets, mask=mask)
+    total, _ = evaluate(objective, torch.zeros(B, 2, dtype=torch.float64), None, s_hidden=S, targets=targets, mask=mask)
     expected = sum(((s - A[m - 1]) ** 2).mean() for s, m in zip(S, layer_map)) / len(layer_map)
     assert abs(total.item() - expected.item()) < 1e-10
 

@@ -249,6 +249,19 @@ def test_train_teacher_composes_for_every_task(task):
     assert cfg.teacher.path.endswith(f"teachers/minilm_l6/{task}")
 
 
+def _declared_overrides(path: Path) -> list[dict]:
+    """The ``override /<group>: <option>`` entries of a config file and of the bases it names."""
+    from omegaconf import OmegaConf
+
+    out = []
+    for entry in OmegaConf.load(path).get("defaults", []):
+        if isinstance(entry, str):
+            out += [] if entry == "_self_" else _declared_overrides(path.parent / f"{entry}.yaml")
+        else:
+            out.append(dict(entry))
+    return out
+
+
 def test_every_distil_group_option_composes():
     from omegaconf import OmegaConf
 
@@ -269,9 +282,8 @@ def test_every_distil_group_option_composes():
             if group != "experiment":  # the option chosen is the one composed
                 assert cfg[group].name == option, (group, option)
                 continue
-            declared = OmegaConf.load(REPO / "conf" / "experiment" / f"{option}.yaml")
-            for entry in declared.get("defaults", []):  # every `override /<group>: <option>` took effect
-                for key, value in dict(entry).items():
+            for entry in _declared_overrides(REPO / "conf" / "experiment" / f"{option}.yaml"):
+                for key, value in entry.items():  # every `override /<group>: <option>` took effect
                     picked = key.split("/")[-1].replace("student_size", "student")  # picks distil.py's student
                     assert cfg[picked].name == value, (option, key, value)
 
@@ -397,6 +409,9 @@ def test_lr_scheduler_type_shapes_the_logged_learning_rate(tmp_path, tiny_teache
     run(cfg)
     lrs = [m["train/lr"] for _, m in recorder.metrics if "train/lr" in m]
     assert len(lrs) == 10
+    # every parameter group's LR is logged, by the group's name: the gates' follow the same shape
+    gate_lrs = [m["train/lr_gate"] for _, m in recorder.metrics if "train/lr" in m]
+    assert gate_lrs == pytest.approx([lr * float(cfg.optim.gate_lr) / 1e-3 for lr in lrs])
     # logged after each step: the LR the next step uses; Hugging Face's warm-up is step / 3
     assert lrs[0] == pytest.approx(1e-3 / 3) and lrs[1] == pytest.approx(2e-3 / 3)
     after = lrs[2:]

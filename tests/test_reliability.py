@@ -404,7 +404,7 @@ def test_second_claim_of_a_run_directory_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- 6. files
 def test_swapped_folders_and_feature_caches_follow_the_umask(tmp_path):
     from lad.data.features import Features, save_features
-    from lad.pipeline import atomic_dir
+    from lad.fileio import atomic_dir
 
     old = os.umask(0o022)
     try:
@@ -473,12 +473,15 @@ def test_n_trials_zero_is_an_error():
     check_options(SimpleNamespace(n_trials=1, **opts))
 
 
-@pytest.mark.parametrize("bad, message", [(0, r"n_trials must be an integer >= 1, got 0"),
-                                          (1.5, r"n_trials must be an integer, got 1\.5 \(it would be cut to 1\)")])
-def test_in_process_search_checks_n_trials_before_any_trial(bad, message, tmp_path):
+@pytest.mark.parametrize("key, bad, message", [
+    ("n_trials", 0, r"n_trials must be an integer >= 1 or null, got 0"),
+    ("n_trials", 1.5, r"n_trials must be an integer, got 1\.5 \(it would be cut to 1\)"),
+    ("max_trials", 0, r"max_trials must be an integer >= 1 or null, got 0"),
+    ("max_trials", None, r"n_trials and max_trials are both null: set n_trials \(the trials this run adds\)")])
+def test_in_process_search_checks_n_trials_before_any_trial(key, bad, message, tmp_path):
     from lad.search import run_search
 
     cfg = compose("search", ["task=sst2", "mlflow=off"])
-    OmegaConf.update(cfg, "n_trials", bad, force_add=True)
+    OmegaConf.update(cfg, key, bad, force_add=True)
     with pytest.raises(ConfigError, match=message):
         run_search(cfg, tmp_path, overrides=[])

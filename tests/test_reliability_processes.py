@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_bad_input import Sandbox, run_entry, snapshot
+from lad.testing.bad_input import Sandbox, run_entry, snapshot
 
 SECRET = "Pw0rdZq91"
 
@@ -46,7 +46,7 @@ def _one_error(proc) -> str:
 
 
 def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny_glue, tiny_teacher):
-    from ui_helpers import mlflow_server
+    from lad.testing.ui import mlflow_server
 
     server_root = tmp_path / "server"
     server_root.mkdir()

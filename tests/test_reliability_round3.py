@@ -118,7 +118,7 @@ def test_a_teacher_being_published_is_locked_against_a_second_run(tmp_path, tiny
 
 
 def test_atomic_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeypatch):
-    from lad import pipeline
+    from lad import fileio
 
     final = tmp_path / "teacher"
     final.mkdir()
@@ -132,9 +132,9 @@ def test_atomic_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monke
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(pipeline.os, "replace", flaky)
+    monkeypatch.setattr(fileio.os, "replace", flaky)
     with pytest.raises(OSError):
-        pipeline.atomic_dir(final, lambda tmp: (tmp / "weights").write_text("new"))
+        fileio.atomic_dir(final, lambda tmp: (tmp / "weights").write_text("new"))
     assert _tree(tmp_path) == {"teacher/weights": b"old"}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_bad_input import Sandbox, run_entry
+from lad.testing.bad_input import Sandbox, run_entry
 
 SECRET = "Qz7plantedPw"
 

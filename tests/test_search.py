@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose
 
 
-def search_args(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> list[str]:
+def search_args(tmp: Path, teacher: Path, glue: Path, n_trials: int | str, *extra: str) -> list[str]:
     return [
         "task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
         f"data.data_dir={glue}", f"paths.cache={tmp / 'cache'}", f"output_dir={tmp / 'search'}",
@@ -26,7 +26,7 @@ def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str)
     return compose("search", search_args(tmp, teacher, glue, n_trials, *extra))
 
 
-def search(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str) -> float:
+def search(tmp: Path, teacher: Path, glue: Path, n_trials: int | str, *extra: str) -> float:
     """``python sweeps/search.py <args>`` in this process: the config and the overrides trials compose from."""
     from lad.search import search_entry
 
@@ -50,14 +50,15 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
         return real(*a, **k)
 
     monkeypatch.setattr("lad.models.load_teacher", counting)
-    best = search(tmp_path, tiny_teacher, tiny_glue, 3)
+    best = search(tmp_path, tiny_teacher, tiny_glue, 2)
     out = capsys.readouterr().out
     # an estimate before the first trial, then each trial with the run's progress and an ETA
-    assert "[search] study lad-inproc-sst2-2layer-lad-lad-local-s4: 0 trial(s) stored, this run adds up to 3" in out
+    assert ("[search] study lad-inproc-sst2-2layer-lad-lad-local-s4: 0 trial(s) stored, this run adds up to 2 "
+            "(n_trials=2, max_trials=30)") in out
     assert "no estimate until the first trial finishes" in out
-    assert "| 1/3 this run" in out and "ETA" in out and "| 3/3 this run" in out
+    assert "| 1/2 this run" in out and "ETA" in out and "| 2/2 this run" in out
     study = _study(tmp_path)
-    assert len(study.trials) == 3 and loads["n"] == 1
+    assert len(study.trials) == 2 and loads["n"] == 1
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert best == pytest.approx(study.best_value)
     assert set(study.best_params) == {"loss.temperature", "loss.soft_weight", "loss.hidden_weight",
@@ -66,11 +67,16 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
     assert all(sorted(t.intermediate_values) == [2, 4] for t in study.trials)
     best_yaml = OmegaConf.load(tmp_path / "search" / "best_sst2.yaml")
     assert "++loss.tie_hard_soft=true" in best_yaml.overrides and best_yaml.value == pytest.approx(best)
-    # same command again: nothing new; a larger budget adds trials instead of restarting
-    search(tmp_path, tiny_teacher, tiny_glue, 3)
-    assert len(_study(tmp_path).trials) == 3
-    search(tmp_path, tiny_teacher, tiny_glue, 5)
-    assert "3 trial(s) stored, this run adds up to 2 (n_trials=5); estimate " in capsys.readouterr().out
+    # n_trials is what one run adds, as the Hydra sweeper's: the same command again resumes the study
+    # with 2 more; max_trials caps the study's total (and says so)
+    search(tmp_path, tiny_teacher, tiny_glue, 2)
+    assert len(_study(tmp_path).trials) == 4
+    search(tmp_path, tiny_teacher, tiny_glue, 3, "max_trials=5")
+    out = capsys.readouterr().out
+    assert "4 trial(s) stored, this run adds up to 1 (n_trials=3, max_trials=5); estimate " in out
+    assert "[search] max_trials=5 is the study's total: raise it to add more" in out
+    search(tmp_path, tiny_teacher, tiny_glue, "null", "max_trials=5")  # resumes up to the total: nothing left
+    assert "5 trial(s) stored, this run adds up to 0 (n_trials=null, max_trials=5)" in capsys.readouterr().out
     numbers = [t.number for t in _study(tmp_path).trials]
     assert numbers == [0, 1, 2, 3, 4]
 
@@ -199,7 +205,7 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_teacher, tiny_glue)
     args = [sys.executable, "sweeps/search.py", "task=sst2", "teacher=local", f"teacher.path={tiny_teacher}",
             "student=2layer", f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}",
             f"search.storage=sqlite:///{tmp_path / 'optuna.db'}", "mlflow=off", "trainer.progress=false",
-            "optim.batch_size=16", "trainer.max_steps=2", "trainer.eval_every=2", "n_trials=6",
+            "optim.batch_size=16", "trainer.max_steps=2", "trainer.eval_every=2", "max_trials=6",
             "search.plots=false"]
     workers = [subprocess.Popen(args + [f"paths.output_root={tmp_path / f'w{i}'}"], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

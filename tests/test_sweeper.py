@@ -191,8 +191,12 @@ def test_existing_study_with_other_direction_is_rejected(tmp_path: Path) -> None
 
 
 def test_lad_search_config_defines_the_lad_search_space() -> None:
-    cfg = OmegaConf.load(REPO / "conf" / "hparams_search" / "lad_optuna.yaml")
-    assert {"override /hydra/sweeper": "lad_optuna"} in list(cfg.defaults)
+    from lad.config import load_with_bases
+
+    base = OmegaConf.load(REPO / "conf" / "hparams_search" / "default.yaml")  # what the searches share
+    assert {"override /hydra/sweeper": "lad_optuna"} in list(base.defaults)
+    assert list(OmegaConf.load(REPO / "conf" / "hparams_search" / "lad_optuna.yaml").defaults) == ["default", "_self_"]
+    cfg = load_with_bases(REPO / "conf" / "hparams_search" / "lad_optuna.yaml")
     assert cfg.loss.tie_hard_soft is True
     sweeper = cfg.hydra.sweeper
     # upstream keys set to the project's meanings: a study total, maximise, failures recorded

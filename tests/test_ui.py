@@ -10,15 +10,13 @@ chromium/chromedriver/selenium are missing (install them with ``scripts/install_
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import compose, save_tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ui_helpers as ui  # noqa: E402
+from lad.testing import ui
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from lad.data.glue import Example
 from lad.data.sources import read_split, split_source
 from lad.data.tasks import TaskSpec
 from lad.errors import ConfigError
-from lad.fileio import new_file_mode
+from lad.fileio import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -184,27 +183,19 @@ def load_features(
 
 
 def save_features(feats: Features, path: Path, key: str = "") -> None:
-    """Write features as flat int arrays + offsets to ``path`` atomically (tmp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write features as flat int arrays + offsets to ``path`` atomically (``lad.fileio.atomic_file``)."""
     offsets = np.zeros(len(feats) + 1, dtype=np.int64)
     np.cumsum(feats.lengths, out=offsets[1:])
     flat_ids = np.concatenate(feats.input_ids).astype(np.int32) if len(feats) else np.zeros(0, np.int32)
     flat_types = (np.concatenate(feats.token_type_ids).astype(np.int8)
                   if len(feats) else np.zeros(0, np.int8))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh, input_ids=flat_ids, token_type_ids=flat_types, offsets=offsets,
-                labels=feats.labels, guids=np.array(feats.guids, dtype=np.str_),
-                pad_id=np.array(feats.pad_id, dtype=np.int64), key=np.array(key, dtype=np.str_),
-                truncated=np.array(feats.truncated, dtype=np.int64),
-            )
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> the user's umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, binary=True) as fh:
+        np.savez(
+            fh, input_ids=flat_ids, token_type_ids=flat_types, offsets=offsets,
+            labels=feats.labels, guids=np.array(feats.guids, dtype=np.str_),
+            pad_id=np.array(feats.pad_id, dtype=np.int64), key=np.array(key, dtype=np.str_),
+            truncated=np.array(feats.truncated, dtype=np.int64),
+        )
 
 
 def _load_npz(path: Path, key: str) -> Features | None:

@@ -1,14 +1,13 @@
-"""Batching: dynamic-padding collate, deterministic length-bucketed batches, loaders."""
+"""Batching: dynamic-padding collate, deterministic length-bucketed batches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from lad.data.features import Features
 
@@ -105,32 +104,12 @@ def make_train_batches(
 def make_eval_batches(
     features: Features | Sequence[int] | np.ndarray, batch_size: int, sort_by_length: bool = False
 ) -> list[list[int]]:
-    """Sequential evaluation batches; optionally longest-first (use :func:`restore_order` after)."""
+    """Sequential evaluation batches; optionally longest-first (each batch's ``index`` says where its rows belong)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     lengths = _lengths_of(features)
     order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(lengths))
     return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-
-def restore_order(index: Sequence[int] | np.ndarray | torch.Tensor,
-                  values: np.ndarray | torch.Tensor, n: int | None = None) -> np.ndarray:
-    """Put per-example ``values`` (rows aligned with ``index``) back in dataset order.
-
-    ``index`` is the concatenation of the batches' ``"index"`` tensors; every position
-    ``0..n-1`` must occur exactly once.
-    """
-    idx = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
-    vals = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-    idx = idx.astype(np.int64).reshape(-1)
-    n = len(idx) if n is None else n
-    if len(vals) != len(idx):
-        raise ValueError(f"{len(idx)} indices but {len(vals)} values")
-    if len(idx) != n or not np.array_equal(np.sort(idx), np.arange(n)):
-        raise ValueError(f"indices are not a permutation of 0..{n - 1}")
-    out = np.empty_like(vals)
-    out[idx] = vals
-    return out
 
 
 class FeaturesDataset(Dataset):
@@ -173,13 +152,3 @@ def collate(features_batch: Sequence[dict[str, Any]], pad_id: int = 0,
     index = torch.tensor([int(item["index"]) for item in features_batch], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_types,
             "labels": labels, "index": index}
-
-
-def make_loader(
-    features: Features, batch_indices: Sequence[Sequence[int]] | Sampler, num_workers: int = 0
-) -> DataLoader:
-    """DataLoader over ``features`` yielding collated batches in the given batch order."""
-    return DataLoader(
-        FeaturesDataset(features), batch_sampler=batch_indices, num_workers=num_workers,
-        collate_fn=partial(collate, pad_id=features.pad_id),
-    )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lad.config import as_dict
 from lad.errors import ConfigError
 
 #: metric family -> keys reported by :func:`lad.metrics.compute_metrics`
@@ -109,11 +110,6 @@ class TaskSpec:
             f"task '{self.name}' has no split '{name}' (available: {', '.join(self.split_names)})"
         )
 
-    def label_id(self, label: str) -> int:
-        """Class id of a label string."""
-        assert self.labels is not None
-        return self.labels.index(label)
-
     def label_name(self, class_id: int) -> str:
         """Label string of a class id."""
         assert self.labels is not None
@@ -127,7 +123,7 @@ class TaskSpec:
     @classmethod
     def from_config(cls, cfg: Any) -> "TaskSpec":
         """Build and validate a TaskSpec from a task config (DictConfig or mapping)."""
-        data = _to_dict(cfg)
+        data = as_dict(cfg, "task config")
         missing = [k for k in REQUIRED_KEYS if k not in data]
         where = f"task config '{data.get('name', '?')}'"
         if missing:
@@ -235,19 +231,6 @@ def test_splits(task: TaskSpec) -> list[str]:
 def has_split(task: TaskSpec, split: str) -> bool:
     """True if the task config defines ``split``."""
     return split in task.split_names
-
-
-def _to_dict(cfg: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"task config must be a mapping, got {type(cfg).__name__}")
-    return dict(cfg)
 
 
 def _as_bool(value: Any, where: str, key: str) -> bool:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from lad.loss_terms.registry import (ATTENTIONS, CLS, GATED, HIDDEN, LOGITS, MAPPED, REQUIRED,
-                                     STUDENT_ATTENTIONS, TEACHER_HIDDEN, TEACHER_NEEDS, TERMS, LossTerm, build_term,
-                                     option_keys, register, term_of_weight, weight_key)
+from lad.loss_terms.registry import (ATTENTIONS, CAPTURED, CLS, GATED, HIDDEN, LOGITS, MAPPED, REQUIRED,
+                                     STUDENT_ATTENTIONS, TEACHER_HIDDEN, TEACHER_NEEDS, TERMS, Capture, LossTerm,
+                                     build_term, option_keys, register, term_of_weight, weight_key)
 
 _BUILTIN = ("logits", "layers")  # registration order = the order the objective sums them
 for _name in _BUILTIN + tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
                                      if m.name not in _BUILTIN + ("registry",))):
     importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["ATTENTIONS", "CLS", "GATED", "HIDDEN", "LOGITS", "MAPPED", "REQUIRED", "STUDENT_ATTENTIONS",
+__all__ = ["ATTENTIONS", "CAPTURED", "CLS", "Capture", "GATED", "HIDDEN", "LOGITS", "MAPPED", "REQUIRED", "STUDENT_ATTENTIONS",
            "TEACHER_HIDDEN", "TEACHER_NEEDS", "TERMS", "LossTerm", "build_term", "option_keys", "register",
            "term_of_weight", "weight_key"]

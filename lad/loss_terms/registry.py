@@ -10,6 +10,7 @@ what they need; nothing lists terms by name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, TypeVar
 
 from torch import Tensor
@@ -22,8 +23,9 @@ GATED = "gated"              # the gate's targets (the gate says which teacher l
 MAPPED = "mapped"            # every token of the mapped teacher layers (student layer k <-> layer_map[k])
 CLS = "cls"                  # the [CLS] vector of the mapped teacher layers
 ATTENTIONS = "attentions"    # attention probabilities of the mapped teacher layers
+CAPTURED = "captured"        # outputs of named teacher modules (a term's ``captures``); never cached
 TEACHER_HIDDEN = frozenset({GATED, MAPPED, CLS})   # needs served by the teacher's hidden states
-TEACHER_NEEDS = TEACHER_HIDDEN | {LOGITS, ATTENTIONS}
+TEACHER_NEEDS = TEACHER_HIDDEN | {LOGITS, ATTENTIONS, CAPTURED}
 # ... and from the student's forward pass
 HIDDEN = "hidden"            # hidden states of every student layer (projected to the teacher's width)
 STUDENT_ATTENTIONS = "attentions"
@@ -31,19 +33,38 @@ STUDENT_ATTENTIONS = "attentions"
 REQUIRED = object()          # an option without a default
 
 
+@dataclass(frozen=True)
+class Capture:
+    """An open vocabulary of inputs: the outputs of named submodules of the ``student`` or the
+    ``teacher``, captured by forward hooks while the step's forward passes run (as torchdistill's
+    forward hooks). ``modules`` is a glob over the model's ``named_modules()`` names, e.g.
+    ``"*.encoder.layer.*.intermediate"`` (every layer's FFN activation) or ``"*.embeddings"``; the
+    term reads ``inputs.captured[<key>]``: the outputs of the matching modules in the order the
+    forward pass ran them (the first element of a tuple output). Student outputs carry gradients;
+    teacher outputs are computed without them and are never cached."""
+
+    model: str      # "student" | "teacher"
+    modules: str    # glob over named_modules() names
+
+    def __post_init__(self) -> None:
+        if self.model not in ("student", "teacher"):
+            raise ValueError(f"Capture.model must be 'student' or 'teacher', got {self.model!r}")
+
+
 class LossTerm:
     """One term of the objective. Subclass, set the class attributes, implement :meth:`__call__`.
 
     ``inputs`` has the attributes ``s_logits``, ``labels``, ``mask`` and, as declared,
     ``t_logits``, ``targets`` (gate), ``s_hidden``, ``t_hidden`` (indexed by teacher layer - 1),
-    ``s_attentions``, ``t_attentions`` (same indexing) and ``layer_map`` (1-based teacher layer
-    of each student layer).
+    ``s_attentions``, ``t_attentions`` (same indexing), ``layer_map`` (1-based teacher layer
+    of each student layer) and ``captured`` (``{key: outputs}`` of the term's :class:`Capture` s).
     """
 
     name: ClassVar[str] = ""
     teacher: ClassVar[frozenset[str]] = frozenset()
     student: ClassVar[frozenset[str]] = frozenset()
     options: ClassVar[Mapping[str, Any]] = {}   # flat loss.<option> -> default (or REQUIRED)
+    captures: ClassVar[Mapping[str, Capture]] = {}  # inputs.captured[<key>]: named module outputs
     pads_to_max_length: bool = False            # training batches must be padded to max length
 
     def __init__(self, is_regression: bool = False, **options: Any) -> None:
