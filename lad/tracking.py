@@ -261,12 +261,20 @@ class MlflowTracker:
         self.client = client
 
     def log_params(self, params: dict) -> None:
-        """The ``UI_PARAMS`` of ``params`` as MLflow params; all of them as ``params.json``."""
+        """The ``UI_PARAMS`` of ``params`` as MLflow params; all of them as ``params.json``.
+
+        MLflow params cannot change; a resumed run whose budget grew (``trainer.max_steps`` /
+        ``trainer.epochs``) keeps the first value as the param and gets the change as a tag
+        ``lad.extended.<key>`` = ``"<first> -> <now>"`` (params.json holds the values it ran with)."""
         existing = self.client.get_run(self.run_id).data.params
         fresh = {k: params[k] for k in UI_PARAMS if k in params and k not in existing}
+        changed = {k: f"{existing[k]} -> {params[k]}" for k in UI_PARAMS
+                   if k in params and k in existing and existing[k] != str(params[k])}
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in fresh.items()])
+        if changed:
+            self.set_tags({f"lad.extended.{k}": v for k, v in changed.items()})
         self.client.log_dict(self.run_id, {k: str(v) for k, v in sorted(params.items())}, PARAMS_ARTIFACT)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:

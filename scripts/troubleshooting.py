@@ -71,7 +71,9 @@ FOOTER = """
   `trainer.epochs` extends a run (a finished one too when it kept a checkpoint): it continues from
   the newest checkpoint and the learning-rate schedule continues over the new total (as Hugging Face
   Trainer does on resume; the warm-up and decay are recomputed for the new length). The MLflow run's
-  params keep the values it started with. `trainer.keep_checkpoints` (default 2) applies while
+  params keep the values it started with (MLflow params cannot change); the tag
+  `lad.extended.<key>` shows the change (`40 -> 80`) and `params.json` holds the values it ran with.
+  `trainer.keep_checkpoints` (default 2) applies while
   training. Search trials keep no model (`trainer.keep_model=false` in the search configs). `make
   clean` removes `outputs/`, `multirun/` and the caches and says what it keeps; `make clean-stores`
   removes the MLflow and Optuna stores.

@@ -362,3 +362,26 @@ def test_runs_are_named_described_and_carry_datasets_plots_and_the_ablation_tabl
     best = distil_run.data.metrics["best/accuracy"]
     assert table[2] == f"| lad/2layer | 4 steps | 1 | {best:.4f} | {best:.4f} |"
     assert table[3].startswith("| teacher | 4 steps | 1 |")
+
+
+def test_an_extended_budget_keeps_the_first_param_and_tags_the_change(tmp_path):
+    """MLflow params cannot change: a resumed run whose budget grew says so in a tag."""
+    import json as _json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lad.tracking import PARAMS_ARTIFACT, MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("x", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(exp)
+    tracker = MlflowTracker(mlflow, run, client)
+    tracker.log_params({"trainer.max_steps": 4, "trainer.epochs": 3, "seed": 1})
+    tracker.log_params({"trainer.max_steps": 6, "trainer.epochs": 3, "seed": 1})
+    data = client.get_run(run.info.run_id).data
+    assert data.params["trainer.max_steps"] == "4"
+    assert data.tags["lad.extended.trainer.max_steps"] == "4 -> 6" and "lad.extended.trainer.epochs" not in data.tags
+    path = client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, str(tmp_path / "dl"))
+    assert _json.loads(Path(path).read_text())["trainer.max_steps"] == "6"
