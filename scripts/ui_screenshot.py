@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="demo-lad-sst2")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--runs-height", type=int, default=560)
+    parser.add_argument("--runs-height", type=int, default=640)
     parser.add_argument("--compare-height", type=int, default=1500)
     return parser.parse_args(argv)
 
