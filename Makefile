@@ -40,7 +40,7 @@ demo: install
 	echo "Demo done in $$(( $$(date +%s) - start )) s. Outputs:"; \
 	echo "  runs:     $(DEMO_TEACHER_RUN)  and  $(DEMO_STUDENT_RUN)"; \
 	echo "  teacher:  artifacts/demo/teachers/minilm_l6/sst2 (MLflow model lad-demo-teacher-sst2)"; \
-	echo "  MLflow:   make ui, then http://127.0.0.1:$(UI_PORT) (experiment demo-lad-sst2)"; \
+	echo "  MLflow:   make ui, then the link it prints for demo-lad-sst2 (its view 'LAD: dev metric and key params')"; \
 	echo "Next: another student from the demo teacher, e.g. plain KD:"; \
 	echo "  $(BIN)/python distil.py experiment=demo gate=none loss=kd"
 	@echo "Real runs (no experiment=demo) train their own teacher first: python train_teacher.py task=rte"
@@ -61,6 +61,8 @@ test: install browser postgres
 ui: install
 	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(UI_PORT)))" 2>/dev/null \
 	  || { echo "error: port $(UI_PORT) on 127.0.0.1 is already in use (its page may show another MLflow store); stop that server or pass UI_PORT=<free port>" >&2; exit 2; }
+	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m lad.run_record --tracking-uri $(MLFLOW_URI) --url http://127.0.0.1:$(UI_PORT) \
+	  || echo "warning: could not list the experiments' LAD views; pick 'LAD: dev metric and key params' in an experiment's Views menu"
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
 	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) \
 	  --default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1

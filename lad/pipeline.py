@@ -417,6 +417,7 @@ def _run_claimed(cfg, entry, task, overrides, sweep_dir, memo, on_eval, job_file
             tracker = make_tracker(cfg, tags, resume_run_id=prev_run, sweep_dir=sweep_dir,
                                    run_name=run_record.display_name(cfg, overrides, trial))
             _ui_extra(run_record.log_datasets, tracker, task, data_dir, examples, limits)
+            _ui_extra(run_record.save_runs_view, tracker, task.main_metric)
         else:  # under torchrun only rank 0 records
             from lad.tracking import NullTracker
 

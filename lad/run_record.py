@@ -9,10 +9,18 @@ the config and the run's results, and every MLflow call goes through a tracker's
 * ``log_plots``     ``plots/learning_curve.png`` (dev metric vs step), ``plots/gates.png`` (gate per layer)
 * ``log_datasets``  the task's train / dev files as run inputs (the runs table's Dataset column)
 * ``refresh_ablation_table``  the experiment's description: method x mean dev metric over finished runs
+* ``save_runs_view``  the experiment's saved view ``LAD: dev metric and key params`` (MLflow's Views menu,
+  ``runs_view_url``): the
+  dev metric and the key params as the runs table's first columns, wide enough for the run names
+
+MLflow 3 cannot be told which columns its runs table starts with (it shows Source, Models and
+Dataset, whatever a run logged); a saved view, kept as an experiment tag, is what a server-side
+store can hold. ``python -m lad.run_record`` prints each experiment's link to it (``make ui``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -251,3 +259,107 @@ def refresh_ablation_table(tracker, max_runs: int = 5000) -> str:
             "every run. For tables per budget and variant run `python sweeps/report.py`.\n\n" + table)
     client.set_experiment_tag(exp_id, NOTE_TAG, text)
     return text
+
+
+# ----------------------------------------------------------------------------- the runs table's view
+VIEW_ID = "lad"
+VIEW_NAME = "LAD: dev metric and key params"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_ID  # MLflow's saved views are experiment tags with this prefix
+#: the params shown right after the dev metric, in this order (a teacher run leaves the student's empty)
+VIEW_PARAMS = ("student.name", "gate.name", "loss.name", "seed", "trainer.max_steps", "trainer.epochs",
+               "loss.temperature", "optim.lr", "teacher.name")
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's id of its run-name column
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type: model training (runs) or GenAI (traces)
+_CHAR_PX, _PAD_PX, _MIN_PX, _MAX_NAME_PX = 8, 56, 90, 640
+
+
+def column_key(kind: str, name: str) -> str:
+    """The runs table's id of a column: ``metrics.`best/accuracy```, ``params.`gate.name```."""
+    return f"{kind}.`{name}`"
+
+
+def runs_view_state(metric: str, run_names: list[str]) -> dict:
+    """The saved view: best dev ``metric`` first (and sorted on, best first), then ``VIEW_PARAMS``,
+    then the Dataset column; every column wide enough for its header, the run-name column for the
+    longest run name."""
+    metric_col = column_key("metrics", f"best/{metric}")
+    params = [column_key("params", name) for name in VIEW_PARAMS]
+    columns = [metric_col, *params, column_key("attributes", "Dataset")]
+    widths = {col: max(_MIN_PX, _PAD_PX + _CHAR_PX * len(col.split("`")[1])) for col in [metric_col, *params]}
+    longest = max((len(n) for n in run_names), default=0)
+    widths[RUN_NAME_COLUMN] = min(_MAX_NAME_PX, max(200, _PAD_PX + _CHAR_PX * longest))
+    return {"orderByKey": metric_col, "orderByAsc": False, "selectedColumns": columns,
+            "columnOrder": [RUN_NAME_COLUMN, *columns], "columnWidths": widths}
+
+
+def runs_view_url(base_url: str, experiment_id: str) -> str:
+    """The link that opens an experiment's runs table in LAD's saved view."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}"
+
+
+def save_runs_view(tracker, metric: str, max_runs: int = 1000) -> dict | None:
+    """Write (or update) the experiment's saved view for dev ``metric`` (its run-name column as wide as
+    the longest name of the newest ``max_runs`` runs); None without MLflow."""
+    import time
+
+    client = getattr(tracker, "client", None)
+    if client is None:
+        return None
+    exp_id = tracker.run.info.experiment_id
+    runs = client.search_runs([exp_id], max_results=max_runs)
+    state = runs_view_state(metric, [r.info.run_name or "" for r in runs])
+    text = json.dumps(state, sort_keys=True)
+    now = int(time.time() * 1000)
+    created = now
+    tags = client.get_experiment(exp_id).tags
+    if EXPERIMENT_KIND_TAG not in tags:  # else the UI may guess "GenAI" and open on traces (a user's choice stays)
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    old = tags.get(VIEW_TAG)
+    if old:
+        try:
+            envelope = json.loads(old)
+            if envelope.get("state") == text and envelope.get("name") == VIEW_NAME:
+                return state
+            created = int(envelope.get("createdAt", now))
+        except (ValueError, TypeError, AttributeError):
+            pass
+    envelope = {"name": VIEW_NAME, "createdAt": created, "updatedAt": now, "state": text}
+    client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps(envelope))
+    return state
+
+
+def view_links(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
+    """(experiment name, link to its LAD view) for every experiment of the store that has one."""
+    from mlflow.tracking import MlflowClient
+
+    from lad.tracking import _import_mlflow
+
+    _import_mlflow()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return [(exp.name, runs_view_url(base_url, exp.experiment_id))
+            for exp in client.search_experiments(max_results=1000) if VIEW_TAG in exp.tags]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the link to each experiment's LAD view (``make ui`` runs this before the server)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
+    parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the MLflow UI will answer")
+    args = parser.parse_args(argv)
+    db = args.tracking_uri.removeprefix("sqlite:///") if args.tracking_uri.startswith("sqlite:///") else None
+    links = [] if db is not None and not Path(db).is_file() else view_links(args.tracking_uri, args.url)
+    if not links:
+        print(f"No LAD runs in this store yet; each experiment gets the view '{VIEW_NAME}' (Views menu) with its "
+              "first run.")
+    else:
+        print(f"Runs tables with the dev metric and key params first (the view '{VIEW_NAME}' of each experiment's "
+              "Views menu):")
+        for name, url in links:
+            print(f"  {name}: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,12 @@
 
 Reads an experiment of a real MLflow store (default: the demo's ``demo-lad-sst2`` in
 ``mlruns.db``; ``make screenshots`` runs the demo and two baselines first), starts ``mlflow ui``
-on a free 127.0.0.1 port (one worker), opens the runs table and the compare view of two student
-runs in headless Chromium, checks they show the runs' names, datasets, params and metrics, and
-saves:
+on a free 127.0.0.1 port (one worker) and opens, in headless Chromium, the pages a user opens:
+the runs table through the link ``make ui`` prints (the experiment's saved view ``LAD: dev metric and key params``) and the
+compare view of two student runs. Nothing is clicked into place; the script checks the pages show
+the runs' names, the dev metric first and the key params, and saves:
 
-    <out-dir>/mlflow-runs.png     experiment page: run names, Dataset, gate.name, loss.name, best dev metric
+    <out-dir>/mlflow-runs.png     the runs table in LAD's view: names, best dev metric, key params, Dataset
     <out-dir>/mlflow-compare.png  compare view of two students
 
 Needs chromium + chromedriver + selenium: ``scripts/install_browser.sh``.
@@ -33,10 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
     parser.add_argument("--artifacts", type=Path, default=REPO / "mlartifacts", help="default artifact root")
     parser.add_argument("--experiment", default="demo-lad-sst2")
-    parser.add_argument("--metric", default="best/accuracy", help="metric column to show")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--runs-height", type=int, default=560)
+    parser.add_argument("--runs-height", type=int, default=640)
     parser.add_argument("--compare-height", type=int, default=1500)
     return parser.parse_args(argv)
 
@@ -60,9 +60,10 @@ def capture(args: argparse.Namespace) -> list[Path]:
             print(f"mlflow ui at {url}", flush=True)
             driver = ui.make_driver(root / "chromium-profile", args.width, args.runs_height)
             try:
-                ui.show_runs_page(driver, url, store, {name: [f"{args.experiment.split('-')[-1]}/train"]
-                                                       for name in pair},
-                                  columns=["gate.name", "loss.name", args.metric])
+                ui.show_runs_page(driver, url, store, {name: [] for name in pair})
+                columns = ui.column_ids(driver)
+                if not ui.view_columns_lead(columns):
+                    raise RuntimeError(f"the runs table does not start with the dev metric and key params: {columns}")
                 runs_png = args.out_dir / "mlflow-runs.png"
                 driver.save_screenshot(str(runs_png))
 

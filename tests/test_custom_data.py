@@ -81,6 +81,10 @@ def test_jsonl_numbers_and_given_labels(tmp_path):
     given = custom_task(data=paths, labels=["2", "1", "0"])
     assert sources.with_labels(given, None) is given
     assert [r.label for r in read(given)] == [2, 1, 0, 2, 1, 0]
+    named = sources.with_labels(custom_task(data=paths, label_names=["low", "mid", "high"]), None)
+    assert named.labels == ("0", "1", "2") and named.class_names == ("low", "mid", "high")
+    with pytest.raises(ConfigError, match=r"label_names \[low, high\] must name each of the 3 labels \[0, 1, 2\]"):
+        sources.with_labels(custom_task(data=paths, label_names=["low", "high"]), None)
 
 
 def test_regression_and_metric_names(tmp_path):

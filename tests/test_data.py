@@ -60,6 +60,46 @@ def test_task_specific_settings():
     assert task("mrpc").text_b == "#2 String"
 
 
+@pytest.mark.parametrize("name", [n for n in ALL_TASKS if n != "stsb"])
+def test_every_classification_task_names_its_classes(name):
+    """What a trained model calls the classes (its id2label) are words, as RTE's and MNLI's are, while
+    the label values stay those of the files (read from them, written to GLUE submissions)."""
+    spec = task(name)
+    assert not any(n.isdigit() for n in spec.class_names), spec.class_names
+    assert len(spec.class_names) == len(spec.labels) == spec.num_labels
+    assert len(set(spec.class_names)) == len(spec.class_names)
+
+
+def test_sst2_class_names_and_file_values():
+    spec = task("sst2")
+    assert spec.labels == ("0", "1") and spec.class_names == ("negative", "positive")
+    assert task("cola").class_names == ("unacceptable", "acceptable")
+    assert task("mrpc").class_names == ("not_equivalent", "equivalent")
+    assert task("qqp").class_names == ("not_duplicate", "duplicate")
+    assert task("wnli").class_names == ("not_entailment", "entailment")
+    assert task("rte").class_names == task("rte").labels == ("entailment", "not_entailment")
+    assert spec.label_name(1) == "1"  # GLUE's SST-2 submission format
+
+
+@pytest.mark.parametrize("names, pattern", [
+    (["negative"], "label_names must list at least two classes"),
+    (["a", "b", "c"], r"label_names \[a, b, c\] must name each of the 2 labels \[0, 1\]"),
+    (["a", "a"], "label_names contain duplicates"),
+])
+def test_bad_label_names_are_refused(names, pattern):
+    raw = OmegaConf.to_container(OmegaConf.load(TASK_DIR / "sst2.yaml"))
+    raw["label_names"] = names
+    with pytest.raises(ConfigError, match=pattern):
+        TaskSpec.from_config(raw)
+
+
+def test_a_regression_task_has_no_label_names():
+    raw = OmegaConf.to_container(OmegaConf.load(TASK_DIR / "stsb.yaml"))
+    raw["label_names"] = ["low", "high"]
+    with pytest.raises(ConfigError, match="label_names must be null for a regression task"):
+        TaskSpec.from_config(raw)
+
+
 @pytest.mark.parametrize("missing", ["labels", "splits", "main_metric", "text_b"])
 def test_from_config_rejects_missing_keys(missing):
     raw = OmegaConf.to_container(OmegaConf.load(TASK_DIR / "rte.yaml"))

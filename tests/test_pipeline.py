@@ -120,7 +120,10 @@ def test_every_valid_gate_loss_pair_trains_and_saves(tmp_path, tiny_teacher, tin
     assert metrics["best"]["accuracy"] == pytest.approx(score)
     assert metrics["steps"] == 4 and [h["step"] for h in metrics["history"]] == [2, 4]
     assert (out / "model" / "model.safetensors").is_file()
-    assert (out / "predictions" / "SST-2.tsv").read_text().startswith("index\tprediction\n")
+    predictions = (out / "predictions" / "SST-2.tsv").read_text().splitlines()
+    assert predictions[0] == "index\tprediction" and {r.split("\t")[1] for r in predictions[1:]} <= {"0", "1"}
+    # the teacher names its classes 0/1 (saved before SST-2 had label names): the student says what they are
+    assert json.loads((out / "model" / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     has_gate_params = gate in ("lad", "lad_reverse")
     assert (out / "gates" / "gate.safetensors").is_file() == has_gate_params
     if has_gate_params:
@@ -214,6 +217,7 @@ def test_teacher_finetune_uses_the_same_loop_and_is_loadable_without_lad(tmp_pat
     code = ("import sys; from transformers import AutoModelForSequenceClassification as A, AutoTokenizer as T;"
             f"m = A.from_pretrained({str(target)!r}); t = T.from_pretrained({str(target)!r});"
             "ids = t('a fine movie')['input_ids']; assert len(ids) > 2 and m.config.num_labels == 2;"
+            "assert m.config.id2label == {0: 'negative', 1: 'positive'}, m.config.id2label;"
             "assert 'lad' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})

@@ -155,6 +155,22 @@ def test_teacher_with_another_label_order_is_refused(tmp_path):
     check_label_order(AutoConfig.from_pretrained(same), _task("rte"), same)
 
 
+def test_teacher_named_by_file_values_or_class_names_is_accepted_and_given_the_names(tmp_path):
+    from lad.models.teacher import check_label_order
+    from transformers import AutoConfig
+
+    for labels in (("0", "1"), ("negative", "positive")):  # saved before / after SST-2 had label names
+        path = save_tiny_model(tmp_path / labels[0], num_layers=2, labels=labels)
+        config = AutoConfig.from_pretrained(path)
+        check_label_order(config, _task("sst2"), path)
+        assert config.id2label == {0: "negative", 1: "positive"}
+        assert config.label2id == {"negative": 0, "positive": 1}
+    path = save_tiny_model(tmp_path / "swapped", num_layers=2, labels=("positive", "negative"))
+    with pytest.raises(ConfigError, match=r"its labels are \[positive, negative\] but task sst2 has "
+                                          r"\[negative, positive\]"):
+        check_label_order(AutoConfig.from_pretrained(path), _task("sst2"), path)
+
+
 def test_damaged_weight_file_is_refused(tmp_path):
     from lad.models.teacher import check_model_dir
 

@@ -385,3 +385,70 @@ def test_an_extended_budget_keeps_the_first_param_and_tags_the_change(tmp_path):
     assert data.tags["lad.extended.trainer.max_steps"] == "4 -> 6" and "lad.extended.trainer.epochs" not in data.tags
     path = client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, str(tmp_path / "dl"))
     assert _json.loads(Path(path).read_text())["trainer.max_steps"] == "6"
+
+def test_every_experiment_gets_the_lad_view_with_the_dev_metric_and_key_params_first(store, capsys):
+    """MLflow's runs table cannot be given default columns by the server: the experiment holds a
+    saved view (an ``mlflow.sharedViewState.*`` tag, as the UI's Views menu writes it) that starts
+    with the dev metric, sorts on it, shows the key params and fits the run names."""
+    import json
+
+    from lad.run_record import VIEW_NAME, VIEW_TAG, main, runs_view_url
+
+    tmp, uri = store
+    distil_run = _runs(uri)[1]
+    exp = _client(uri).get_experiment(distil_run.info.experiment_id)
+    envelope = json.loads(exp.tags[VIEW_TAG])
+    assert envelope["name"] == VIEW_NAME and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])  # the UI reads the state as a JSON string
+    assert state["selectedColumns"][:4] == ["metrics.`best/accuracy`", "params.`student.name`", "params.`gate.name`",
+                                            "params.`loss.name`"]
+    assert state["columnOrder"] == ["attributes.`Run Name`", *state["selectedColumns"]]
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`best/accuracy`", False)
+    assert set(state["selectedColumns"]) - {"attributes.`Dataset`"} <= {
+        f"metrics.`{k}`" for k in distil_run.data.metrics} | {f"params.`{k}`" for k in distil_run.data.params}
+    names = [r.info.run_name for r in _runs(uri)]
+    assert state["columnWidths"]["attributes.`Run Name`"] >= 8 * max(map(len, names))
+    name_col = state["columnOrder"][0]
+    assert all(w >= 8 * len(col.split("`")[1]) for col, w in state["columnWidths"].items() if col != name_col)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs table, not GenAI traces
+
+    assert main(["--tracking-uri", uri, "--url", "http://127.0.0.1:5123"]) == 0
+    link = runs_view_url("http://127.0.0.1:5123", exp.experiment_id)
+    assert link == f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=lad"
+    assert f"  lad-sst2: {link}" in capsys.readouterr().out.splitlines()
+    assert main(["--tracking-uri", f"sqlite:///{tmp / 'none.db'}"]) == 0 and not (tmp / "none.db").exists()
+    assert "No LAD runs in this store yet" in capsys.readouterr().out
+
+
+def test_the_view_is_rewritten_only_when_it_changes(tmp_path):
+    import json
+
+    from lad.run_record import VIEW_TAG, save_runs_view
+
+    client = _client(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(exp, run_name="lad/3layer rte seed=1")
+    tracker = type("T", (), {"client": client, "run": run})()
+    first = save_runs_view(tracker, "accuracy")
+    written = client.get_experiment(exp).tags[VIEW_TAG]
+    assert save_runs_view(tracker, "accuracy") == first and client.get_experiment(exp).tags[VIEW_TAG] == written
+    client.create_run(exp, run_name="kd/3layer rte seed=1 loss.temperature=4 optim.lr=0.0001 trainer.max_steps=800")
+    wider = save_runs_view(tracker, "accuracy")
+    assert wider["columnWidths"]["attributes.`Run Name`"] > first["columnWidths"]["attributes.`Run Name`"]
+    assert json.loads(client.get_experiment(exp).tags[VIEW_TAG])["createdAt"] == json.loads(written)["createdAt"]
+    client.set_experiment_tag(exp, "mlflow.experimentKind", "genai_development")  # the user's choice stays
+    save_runs_view(tracker, "f1")
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_sweep_parents_are_named_after_their_study(tmp_path):
+    from lad.tracking import KIND_TAG, ensure_sweep_parent
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = compose("distil", ["task=sst2", f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'a'}"])
+    parent = ensure_sweep_parent(cfg, "search:lad-sst2-search")
+    assert ensure_sweep_parent(cfg, "search:lad-sst2-search") == parent  # its workers share one parent
+    run = _client(uri).get_run(parent)
+    assert run.info.run_name == "lad-sst2-search" and run.data.tags[KIND_TAG] == "sweep"
+    plain = _client(uri).get_run(ensure_sweep_parent(cfg, str(tmp_path / "multirun" / "12-00-00")))
+    assert plain.info.run_name == "sweep-12-00-00"  # a multirun without a study

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, save_tiny_model
+from lad.run_record import RUN_NAME_COLUMN
 
 from lad.testing import ui
 
@@ -90,12 +91,21 @@ def test_runs_table_run_page_and_compare_view(mlflow_site, driver, tmp_path: Pat
     url, store = mlflow_site
     assert set(store.run_ids) == {TEACHER, LAD, KD}
 
-    # runs table: readable names, the Dataset column, params as columns, each in its own row
-    rows = ui.show_runs_page(driver, url, store, {LAD: ["sst2/train", "lad"], KD: ["sst2/train", "none"]},
-                             columns=["gate.name", "loss.name"])
-    assert "kd" in rows[store.run_ids[KD]] and " kd " not in f" {rows[store.run_ids[LAD]]} ".replace("|", " ")
+    # MLflow's own experiment page: readable names and the Dataset column, each run in its own row
+    ui.show_runs_page(driver, url, store, {LAD: ["sst2/train"], KD: ["sst2/train"]}, view=False)
     page = ui.body_text(driver)
     assert "Dataset" in page and "3 matching runs" in page
+
+    # the link `make ui` prints (the experiment's view LAD), nothing clicked: the dev metric first, sorted
+    # on, then the key params; every run name whole
+    rows = ui.show_runs_page(driver, url, store, {LAD: ["2layer", "lad"], KD: ["2layer", "none", "kd"]})
+    columns = ui.column_ids(driver)
+    assert ui.view_columns_lead(columns), columns
+    for column in (RUN_NAME_COLUMN, *[c for c in columns if c.startswith(("metrics.", "params."))]):
+        assert not ui.cut_texts(driver, column), f"cut in column {column}: {ui.cut_texts(driver, column)}"
+    assert " kd " not in f" {rows[store.run_ids[LAD]]} ".replace("|", " ")
+    scores = {store.run_ids[name]: m["best/accuracy"] for name, m in store.metrics.items()}
+    assert [scores[rid] for rid in ui.rows_in_order(driver)] == sorted(scores.values(), reverse=True)  # best first
     runs_png = tmp_path / "runs.png"
     assert driver.save_screenshot(str(runs_png)) and runs_png.read_bytes()[:8] == PNG_MAGIC
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lad.data.glue import Example, check_data_file, read_tsv, split_path
-from lad.data.tasks import SplitSpec, TaskSpec
+from lad.data.tasks import SplitSpec, TaskSpec, check_label_names
 from lad.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -370,4 +370,5 @@ def with_labels(task: TaskSpec, data_dir: str | os.PathLike | None) -> TaskSpec:
     source = split_source(task, data_dir, "train")
     labels = infer_labels(layout.labels(task, spec, source), str(source))
     log.info("task %s: labels inferred from %s: %s", task.name, source, ", ".join(labels))
+    check_label_names(labels, task.label_names, f"task config '{task.name}'")
     return replace(task, labels=labels)

@@ -34,7 +34,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "is_regression", "metric", "main_metric", "max_seq_length", "splits", "submission_name",
 )
 OPTIONAL_KEYS: tuple[str, ...] = ("num_columns", "skip_malformed", "label_range", "layout", "hf_dataset",
-                                  "file_hint")
+                                  "file_hint", "label_names")
 # keys a split entry may override (besides ``file``)
 SPLIT_KEYS: tuple[str, ...] = (
     "file", "header", "text_a", "text_b", "label", "index", "labeled", "num_columns",
@@ -64,7 +64,12 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task: columns, label set (None: inferred from the training data), metric and splits."""
+    """A task: columns, label set (None: inferred from the training data), metric and splits.
+
+    ``labels`` are the values of the label column (read from the files, written to GLUE
+    submissions); ``label_names`` (optional, same order) are what a trained model calls the classes
+    (its ``id2label``, the MLflow model's predictions), e.g. ``negative``/``positive`` for SST-2's 0/1.
+    """
 
     name: str
     glue_name: str | None
@@ -85,6 +90,12 @@ class TaskSpec:
     label_range: tuple[float, float] | None = None
     layout: str = "glue"
     hf_dataset: str | None = None
+    label_names: tuple[str, ...] | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """What a trained model calls each class, in id order: ``label_names``, else ``labels``."""
+        return self.label_names or self.labels
 
     @property
     def num_labels(self) -> int:
@@ -111,7 +122,7 @@ class TaskSpec:
         )
 
     def label_name(self, class_id: int) -> str:
-        """Label string of a class id."""
+        """Label string of a class id, as the data files write it (GLUE submissions)."""
         assert self.labels is not None
         return self.labels[int(class_id)]
 
@@ -145,6 +156,12 @@ class TaskSpec:
             pass  # inferred from the training split (lad.data.sources.with_labels)
         else:
             labels = check_labels(labels, where)
+        label_names = data.get("label_names")
+        if label_names is not None:
+            if is_regression:
+                raise ConfigError(f"{where}: label_names must be null for a regression task")
+            label_names = check_labels(label_names, where, "label_names")
+            check_label_names(labels, label_names, where)
         metric = data["metric"] if data["metric"] is not None else (
             "pearson" if is_regression else "accuracy")
         if metric not in METRIC_ALIASES:
@@ -186,6 +203,7 @@ class TaskSpec:
             submission_name=base["submission_name"], num_columns=data.get("num_columns"),
             skip_malformed=_as_bool(data.get("skip_malformed", False), where, "skip_malformed"),
             label_range=label_range, layout=layout, hf_dataset=None if hf_dataset is None else str(hf_dataset),
+            label_names=label_names,
         )
         allowed = {k for s in (eval_splits(spec) or [None]) for k in spec.metric_keys(s)}
         if spec.main_metric not in allowed:
@@ -208,14 +226,21 @@ def check_column_roles(split: "SplitSpec", where: str) -> None:
                                   "column that holds the text")
 
 
-def check_labels(labels: Any, where: str) -> tuple[str, ...]:
+def check_labels(labels: Any, where: str, key: str = "labels") -> tuple[str, ...]:
     """A classification label set as a tuple of strings; ConfigError if it is too small or repeats."""
     if not isinstance(labels, (list, tuple)) or len(labels) < 2:
-        raise ConfigError(f"{where}: labels must list at least two classes")
+        raise ConfigError(f"{where}: {key} must list at least two classes")
     labels = tuple(str(x) for x in labels)
     if len(set(labels)) != len(labels):
-        raise ConfigError(f"{where}: labels contain duplicates: {list(labels)}")
+        raise ConfigError(f"{where}: {key} contain duplicates: {list(labels)}")
     return labels
+
+
+def check_label_names(labels: tuple[str, ...] | None, names: tuple[str, ...] | None, where: str) -> None:
+    """ConfigError when ``label_names`` do not name each of ``labels`` (once they are known)."""
+    if labels is not None and names is not None and len(names) != len(labels):
+        raise ConfigError(f"{where}: label_names [{', '.join(names)}] must name each of the {len(labels)} labels "
+                          f"[{', '.join(labels)}], in that order")
 
 
 def eval_splits(task: TaskSpec) -> list[str]:

@@ -76,19 +76,24 @@ def check_tokenizer(tokenizer, model_dir: Path, what: str) -> None:
 
 
 def check_label_order(config, task, model_dir: Path) -> None:
-    """ConfigError when the teacher's named labels are not the task's labels in the task's order."""
+    """ConfigError when the teacher's named labels are not the task's labels in the task's order.
+
+    A teacher may name its classes by the task's ``label_names`` or (one trained before the task
+    had them) by the label values of the data files; either way its ``config`` is then given the
+    task's names, so a student distilled from it exports them."""
     if task.is_regression:
         return
     id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
-    if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
-        return  # unnamed labels: nothing to compare
-    expected = [str(x) for x in task.labels]
-    if names != expected:
-        raise ConfigError(
-            f"teacher {model_dir}: its labels are [{', '.join(names)}] but task {task.name} has "
-            f"[{', '.join(expected)}] (in this order): its predictions would be read as the wrong "
-            "classes; use a teacher fine-tuned on this task")
+    if names and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):  # unnamed: nothing to compare
+        accepted = [list(task.class_names), list(task.labels)]
+        if names not in accepted:
+            raise ConfigError(
+                f"teacher {model_dir}: its labels are [{', '.join(names)}] but task {task.name} has "
+                f"[{', '.join(task.class_names)}] (in this order): its predictions would be read as the wrong "
+                "classes; use a teacher fine-tuned on this task")
+    kwargs = _label_kwargs(task)
+    config.id2label, config.label2id = kwargs["id2label"], kwargs["label2id"]
 
 
 def _load_weights(load, model_dir: Path, what: str, new_head: bool = False):
@@ -175,7 +180,7 @@ def check_vocab(model_dir: Path, what: str) -> None:
 def _label_kwargs(task) -> dict:
     if task.is_regression:
         return {"num_labels": 1, "problem_type": "regression"}
-    labels = list(task.labels)
+    labels = list(task.class_names)
     return {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -236,7 +241,7 @@ def load_teacher(teacher_cfg: DictConfig, task):
     check_label_order(config, task, model_dir)
     check_vocab(model_dir, "teacher")
     model = _load_weights(lambda: AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), output_loading_info=True), model_dir, "teacher")
+        str(model_dir), config=config, output_loading_info=True), model_dir, "teacher")
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

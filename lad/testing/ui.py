@@ -53,6 +53,7 @@ class Store:
     experiment_id: str
     experiment_name: str
     run_ids: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by run name
 
 
 # --------------------------------------------------------------------------- browser
@@ -153,17 +154,6 @@ def dismiss_assistant(driver: Any) -> bool:
 # --------------------------------------------------------------------------- MLflow pages
 
 
-def use_model_training_view(driver: Any) -> None:
-    """Switch the sidebar from 'GenAI' to 'Model training' (cosmetic; skipped if absent)."""
-    from selenium.common.exceptions import TimeoutException
-
-    try:
-        click_text(driver, "Model training", timeout=3)
-        time.sleep(0.5)
-    except TimeoutException:
-        pass
-
-
 def experiment_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url}/#/experiments/{experiment_id}/runs"
 
@@ -175,36 +165,79 @@ def compare_url(base_url: str, experiment_id: str, run_ids: Sequence[str]) -> st
     return f"{base_url}/#/compare-runs?runs={runs}&experiments={exps}"
 
 
-def select_columns(driver: Any, show: Sequence[str], hide: Sequence[str] = ()) -> None:
-    """Toggle runs-table columns through the 'Columns' popover (by their visible names)."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
+def column_ids(driver: Any) -> list[str]:
+    """The runs table's leaf columns (their grid ``col-id``), left to right as drawn (pinned first)."""
+    script = """
+    const cells = [...document.querySelectorAll('.ag-header-cell[col-id]')].filter(c => c.offsetParent !== null);
+    return cells.map(c => [c.getBoundingClientRect().left, c.getAttribute('col-id')]).sort((a, b) => a[0] - b[0]);
+    """
+    return [col for _, col in _in_page(driver, script)]
 
-    click_text(driver, "Columns", tag="button")
-    popover = "//*[@role='dialog']"
 
-    def toggle(name: str, timeout: float) -> None:
-        # Filter the (virtualised, scrolling) column tree first so the entry is on screen.
-        boxes = driver.find_elements(By.XPATH, f"{popover}//input[@type='text']")
-        if boxes:
-            boxes[0].send_keys(Keys.CONTROL, "a")
-            boxes[0].send_keys(name)
-        click_text(driver, name, within=popover, timeout=timeout)
+def _in_page(driver: Any, script: str, *args: Any, attempts: int = 5) -> Any:
+    """Run ``script`` in the page, again when the grid re-renders under it (a JavaScript error)."""
+    from selenium.common.exceptions import JavascriptException
 
-    for name in show:
+    for attempt in range(attempts):
         try:
-            toggle(name, 15)
-        except TimeoutException:
-            raise AssertionError(f"no column {name!r} in the Columns popover") from None
-    for name in hide:  # cosmetic only: tolerate a missing attribute column
-        try:
-            toggle(name, 3)
-        except TimeoutException:
-            pass
-    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
-    time.sleep(0.5)
-    park_pointer(driver)
+            return driver.execute_script(script, *args)
+        except JavascriptException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    return None
+
+
+def view_columns_lead(columns: Sequence[str]) -> bool:
+    """True when the table's columns after the run name (and MLflow's pinned Created column) start with
+    LAD's view: the best dev metric, then ``lad.run_record.VIEW_PARAMS`` in order (those drawn)."""
+    from lad.run_record import RUN_NAME_COLUMN, VIEW_PARAMS, column_key
+
+    data = [c for c in columns if c.startswith(("metrics.", "params.", "attributes.")) and c != RUN_NAME_COLUMN]
+    want = [column_key("params", name) for name in VIEW_PARAMS]
+    shown = data[1:1 + len(want)]  # the grid draws only the columns that fit the window
+    return len(shown) >= 3 and data[0].startswith("metrics.`best/") and shown == want[:len(shown)]
+
+
+_CUT_SCRIPT = """
+const out = [];
+for (const cell of document.querySelectorAll(arguments[0])) {
+  const edge = cell.getBoundingClientRect().right;
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+    const owner = node.parentElement;
+    if (!node.textContent.trim() || owner.offsetParent === null || getComputedStyle(owner).visibility !== 'visible') {
+      continue;
+    }
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const box = range.getBoundingClientRect();
+    if (box.width > 0 && box.right > edge + 1) {
+      out.push(node.textContent.trim());
+    }
+  }
+}
+return out;
+"""
+
+
+def cut_texts(driver: Any, column: str) -> list[str]:
+    """Texts of the runs table's cells and header in ``column`` (a ``col-id``) that do not fit their
+    cell: visible text laid out past the cell's right edge (the grid cuts it or ends it with "…")."""
+    selector = f'[col-id="{column}"].ag-cell, [col-id="{column}"].ag-header-cell'
+    return list(_in_page(driver, _CUT_SCRIPT, selector))
+
+
+def rows_in_order(driver: Any) -> list[str]:
+    """Run ids of the runs table's rows, top to bottom (the grid's ``row-index``)."""
+    script = """
+    const seen = {};
+    for (const r of document.querySelectorAll("[role='row'][row-id][row-index]")) {
+      seen[r.getAttribute('row-id')] = Number(r.getAttribute('row-index'));
+    }
+    return Object.entries(seen).sort((a, b) => a[1] - b[1]).map(e => e[0]);
+    """
+    return list(_in_page(driver, script))
 
 
 def park_pointer(driver: Any) -> None:
@@ -252,18 +285,20 @@ def wait_for_run_rows(driver: Any, expected: dict[str, Sequence[str]], timeout: 
 
 
 def show_runs_page(driver: Any, base_url: str, store: Store, expected: dict[str, Sequence[str]],
-                   columns: Sequence[str] = ()) -> dict[str, str]:
-    """Open the experiment's runs table with ``columns`` (params/metrics) shown.
+                   view: bool = True) -> dict[str, str]:
+    """Open the experiment's runs table as a user does: through LAD's saved view (the link
+    ``make ui`` prints, ``lad.run_record.runs_view_url``), or with ``view=False`` the bare
+    experiment page (MLflow's own default columns). Nothing is clicked into place.
 
     Returns the rows' text by run id once each run's row shows its ``expected[name]`` strings.
     """
-    driver.get(experiment_url(base_url, store.experiment_id))
+    from lad.run_record import runs_view_url
+
+    url = runs_view_url(base_url, store.experiment_id) if view else experiment_url(base_url, store.experiment_id)
+    driver.get(url)
     wait_for_texts(driver, [store.experiment_name, *store.run_ids], timeout=UI_TIMEOUT)
-    dismiss_assistant(driver)
-    use_model_training_view(driver)
-    wait_for_texts(driver, list(store.run_ids), timeout=30)
-    if columns:
-        select_columns(driver, show=list(columns), hide=["Source", "Models"])
+    dismiss_assistant(driver)  # MLflow's assistant panel opens by itself on a first visit
+    park_pointer(driver)
     want = {store.run_ids[name]: [name, *strings] for name, strings in expected.items()}
     return wait_for_run_rows(driver, want)
 
@@ -341,7 +376,8 @@ def load_store(tracking_uri: str, experiment: str, status: str = "FINISHED") -> 
         raise LookupError(f"no experiment {experiment!r} in {tracking_uri}")
     runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.status = '{status}'",
                               order_by=["attributes.start_time ASC"])
-    return Store(exp.experiment_id, experiment, {r.info.run_name: r.info.run_id for r in runs})
+    return Store(exp.experiment_id, experiment, {r.info.run_name: r.info.run_id for r in runs},
+                 {r.info.run_name: dict(r.data.metrics) for r in runs})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
