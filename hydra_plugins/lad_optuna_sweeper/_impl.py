@@ -383,10 +383,21 @@ def search_file_overrides(sweeper: "LadOptunaSweeper") -> list[str] | None:
     name = OmegaConf.select(sweeper.config, "hydra.runtime.choices.hparams_search")
     if not name or sweeper.hydra_context is None:
         return []
-    path = f"hparams_search/{name}"
-    for source in sweeper.hydra_context.config_loader.get_sources():
+    return _file_overrides(sweeper.hydra_context.config_loader.get_sources(), f"hparams_search/{name}")
+
+
+def _file_overrides(sources, path: str) -> list[str] | None:
+    """A config file's settings as overrides, after those of the bases its ``defaults`` list names
+    (``- default`` beside it, ``- /group/file`` from the config root), as Hydra composes them."""
+    for source in sources:
         if source.is_config(path):
-            return config_overrides(source.load_config(path).config)
+            config = source.load_config(path).config
+            out: list[str] = []
+            for entry in config.get("defaults") or []:
+                if isinstance(entry, str) and entry != "_self_":
+                    base = entry[1:] if entry.startswith("/") else f"{path.rpartition('/')[0]}/{entry}"
+                    out += _file_overrides(sources, base) or []
+            return out + config_overrides(config)
     return None
 
 

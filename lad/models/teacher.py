@@ -90,8 +90,11 @@ def check_label_order(config, task, model_dir: Path) -> None:
         if names not in accepted:
             raise ConfigError(
                 f"teacher {model_dir}: its labels are [{', '.join(names)}] but task {task.name} has "
-                f"[{', '.join(task.class_names)}] (in this order): its predictions would be read as the wrong "
-                "classes; use a teacher fine-tuned on this task")
+                f"[{', '.join(task.class_names)}]"
+                + ("" if list(task.class_names) == list(task.labels) else
+                   f" (values [{', '.join(map(str, task.labels))}])")
+                + " (in this order): its predictions would be read as the wrong classes; use a teacher "
+                "fine-tuned on this task")
     kwargs = _label_kwargs(task)
     config.id2label, config.label2id = kwargs["id2label"], kwargs["label2id"]
 

@@ -199,8 +199,10 @@ CASES: list[Case] = [
          "The model folder holds weights but not the tokenizer it was trained with.",
          "Save the tokenizer next to the weights (tokenizer.save_pretrained(dir)); train_teacher.py does this."),
     Case("teacher_label_order_differs", lambda s: s.distil(teacher=s.teacher_with_labels(["1", "0"])),
-         r"^error: teacher \S+: its labels are \[1, 0\] but task sst2 has \[0, 1\] \(in this order\)",
-         "error: teacher <dir>: its labels are [1, 0] but task sst2 has [0, 1] (in this order): ...",
+         r"^error: teacher \S+: its labels are \[1, 0\] but task sst2 has \[negative, positive\] \(values "
+         r"\[0, 1\]\) \(in this order\)",
+         "error: teacher <dir>: its labels are [1, 0] but task sst2 has [negative, positive] (values [0, 1]) "
+         "(in this order): ...",
          "The teacher names its classes in another order than conf/task/<task>.yaml (labels:): its "
          "predictions would be read as the wrong classes.",
          "Use a teacher fine-tuned on this task with this label list (train_teacher.py task=<task>)."),
