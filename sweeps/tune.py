@@ -152,7 +152,7 @@ def write_best(records_dir: Path, spaces: dict) -> Path:
 def restore_trials(study, method: dict, record_path: Path) -> int:
     """Copy the finished trials of a committed record into an empty study (a fresh machine's storage).
 
-    The record (results/tuning/<method>.json) is what survives a machine: its COMPLETE trials are
+    The record (results/tuning/<method>.json) is what survives a machine: its COMPLETE and FAIL trials are
     added with their parameters, value and attributes, so the study goes on from the same history
     (TPE then samples from it as it would have). Returns how many trials were restored."""
     import optuna
@@ -165,11 +165,15 @@ def restore_trials(study, method: dict, record_path: Path) -> int:
                      for key, r in method["space"].items()}
     restored = 0
     for t in sorted(record.get("trials", []), key=lambda t: t["number"]):
-        if t.get("state") != "COMPLETE" or set(t.get("params", {})) != set(distributions):
+        # failed trials too: they count in the history (and in the per-trial sampler seed)
+        if t.get("state") not in ("COMPLETE", "FAIL") or set(t.get("params", {})) != set(distributions):
             continue
         attrs = {k: t.get(k) for k in ("scores", "commit", "seconds") if t.get(k) is not None}
-        study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=distributions, value=t["value"],
-                                                  user_attrs={**attrs, "restored_from": t["number"]}))
+        state = optuna.trial.TrialState[t["state"]]
+        study.add_trial(optuna.trial.create_trial(
+            params=t["params"], distributions=distributions, state=state,
+            value=t["value"] if state == optuna.trial.TrialState.COMPLETE else None,
+            user_attrs={**attrs, "restored_from": t["number"]}))
         restored += 1
     return restored
 
@@ -182,7 +186,7 @@ def tune_method(name: str, method: dict, protocol: dict, steps: dict, args) -> d
                                 direction="maximize", load_if_exists=True)
     restored = restore_trials(study, method, Path(args.records) / f"{name}.json")
     if restored:
-        print(f"[tune] {name}: {restored} finished trial(s) restored from {args.records}/{name}.json", flush=True)
+        print(f"[tune] {name}: {restored} trial(s) restored from {args.records}/{name}.json", flush=True)
     for stale in [t for t in study.trials if t.state.name == "RUNNING"]:  # left by an interrupted driver
         study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(stale.params)
