@@ -129,25 +129,29 @@ def recorded_lr_choice(records: list[dict], task: str, lrs: list[float]) -> floa
     return max(lrs, key=lambda lr: best[float(f"{lr:g}")])
 
 
-def unfinished_tuning(prereg: dict, best: dict) -> list[str]:
+def primary_methods(prereg: dict) -> list[str]:
+    """The headline arms: every method of the primary family, in order of first mention."""
+    return list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
+
+
+def load_best() -> dict:
+    """results/tuning/best.yaml ({} before any study finished)."""
+    return (yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}) or {}
+
+
+def unfinished_tuning(prereg: dict) -> list[str]:
     """Primary methods whose study has not finished the pre-registered trials (best.yaml, records)."""
-    methods = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
-    missing = []
-    for method in methods:
-        record = BEST.parent / f"{method}.json"
-        try:
-            done = sum(t["state"] == "COMPLETE" for t in json.loads(record.read_text())["trials"])
-        except (OSError, ValueError, KeyError, TypeError):
-            done = 0
-        if method not in best or done < int(prereg["tuning"]["trials"]):
-            missing.append(method)
-    return missing
+    from sweeps.tune import finished_trials
+
+    best = load_best()
+    return [m for m in primary_methods(prereg)
+            if m not in best or finished_trials(BEST.parent / f"{m}.json") < int(prereg["tuning"]["trials"])]
 
 
 def grid_points(prereg: dict, stages: list[str]) -> set[tuple]:
     """(task, method, student, seed) of every distil run the headline and exploratory stages hold."""
     points = set()
-    primary = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
+    primary = primary_methods(prereg)
     ex = prereg["exploratory"]
     for task in prereg["tasks"]:
         for seed in prereg["seeds"]:
@@ -165,8 +169,7 @@ def tasks_with_work(prereg: dict, records: list[dict], stages: list[str]) -> lis
     and every task with a grid point the export lacks (a run of the pinned commit)."""
     from sweeps.kinds import cell_key, is_grid_cell
 
-    best = (yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}) or {}
-    need = set(prereg["tuning"]["tasks"]) if "tuning" in stages and unfinished_tuning(prereg, best) else set()
+    need = set(prereg["tuning"]["tasks"]) if "tuning" in stages and unfinished_tuning(prereg) else set()
     pinned = str(prereg["headline_commit"])
     done = {cell_key(r) for r in records if is_grid_cell(r)
             and str(r.get("tags", {}).get("mlflow.source.git.commit", "")) == pinned}
@@ -185,8 +188,7 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
     from sweeps.tune import load_spaces
 
     spaces = load_spaces()
-    best = yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}
-    best = best or {}
+    best = load_best()
     tasks, seeds, budgets = prereg["tasks"], prereg["seeds"], prereg["budgets"]
     log_dir = str((store or REPO) / "logs" / "ablation")
     jobs: list[Job] = []
@@ -222,7 +224,7 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
                 "--output-root", str((store or REPO) / "outputs"), "--", *extra]],
                 [(task, float(budgets[task]) * float(t["budget_fraction"]), 1.0)
                  for _ in range(int(t["trials"])) for task in t["tasks"]]))
-    primary = list(dict.fromkeys(m for pair in prereg["primary"] for m in pair))
+    primary = primary_methods(prereg)
     if "headline" in stages:
         for task in tasks:
             for seed in seeds:
@@ -381,8 +383,7 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
     failed: list[str] = []
     for stage in [s for s in STAGES if s in stages]:
         if stage in ("headline", "exploratory"):
-            best = (yaml.safe_load(BEST.read_text()) if BEST.is_file() else {}) or {}
-            waiting = unfinished_tuning(prereg, best)
+            waiting = unfinished_tuning(prereg)
             if waiting:
                 print(f"[grid] {stage} waits for tuning: {', '.join(waiting)} not finished "
                       f"({BEST.parent}); run the tuning stage first", file=sys.stderr)

@@ -133,6 +133,14 @@ def study_record(study, name: str, protocol: dict, steps: dict) -> dict:
             "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params}}
 
 
+def finished_trials(record: Path) -> int:
+    """COMPLETE trials of a study record (results/tuning/<method>.json); 0 when it is absent or unreadable."""
+    try:
+        return sum(t.get("state") == "COMPLETE" for t in json.loads(Path(record).read_text())["trials"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
+
+
 def write_best(records_dir: Path, spaces: dict) -> Path:
     """results/tuning/best.yaml: the overrides of each tuned method's best trial."""
     best = {}

@@ -80,15 +80,8 @@ def read_prereg(path: Path | None = None) -> Prereg:
 
 def tuning_progress(pre: Prereg) -> dict[str, int] | None:
     """Finished trials of each headline method's tuning study (from its record; None: no records folder)."""
-    import json
+    from sweeps.tune import finished_trials
 
     if pre.tuning_dir is None:
         return None
-    done = {}
-    for method in pre.methods:
-        try:
-            trials = json.loads((Path(pre.tuning_dir) / f"{method}.json").read_text())["trials"]
-            done[method] = sum(t.get("state") == "COMPLETE" for t in trials)
-        except (OSError, ValueError, KeyError, TypeError):
-            done[method] = 0
-    return done
+    return {method: finished_trials(Path(pre.tuning_dir) / f"{method}.json") for method in pre.methods}
