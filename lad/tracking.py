@@ -6,6 +6,7 @@ branches on tracking. mlflow is imported lazily (it costs seconds at start-up).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lad import signals
 from lad.config import REPO_ROOT, flatten, setup_environment
 from lad.errors import ConfigError, LADError
 from lad.locks import file_lock
@@ -253,6 +255,20 @@ def get_experiment_id(mlflow, name: str, artifact_location: str | None) -> str:
         return exp.experiment_id
 
 
+def _uninterrupted(write):
+    """A tracking-store write that SIGINT / SIGTERM cannot cut in half (``lad.signals.deferred``).
+
+    An interrupt raised inside a SQLite commit leaves that connection holding the write lock, and the
+    run's last write (status ``KILLED``, the ``error`` tag) then fails with "database is locked"."""
+
+    @functools.wraps(write)
+    def wrapper(*args, **kwargs):
+        with signals.deferred():
+            return write(*args, **kwargs)
+
+    return wrapper
+
+
 class MlflowTracker:
     def __init__(self, mlflow, run, client):
         self.mlflow = mlflow
@@ -260,6 +276,7 @@ class MlflowTracker:
         self.run_id = run.info.run_id
         self.client = client
 
+    @_uninterrupted
     def log_params(self, params: dict) -> None:
         """The ``UI_PARAMS`` of ``params`` as MLflow params; all of them as ``params.json``.
 
@@ -277,6 +294,7 @@ class MlflowTracker:
             self.set_tags({f"lad.extended.{k}": v for k, v in changed.items()})
         self.client.log_dict(self.run_id, {k: str(v) for k, v in sorted(params.items())}, PARAMS_ARTIFACT)
 
+    @_uninterrupted
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
 
@@ -287,10 +305,12 @@ class MlflowTracker:
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
+    @_uninterrupted
     def set_tags(self, tags: dict) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, mask_secrets(str(v))[:5000])
 
+    @_uninterrupted
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
@@ -298,6 +318,7 @@ class MlflowTracker:
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_uninterrupted
     def log_model_dir(self, model_dir: Path, registered_name: str | None = None, input_example=None) -> None:
         """Log a Hugging Face model directory as an MLflow pyfunc model (optionally registered), with
         a signature and ``input_example`` (a DataFrame of ``text_a``/``text_b``; see lad.mlflow_model)."""
@@ -305,6 +326,7 @@ class MlflowTracker:
 
         log_hf_model(self.mlflow, self.run_id, Path(model_dir), registered_name, input_example)
 
+    @_uninterrupted
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
             self.set_tags({"error": error})
@@ -409,7 +431,8 @@ def shared_write(call, *args, attempts: int = 4, **kwargs):
 
     for attempt in range(attempts):
         try:
-            return call(*args, **kwargs)
+            with signals.deferred():
+                return call(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only the concurrent-insert failure is retried
             if attempt == attempts - 1 or not any(mark in str(exc) for mark in _CONCURRENT_WRITE):
                 raise

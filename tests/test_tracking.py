@@ -386,6 +386,43 @@ def test_an_extended_budget_keeps_the_first_param_and_tags_the_change(tmp_path):
     path = client.download_artifacts(run.info.run_id, PARAMS_ARTIFACT, str(tmp_path / "dl"))
     assert _json.loads(Path(path).read_text())["trainer.max_steps"] == "6"
 
+def test_a_signal_inside_a_store_write_waits_until_the_write_has_committed(tmp_path):
+    """SIGTERM raised inside a SQLite commit left that connection holding the write lock, and the run's
+    last writes (status KILLED, the error tag) failed with "database is locked" (seen in CI). A tracker
+    write now holds the signal until it returns; the run then ends KILLED on the same store."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lad import signals
+    from lad.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("x", artifact_location=str(tmp_path / "art")))
+    tracker = MlflowTracker(mlflow, run, client)
+    real_log_batch = client.log_batch
+
+    def log_batch_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands while the write is in flight
+        time.sleep(0.05)
+        return real_log_batch(*args, **kwargs)
+
+    client.log_batch = log_batch_then_signal
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals.install()
+    try:
+        with pytest.raises(signals.Interrupted):
+            tracker.log_metrics({"train/loss": 1.5}, step=3)
+        client.log_batch = real_log_batch
+        tracker.end(status="KILLED", error="Interrupted: interrupted by SIGTERM")
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    data = client.get_run(run.info.run_id)
+    assert data.data.metrics == {"train/loss": 1.5}  # the write finished before the signal acted
+    assert data.info.status == "KILLED" and data.data.tags["error"].startswith("Interrupted")
+
+
 def test_every_experiment_gets_the_lad_view_with_the_dev_metric_and_key_params_first(store, capsys):
     """MLflow's runs table cannot be given default columns by the server: the experiment holds a
     saved view (an ``mlflow.sharedViewState.*`` tag, as the UI's Views menu writes it) that starts
