@@ -333,6 +333,20 @@ def script_env(cmd: list[str]) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(root)}
 
 
+SKIPPED_BELOW = 0.1  # a job done in under this share of its priced time was recorded already (its driver skipped it)
+
+
+def account(progress: dict, priced: float, lane_seconds: float) -> None:
+    """Book a finished job: its priced seconds leave the estimate, and a job that really trained
+    rescales the rest by lane-seconds taken per priced second. A job its driver skipped (work recorded
+    on an earlier machine) took seconds: counting it would shrink the ETA to nothing."""
+    progress["left"] -= priced
+    if lane_seconds >= SKIPPED_BELOW * priced:
+        progress["real"] += lane_seconds
+        progress["priced"] += priced
+        progress["scale"] = progress["real"] / max(progress["priced"], 1.0)
+
+
 def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path, code: Path,
              progress: dict) -> list[str]:
     """Run ``jobs`` on ``lanes`` workers (a job's commands one after the other); the names that failed."""
@@ -355,11 +369,7 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
                     codes.append(subprocess.run(cmd, cwd=code, env=script_env(cmd), stdout=out,
                                                 stderr=subprocess.STDOUT).returncode)
             with lock:
-                progress["left"] -= costs[job.name]
-                # rescale the estimate by what finished jobs really took (lane-seconds per estimated second)
-                progress["real"] += (time.time() - t_job) * progress["lanes"] / lanes
-                progress["priced"] += costs[job.name]
-                progress["scale"] = progress["real"] / max(progress["priced"], 1.0)
+                account(progress, costs[job.name], (time.time() - t_job) * progress["lanes"] / lanes)
                 if any(codes):
                     failed.append(job.name)
             print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "

@@ -141,3 +141,13 @@ def test_teachers_are_trained_only_for_tasks_with_work_left(tmp_path, monkeypatc
     assert grid.tasks_with_work(prereg, done[:-1], ["headline"]) == ["mrpc", "stsb", "cola", "sst2"]  # one missing
     jobs = grid.plan(prereg, tmp_path, ["teachers"], tmp_path, done, ["headline"])
     assert [j.name for j in jobs] == ["teacher mrpc", "teacher stsb", "teacher cola"]
+
+
+def test_the_eta_is_rescaled_by_jobs_that_trained_not_by_jobs_their_drivers_skipped():
+    progress = {"left": 1000.0, "real": 0.0, "priced": 0.0, "scale": 1.0}
+    grid.account(progress, 100.0, 2.0)  # restored from the committed record: seconds, no training
+    assert progress["left"] == 900.0 and progress["scale"] == 1.0
+    grid.account(progress, 100.0, 300.0)  # trained three times slower than priced
+    assert progress["left"] == 800.0 and progress["scale"] == 3.0
+    grid.account(progress, 200.0, 1.0)
+    assert progress["scale"] == 3.0
