@@ -18,7 +18,9 @@ the grid owns the machine's cores, and everything else beside it should run unde
 Across machines: the MLflow store and the teachers' weights live outside git, so a fresh machine
 retrains the teachers of the tasks that still have work (a task whose learning-rate grid is already
 in results/runs.jsonl retrains only the chosen rate) and the drivers skip every run the committed
-export holds. A teacher
+export holds. The teachers stage trains those the tuning needs; a headline or exploratory block's
+teacher is trained when a lane first reaches its task, so a session trains only the teachers of the
+tasks it gets to. A teacher
 retrained elsewhere is not the same teacher, so the paired comparisons run in *seed blocks*: one
 job trains every method of one (task, seed) cell in a row, on the teacher of that session.
 Each stage is planned when it starts (the headline reads the best.yaml that tuning just wrote,
@@ -55,6 +57,7 @@ BEST = REPO / "results" / "tuning" / "best.yaml"
 BENCHMARK = REPO / "docs" / "benchmarks" / "performance.json"
 EXPORT = REPO / "results" / "runs.jsonl"
 STAGES = ("teachers", "tuning", "headline", "exploratory")
+LAZY_TEACHERS = ("headline", "exploratory")  # their blocks train their task's teacher on first reach
 RUN_OVERHEAD_S = 60.0            # start-up, tokenisation, teacher cache, evaluations of one run (estimate)
 TEACHER_COST = 2.0               # a 6-layer teacher step costs about twice a 3-layer student's
 
@@ -65,6 +68,7 @@ class Job:
     name: str
     cmds: list[list[str]]                                               # run one after the other
     runs: list[tuple[str, float, float]] = field(default_factory=list)  # (task, epochs, cost factor)
+    teacher: Job | None = None  # trained (or found) before the first job of its task starts
 
 
 def load_prereg(path: Path = PREREGISTRATION) -> dict:
@@ -179,6 +183,21 @@ def tasks_with_work(prereg: dict, records: list[dict], stages: list[str]) -> lis
     return [t for t in prereg["tasks"] if t in need]
 
 
+def teacher_job(prereg: dict, task: str, store: Path | None, code: Path, records: list[dict]) -> Job:
+    """sweeps/teachers.py for one task: its lr grid, or only the rate the export records as chosen."""
+    from sweeps.teachers import DEFAULT_LR_GRID
+
+    artifacts = str(store / "artifacts") if store else "artifacts"
+    extra = [o for o in store_overrides(store) if not o.startswith("paths.artifacts=")]
+    lrs = DEFAULT_LR_GRID.get(task, [])
+    chosen = recorded_lr_choice(records, task, lrs)
+    grid = [] if chosen is None else ["--lr-grid", f"{task}={chosen:g}"]
+    n = 1 if chosen is not None or not lrs else len(lrs)
+    return Job("teachers", f"teacher {task}", [[
+        sys.executable, str(code / "sweeps" / "teachers.py"), "--tasks", task, "--artifacts", artifacts,
+        *grid, "--", *extra]], [(task, float(prereg["budgets"][task]), TEACHER_COST)] * n)
+
+
 def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
          records: list[dict] | None = None, wanted: list[str] | None = None) -> list[Job]:
     """The jobs of ``stages``; ``code`` is the tree whose drivers and entry points run.
@@ -201,18 +220,8 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
         return Job(stage, name, cmds, [(task, float(budgets[task]), factor)] * len(methods))
 
     if "teachers" in stages:
-        artifacts = str(store / "artifacts") if store else "artifacts"
-        extra = [o for o in store_overrides(store) if not o.startswith("paths.artifacts=")]
-        from sweeps.teachers import DEFAULT_LR_GRID
-
         for task in tasks_with_work(prereg, records or [], wanted or stages):
-            lrs = DEFAULT_LR_GRID.get(task, [])
-            chosen = recorded_lr_choice(records or [], task, lrs)
-            grid = [] if chosen is None else ["--lr-grid", f"{task}={chosen:g}"]
-            n = 1 if chosen is not None or not lrs else len(lrs)
-            jobs.append(Job("teachers", f"teacher {task}", [[
-                sys.executable, str(code / "sweeps" / "teachers.py"), "--tasks", task, "--artifacts", artifacts,
-                *grid, "--", *extra]], [(task, float(budgets[task]), TEACHER_COST)] * n))
+            jobs.append(teacher_job(prereg, task, store, code, records or []))
     if "tuning" in stages:
         t = prereg["tuning"]
         extra = store_overrides(store)
@@ -349,31 +358,67 @@ def account(progress: dict, priced: float, lane_seconds: float) -> None:
 
 def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path, code: Path,
              progress: dict) -> list[str]:
-    """Run ``jobs`` on ``lanes`` workers (a job's commands one after the other); the names that failed."""
+    """Run ``jobs`` on ``lanes`` workers (a job's commands one after the other); the names that failed.
+
+    A job with a ``teacher`` starts once that teacher is trained: the first lane to reach a task
+    trains its teacher; a free lane takes a job whose teacher is ready, else trains the next task's
+    teacher, else waits. A session thus trains only the teachers of the tasks it reaches."""
     failed: list[str] = []
     queue = list(jobs)
-    lock = threading.Lock()
+    state: dict[str, str] = {}  # teacher name -> "training" | "ready" | "failed"
+    cond = threading.Condition()
+
+    def take() -> tuple[Job | None, Job | None]:  # (job, teacher to train first); called holding cond
+        while True:
+            for job in [j for j in queue if j.teacher is not None and state.get(j.teacher.name) == "failed"]:
+                queue.remove(job)
+                failed.append(job.name)
+            if not queue:
+                return None, None
+            for job in queue:
+                if job.teacher is None or state.get(job.teacher.name) == "ready":
+                    queue.remove(job)
+                    return job, None
+            for job in queue:
+                if job.teacher.name not in state:
+                    state[job.teacher.name] = "training"
+                    queue.remove(job)
+                    return job, job.teacher
+            cond.wait()
+
+    def execute(job: Job) -> bool:
+        log = log_dir / f"{job.stage}-{job.name.replace(' ', '_')}.log"
+        with log.open("a") as out:
+            codes = [subprocess.run(cmd, cwd=code, env=script_env(cmd), stdout=out,
+                                    stderr=subprocess.STDOUT).returncode
+                     for cmd in job.cmds]  # a block's methods in a row: they share this session's teacher
+        print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
+              f"({(time.time() - progress['t0']) / 3600:.2f} h since start; log {log})", flush=True)
+        return not any(codes)
 
     def worker() -> None:
         while True:
-            with lock:
-                if not queue:
+            with cond:
+                job, teacher = take()
+                if job is None:
                     return
-                job = queue.pop(0)
                 eta = progress["left"] * progress["scale"] / progress["lanes"] / 3600
+            if teacher is not None:
+                print(f"[grid] start {teacher.name} (for {job.name})", flush=True)
+                ok = execute(teacher)
+                with cond:
+                    state[teacher.name] = "ready" if ok else "failed"
+                    cond.notify_all()
+                    if not ok:
+                        failed.extend([teacher.name, job.name])
+                        continue
             print(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)", flush=True)
-            log = log_dir / f"{job.stage}-{job.name.replace(' ', '_')}.log"
-            codes, t_job = [], time.time()
-            with log.open("a") as out:
-                for cmd in job.cmds:  # a block's methods in a row: they share this session's teacher
-                    codes.append(subprocess.run(cmd, cwd=code, env=script_env(cmd), stdout=out,
-                                                stderr=subprocess.STDOUT).returncode)
-            with lock:
+            t_job = time.time()
+            ok = execute(job)
+            with cond:
                 account(progress, costs[job.name], (time.time() - t_job) * progress["lanes"] / lanes)
-                if any(codes):
+                if not ok:
                     failed.append(job.name)
-            print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
-                  f"({(time.time() - progress['t0']) / 3600:.2f} h since start; log {log})", flush=True)
 
     threads = [threading.Thread(target=worker) for _ in range(lanes)]
     for t in threads:
@@ -398,7 +443,14 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
                 print(f"[grid] {stage} waits for tuning: {', '.join(waiting)} not finished "
                       f"({BEST.parent}); run the tuning stage first", file=sys.stderr)
                 return 1
-        jobs = plan(prereg, store, [stage], code, records, stages)
+        # the teachers stage trains what tuning needs; a headline or exploratory block trains its
+        # task's teacher when a lane first reaches that task (teacher_job: skipped when published)
+        jobs = plan(prereg, store, [stage], code, records, [s for s in stages if s not in LAZY_TEACHERS])
+        if stage in LAZY_TEACHERS:
+            teachers: dict[str, Job] = {}
+            for job in jobs:
+                task = job.runs[0][0]
+                job.teacher = teachers.setdefault(task, teacher_job(prereg, task, store, code, records))
         costs = price(jobs, measured)
         # a tuning trial trains its tasks side by side, so fewer tuning jobs fill the lanes
         width = max(1, lanes // len(prereg["tuning"]["tasks"])) if stage == "tuning" else lanes

@@ -151,3 +151,28 @@ def test_the_eta_is_rescaled_by_jobs_that_trained_not_by_jobs_their_drivers_skip
     assert progress["left"] == 800.0 and progress["scale"] == 3.0
     grid.account(progress, 200.0, 1.0)
     assert progress["scale"] == 3.0
+
+
+def test_a_block_waits_for_its_task_teacher_which_one_lane_trains_on_first_reach(tmp_path):
+    """Each teacher is trained once, by the first lane that reaches its task, before any block of that
+    task starts; a free lane meanwhile trains the next task's teacher; a failed teacher fails its blocks."""
+    import sys as _sys
+
+    events = tmp_path / "events"
+
+    def cmd(tag, seconds=0.3, code=0):
+        return [_sys.executable, "-c", f"import time; open({str(events)!r}, 'a').write('start {tag}\\n'); "
+                f"time.sleep({seconds}); open({str(events)!r}, 'a').write('end {tag}\\n'); raise SystemExit({code})"]
+
+    teachers = {t: grid.Job("teachers", f"teacher {t}", [cmd(f"T{t}", code=int(t == "cola"))]) for t in ("rte", "mrpc", "cola")}
+    jobs = [grid.Job("headline", f"{t} seed {s}", [cmd(f"{t}{s}")], [(t, 1.0, 1.0)], teachers[t])
+            for t in ("rte", "mrpc", "cola") for s in (1, 2)]
+    progress = {"left": 60.0, "real": 0.0, "priced": 0.0, "scale": 1.0, "lanes": 2, "t0": 0.0}
+    failed = grid.run_jobs(jobs, {j.name: 10.0 for j in jobs}, 2, tmp_path, tmp_path, progress)
+    lines = events.read_text().split()
+    log = [" ".join(lines[i:i + 2]) for i in range(0, len(lines), 2)]
+    for t in ("rte", "mrpc"):
+        assert log.count(f"start T{t}") == 1
+        assert all(log.index(f"end T{t}") < log.index(f"start {t}{s}") for s in (1, 2))
+    assert log.count("start Tcola") == 1 and "start cola1" not in log and "start cola2" not in log
+    assert sorted(failed) == ["cola seed 1", "cola seed 2", "teacher cola"]
