@@ -874,3 +874,18 @@ def test_a_grid_in_progress_says_how_far_it_got(tmp_path):
     full, _ = _page(_headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}), tmp_path / "f",
                     Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
     assert "Grid in progress" not in full
+
+
+def test_the_headline_says_how_far_the_methods_gates_moved_and_when_they_count_as_unmoved(tmp_path):
+    recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS})
+    for r in recs:  # lad's gates: 0.5 % on rte (unmoved), 4 % on the other tasks; frozen gates 0
+        if r["method"] in ("lad", "lad-frozen"):
+            move = 0.0 if r["method"] == "lad-frozen" else (0.005 if r["task"] == "rte" else 0.04)
+            r["metrics"].update({"gate/move/layer_02": move / 2, "gate/move/layer_03": move})
+    page, _ = _page(recs, tmp_path)
+    line = next(x for x in page.splitlines() if x.startswith("Gate movement of the lad runs"))
+    assert "rte 0.50% [0.50%, 0.50%]; mrpc 4.00% [4.00%, 4.00%]" in line
+    assert "On rte the median is under 1%" in line and "compares two tuned settings" in line
+    moved = [r for r in recs if r["task"] != "rte" or r["method"] != "lad"]
+    page, _ = _page(moved, tmp_path / "m")
+    assert "under 1%" not in next(x for x in page.splitlines() if x.startswith("Gate movement of the lad runs"))

@@ -278,7 +278,29 @@ def render_headline(report: Report) -> list[str]:
     setups = sorted({(t, c.setup) for (t, _), c in head.cells.items()}, key=lambda ts: (pre.tasks.index(ts[0]), ts[1]))
     if setups:
         lines += ["Setups (budget, extra overrides): " + "; ".join(f"{t} {s}" for t, s in setups) + ".", ""]
-    return lines
+    return lines + render_gate_moves(head)
+
+
+def render_gate_moves(head) -> list[str]:
+    """Did the method's gates learn? The largest gate movement of its headline runs, per task, against the
+    threshold under which a run's gates count as unmoved (the warning every such run prints)."""
+    from lad.pipeline import GATE_MOVED
+
+    pre = head.prereg
+    moves = {t: c.gate_moves for t in pre.tasks if (c := head.cell(t, pre.methods[0])) is not None and c.gate_moves}
+    if not moves:
+        return []
+    lines = [f"Gate movement of the {pre.methods[0]} runs (largest relative change ||W−W0||/||W0|| of a gate by the "
+             "end of training, median over seeds [range]): " + "; ".join(
+                 f"{t} {statistics.median(m.values()):.2%} [{min(m.values()):.2%}, {max(m.values()):.2%}]"
+                 for t, m in moves.items()) + "."]
+    unmoved = [t for t, m in moves.items() if statistics.median(m.values()) < GATE_MOVED]
+    if unmoved:
+        lines[-1] += (f" On {', '.join(unmoved)} the median is under {GATE_MOVED:.0%}, the threshold under which a "
+                      "run's gates count as unmoved: there its targets stay close to their random initial mix of "
+                      f"teacher layers, so {pre.methods[0]} vs a frozen-gate arm compares two tuned settings, not "
+                      "learned against random aggregation.")
+    return lines + [""]
 
 
 def render_primary(report: Report) -> list[str]:

@@ -35,6 +35,7 @@ class Cell(SeedScores):
     teacher_paths: Counter = field(default_factory=Counter)
     teacher_runs: dict = field(default_factory=dict)  # seed -> the teacher run it was distilled from (None: unknown)
     teacher_scores: dict = field(default_factory=dict)  # teacher run id -> its score
+    gate_moves: dict = field(default_factory=dict)  # seed -> largest relative change of a gate (runs with gates)
 
 
 @dataclass
@@ -141,7 +142,14 @@ def make_cell(task: str, method: str, runs: list[dict], teachers: list[dict] = (
                 dict(Counter(commit_of(r) for r in runs)), budget + (f", {variant}" if variant else ""),
                 Counter(r.get("params", {}).get("teacher.path") for r in runs),
                 {s: (t or {}).get("run_id") for s, t in used.items()},
-                {t["run_id"]: score_of(t) for t in used.values() if t is not None})
+                {t["run_id"]: score_of(t) for t in used.values() if t is not None},
+                {seed_of(r): m for r in runs if (m := largest_gate_move(r)) is not None})
+
+
+def largest_gate_move(record: dict) -> float | None:
+    """The largest ||W - W0|| / ||W0|| over a run's gates at the end of training (None: no trained gates)."""
+    moves = [v for k, v in record.get("metrics", {}).items() if k.startswith("gate/move/")]
+    return max(moves) if moves else None
 
 
 def task_teachers(records: list[dict], task: str) -> list[dict]:
