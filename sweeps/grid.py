@@ -22,7 +22,9 @@ export holds. The teachers stage trains those the tuning needs; a headline or ex
 teacher is trained when a lane first reaches its task, so a session trains only the teachers of the
 tasks it gets to. A teacher
 retrained elsewhere is not the same teacher, so the paired comparisons run in *seed blocks*: one
-job trains every method of one (task, seed) cell in a row, on the teacher of that session.
+job trains every method of one (task, seed) cell in a row, on the teacher of that session. To end a
+session between blocks, ``touch <store>/logs/grid/DRAIN``: the running blocks finish and no new job
+starts (the next ``run`` removes the file); a block cut short anyway runs again whole next time.
 Each stage is planned when it starts (the headline reads the best.yaml that tuning just wrote,
 and refuses to start while a method's tuning is unfinished). The training code comes from
 ``--code`` (a worktree at the pre-registered ``headline_commit``; ``run`` refuses another commit
@@ -168,16 +170,20 @@ def grid_points(prereg: dict, stages: list[str]) -> set[tuple]:
     return points
 
 
+def recorded_points(prereg: dict, records: list[dict]) -> set[tuple]:
+    """(task, method, student, seed) of the grid cells the export holds from the pinned commit."""
+    from sweeps.kinds import cell_key, is_grid_cell
+
+    pinned = str(prereg["headline_commit"])
+    return {cell_key(r) for r in records if is_grid_cell(r)
+            and str(r.get("tags", {}).get("mlflow.source.git.commit", "")) == pinned}
+
+
 def tasks_with_work(prereg: dict, records: list[dict], stages: list[str]) -> list[str]:
     """Tasks that still need a teacher on this machine: the tuning tasks while a study is unfinished,
     and every task with a grid point the export lacks (a run of the pinned commit)."""
-    from sweeps.kinds import cell_key, is_grid_cell
-
     need = set(prereg["tuning"]["tasks"]) if "tuning" in stages and unfinished_tuning(prereg) else set()
-    pinned = str(prereg["headline_commit"])
-    done = {cell_key(r) for r in records if is_grid_cell(r)
-            and str(r.get("tags", {}).get("mlflow.source.git.commit", "")) == pinned}
-    need |= {p[0] for p in grid_points(prereg, stages) - done}
+    need |= {p[0] for p in grid_points(prereg, stages) - recorded_points(prereg, records)}
     if "exploratory" in stages:
         need.add("rte")  # the reference recipe's row (its own experiment, resumed by distil.py itself)
     return [t for t in prereg["tasks"] if t in need]
@@ -210,13 +216,19 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
     best = load_best()
     tasks, seeds, budgets = prereg["tasks"], prereg["seeds"], prereg["budgets"]
     log_dir = str((store or REPO) / "logs" / "ablation")
+    recorded = recorded_points(prereg, records or [])
     jobs: list[Job] = []
 
     def block(stage: str, task: str, seed: int, methods: list[str], student: str, factor: float,
               extra_of) -> Job:
         name = f"{task} seed {seed}" + ("" if student == prereg["student"] else f" {student}")
-        cmds = [ablation(task, [m], [student], [seed], budgets[task], extra_of(m), store, log_dir, code)
-                + [f"export={EXPORT}"] for m in methods]  # the committed runs count as done on any machine
+        # the committed runs count as done on any machine; a block the export holds only part of (a session
+        # ended inside it) runs again whole, on this session's teacher: its methods must share one teacher
+        # (the store still skips what this machine itself recorded, and the page takes the latest run per seed)
+        have = sum((task, m, student, seed) in recorded for m in methods)
+        export = [f"export={EXPORT}"] if have in (0, len(methods)) else []
+        cmds = [ablation(task, [m], [student], [seed], budgets[task], extra_of(m), store, log_dir, code) + export
+                for m in methods]
         return Job(stage, name, cmds, [(task, float(budgets[task]), factor)] * len(methods))
 
     if "teachers" in stages:
@@ -342,6 +354,7 @@ def script_env(cmd: list[str]) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(root)}
 
 
+DRAIN = "DRAIN"  # touch <store>/logs/grid/DRAIN: the running jobs finish, no new one starts (a session's end)
 SKIPPED_BELOW = 0.1  # a job done in under this share of its priced time was recorded already (its driver skipped it)
 
 
@@ -370,6 +383,10 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
 
     def take() -> tuple[Job | None, Job | None]:  # (job, teacher to train first); called holding cond
         while True:
+            if (log_dir / DRAIN).exists() and queue:
+                print(f"[grid] {log_dir / DRAIN} exists: no new job starts ({len(queue)} left for the next run)",
+                      flush=True)
+                queue.clear()
             for job in [j for j in queue if j.teacher is not None and state.get(j.teacher.name) == "failed"]:
                 queue.remove(job)
                 failed.append(job.name)
@@ -432,6 +449,8 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
         records: list[dict], log_dir: Path) -> int:
     """Run the stages in order, each planned when it starts; the next one starts when it is done."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    if (log_dir / DRAIN).exists():
+        (log_dir / DRAIN).unlink()  # left by the run it stopped
     estimate = price(plan(prereg, store, stages, code, records), measured)
     progress = {"left": sum(estimate.values()), "lanes": lanes, "t0": time.time(), "real": 0.0, "priced": 0.0,
                 "scale": 1.0}

@@ -176,3 +176,38 @@ def test_a_block_waits_for_its_task_teacher_which_one_lane_trains_on_first_reach
         assert all(log.index(f"end T{t}") < log.index(f"start {t}{s}") for s in (1, 2))
     assert log.count("start Tcola") == 1 and "start cola1" not in log and "start cola2" not in log
     assert sorted(failed) == ["cola seed 1", "cola seed 2", "teacher cola"]
+
+
+def test_a_block_the_export_holds_only_part_of_runs_again_whole_on_this_sessions_teacher(tmp_path, monkeypatch):
+    from sweeps import export
+
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({}))
+    monkeypatch.setattr(grid, "BEST", best)
+    prereg = grid.load_prereg()
+
+    def cell(method, seed):
+        tags = {"lad.entry": "distil", "lad.task": "rte", "lad.kind": "run", "lad.method": f"{method}/3layer",
+                "mlflow.source.git.commit": prereg["headline_commit"]}
+        return export.make_record(f"{method}{seed}", "lad-rte", "FINISHED", 0, tags,
+                                  {"seed": str(seed), "task.main_metric": "m"}, {"best/m": 0.5}, None)
+
+    # seed 1 complete, seed 2 cut short after lad and kd (a session ended inside the block)
+    records = [cell(m, 1) for m in ("lad", "kd", "pkd", "lad-frozen")] + [cell(m, 2) for m in ("lad", "kd")]
+    jobs = {j.name: j for j in grid.plan(prereg, tmp_path / "store", ["headline"], tmp_path, records)}
+    exported = lambda job: [any(a.startswith("export=") for a in c) for c in job.cmds]  # noqa: E731
+    assert exported(jobs["rte seed 1"]) == [True] * 4  # skipped whole by the driver
+    assert exported(jobs["rte seed 2"]) == [False] * 4  # every method again, on one teacher
+    assert exported(jobs["rte seed 3"]) == [True] * 4
+
+
+def test_a_drain_file_lets_running_jobs_finish_and_starts_no_new_one(tmp_path):
+    import sys as _sys
+
+    marker = tmp_path / "ran"
+    touch = [_sys.executable, "-c", f"import pathlib; p = pathlib.Path({str(tmp_path / grid.DRAIN)!r}); "
+             f"p.touch(); open({str(marker)!r}, 'a').write('x')"]
+    jobs = [grid.Job("headline", f"rte seed {s}", [touch], [("rte", 1.0, 1.0)]) for s in (1, 2, 3)]
+    progress = {"left": 30.0, "real": 0.0, "priced": 0.0, "scale": 1.0, "lanes": 1, "t0": 0.0}
+    assert grid.run_jobs(jobs, {j.name: 10.0 for j in jobs}, 1, tmp_path, tmp_path, progress) == []
+    assert marker.read_text() == "x"  # the first job drained the queue; the running one finished
