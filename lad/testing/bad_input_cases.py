@@ -136,9 +136,15 @@ CASES: list[Case] = [
     Case("lr_zero", lambda s: s.train_teacher("optim.lr=0"),
          r"^error: optim\.lr must be > 0, got 0", "error: optim.lr must be > 0, got 0",
          "lr=0 would train nothing.", "Use a positive optim.lr."),
-    Case("temperature_not_positive", lambda s: s.distil("loss.temperature=0"),
-         r"^error: loss\.temperature must be > 0, got 0", "error: loss.temperature must be > 0, got 0.0",
-         "The KD temperature divides the logits.", "Use loss.temperature >= 1 (the paper searches 1-20)."),
+    Case("temperature_out_of_range", lambda s: s.distil("loss.temperature=1e-8"),
+         r"^error: loss\.temperature must be a number in \[0\.01, 1000\] \(.*\), got 1e-08",
+         "error: loss.temperature must be a number in [0.01, 1000] (the soft loss is T^2 * KL(softmax(logits/T)): "
+         "...), got 1e-08",
+         "The KD temperature divides the logits and scales the soft loss by T^2: near 0 the soft term vanishes "
+         "(its gradient shrinks with T; below about 1e-23 it is exactly 0, or NaN once logits/T overflow), and "
+         "above 1000 float32 loses it. 0 and negative values are refused alike.",
+         "Use loss.temperature >= 1 (the paper searches 1-20; values below 1 sharpen the teacher); to leave the "
+         "teacher's logits out, set loss.soft_weight=0."),
     Case("all_loss_weights_zero",
          lambda s: s.distil("loss.hard_weight=0", "loss.soft_weight=0", "loss.hidden_weight=0"),
          r"^error: loss weights are all zero", "error: loss weights are all zero; set at least one of ...",
