@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-j", type=int, default=2, help="cases run at once")
     parser.add_argument("--exclude", default=None, help="leave out cases whose id contains this text")
     parser.add_argument("--round", type=int, default=None, help="only the cases of this probe round (1, 2 or 3)")
-    parser.add_argument("--pending", action="store_true", help="only cases the --summary file has no row for")
+    parser.add_argument("--pending", action="store_true",
+                        help="only cases the --summary file has no row for (none left: the file is rendered again)")
     parser.add_argument("--shard", default="0/1", help="i/n: every n-th selected case from the i-th (parallel runs)")
     parser.add_argument("--fixtures", type=Path, default=None,
                         help="keep the good tiny data and teacher in this folder (built once, reused by later runs)")
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         selected = [c for c in selected if c.id not in done]
     shard, shards = (int(x) for x in args.shard.split("/"))
     selected = selected[shard::shards]
+    if not selected:
+        if args.summary:  # nothing left to run: the page is only rendered again
+            write_summary(args.summary, [], known)
+        print("no case selected")
+        return 0
     with tempfile.TemporaryDirectory(prefix="lad-probe-") as tmp:
         tmp = Path(tmp)
         base = args.fixtures or tmp

@@ -34,12 +34,12 @@ SECRET = "Xy9SecretPw"  # the password cases plant in URIs: it must show nowhere
 
 FLAGS = {
     "TRACEBACK": "a Python traceback reached the user",
-    "EXIT=<n>": "a user mistake not ending with status 2 (Hydra's own errors exit 1 by design)",
+    "EXIT=<n>": "a user mistake not ending with status 2; Hydra's own errors exit 1 by design",
     "LINES=<n>": "not exactly one `error:` line",
     "MESSAGE": "the error line does not match the case's pattern, or a valid input did not print its expected line",
     "LEAK": "the password in any output, file or file name",
     "CHANGED": "something the command must leave alone was written or modified",
-    "RAN": "a mistake not caught (exit 0)",
+    "RAN": "a mistake not caught: exit 0",
     "FAILED": "a valid input that did not run",
 }
 
