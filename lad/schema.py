@@ -114,7 +114,11 @@ KEYS: dict[str, Key] = {
     "loss.soft_weight": FLOAT_NONNEG,
     "loss.hidden_weight": FLOAT_NONNEG,
     "loss.pkd_weight": FLOAT_NONNEG,
-    "loss.temperature": FLOAT_POS,
+    # in float32 the soft term all but vanishes below 0.01 (it is exactly 0, or NaN, below ~1e-23) and loses its
+    # precision above 1000; the conventions are 1-20 (below 1 sharpens the teacher)
+    "loss.temperature": Key("float", low=0.01, high=1000.0,
+                            hint=" (the soft loss is T^2 * KL(softmax(logits/T)): outside this range it vanishes, "
+                                 "overflows or loses its precision in float32)"),
     "loss.tie_hard_soft": BOOL,
     "loss.hidden_positions": Key("choice", choices=("real", "all")),
     # gates (keys a gate file declares; parameter-free gates have fewer)

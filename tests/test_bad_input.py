@@ -1,11 +1,12 @@
 """Bad-input matrix: each user mistake ends the real entry point with ONE clear error line.
 
-Every case runs ``distil.py`` / ``train_teacher.py`` as a subprocess (the way users run them) and
-checks: exit status != 0, no traceback (unless ``HYDRA_FULL_ERROR=1``), one ``error: ...`` line on
-stderr matching the case's pattern (Hydra's own message for unknown config options), and that
-nothing was written or overwritten (a pre-existing run dir, its ``.hydra/`` and log included, is
-byte-identical; a fresh one is not left behind). The error must come before training: every command
-caps training at 2 steps, so a check that fired too late would show as a successful exit.
+Every case runs ``distil.py`` / ``train_teacher.py`` as a subprocess (the way users run them) and is
+judged by ``lad.testing.bad_input.judge`` (the probe's judge too): exit status != 0, no traceback
+(unless ``HYDRA_FULL_ERROR=1``), exit status 2 and one ``error: ...`` line on stderr matching the
+case's pattern (Hydra's own message for unknown config options), no planted password anywhere, and
+nothing written or overwritten in the case's sandbox (a pre-existing run dir, its ``.hydra/`` and log
+included, is byte-identical; a fresh one is not left behind). The error must come before training:
+every command caps training at 2 steps, so a check that fired too late would show as a successful exit.
 
 The cases (``lad/testing/bad_input_cases.py``) are also the source of docs/troubleshooting.md
 (``python scripts/troubleshooting.py``): keep ``symptom`` (what the user sees), ``cause`` and ``fix``
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from lad.testing.bad_input import Case, Outcome, Sandbox, closed_port, run_case, run_entry
+from lad.testing.bad_input import Case, Outcome, Sandbox, closed_port, explain, judge, run_case, run_entry
 from lad.testing.bad_input_cases import CASES
 
 PARALLEL = 2  # concurrent subprocesses (2 cores); each spends most of its time importing torch
@@ -82,20 +83,63 @@ def test_bad_input_gives_one_clear_error_and_writes_nothing(case: Case, outcomes
     outcome = outcomes[case.id]
     if outcome.skipped:
         pytest.skip(outcome.skipped)
-    proc = outcome.proc
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, f"exit 0: the mistake was not caught\n{out[-3000:]}"
-    assert "Traceback" not in out, out[-3000:]
-    if case.hydra:
-        assert re.search(case.expect, proc.stderr, re.MULTILINE), proc.stderr[-3000:]
-    else:
-        assert proc.returncode == 2, out[-3000:]
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: "), \
-            f"stderr should hold exactly one error line:\n{proc.stderr[-3000:]}"
-        assert re.search(case.expect, lines[0]), lines[0]
-    changed = sorted(set(outcome.after.items()) ^ set(outcome.before.items()))
-    assert outcome.after == outcome.before, f"files written or changed: {changed}"
+    flags = judge(case, outcome)
+    assert not flags, explain(flags, outcome)
+
+
+def _ended(rc: int, stderr: str = "", stdout: str = "", changed: tuple = (), leaked: bool = False) -> Outcome:
+    return Outcome(rc, stdout, stderr, 0.0, list(changed), leaked)
+
+
+def test_judge_flags_each_way_a_command_can_end_wrong():
+    user = Case("u", lambda s: [], r"^error: bad x")
+    hydra = Case("h", lambda s: [], r"Could not find", kind="hydra")
+    ok = Case("o", lambda s: [], r"falling back", kind="ok")
+    assert judge(user, _ended(2, "error: bad x\n")) == []
+    assert judge(user, _ended(0)) == ["RAN"]
+    assert judge(user, _ended(1, "error: bad x\n")) == ["EXIT=1"]
+    assert judge(user, _ended(2, "warning: w\nerror: bad x\n")) == ["LINES=2"]
+    assert judge(user, _ended(2, "error: other\n")) == ["MESSAGE"]
+    assert judge(user, _ended(1, "Traceback (most recent call last):\nValueError\n")) == \
+        ["TRACEBACK", "EXIT=1", "LINES=2"]
+    assert judge(user, _ended(2, "error: bad x\n", changed=("run/x",), leaked=True)) == ["LEAK", "CHANGED"]
+    assert judge(hydra, _ended(1, "Could not find 'task/nope'\n")) == []
+    assert judge(hydra, _ended(1, "Key 'x' is not in struct\n")) == ["MESSAGE"]
+    assert judge(ok, _ended(0, stdout="[lad][WARNING] - teacher cache: falling back\n")) == []
+    assert judge(ok, _ended(0)) == ["MESSAGE"]
+    assert judge(ok, _ended(1, "error: x\n")) == ["FAILED"]
+
+
+def test_run_case_watches_what_it_is_told_and_finds_the_planted_password(tmp_path):
+    """The tests watch the whole sandbox; the probe only a run directory that existed before."""
+    from lad.testing.bad_input import EXISTING_RUN_DIR, SECRET
+
+    writes = Case("w", lambda s: ["-c", f"import pathlib; p = pathlib.Path({str(s.run_dir)!r}); "
+                                        "p.mkdir(exist_ok=True); (p / 'new').write_text('x')"])
+    fresh = Sandbox(tmp_path / "a", tmp_path, tmp_path)
+    assert run_case(writes, fresh).changed == ["run", "run/new"]
+    assert run_case(writes, Sandbox(tmp_path / "b", tmp_path, tmp_path), EXISTING_RUN_DIR).changed == []
+    earlier = Sandbox(tmp_path / "c", tmp_path, tmp_path)
+    (earlier.run_dir / "old").mkdir(parents=True)
+    assert run_case(writes, earlier, EXISTING_RUN_DIR).changed == ["new"]
+    prints = Case("p", lambda s: ["-c", f"print('http://u:{SECRET}@h')"])
+    assert run_case(prints, Sandbox(tmp_path / "d", tmp_path, tmp_path)).leaked
+
+
+def test_the_probe_uses_this_harness_and_its_cases_are_well_formed():
+    from lad.testing.bad_input import FLAGS
+    from lad.testing.probe_cases import cases
+
+    probe = cases()
+    ids = [c.id for c in probe]
+    assert len(ids) == len(set(ids)) >= 200
+    assert {c.kind for c in probe} == {"user", "hydra", "ok"} and {c.round for c in probe} == {1, 2, 3}
+    proc = subprocess.run([sys.executable, "scripts/probe_inputs.py", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "--case ID" in proc.stdout and all(flag in proc.stdout for flag in FLAGS)
+    proc = subprocess.run([sys.executable, "scripts/probe_inputs.py", "--case", "no:such_case"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no such case: no:such_case" in proc.stderr
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path, tiny_glue, tiny_teacher):

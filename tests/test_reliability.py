@@ -61,6 +61,10 @@ def _with(cfg, override: str):
     ("cache.dtype=int8", r"cache\.dtype must be one of float16, bfloat16, float32"),
     ("trainer.keep_after_finish=-1", r"trainer\.keep_after_finish must be an integer >= 0"),
     ("trainer.epochs=0", r"trainer\.epochs must be > 0 when trainer\.max_steps=-1"),
+    # T^2 * KL at logits/T in float32: a tiny T makes the soft term 0 or NaN, a huge one loses it
+    ("loss.temperature=0", r"loss\.temperature must be a number in \[0\.01, 1000\] \(the soft loss"),
+    ("loss.temperature=1e-8", r"loss\.temperature must be a number in \[0\.01, 1000\] .*, got 1e-08"),
+    ("loss.temperature=1e6", r"loss\.temperature must be a number in \[0\.01, 1000\] .*, got 1000000\.0"),
 ])
 def test_typed_values_are_checked_before_any_work(override, message, base_cfg):
     from lad.config import validate_common
@@ -70,7 +74,8 @@ def test_typed_values_are_checked_before_any_work(override, message, base_cfg):
 
 
 @pytest.mark.parametrize("override", ["trainer.max_steps=1e3", "optim.batch_size=32.0", "trainer.eval_every=0",
-                                      "trainer.num_threads=null", "trainer.keep_after_finish=0", "optim.lr=1"])
+                                      "trainer.num_threads=null", "trainer.keep_after_finish=0", "optim.lr=1",
+                                      "loss.temperature=0.5", "loss.temperature=20"])
 def test_valid_values_pass(override, base_cfg):
     from lad.config import validate_common
 

@@ -14,17 +14,17 @@ CASES: list[Case] = [
     Case("unknown_task", lambda s: s.distil("task=nope"),
          r"Could not find 'task/nope'", "Could not find 'task/nope' (followed by the available options)",
          "No conf/task/nope.yaml: task names are lower-case GLUE ids.",
-         "Use one of the listed options, e.g. task=rte, task=sst2, task=mnli.", hydra=True),
+         "Use one of the listed options, e.g. task=rte, task=sst2, task=mnli.", kind="hydra"),
     Case("unknown_group_option", lambda s: s.distil("student=7layer"),
          r"Could not find 'student/7layer'", "Could not find 'student/7layer'",
          "The config group has no such option (conf/student/7layer.yaml does not exist).",
          "Pick a listed option (student=2layer|3layer|4layer|6layer) or add a yaml file to the group.",
-         hydra=True),
+         kind="hydra"),
     Case("unknown_key", lambda s: s.distil("optim.lrr=1e-4"),
          r"Key 'lrr' is not in struct", "Could not override 'optim.lrr'. ... Key 'lrr' is not in struct",
          "A typo in a config key; Hydra only accepts keys that exist.",
          "Fix the spelling (see conf/<group>/*.yaml), or use +key=value to add a new key on purpose.",
-         hydra=True),
+         kind="hydra"),
     Case("missing_required_value", lambda s: s.train_teacher(backbone=""),
          r"^error: teacher\.backbone is required here but not set",
          "error: teacher.backbone is required here but not set: pass teacher.backbone=<value> on the command line",
@@ -136,9 +136,15 @@ CASES: list[Case] = [
     Case("lr_zero", lambda s: s.train_teacher("optim.lr=0"),
          r"^error: optim\.lr must be > 0, got 0", "error: optim.lr must be > 0, got 0",
          "lr=0 would train nothing.", "Use a positive optim.lr."),
-    Case("temperature_not_positive", lambda s: s.distil("loss.temperature=0"),
-         r"^error: loss\.temperature must be > 0, got 0", "error: loss.temperature must be > 0, got 0.0",
-         "The KD temperature divides the logits.", "Use loss.temperature >= 1 (the paper searches 1-20)."),
+    Case("temperature_out_of_range", lambda s: s.distil("loss.temperature=1e-8"),
+         r"^error: loss\.temperature must be a number in \[0\.01, 1000\] \(.*\), got 1e-08",
+         "error: loss.temperature must be a number in [0.01, 1000] (the soft loss is T^2 * KL(softmax(logits/T)): "
+         "...), got 1e-08",
+         "The KD temperature divides the logits and scales the soft loss by T^2: near 0 the soft term vanishes "
+         "(its gradient shrinks with T; below about 1e-23 it is exactly 0, or NaN once logits/T overflow), and "
+         "above 1000 float32 loses it. 0 and negative values are refused alike.",
+         "Use loss.temperature >= 1 (the paper searches 1-20; values below 1 sharpen the teacher); to leave the "
+         "teacher's logits out, set loss.soft_weight=0."),
     Case("all_loss_weights_zero",
          lambda s: s.distil("loss.hard_weight=0", "loss.soft_weight=0", "loss.hidden_weight=0"),
          r"^error: loss weights are all zero", "error: loss weights are all zero; set at least one of ...",
@@ -252,7 +258,8 @@ CASES: list[Case] = [
          "Another train_teacher.py / distil.py is writing to the same run directory.",
          "Wait for it, or change an override (or hydra.run.dir) so this run gets its own directory."),
     Case("resume_with_another_configuration",
-         lambda s: (s.unfinished_run_with_config(optim={"lr": 0.5}), s.distil("trainer.resume=true"))[1],
+         lambda s: (s.existing_run(finished=False, config={"optim": {"lr": 0.5}}),
+                    s.distil("trainer.resume=true"))[1],
          r"^error: trainer\.resume: \S+ was started with another configuration \(.*optim\.lr: 0\.5 -> 0\.0001",
          "error: trainer.resume: <run_dir> was started with another configuration (optim.lr: 0.5 -> 0.0001, ...); "
          "resume with the same settings (a larger trainer.max_steps or trainer.epochs extends the run), or pass "
@@ -385,7 +392,7 @@ CASES: list[Case] = [
          "hydra.sweeper.n_trials must be an integer >= 1 (or null), got 0",
          "A sweep of zero trials would do nothing and report no result.",
          "Pass how many trials this run adds (upstream's meaning), or hydra.sweeper.max_trials for a study total.",
-         hydra=True),
+         kind="hydra"),
     Case("optuna_every_trial_refused",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
                                         # the study and sweep folder are the sweep's own record, kept
@@ -399,12 +406,12 @@ CASES: list[Case] = [
          "A value that is wrong for every trial (here a fixed override, not a searched one): each trial is "
          "recorded FAIL with its one-line error, and the sweep ends with the first one.",
          "Fix the value and run the sweep again (the study keeps the FAIL trials; they are not re-sampled).",
-         hydra=True),
+         kind="hydra"),
     Case("optuna_storage_malformed",
          lambda s: (s.optuna_plugin(), ["distil.py", "-m", "hparams_search=lad_optuna", "hydra.sweeper.n_trials=1",
                                         "hydra.sweeper.storage=not-a-url", *s.distil()[1:]])[1],
          r"cannot open Optuna storage 'not-a-url' \(expected an SQLAlchemy URL",
          "cannot open Optuna storage 'not-a-url' (expected an SQLAlchemy URL such as sqlite:///sweeps/optuna.db)",
          "hydra.sweeper.storage must be an SQLAlchemy URL.",
-         "Use sqlite:///sweeps/optuna.db (the default), or postgresql://user:pw@host/db.", hydra=True),
+         "Use sqlite:///sweeps/optuna.db (the default), or postgresql://user:pw@host/db.", kind="hydra"),
 ]
