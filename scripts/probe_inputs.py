@@ -111,7 +111,7 @@ class Box:
     def hold_lock(self) -> None:
         from filelock import FileLock
 
-        from lad.rundir import lock_file
+        from lad.run.rundir import lock_file
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(str(lock_file(self.run)))
@@ -146,10 +146,10 @@ class Case:
 
 
 def _schema_cases() -> list[Case]:
-    """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
+    """One wrong value per typed key that distil.py / train_teacher.py read (lad/core/schema.py)."""
     from omegaconf import OmegaConf
 
-    from lad.schema import KEYS
+    from lad.core.schema import KEYS
     from lad.testing import compose
 
     defaults = compose("distil", ["teacher=local", "student=2layer"])

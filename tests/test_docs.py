@@ -36,7 +36,7 @@ def test_no_path_hacks_outside_tests():
     hacks = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()  # the project's code, not .venv or run outputs
-    assert "lad/search.py" in tracked
+    assert "lad/search/inprocess.py" in tracked
     found = [name for name in tracked if not name.startswith("tests/") and hacks.search((REPO / name).read_text())]
     assert found == []
 
@@ -68,7 +68,7 @@ def test_documented_sweeps_reach_the_trial_counts_they_ask_for():
     from omegaconf import OmegaConf
 
     from doc_commands import PAGES, shown_commands
-    from lad.config import load_with_bases
+    from lad.core.config import load_with_bases
 
     checked = 0
     for command in [c for page in PAGES for c in shown_commands(page)]:
