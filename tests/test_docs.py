@@ -31,8 +31,9 @@ def test_docs_has_at_most_ten_top_level_files_and_the_recordings_live_under_resu
 
 
 def test_no_path_hacks_outside_tests():
-    """sweeps/, benchmarks/, scripts/ and the entry scripts import the installed packages: no
-    ``sys.path`` edits outside tests/ (a script that needs a test helper imports lad.testing)."""
+    """sweeps/, benchmarks/, scripts/ and the entry scripts import the installed lad and each other from
+    the checkout (its root on the path: ``make install``): no ``sys.path`` edits outside tests/ (a script
+    that needs a test helper imports lad.testing)."""
     hacks = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()  # the project's code, not .venv or run outputs
