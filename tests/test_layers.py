@@ -107,9 +107,11 @@ def layer_violations(root: Path) -> list[str]:
             if source not in RANK or dest not in RANK:
                 out.append(f"{module}:{line} imports {target}: subpackage {source if source not in RANK else dest!r} "
                            "has no layer (add it to LAYERS)")
-            elif RANK[dest] >= RANK[source]:
-                where = "a higher layer" if RANK[dest] > RANK[source] else "another subpackage of its layer"
-                out.append(f"{module}:{line} imports {target} ({dest}, {where} than {source})")
+            elif RANK[dest] > RANK[source]:
+                out.append(f"{module}:{line} imports {target}: {dest} is a higher layer than {source}")
+            elif RANK[dest] == RANK[source]:
+                out.append(f"{module}:{line} imports {target}: {dest} and {source} are independent subpackages "
+                           "of one layer")
     return out
 
 
@@ -222,8 +224,8 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize("source, text, expected", [
-    ("core/config.py", "def f():\n    from lad.run import rundir\n", "core/config"),          # up, inside a function
-    ("data/tasks.py", "from lad.models.arch import layers\n", "another subpackage of its layer"),  # sideways
+    ("core/config.py", "def f():\n    from lad.run import rundir\n", "run is a higher layer"),  # up, in a function
+    ("data/tasks.py", "from lad.models.arch import layers\n", "independent subpackages"),  # sideways
     ("method/gates.py", "import lad.tracking.tracker as t\n", "a higher layer"),
 ])
 def test_an_upward_or_sideways_import_is_found(tmp_path, source, text, expected):
