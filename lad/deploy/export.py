@@ -28,7 +28,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lad.core.config import REPO_ROOT, setup_environment
+from lad.core.config import REPO_ROOT, register_resolvers, setup_environment
 from lad.core.errors import ConfigError
 from lad.core.fileio import write_json, write_text
 
@@ -188,6 +188,7 @@ def check_out(out: Path, model_dir: Path) -> Path:
 
 
 def deploy(args) -> int:
+    register_resolvers()  # a run's config.yaml may hold ${lad_...:} values left unresolved
     setup_environment()
     check_tolerance(args.tolerance)
     src = resolve_source(args.source, args.tracking_uri)

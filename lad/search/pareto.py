@@ -362,8 +362,9 @@ def rule_of(args, ref: Reference) -> Rule:
 
 
 def run(args) -> int:
-    from lad.core.config import setup_environment
+    from lad.core.config import register_resolvers, setup_environment
 
+    register_resolvers()  # as the entry points: a trial's config may hold ${lad_...:} values
     setup_environment()
     study = load_study(args.study, args.storage)
     done, front = rows_of(study)
