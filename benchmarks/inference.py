@@ -5,7 +5,7 @@
 
 Every model is a finished run directory (``model/``, ``config.yaml``, ``metrics.json``). Each one is
 exported to ONNX and quantized to int8 exactly as ``python -m lad.deploy --onnx --int8`` does, and all
-(model, backend) cells are measured in one process with ``lad.inference``'s protocol (batch-1 latency
+(model, backend) cells are measured in one process with ``lad.deploy.inference``'s protocol (batch-1 latency
 at the dev set's median length, batch-32 throughput over the length-sorted dev set), round-robin:
 each round measures every cell once, so a busy machine slows them alike; a cell's numbers are the
 medians over the rounds. Dev scores are computed on the whole dev split for every cell. Ratios are
@@ -37,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402 - after the environment defaults above
 from omegaconf import OmegaConf  # noqa: E402
 
-from lad.fileio import write_json, write_text  # noqa: E402
+from lad.core.fileio import write_json, write_text  # noqa: E402
 
 BACKENDS = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8")
 GOAL_3LAYER_THROUGHPUT = 1.9
@@ -78,9 +78,10 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
-    from lad.deploy import dev_features, from_run_dir, machine, score
-    from lad.inference import dir_size_mb, load_cpu_model, measure_speed, ort_runner, param_counts, torch_runner
-    from lad.onnx_export import all_logits, export_onnx, quantize_int8
+    from lad.core.runtime import machine
+    from lad.deploy.export import dev_features, from_run_dir, score
+    from lad.deploy.inference import dir_size_mb, load_cpu_model, measure_speed, ort_runner, param_counts, torch_runner
+    from lad.deploy.onnx_export import all_logits, export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
     names = [("teacher", Path(args.teacher))]
@@ -217,7 +218,7 @@ def page(models: dict, cells: dict, verdicts: list[str], env: dict, plot: Path) 
         f"{'/'.join(f'{v:.1f}' for v in env['load_after'])} after the run: the machine was shared, so "
         "absolute numbers are noisy; the cells were measured round-robin "
         f"({env['rounds']} rounds, medians shown), so the ratios are the robust part.", "",
-        f"Protocol (`lad.inference`): latency = batch 1, the {split} example at the median length "
+        f"Protocol (`lad.deploy.inference`): latency = batch 1, the {split} example at the median length "
         f"({cells['teacher', 'pytorch-fp32']['latency_seq_len']} tokens), {env['latency_runs']} calls per round "
         f"after 5 warm-up calls; throughput = batch 32 over the {split} split "
         f"({len(teacher['feats'])} examples) in length-sorted batches with dynamic padding. ONNX export and "

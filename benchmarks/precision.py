@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             for precision in PRECISIONS:
                 failed |= subprocess.run(ablation_command(task, precision, args.overrides), cwd=REPO).returncode
         return 1 if failed else 0
-    from lad.fileio import write_text
+    from lad.core.fileio import write_text
     from sweeps.export import read_export
 
     records = read_export(Path(args.export))

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lad.fileio import write_json, write_text
+from lad.core.fileio import write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = REPO / "results" / "search"
@@ -307,7 +307,7 @@ def draw(pairs: dict[int, dict], path: Path, majority: float | None = None, teac
 
 
 def report(args) -> int:
-    from lad.errors import ConfigError
+    from lad.core.errors import ConfigError
 
     from sweeps.baselines import read_baselines
 
@@ -357,7 +357,9 @@ def record_search(args, seed: int, arm: str, limit_s: float | None) -> dict:
     """Run one search in this process and return its recording."""
     import optuna
 
-    from lad.search import compose_search, run_search
+    from lad.search.inprocess import run_search
+
+    from lad.search.trials import compose_search
 
     pruner = "none" if arm == "none" else args.pruner
     trials = args.trials if arm == "none" else args.max_trials
@@ -395,8 +397,8 @@ def check_run_args(args) -> dict:
     """Bad settings or overrides: one error before any search starts. Returns the teacher's score."""
     from hydra.errors import HydraException
 
-    from lad.errors import ConfigError
-    from lad.search import compose_search
+    from lad.core.errors import ConfigError
+    from lad.search.trials import compose_search
 
     if args.trials < 1 or args.max_trials < args.trials:
         raise ConfigError(f"need 1 <= --trials <= --max-trials, got {args.trials} and {args.max_trials}")
@@ -413,7 +415,7 @@ def check_run_args(args) -> dict:
 
 
 def run(args) -> int:
-    from lad.config import setup_environment
+    from lad.core.config import setup_environment
 
     args.teacher = check_run_args(args)
     setup_environment()
@@ -461,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from lad.cli import guarded
+    from lad.core.guard import guarded
 
     args = build_parser().parse_args(argv)
     return guarded(args.func, args)

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from lad.fileio import write_text  # noqa: E402
+from lad.core.fileio import write_text  # noqa: E402
 
 BATCH_SIZE = 32
 REF_MAX_LEN = 128
@@ -107,7 +107,7 @@ DEFAULT_MAX_GB = float(OmegaConf.load(REPO / "conf" / "cache" / "default.yaml")[
 
 
 def precision_of(v: Variant) -> str:
-    from lad.runtime import resolve_precision
+    from lad.core.runtime import resolve_precision
 
     return resolve_precision("auto", torch.device("cpu")) if v.precision == "new" else v.precision
 
@@ -134,7 +134,7 @@ def _task(name: str):
 
 def _teacher(task, work: Path):
     """(teacher model, directory holding exactly its weights, description)."""
-    from lad.config import minilm_path
+    from lad.core.config import minilm_path
     from lad.models import load_backbone, load_tokenizer
     from lad.models.teacher import check_model_dir
 
@@ -178,7 +178,7 @@ def _subset(feats, batches):
 
 
 def prepare(task_name: str, n_batches: int, work: Path) -> Setup:
-    from lad.config import setup_environment
+    from lad.core.config import setup_environment
     from lad.data.features import load_features
     from lad.data.glue import resolve_data_dir
     from lad.data.loader import make_train_batches
@@ -198,12 +198,12 @@ def prepare(task_name: str, n_batches: int, work: Path) -> Setup:
 
 def build_variant(v: Variant, s: Setup, total_steps: int, release_teacher: bool = False):
     """(module, optimisers, schedulers, clip groups, cache build seconds or None)."""
-    from lad.distiller import Distiller
-    from lad.gates import HighwayGates
-    from lad.losses import Objective
+    from lad.method.distiller import Distiller
+    from lad.method.gates import HighwayGates
+    from lad.method.losses import Objective
+    from lad.method.teacher_cache import attach_cache
     from lad.models import build_student
-    from lad.teacher_cache import attach_cache
-    from lad.train import build_optimizers
+    from lad.run.train import build_optimizers
 
     torch.manual_seed(0)
     student, mapping = build_student(s.teacher, OmegaConf.create(STUDENT))
@@ -469,7 +469,7 @@ def measure_rss(task_name: str, variants: list[str], steps: int, n_batches: int,
 def machine_info() -> dict:
     import transformers
 
-    from lad.runtime import cpu_info
+    from lad.core.runtime import cpu_info
 
     info = cpu_info()
     flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in info["flags"])

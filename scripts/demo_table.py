@@ -10,7 +10,7 @@ examples::
 
 Columns: dev metric (best evaluation of the run), parameters and inference examples/s, both as
 each run measured them at its end (``metrics.json``'s ``inference``: one protocol, see
-``lad/inference.py``); the thread count of that measurement is printed under the table.
+``lad/deploy/inference.py``); the thread count of that measurement is printed under the table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from lad.errors import LADError
+from lad.core.errors import LADError
 
 
 @dataclass
@@ -49,9 +49,9 @@ def majority_row(cfg) -> Row:
     """Score of predicting the most frequent training label (regression: the mean score)."""
     import numpy as np
 
+    from lad.data.metrics import compute_split_metrics, main_score
     from lad.data.sources import read_split
     from lad.data.tasks import TaskSpec, eval_splits
-    from lad.metrics import compute_split_metrics, main_score
 
     task = TaskSpec.from_config(cfg.task)
     data_dir = cfg.data.data_dir  # resolved by the task's layout (GLUE folder, own files, Hub)
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lad.config import setup_environment
+    from lad.core.config import setup_environment
 
     setup_environment()
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from lad.errors import LADError
+from lad.core.errors import LADError
 
 HF_DATASET = "nyu-mll/glue"
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "ax")
@@ -74,7 +74,7 @@ def tsv_lines(task, split: str, rows: Iterable[dict]) -> Iterator[str]:
 
 
 def write_split(task, split: str, rows: Iterable[dict], data_dir: Path) -> Path:
-    from lad.fileio import write_text
+    from lad.core.fileio import write_text
 
     path = data_dir / task.glue_name / task.split(split).file
     write_text(path, "\n".join(tsv_lines(task, split, rows)) + "\n")
@@ -92,7 +92,7 @@ def hf_rows(task, dataset) -> Iterator[dict]:
 
 
 def check_online() -> None:
-    from lad.hub import hub_reachable, offline_requested
+    from lad.models.hub import hub_reachable, offline_requested
 
     if offline_requested():
         raise LADError("HF_HUB_OFFLINE is set: fetching GLUE needs the Hugging Face Hub; unset it on a "
@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lad.config import setup_environment
+    from lad.core.config import setup_environment
 
     setup_environment()
     try:

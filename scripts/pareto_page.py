@@ -2,8 +2,8 @@
 
     python scripts/pareto_page.py --study pareto-sst2-lad-flops-minilm_l6-e3 --storage sqlite:///sweeps/pareto.db
 
-Reads the study (every COMPLETE trial and the Pareto front, ``lad.pareto``), the trials' recorded
-speed block (teacher, trivial baseline) and, when ``python -m lad.pareto pick`` exported the pick,
+Reads the study (every COMPLETE trial and the Pareto front, ``lad.search.pareto``), the trials' recorded
+speed block (teacher, trivial baseline) and, when ``python -m lad.search.pareto pick`` exported the pick,
 its ``deploy.json`` (``<pick run>/export`` or ``--export``). Nothing is measured or trained here.
 """
 
@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from lad import pareto
-from lad.errors import ConfigError
-from lad.fileio import write_text
+from lad.core.errors import ConfigError
+from lad.core.fileio import write_text
+from lad.search import pareto
 
 
 def page(study_name: str, done: list, front: list, ref, chosen, rule_text: str | None, report: dict | None,

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    from lad.fileio import write_text
+    from lad.core.fileio import write_text
 
     write_text(TARGET, text)
     print(f"wrote {TARGET.relative_to(REPO)} ({text.count(chr(10))} lines); the README links to it")

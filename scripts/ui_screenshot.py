@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lad.testing import ui
+from lad.testing import ui, ui_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,14 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def students(store: ui.Store) -> list[str]:
+def students(store: ui_server.Store) -> list[str]:
     """Names of the store's student runs (not teachers), newest first."""
     return [name for name in reversed(list(store.run_ids)) if not name.startswith("teacher/")]
 
 
 def capture(args: argparse.Namespace) -> list[Path]:
     """Serve, browse and screenshot; return the PNG paths written."""
-    store = ui.load_store(args.tracking_uri, args.experiment)
+    store = ui_server.load_store(args.tracking_uri, args.experiment)
     pair = students(store)[:2]
     if len(pair) < 2:
         raise LookupError(f"experiment {args.experiment!r} needs two finished student runs (has: "
@@ -56,7 +56,7 @@ def capture(args: argparse.Namespace) -> list[Path]:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lad-mlflow-ui-") as tmp:
         root = Path(tmp)
-        with ui.mlflow_server(args.tracking_uri, args.artifacts, root / "server.log") as url:
+        with ui_server.mlflow_server(args.tracking_uri, args.artifacts, root / "server.log") as url:
             print(f"mlflow ui at {url}", flush=True)
             driver = ui.make_driver(root / "chromium-profile", args.width, args.runs_height)
             try:

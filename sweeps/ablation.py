@@ -31,8 +31,8 @@ from typing import Callable, Iterable
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lad.config import CONF_DIR, load_with_bases, register_resolvers, run_dirname
-from lad.errors import ConfigError, LADError
+from lad.core.config import CONF_DIR, load_with_bases, register_resolvers, run_dirname
+from lad.core.errors import ConfigError, LADError
 from sweeps.export import absolute_uri, load_mlflow_records, read_export
 from sweeps.kinds import cell_key, is_grid_cell
 
@@ -98,7 +98,7 @@ def as_list(value) -> list | None:
 
 def loss_has_hidden_term(loss: str, conf_dir: Path = CONF_DIR) -> bool:
     """Whether ``conf/loss/<loss>.yaml`` has a term that reads the gate's targets (what a gate needs)."""
-    from lad.loss_terms import GATED, TERMS, term_of_weight
+    from lad.method.loss_terms import GATED, TERMS, term_of_weight
 
     path = conf_dir / "loss" / f"{loss}.yaml"
     if not path.is_file():
@@ -112,8 +112,8 @@ FROZEN = ("gate.frozen=true",)  # the same gate stack kept at its random init (a
 
 
 def method_of(gate: str, loss: str, frozen: bool = False, conf_dir: Path = CONF_DIR) -> str:
-    """The method label of ``gate=<gate> loss=<loss>`` (lad.tracking.method_label on their files)."""
-    from lad.tracking import method_label
+    """The method label of ``gate=<gate> loss=<loss>`` (lad.tracking.tracker.method_label on their files)."""
+    from lad.tracking.tracker import method_label
 
     gate_cfg = load_with_bases(conf_dir / "gate" / f"{gate}.yaml")
     if frozen:
@@ -204,7 +204,7 @@ def distil_composer():
 
 
 def param_string(value) -> str:
-    """A config value the way lad.tracking.run_params stores it."""
+    """A config value the way lad.tracking.tracker.run_params stores it."""
     import json
 
     if isinstance(value, (ListConfig, DictConfig)):

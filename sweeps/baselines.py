@@ -6,7 +6,7 @@
 A classifier's constant prediction is the class that scores best on the dev file (the majority class
 for accuracy, all-positive for F1, any class for MCC: 0); a regression's is the dev mean (its
 correlation is 0). Scores come from the task's own config (``conf/task/<task>.yaml``), reader
-(``lad.data.glue``) and metric code (``lad.metrics``), so they are what a model that ignores its input
+(``lad.data.glue``) and metric code (``lad.data.metrics``), so they are what a model that ignores its input
 would score in the tables. The report reads the file (it needs no GLUE data): every table shows the
 trivial baseline next to its scores.
 """
@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from lad.config import CONF_DIR
-from lad.errors import ConfigError, LADError
-from lad.fileio import write_text
+from lad.core.config import CONF_DIR
+from lad.core.errors import ConfigError, LADError
+from lad.core.fileio import write_text
 from sweeps.export import DEFAULT_EXPORT, read_export
 
 DEFAULT_BASELINES = Path("results") / "baselines.json"
@@ -39,30 +39,9 @@ def task_spec(name: str):
     return TaskSpec.from_config(OmegaConf.load(path))
 
 
-def constant_baseline(task, labels_by_split: dict[str, list]) -> dict:
-    """Best constant prediction on the labelled eval splits ``{split: labels}``, scored with lad.metrics."""
-    import numpy as np
-
-    from lad.metrics import compute_split_metrics, main_score
-
-    def scored(value) -> dict:
-        return compute_split_metrics(task, {s: (np.full(len(y), value, dtype=np.float64 if task.is_regression
-                                                        else np.int64), np.asarray(y))
-                                            for s, y in labels_by_split.items()})
-
-    if task.is_regression:
-        mean = float(np.mean(np.concatenate([np.asarray(y, dtype=np.float64) for y in labels_by_split.values()])))
-        metrics, constant = scored(mean), f"mean {mean:.4f}"
-    else:
-        best = max(range(task.num_labels), key=lambda c: (main_score(task, scored(c)), -c))
-        metrics, constant = scored(best), f"class {task.label_name(best)}"
-    return {"main_metric": task.main_metric, "score": main_score(task, metrics), "constant": constant,
-            "dev_examples": sum(len(y) for y in labels_by_split.values()),
-            "metrics": {k: metrics[k] for k in sorted(metrics)}}
-
-
 def task_baseline(name: str, data_dir: str | None = None) -> dict:
     from lad.data.glue import read_split
+    from lad.data.metrics import constant_baseline
     from lad.data.tasks import eval_splits
 
     task = task_spec(name)

@@ -32,8 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from lad.fileio import write_text
-from lad.tracking import full_params, sqlite_path
+from lad.core.fileio import write_text
+from lad.tracking.store import sqlite_path
+from lad.tracking.tracker import full_params
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -187,8 +188,8 @@ KEPT = ("attributes.status = 'FINISHED'",
 def load_mlflow_records(tracking_uri: str, experiments: Iterable[str] | None = None,
                         missing_ok: bool = False) -> list[dict]:
     """FINISHED LAD runs of the ``lad-*`` experiments (or of ``experiments``) as export records."""
-    from lad.config import setup_environment
-    from lad.errors import LADError
+    from lad.core.config import setup_environment
+    from lad.core.errors import LADError
 
     setup_environment()
     db = sqlite_path(tracking_uri)
@@ -258,7 +259,7 @@ def read_export(path: Path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                from lad.errors import LADError
+                from lad.core.errors import LADError
 
                 raise LADError(f"{path}:{n}: not a JSON object ({exc.msg})") from exc
     return sort_records(records)
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--purpose", nargs="+", default=["results"],
                         help="lad.purpose tags to export (default: results)")
     args = parser.parse_args(argv)
-    from lad.errors import LADError
+    from lad.core.errors import LADError
 
     try:
         stored = load_mlflow_records(absolute_uri(args.tracking_uri))

@@ -286,7 +286,7 @@ def throughput(benchmark: Path = BENCHMARK) -> dict[str, tuple[float, float]]:
 
 def machine_note(benchmark: Path = BENCHMARK) -> str | None:
     """A warning when the benchmark was measured on a CPU of other instruction sets than this one's."""
-    from lad.runtime import cpu_info
+    from lad.core.runtime import cpu_info
 
     info = json.loads(Path(benchmark).read_text()).get("info", {})
     here = cpu_info()

@@ -18,7 +18,7 @@ and which the sweep section) both decide with these functions, on export records
 
 from __future__ import annotations
 
-from lad.tracking import KIND_TAG  # "trial" | "run" on every training run (lad.tracking.config_tags)
+from lad.tracking.parents import KIND_TAG  # "trial" | "run" on every training run (lad.tracking.tracker.config_tags)
 
 PARENT_TAG = "mlflow.parentRunId"
 PRUNED_TAG = "optuna.state"

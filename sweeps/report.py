@@ -33,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-from lad.fileio import write_text
+from lad.core.fileio import write_text
 from sweeps.baselines import DEFAULT_BASELINES, read_baselines
 from sweeps.export import DEFAULT_EXPORT, DEFAULT_URI, absolute_uri, load_mlflow_records, read_export
 from sweeps.reporting.grouping import build_report
@@ -47,7 +47,7 @@ from sweeps.reporting.readme import refresh_readme
 
 def load_records(source: str, tracking_uri: str, export_path: Path) -> list[dict]:
     if source == "export":
-        from lad.errors import LADError
+        from lad.core.errors import LADError
 
         if not Path(export_path).is_file():
             raise LADError(f"no export at {export_path} (run python sweeps/export.py)")
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=None,
                         help="also refresh the headline block between the results markers of this file")
     args = parser.parse_args(argv)
-    from lad.errors import LADError
+    from lad.core.errors import LADError
 
     try:
         records = load_records(args.source, args.tracking_uri, args.export)

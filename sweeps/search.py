@@ -14,18 +14,19 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lad.cli import guarded, protect_command_line
+from lad.core.guard import guarded
+from lad.run.cli import protect_command_line
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from lad.search import search_entry
+    from lad.search.inprocess import search_entry
 
     return guarded(search_entry, cfg)
 
 
 if __name__ == "__main__":
-    from lad.search import sweep_arguments_as_params
+    from lad.search.trials import sweep_arguments_as_params
 
     protect_command_line()
     sys.argv[1:] = sweep_arguments_as_params(sys.argv[1:])

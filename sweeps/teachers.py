@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lad.fileio import atomic_dir
+from lad.core.fileio import atomic_dir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from lad.fileio import write_text
+from lad.core.fileio import write_text
 from sweeps.teachers import main_score
 
 REPO = Path(__file__).resolve().parent.parent

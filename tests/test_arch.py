@@ -138,7 +138,7 @@ def test_student_copies_mapped_layers_embeddings_and_head(family, tmp_path):
 def test_unknown_family_is_one_config_error():
     from transformers import GPT2Config
 
-    from lad.errors import ConfigError
+    from lad.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model type 'gpt2' is not supported.*distilbert"):
         arch.num_layers(GPT2Config())
@@ -167,11 +167,12 @@ def test_family_teacher_then_lad_student(family, pair_data, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from lad.data.features import load_features
+    from lad.data.metrics import compute_metrics
     from lad.data.sources import with_labels
     from lad.data.tasks import TaskSpec
-    from lad.metrics import compute_metrics
     from lad.models import load_tokenizer
-    from lad.pipeline import predict_logits, run
+    from lad.run.evaluation import predict_logits
+    from lad.run.pipeline import run
 
     backbone = save_backbone(family, tmp_path / "backbone")
     common = ["task=custom", f"data.train_file={pair_data['train']}", f"data.dev_file={pair_data['dev']}",

@@ -150,11 +150,11 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, tiny_glue, tiny_teacher)
 
 
 def test_unreachable_mlflow_server_fails_fast(monkeypatch):
-    """One retry and a short timeout (set by lad.tracking.connect): seconds, not minutes."""
+    """One retry and a short timeout (set by lad.tracking.tracker.connect): seconds, not minutes."""
     from omegaconf import OmegaConf
 
-    from lad.errors import LADError
-    from lad.tracking import connect
+    from lad.core.errors import LADError
+    from lad.tracking.store import connect
 
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)

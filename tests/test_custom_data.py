@@ -13,9 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose, save_tiny_model
+from lad.core.errors import ConfigError, DataError
 from lad.data import sources
 from lad.data.tasks import TaskSpec
-from lad.errors import ConfigError, DataError
 
 EXAMPLE = REPO / "tests" / "data" / "reviews.csv"
 EXAMPLE_DEV = REPO / "tests" / "data" / "reviews_dev.csv"
@@ -105,7 +105,7 @@ def test_regression_and_metric_names(tmp_path):
 def test_multiclass_f1_is_macro():
     import numpy as np
 
-    from lad.metrics import metric_family
+    from lad.data.metrics import metric_family
 
     labels, preds = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
     got = metric_family("f1_acc", preds, labels, num_labels=3)["f1"]
@@ -136,9 +136,9 @@ BAD = {
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_custom_data_is_one_error_line_naming_file_and_row(case, tmp_path, capsys):
-    """Through lad.cli.guarded, as the entry points run it: exit 2 and one ``error:`` line."""
-    from lad.cli import guarded
-    from lad.pipeline import run
+    """Through lad.core.guard.guarded, as the entry points run it: exit 2 and one ``error:`` line."""
+    from lad.core.guard import guarded
+    from lad.run.pipeline import run
 
     spec, pattern = BAD[case]
     paths = files(tmp_path, **spec)
@@ -227,7 +227,7 @@ def test_example_files_end_to_end_with_test_predictions(tmp_path):
     """train_teacher then distil on the shipped example (tiny backbone); labels recorded; test predictions."""
     from transformers import AutoConfig
 
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     backbone = save_tiny_model(tmp_path / "backbone", num_layers=2, labels=("0", "1", "2"))
     test = tmp_path / "test.csv"
@@ -253,7 +253,7 @@ def test_own_data_with_mlflow_on_publishes_both_models_and_the_demo_table_reads_
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     sys.path.insert(0, str(REPO / "scripts"))
     import demo_table

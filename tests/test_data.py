@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from lad.core.errors import ConfigError, DataError
 from lad.data import glue
 from lad.data.glue import read_split, resolve_data_dir, submission_path, write_submission
 from lad.data.tasks import REQUIRED_KEYS, TaskSpec, eval_splits, test_splits
-from lad.errors import ConfigError, DataError
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"
 ALL_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"]

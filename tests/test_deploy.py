@@ -21,7 +21,7 @@ QUICK = ["--latency-runs", "3", "--throughput-examples", "16"]
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_teacher, tiny_glue) -> Path:
     """A tiny distillation run (2-layer student of the tiny teacher), inference measured at the end."""
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     tmp = tmp_path_factory.mktemp("deploy")
     run(compose("distil", [
@@ -36,7 +36,7 @@ def finished_run(tmp_path_factory, tiny_teacher, tiny_glue) -> Path:
 def test_tiny_run_records_size_latency_and_throughput(finished_run):
     import torch
 
-    from lad.inference import dir_size_mb
+    from lad.deploy.inference import dir_size_mb
 
     inf = json.loads((finished_run / "metrics.json").read_text())["inference"]
     assert INFERENCE_KEYS <= set(inf)
@@ -49,7 +49,7 @@ def test_tiny_run_records_size_latency_and_throughput(finished_run):
 
 
 def test_measurement_can_be_switched_off(tmp_path, tiny_teacher, tiny_glue):
-    from lad.inference import record_run_inference
+    from lad.deploy.inference import record_run_inference
 
     cfg = compose("distil", ["task=sst2", "mlflow=off", "trainer.measure_inference=false"])
     summary = {}
@@ -60,7 +60,7 @@ def test_measurement_can_be_switched_off(tmp_path, tiny_teacher, tiny_glue):
 def test_latency_is_timed_at_the_median_length(tiny_teacher, tiny_glue):
     from lad.data.features import load_features
     from lad.data.tasks import TaskSpec
-    from lad.inference import measure_speed
+    from lad.deploy.inference import measure_speed
     from lad.models.teacher import load_tokenizer
 
     task = TaskSpec.from_config(compose("distil", ["task=sst2"]).task)
@@ -85,7 +85,7 @@ def test_torch_runner_feeds_segment_ids_to_bert():
     from transformers import BertForSequenceClassification
 
     from conftest import tiny_bert_config
-    from lad.inference import torch_runner
+    from lad.deploy.inference import torch_runner
 
     torch.manual_seed(0)
     runner = torch_runner(BertForSequenceClassification(tiny_bert_config(num_layers=1)).eval())
@@ -99,9 +99,9 @@ def test_onnx_export_matches_pytorch_on_a_tiny_random_model(tmp_path, tiny_glue)
     """Parity: onnxruntime fp32 reproduces PyTorch's logits within 1e-4 at other batch/sequence sizes."""
     from lad.data.features import load_features
     from lad.data.tasks import TaskSpec
-    from lad.inference import load_cpu_model, ort_runner, torch_runner
+    from lad.deploy.inference import load_cpu_model, ort_runner, torch_runner
+    from lad.deploy.onnx_export import export_onnx, parity
     from lad.models.teacher import load_tokenizer
-    from lad.onnx_export import export_onnx, parity
 
     model_dir = save_tiny_model(tmp_path / "m", num_layers=3, seed=3, dropout=0.3)
     path = export_onnx(model_dir, tmp_path / "model.onnx")
@@ -114,7 +114,7 @@ def test_onnx_export_matches_pytorch_on_a_tiny_random_model(tmp_path, tiny_glue)
 
 
 def test_deploy_exports_onnx_int8_and_a_model_card(finished_run, tiny_glue, tmp_path, capsys):
-    from lad.deploy import main
+    from lad.deploy.export import main
 
     out = tmp_path / "export"
     assert main([str(finished_run), "--onnx", "--int8", "--out", str(out), "--data-dir", str(tiny_glue),
@@ -143,8 +143,8 @@ def test_deployed_onnx_model_runs_from_the_export_folder_alone(finished_run, tin
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from lad.deploy import main
-    from lad.inference import load_cpu_model
+    from lad.deploy.export import main
+    from lad.deploy.inference import load_cpu_model
 
     out = tmp_path / "export"
     assert main([str(finished_run), "--onnx", "--out", str(out), "--data-dir", str(tiny_glue), *QUICK]) == 0
@@ -168,7 +168,7 @@ def _one_error_line(capsys, exc) -> str:
 
 
 def test_bad_inputs_are_one_line_each(finished_run, tmp_path, capsys):
-    from lad.deploy import main
+    from lad.deploy.export import main
 
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "nope"), "--onnx"])

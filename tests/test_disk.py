@@ -17,7 +17,7 @@ def _weights(root):
 
 
 def _run(tmp_path, tiny_teacher, tiny_glue, name, *extra):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     run(compose("distil", ["task=sst2", "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
                            f"data.data_dir={tiny_glue}", f"paths.cache={tmp_path / 'cache'}", "mlflow=off",
@@ -39,7 +39,7 @@ def test_a_finished_run_holds_one_copy_of_the_weights(tmp_path, tiny_teacher, ti
 
 
 def test_search_configs_keep_no_trial_model():
-    from lad.config import load_with_bases
+    from lad.core.config import load_with_bases
 
     for name in ("lad_optuna", "kd_optuna"):
         body = load_with_bases(REPO / "conf" / "hparams_search" / f"{name}.yaml")

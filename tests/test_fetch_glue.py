@@ -72,8 +72,8 @@ def test_unreachable_hub_is_one_error_line_and_exit_2():
 
 def test_hub_backbone_offline_names_why(monkeypatch, tmp_path):
     """A Hub id that is not cached: one ConfigError saying whether the user or the network made it offline."""
-    from lad.errors import ConfigError
-    from lad.hub import looks_like_path, resolve_pretrained
+    from lad.core.errors import ConfigError
+    from lad.models.hub import looks_like_path, resolve_pretrained
 
     assert not looks_like_path("bert-base-uncased") and not looks_like_path("google/bert_uncased_L-2_H-128_A-2")
     assert looks_like_path(str(tmp_path)) and looks_like_path("./models/x") and looks_like_path("a/b/c")
@@ -84,7 +84,7 @@ def test_hub_backbone_offline_names_why(monkeypatch, tmp_path):
                                           r"the Hugging Face cache \(HF_HUB_OFFLINE is set\)"):
         resolve_pretrained("lad-tests/none", "teacher.backbone")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("lad.hub.hub_reachable", lambda timeout=2.0: False)
-    monkeypatch.setattr("lad.hub.go_offline", lambda: None)  # keep this test process online
+    monkeypatch.setattr("lad.models.hub.hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr("lad.models.hub.go_offline", lambda: None)  # keep this test process online
     with pytest.raises(ConfigError, match=r"\(the Hub is unreachable\)"):
         resolve_pretrained("lad-tests/none", "teacher.backbone")

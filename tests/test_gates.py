@@ -1,4 +1,4 @@
-"""Tests for lad.gates: LAD highway gates and the baseline aggregators."""
+"""Tests for lad.method.gates: LAD highway gates and the baseline aggregators."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lad.errors import ConfigError
-from lad.gates import (
+from lad.core.errors import ConfigError
+from lad.method.gates import (
     Aggregator,
     AttentionGates,
     DirectGates,
@@ -16,7 +16,7 @@ from lad.gates import (
     MeanGates,
     build_gate,
 )
-from lad.losses import Objective, hidden_mse
+from lad.method.losses import Objective, hidden_mse
 from lad.testing import evaluate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -143,7 +143,7 @@ def test_invalid_norm_raises_config_error_listing_choices():
     with pytest.raises(ConfigError, match="per_token.*per_sequence"):
         HighwayGates(num_layers=3, hidden_size=D, norm="batch")
     with pytest.raises(ConfigError, match="per_token"):
-        build_gate({"name": "lad", "_target_": "lad.gates.HighwayGates", "norm": "bogus"}, 3, D)
+        build_gate({"name": "lad", "_target_": "lad.method.gates.HighwayGates", "norm": "bogus"}, 3, D)
 
 
 def test_layer_map_out_of_range_is_config_error():
@@ -181,7 +181,7 @@ def test_gate_values_recorded_per_layer():
 
 def test_none_returns_mapped_teacher_layers():
     hs = _hidden()
-    out = build_gate({"name": "none", "_target_": "lad.gates.DirectGates"}, L, D)(hs, _mask([5, 3]), [2, 4])
+    out = build_gate({"name": "none", "_target_": "lad.method.gates.DirectGates"}, L, D)(hs, _mask([5, 3]), [2, 4])
     assert out[0] is hs[1] and out[1] is hs[3]
 
 
@@ -266,7 +266,7 @@ def test_build_needs_a_target_and_passes_the_teacher_shape():
         build_gate({"name": "lad"}, L, D)
     with pytest.raises(ConfigError, match="gate config must be a mapping, got str"):
         build_gate("lad", L, D)
-    gate = build_gate({"name": "lad", "_target_": "lad.gates.HighwayGates"}, num_layers=3, hidden_size=D)
+    gate = build_gate({"name": "lad", "_target_": "lad.method.gates.HighwayGates"}, num_layers=3, hidden_size=D)
     assert isinstance(gate, HighwayGates) and gate.num_layers == 3 and gate.hidden_size == D
 
 

@@ -88,10 +88,10 @@ def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_
 def test_a_benchmark_of_another_cpu_is_said(tmp_path, monkeypatch):
     path = tmp_path / "b.json"
     path.write_text(json.dumps({"info": {"cpu": "X", "isa": "avx2, avx512f, avx512_bf16"}, "results": []}))
-    monkeypatch.setattr("lad.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2"}})
+    monkeypatch.setattr("lad.core.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2"}})
     assert grid.machine_note(path).startswith("[grid] note: priced from a benchmark of another CPU (X: avx2, "
                                               "avx512f, avx512_bf16); this one has avx2:")
-    monkeypatch.setattr("lad.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2", "avx512f", "avx512_bf16"}})
+    monkeypatch.setattr("lad.core.runtime.cpu_info", lambda: {"model": "Y", "flags": {"avx2", "avx512f", "avx512_bf16"}})
     assert grid.machine_note(path) is None
 
 

@@ -9,11 +9,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, save_tiny_model
-from lad.distiller import Distiller
-from lad.errors import ConfigError
-from lad.loss_terms import TERMS, Capture, LossTerm, register
-from lad.loss_terms.tinybert_attn import attention_mse
-from lad.losses import Objective
+from lad.core.errors import ConfigError
+from lad.method.distiller import Distiller
+from lad.method.loss_terms import TERMS, Capture, LossTerm, register
+from lad.method.loss_terms.tinybert_attn import attention_mse
+from lad.method.losses import Objective
 from lad.models.student import build_student
 from test_pipeline import _student_cfg, distil_cfg, recorder  # noqa: F401  (fixture re-used)
 
@@ -35,7 +35,7 @@ class Probe(LossTerm):
 
 def test_a_term_registered_in_a_test_module_trains_and_reaches_the_logged_loss(
         tmp_path, tiny_teacher, tiny_glue, recorder):  # noqa: F811
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     SEEN.clear()
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=kd", "gate=none", "+loss.probe_weight=3.0",
@@ -68,7 +68,7 @@ class FFNMatch(LossTerm):
 
 
 def test_a_term_over_module_outputs_captured_by_hooks_trains(tmp_path, tiny_teacher, tiny_glue, recorder):  # noqa: F811
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     FFN_SEEN.clear()
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=kd", "gate=none", "+loss.ffn_probe_weight=1.0",
@@ -81,7 +81,7 @@ def test_a_term_over_module_outputs_captured_by_hooks_trains(tmp_path, tiny_teac
 
 
 def test_captured_teacher_outputs_keep_the_online_teacher_and_reach_the_student(tmp_path):
-    from lad.teacher_cache import required_content
+    from lad.method.teacher_cache import required_content
 
     module = _attn_module(tmp_path, loss={"hard_weight": 0.5, "soft_weight": 0.5, "temperature": 2.0,
                                           "ffn_probe_weight": 1.0})
@@ -158,7 +158,7 @@ def test_tinybert_attention_term_matches_the_mapped_teacher_layers_and_trains_at
 
 
 def test_tinybert_attention_term_keeps_the_online_teacher_and_needs_equal_head_counts(tmp_path):
-    from lad.teacher_cache import required_content
+    from lad.method.teacher_cache import required_content
 
     module = _attn_module(tmp_path)
     need, reason = required_content(module)
@@ -168,7 +168,7 @@ def test_tinybert_attention_term_keeps_the_online_teacher_and_needs_equal_head_c
 
 
 def test_any_term_weight_is_type_checked_before_work():
-    from lad.schema import validate
+    from lad.core.schema import validate
 
     validate(OmegaConf.create({"loss": {"tinybert_attn_weight": 2.0, "hard_weight": 0.5}}))
     with pytest.raises(ConfigError, match=r"^loss\.tinybert_attn_weight must be a number >= 0, got -1"):

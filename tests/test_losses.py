@@ -1,4 +1,4 @@
-"""Tests for lad.losses: loss terms against hand computations, and the Objective."""
+"""Tests for lad.method.losses: loss terms against hand computations, and the Objective."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lad.errors import ConfigError
-from lad.losses import Objective, hard_loss, hidden_mse, pkd_loss, soft_loss
+from lad.core.errors import ConfigError
+from lad.method.losses import Objective, hard_loss, hidden_mse, pkd_loss, soft_loss
 from lad.testing import Inputs, evaluate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -262,7 +262,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("path", sorted((CONF / "loss").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_loss_config_builds(path):
-    from lad.config import load_with_bases
+    from lad.core.config import load_with_bases
 
     cfg = load_with_bases(path)
     assert cfg.name == path.stem

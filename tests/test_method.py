@@ -16,11 +16,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose, save_tiny_model
-from lad.distiller import Distiller
-from lad.gates import HighwayGates
-from lad.losses import Objective
-from lad.testing import evaluate
+from lad.method.distiller import Distiller
+from lad.method.gates import HighwayGates
+from lad.method.losses import Objective
 from lad.models.student import build_student
+from lad.testing import evaluate
 from test_pipeline import distil_cfg, recorder  # noqa: F401  (fixture re-used)
 
 
@@ -78,7 +78,7 @@ def test_production_training_step_sends_gradients_into_every_needed_gate(tmp_pat
 def test_one_step_moves_gates_by_gate_lr_and_student_by_lr(tmp_path, tiny_teacher, tiny_glue):
     """The optimisers the loop builds: the gates are in one, at optim.gate_lr, and the student
     at optim.lr. AdamW's first step moves every parameter with a gradient by about its LR."""
-    from lad.train import build_optimizers
+    from lad.run.train import build_optimizers
 
     module = _lad_distiller(tiny_teacher)
     cfg = OmegaConf.create({"lr": 1e-3, "gate_lr": 1e-5, "warmup_ratio": 0.0, "weight_decay": 0.0,
@@ -96,7 +96,7 @@ def test_one_step_moves_gates_by_gate_lr_and_student_by_lr(tmp_path, tiny_teache
     assert stud_step == pytest.approx(1e-3, rel=0.05), "student not stepped at optim.lr"
     # the module names its groups and the optim key of each one's LR; the loop only looks them up
     assert [(g.name, g.lr_key) for g in module.param_groups()] == [("student", "lr"), ("gate", "gate_lr")]
-    from lad.errors import ConfigError
+    from lad.core.errors import ConfigError
 
     del cfg["gate_lr"]
     with pytest.raises(ConfigError, match=r"^optim\.gate_lr is not set: the learning rate of the gate parameters$"):
@@ -118,7 +118,7 @@ def test_frozen_gates_are_in_no_optimiser_and_compute_the_same_targets(tmp_path,
 
 def test_gate_layernorm_weights_are_not_weight_decayed(tiny_teacher):
     """Biases and every normalisation weight (BERT's LayerNorm and the gates' norms alike) are exempt."""
-    from lad.train import no_decay_ids
+    from lad.run.train import no_decay_ids
 
     for norm in ("per_token", "per_sequence"):
         module = _lad_distiller(tiny_teacher, gate_kw={"norm": norm})
@@ -154,7 +154,7 @@ def test_gate_bias_init_options():
 def test_student_identical_to_teacher_has_zero_hidden_loss(tmp_path):
     """K = L with every weight copied: student layer k is teacher layer k, so the direct-map hidden
     term is exactly 0 -- any misalignment of student outputs and teacher layers makes it positive."""
-    from lad.gates import DirectGates
+    from lad.method.gates import DirectGates
 
     teacher = _teacher(save_tiny_model(tmp_path / "t", num_layers=4, dropout=0.0))
     student, mapping = build_student(teacher, _student_cfg(4))
@@ -191,10 +191,10 @@ def test_hidden_positions_real_ignores_padding_and_all_averages_every_position()
 
 
 def test_hidden_positions_all_pads_training_batches_to_max_length(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
-    from lad import pipeline
+    from lad.run import evaluation, pipeline
 
     widths = []
-    real_batch_of = pipeline.batch_of
+    real_batch_of = evaluation.batch_of
 
     def spy(features, idx, pad_to=None):
         batch = real_batch_of(features, idx, pad_to)
@@ -202,7 +202,7 @@ def test_hidden_positions_all_pads_training_batches_to_max_length(tmp_path, tiny
             widths.append(batch["input_ids"].shape[1])
         return batch
 
-    monkeypatch.setattr(pipeline, "batch_of", spy)
+    monkeypatch.setattr(evaluation, "batch_of", spy)
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=2", "trainer.eval_every=2",
                      "loss.hidden_positions=all", "task.max_seq_length=40", "trainer.predict_test=false")
     pipeline.run(cfg)
@@ -237,7 +237,7 @@ def test_init_from_pretrained_takes_layers_and_pooler_from_the_backbone(tmp_path
 def test_init_from_pretrained_finds_the_backbone_the_teacher_recorded(tmp_path, tiny_glue, recorder):
     """train_teacher.py records its backbone next to the published teacher; a distil run with
     student.init_from=pretrained starts from that backbone, not from the fine-tuned teacher."""
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     backbone = save_tiny_model(tmp_path / "backbone", num_layers=2, seed=5)
     teacher_dir = tmp_path / "teachers" / "sst2"
@@ -256,7 +256,7 @@ def test_init_from_pretrained_finds_the_backbone_the_teacher_recorded(tmp_path, 
 
 # --------------------------------------------------------------------------- gate movement is recorded
 def test_metrics_json_records_gate_movement_and_mean_gates_per_evaluation(tmp_path, tiny_teacher, tiny_glue, capsys):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=4", "trainer.eval_every=2",
                      "optim.gate_lr=1e-2", "optim.warmup_ratio=0", "trainer.predict_test=false")
@@ -274,7 +274,7 @@ def test_metrics_json_records_gate_movement_and_mean_gates_per_evaluation(tmp_pa
 
 
 def test_unmoved_gates_print_one_warning_naming_gate_lr(tmp_path, tiny_teacher, tiny_glue, capsys):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=2", "trainer.eval_every=2",
                      "optim.gate_lr=1e-7", "trainer.predict_test=false")
@@ -284,7 +284,7 @@ def test_unmoved_gates_print_one_warning_naming_gate_lr(tmp_path, tiny_teacher, 
 
 
 def test_frozen_gate_run_records_zero_movement_and_no_warning(tmp_path, tiny_teacher, tiny_glue, capsys):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=2", "trainer.eval_every=2",
                      "gate.frozen=true", "trainer.predict_test=false")
@@ -338,8 +338,8 @@ def test_reference_gate_stack_and_hidden_loss_equal_the_paper_equations():
 
 
 def test_position_affine_needs_fixed_padding(tmp_path, tiny_teacher, tiny_glue):
-    from lad.errors import ConfigError
-    from lad.pipeline import run
+    from lad.core.errors import ConfigError
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate.norm=per_sequence", "gate.affine=position")
     with pytest.raises(ConfigError, match="loss.hidden_positions=all"):

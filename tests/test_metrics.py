@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from lad.core.errors import ConfigError
 from lad.data.tasks import TaskSpec
-from lad.errors import ConfigError
-from lad.metrics import (compute_metrics, compute_split_metrics, dev_loss, main_score,
+from lad.data.metrics import (compute_metrics, compute_split_metrics, dev_loss, main_score,
                          predictions_from_logits)
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"

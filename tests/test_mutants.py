@@ -114,7 +114,7 @@ def test_check_applies_reads_the_module_under_a_root(tmp_path):
 def test_list_names_every_mutant_with_its_function():
     out = subprocess.run([sys.executable, "scripts/mutants.py", "--list"], capture_output=True, text=True,
                          cwd=__import__("conftest").REPO, check=True).stdout
-    assert "teacher_train_mode: " in out and "lad.distiller:Distiller.train" in out
+    assert "teacher_train_mode: " in out and "lad.method.distiller:Distiller.train" in out
     bad = subprocess.run([sys.executable, "scripts/mutants.py", "--only", "nope"], capture_output=True, text=True,
                          cwd=__import__("conftest").REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown mutant(s) nope")

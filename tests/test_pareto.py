@@ -1,6 +1,6 @@
 """Accuracy-speed searches: multi-objective sweeper studies (directions list, resume, two workers),
 the objectives a job returns, the shape-keyed speed cache, the pick rules on a synthetic front, and
-``distil.py -m hparams_search=lad_pareto`` end to end with ``python -m lad.pareto pick``."""
+``distil.py -m hparams_search=lad_pareto`` end to end with ``python -m lad.search.pareto pick``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from lad import objectives, pareto, speed
-from lad.errors import ConfigError
-from lad.pareto import Row, Rule, non_dominated, parse_rule, pick
+from lad.run import objectives
+
+from lad.search import pareto
+
+from lad.core.errors import ConfigError
+from lad.deploy import speed
+from lad.search.pareto import Row, Rule, non_dominated, parse_rule, pick
 from test_sweeper import APP, _cmd, _env, _study, app  # noqa: F401 - the toy app fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +71,7 @@ def test_multi_objective_sweep_with_nsgaii_resumes_and_keeps_failures_off_the_fr
     assert results.direction == ["maximize", "minimize"]
     assert {s["number"] for s in results.solutions} == front
     assert "Trial 3 finished with value [" in more.stdout
-    # every trial records its run directory (lad.pareto exports the pick from there)
+    # every trial records its run directory (lad.search.pareto exports the pick from there)
     assert all(Path(t.user_attrs["output_dir"]) == app / "multirun" / str(t.number) for t in study.trials)
 
 
@@ -141,7 +145,7 @@ def test_lad_pareto_config_composes_two_objectives_and_the_searched_student() ->
 
     cfg = compose("distil", ["hparams_search=lad_pareto", "task=sst2"])
     assert list(cfg.objectives) == ["metric", "speed"] and cfg.speed.measure == "flops"
-    from lad.search_space import parse_search_space
+    from lad.search.space import parse_search_space
 
     space = parse_search_space(OmegaConf.to_container(OmegaConf.load(
         REPO / "conf" / "hparams_search" / "lad_pareto.yaml").hydra.sweeper.params))
@@ -169,8 +173,8 @@ def test_a_shape_is_measured_once_and_reused(tmp_path: Path, monkeypatch) -> Non
 
     calls = []
     monkeypatch.setitem(speed.MEASURES, "flops", lambda runner, feats, s: calls.append(1) or 7.0)
-    monkeypatch.setattr("lad.inference.load_cpu_model", lambda d: None)
-    monkeypatch.setattr("lad.inference.torch_runner", lambda m: None)
+    monkeypatch.setattr("lad.deploy.inference.load_cpu_model", lambda d: None)
+    monkeypatch.setattr("lad.deploy.inference.torch_runner", lambda m: None)
     a = save_tiny_model(tmp_path / "a", num_layers=2, seed=0)
     b = save_tiny_model(tmp_path / "b", num_layers=2, seed=1)  # other weights, same shape
     c = save_tiny_model(tmp_path / "c", num_layers=3)
@@ -286,7 +290,7 @@ def test_lad_pareto_sweep_resumes_and_its_pick_is_exported(tmp_path: Path, tiny_
     shapes = {(t.params["student"], t.params["student.hidden_size"]) for t in study.trials}
     assert len(cache) == len(shapes) + 1  # one measurement per student shape, plus the teacher's
 
-    pick = subprocess.run([sys.executable, "-m", "lad.pareto", "pick", "--study", name, "--storage", storage,
+    pick = subprocess.run([sys.executable, "-m", "lad.search.pareto", "pick", "--study", name, "--storage", storage,
                            "--rule", "fastest within 30 points of teacher", "--latency-runs", "3"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert pick.returncode == 0, pick.stdout + pick.stderr[-3000:]
@@ -307,7 +311,7 @@ def test_lad_pareto_sweep_resumes_and_its_pick_is_exported(tmp_path: Path, tiny_
     arts = mlflow.MlflowClient().list_artifacts(runs.iloc[0].run_id)
     assert {a.path for a in arts} == {f"{name}.front.png", f"{name}.front.json"}
 
-    bad = subprocess.run([sys.executable, "-m", "lad.pareto", "pick", "--study", name, "--storage", storage,
+    bad = subprocess.run([sys.executable, "-m", "lad.search.pareto", "pick", "--study", name, "--storage", storage,
                           "--max-latency-ms", "20"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --max-latency-ms needs a study with speed.measure=latency; this one measures flops "

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, compose, save_tiny_model
-from lad.errors import ConfigError
+from lad.core.errors import ConfigError
 from lad.models.student import build_student, layer_map
 
 
@@ -51,7 +51,7 @@ class RecordingTracker:
 @pytest.fixture()
 def recorder(monkeypatch):
     rec = RecordingTracker()
-    monkeypatch.setattr("lad.tracking.make_tracker", lambda *a, **k: rec)
+    monkeypatch.setattr("lad.tracking.tracker.make_tracker", lambda *a, **k: rec)
     return rec
 
 
@@ -110,7 +110,7 @@ VALID = [("lad", "lad"), ("lad_reverse", "lad"), ("mean", "lad"), ("attention", 
 
 @pytest.mark.parametrize("gate,loss", VALID)
 def test_every_valid_gate_loss_pair_trains_and_saves(tmp_path, tiny_teacher, tiny_glue, gate, loss):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"gate={gate}", f"loss={loss}",
                      "trainer.max_steps=4", "trainer.eval_every=2")
@@ -137,7 +137,7 @@ def test_every_valid_gate_loss_pair_trains_and_saves(tmp_path, tiny_teacher, tin
 
 @pytest.mark.parametrize("gate,loss", [("lad", "ce"), ("lad", "kd"), ("mean", "pkd")])
 def test_gate_without_hidden_loss_is_a_config_error(tmp_path, tiny_teacher, tiny_glue, gate, loss):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     with pytest.raises(ConfigError, match="needs a loss with a hidden-state term"):
         run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"gate={gate}", f"loss={loss}"))
@@ -145,15 +145,15 @@ def test_gate_without_hidden_loss_is_a_config_error(tmp_path, tiny_teacher, tiny
 
 
 def test_student_deeper_than_teacher_run_fails_cleanly(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     with pytest.raises(ConfigError, match="cannot be deeper"):
         run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "student=6layer"))
 
 
 def test_loss_ce_never_runs_the_teacher(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import build_distillation
     from lad.data.tasks import TaskSpec
+    from lad.run.builders import build_distillation
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate=none", "loss=ce")
     asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
@@ -164,8 +164,8 @@ def test_loss_ce_never_runs_the_teacher(tmp_path, tiny_teacher, tiny_glue):
 
 
 def test_narrow_student_trains_through_a_projection(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import build_distillation
     from lad.data.tasks import TaskSpec
+    from lad.run.builders import build_distillation
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "student.hidden_size=16", "student.num_attention_heads=2")
     asm = build_distillation(cfg, TaskSpec.from_config(cfg.task))
@@ -184,7 +184,7 @@ def test_narrow_student_trains_through_a_projection(tmp_path, tiny_teacher, tiny
 # leave its plateau, so it gets 60 (and then reaches 100% dev accuracy).
 @pytest.mark.parametrize("gate,loss,lr,steps", [("lad", "lad", 1e-3, 30), ("none", "ce", 5e-3, 60)])
 def test_training_lowers_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, gate, loss, lr, steps):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, f"loss={loss}", f"gate={gate}", f"trainer.max_steps={steps}",
                      "trainer.log_every=1", f"optim.lr={lr}", "optim.warmup_ratio=0.0", f"trainer.eval_every={steps}")
@@ -204,7 +204,7 @@ def test_training_lowers_the_loss(tmp_path, tiny_teacher, tiny_glue, recorder, g
 
 
 def test_teacher_finetune_uses_the_same_loop_and_is_loadable_without_lad(tmp_path, tiny_glue):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     backbone = save_tiny_model(tmp_path / "backbone", num_layers=2)
     target = tmp_path / "teachers" / "sst2"
@@ -225,7 +225,7 @@ def test_teacher_finetune_uses_the_same_loop_and_is_loadable_without_lad(tmp_pat
 
 
 def test_finished_run_is_not_overwritten(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "loss=ce", "gate=none", "trainer.max_steps=2"))
     before = (tmp_path / "run" / "metrics.json").read_bytes()
@@ -301,7 +301,7 @@ def test_cli_composes_qnli_6layer():
 
 def test_six_layer_student_of_twelve_layer_teacher_maps_even_layers(tmp_path, tiny_glue):
     from lad.data.tasks import TaskSpec
-    from lad.pipeline import build_distillation
+    from lad.run.builders import build_distillation
 
     teacher = save_tiny_model(tmp_path / "t12", num_layers=12)
     cfg = distil_cfg(tmp_path, teacher, tiny_glue, "student=6layer")
@@ -312,8 +312,8 @@ def test_six_layer_student_of_twelve_layer_teacher_maps_even_layers(tmp_path, ti
 
 def test_bf16_autocast_on_cpu_trains_and_the_precision_that_ran_is_recorded(tmp_path, tiny_teacher, tiny_glue,
                                                                              monkeypatch):
-    from lad import runtime
-    from lad.pipeline import run
+    from lad.core import runtime
+    from lad.run.pipeline import run
 
     score = run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.precision=bf16", "trainer.max_steps=2"))
     assert 0.0 <= score <= 1.0
@@ -342,7 +342,7 @@ def test_experiment_files_override_the_primary_config(entry):
 
 
 def test_competing_load_counts_niced_work_only_where_nice_protects(tmp_path, monkeypatch):
-    from lad import runtime
+    from lad.core import runtime
 
     proc = tmp_path / "proc"
     (proc / "self").mkdir(parents=True)
@@ -361,8 +361,8 @@ def test_competing_load_counts_niced_work_only_where_nice_protects(tmp_path, mon
 
 
 def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypatch):
-    from lad.config import validate_common
-    from lad.runtime import auto_threads, set_threads
+    from lad.core.runtime import auto_threads, set_threads
+    from lad.run.checks import validate_common
 
     assert auto_threads(cores=8, load=0.2, local_world=1) == 8       # idle machine: every core
     assert auto_threads(cores=8, load=0.2, local_world=2) == 4       # torchrun: split per process
@@ -371,7 +371,7 @@ def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypat
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        monkeypatch.setattr("lad.runtime.auto_threads", lambda: 1)
+        monkeypatch.setattr("lad.core.runtime.auto_threads", lambda: 1)
         assert set_threads("auto") == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins over auto
         torch.set_num_threads(2)
@@ -384,9 +384,9 @@ def test_auto_threads_use_the_free_cores_split_between_local_processes(monkeypat
 
 
 def test_write_text_replaces_whole_or_not_at_all(tmp_path):
-    """Pages, exports, metrics and submissions are written through lad.fileio: a failed write keeps
+    """Pages, exports, metrics and submissions are written through lad.core.fileio: a failed write keeps
     the old file and leaves no temporary file beside it."""
-    from lad.fileio import write_json, write_text
+    from lad.core.fileio import write_json, write_text
 
     path = tmp_path / "new" / "page.md"
     write_text(path, "old\n")
@@ -405,7 +405,7 @@ def test_write_text_replaces_whole_or_not_at_all(tmp_path):
 
 @pytest.mark.parametrize("kind", ["linear", "constant_with_warmup"])
 def test_lr_scheduler_type_shapes_the_logged_learning_rate(tmp_path, tiny_teacher, tiny_glue, recorder, kind):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=10", "trainer.log_every=1",
                      "optim.lr=1e-3", "optim.warmup_ratio=0.3", f"optim.lr_scheduler_type={kind}",
@@ -431,7 +431,7 @@ def test_schedules_are_hugging_faces():
     """optim.lr_scheduler_type=<name> builds exactly transformers.get_scheduler(<name>)."""
     from transformers import get_scheduler
 
-    from lad.schedules import SCHEDULES, build
+    from lad.run.schedules import SCHEDULES, build
 
     for kind in SCHEDULES:
         ours = build(kind, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 3, 10)

@@ -18,7 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose, save_tiny_model
-from lad.errors import ConfigError, DataError
+from lad.core.errors import ConfigError, DataError
 
 
 # ----------------------------------------------------------------------------- 2. typed values
@@ -67,7 +67,7 @@ def _with(cfg, override: str):
     ("loss.temperature=1e6", r"loss\.temperature must be a number in \[0\.01, 1000\] .*, got 1000000\.0"),
 ])
 def test_typed_values_are_checked_before_any_work(override, message, base_cfg):
-    from lad.config import validate_common
+    from lad.run.checks import validate_common
 
     with pytest.raises(ConfigError, match=message):
         validate_common(_with(base_cfg, override))
@@ -77,14 +77,14 @@ def test_typed_values_are_checked_before_any_work(override, message, base_cfg):
                                       "trainer.num_threads=null", "trainer.keep_after_finish=0", "optim.lr=1",
                                       "loss.temperature=0.5", "loss.temperature=20"])
 def test_valid_values_pass(override, base_cfg):
-    from lad.config import validate_common
+    from lad.run.checks import validate_common
 
     validate_common(_with(base_cfg, override))
 
 
 # ----------------------------------------------------------------------------- 1. secrets
 def test_mask_hides_url_passwords_query_secrets_and_remembered_ones():
-    from lad import secrets
+    from lad.core import secrets
 
     assert secrets.mask("http://alice:pa55word@host:5000/x") == "http://alice:***@host:5000/x"
     assert secrets.mask("cannot reach postgresql+psycopg2://u:s3cr%40t@db/x") == \
@@ -97,7 +97,7 @@ def test_mask_hides_url_passwords_query_secrets_and_remembered_ones():
 
 
 def test_redact_masks_every_string_of_a_config():
-    from lad.secrets import redact
+    from lad.core.secrets import redact
 
     cfg = OmegaConf.create({"a": {"uri": "http://u:topsecret1@h/"}, "l": ["x", "mysql://r:pw123@h/db"], "n": 3})
     text = json.dumps(redact(cfg))
@@ -105,7 +105,7 @@ def test_redact_masks_every_string_of_a_config():
 
 
 def test_log_filter_and_stream_guard_mask_secrets(capsys):
-    from lad.secrets import MaskingFilter, _MaskingStream, remember
+    from lad.core.secrets import MaskingFilter, _MaskingStream, remember
 
     remember("http://u:Filt3rSecret@h")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "uri %s", ("http://u:Filt3rSecret@h",), None)
@@ -126,7 +126,7 @@ def test_log_filter_and_stream_guard_mask_secrets(capsys):
 
 
 def test_run_dirname_never_carries_a_password():
-    from lad.config import run_dirname
+    from lad.core.config import run_dirname
 
     assert "zzsecret" not in run_dirname("+db=postgresql://u:zzsecret@h/x,optim.lr=0.1")
 
@@ -290,7 +290,7 @@ def test_texts_longer_than_max_len_are_truncated_and_counted(tmp_path):
 def test_max_len_is_capped_at_the_model_positions(caplog):
     from types import SimpleNamespace
 
-    from lad.pipeline import Assembled, model_max_len
+    from lad.run.builders import Assembled, model_max_len
 
     student = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64))
     asm = Assembled(SimpleNamespace(student=student), None, Path("."), {})
@@ -304,7 +304,7 @@ def test_max_len_is_capped_at_the_model_positions(caplog):
 def test_nan_weights_never_become_a_checkpoint_and_the_hint_names_one_that_exists(tmp_path):
     import torch
 
-    from lad import checkpoint as ckpt
+    from lad.run import checkpoint as ckpt
 
     good = {"w": torch.ones(3)}
     ckpt.save_checkpoint(tmp_path, 4, good, {"step": 4})
@@ -317,21 +317,21 @@ def test_nan_weights_never_become_a_checkpoint_and_the_hint_names_one_that_exist
 def test_best_model_is_not_saved_with_nan_weights(tmp_path):
     import torch
 
-    from lad import checkpoint as ckpt
-    from lad.pipeline import _check_finite
+    from lad.run import checkpoint as ckpt
+    from lad.run.fit import check_finite
 
     model = torch.nn.Linear(2, 2)
-    _check_finite(model, tmp_path)
+    check_finite(model, tmp_path)
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
     with pytest.raises(ckpt.NumericFault, match=r"weights became non-finite \(weight\); the model was not saved"):
-        _check_finite(model, tmp_path)
+        check_finite(model, tmp_path)
 
 
 def test_prune_keeps_the_newest_checkpoints(tmp_path):
     import torch
 
-    from lad import checkpoint as ckpt
+    from lad.run import checkpoint as ckpt
 
     for step in (2, 4, 6):
         ckpt.save_checkpoint(tmp_path / "c", step, {"w": torch.ones(1)}, {}, keep=3)
@@ -344,7 +344,8 @@ def test_prune_keeps_the_newest_checkpoints(tmp_path):
 def test_corrupt_teacher_cache_is_reported_as_such(tmp_path):
     import torch
 
-    from lad.teacher_cache import CachedTeacher, Content, Store, TeacherCacheCorrupt
+    from lad.method.teacher_cache import CachedTeacher, TeacherCacheCorrupt
+    from lad.method.teacher_store import Content, Store
 
     (tmp_path / "manifest.json").write_text("{}")
     hidden = np.zeros((5, 1, 4), dtype=np.float16)
@@ -375,7 +376,7 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 
 def test_overwrite_sets_the_old_run_aside_and_restores_it_when_the_new_one_fails(tmp_path):
-    from lad import rundir
+    from lad.run import rundir
 
     old = _finished_run(tmp_path)
     assert rundir.set_aside(tmp_path)
@@ -396,8 +397,8 @@ def test_overwrite_sets_the_old_run_aside_and_restores_it_when_the_new_one_fails
 
 
 def test_resume_with_another_configuration_is_refused(tmp_path):
-    from lad import rundir
-    from lad.secrets import redact
+    from lad.core.secrets import redact
+    from lad.run import rundir
 
     cfg = OmegaConf.create({"optim": {"lr": 0.1, "batch_size": 8}, "trainer": {"resume": False, "progress": True},
                             "mlflow": {"tracking_uri": "http://u:pw123456@h"}})
@@ -410,7 +411,7 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
 
 
 def test_second_claim_of_a_run_directory_is_refused(tmp_path):
-    from lad.rundir import claim, lock_file
+    from lad.run.rundir import claim, lock_file
 
     run = tmp_path / "run"
     with claim(run):
@@ -424,8 +425,8 @@ def test_second_claim_of_a_run_directory_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- 6. files
 def test_swapped_folders_and_feature_caches_follow_the_umask(tmp_path):
+    from lad.core.fileio import atomic_dir
     from lad.data.features import Features, save_features
-    from lad.fileio import atomic_dir
 
     old = os.umask(0o022)
     try:
@@ -443,7 +444,7 @@ def test_swapped_folders_and_feature_caches_follow_the_umask(tmp_path):
 
 
 def test_unwritable_place_is_reported_before_training(tmp_path):
-    from lad.preflight import describe_os_error, enough_space, writable
+    from lad.core.preflight import describe_os_error, enough_space, writable
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"is a file, not a directory; set data\.cache_dir"):
@@ -464,8 +465,8 @@ def test_stored_study_with_another_space_is_refused_before_a_trial_is_created():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from lad.errors import StudyError as SweeperError  # lad.studies serves the sweeper and sweeps/search.py
-    from lad.studies import check_space
+    from lad.core.errors import StudyError as SweeperError  # lad.search.studies serves the sweeper and sweeps/search.py
+    from lad.search.studies import check_space
 
     study = optuna.create_study(study_name="s1", direction="maximize")
     study.add_trial(optuna.trial.create_trial(params={"optim.lr": 1e-4},
@@ -500,7 +501,7 @@ def test_n_trials_zero_is_an_error():
     ("max_trials", 0, r"max_trials must be an integer >= 1 or null, got 0"),
     ("max_trials", None, r"n_trials and max_trials are both null: set n_trials \(the trials this run adds\)")])
 def test_in_process_search_checks_n_trials_before_any_trial(key, bad, message, tmp_path):
-    from lad.search import run_search
+    from lad.search.inprocess import run_search
 
     cfg = compose("search", ["task=sst2", "mlflow=off"])
     OmegaConf.update(cfg, key, bad, force_add=True)

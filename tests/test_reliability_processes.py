@@ -46,7 +46,7 @@ def _one_error(proc) -> str:
 
 
 def test_real_mlflow_server_never_receives_or_prints_the_password(tmp_path, tiny_glue, tiny_teacher):
-    from lad.testing.ui import mlflow_server
+    from lad.testing.ui_server import mlflow_server
 
     server_root = tmp_path / "server"
     server_root.mkdir()
@@ -116,15 +116,15 @@ def test_two_commands_into_one_run_directory(tmp_path, tiny_glue, tiny_teacher):
 
 KILL_DURING_BUILD = """
 import os, runpy, signal, sys
-import lad.teacher_cache as tc
+import lad.method.teacher_store as store
 calls = [0]
-real = tc._to_storage
+real = store.to_storage
 def dying(*args, **kwargs):
     calls[0] += 1
     if calls[0] == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-tc._to_storage = dying
+store.to_storage = dying
 sys.argv = sys.argv[1:]
 runpy.run_path("distil.py", run_name="__main__")
 """

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose
-from lad.errors import ConfigError, DataError, LADError
+from lad.core.errors import ConfigError, DataError, LADError
 
 
 def _train_teacher_cfg(tmp: Path, glue: Path, backbone: Path, *extra: str):
@@ -51,7 +51,7 @@ def _tree(path: Path) -> dict[str, bytes]:
     ("teacher.name", " ", "is empty"),
 ])
 def test_every_name_that_becomes_a_path_segment_is_one_plain_folder_name(key, value, problem):
-    from lad.config import validate_common
+    from lad.run.checks import validate_common
 
     cfg = compose("distil", ["teacher=local", "teacher.path=/nowhere"])
     OmegaConf.update(cfg, key, value)
@@ -62,7 +62,7 @@ def test_every_name_that_becomes_a_path_segment_is_one_plain_folder_name(key, va
 
 
 def test_a_run_never_writes_into_a_published_teacher_nor_replaces_another_kind_of_run(tmp_path):
-    from lad.rundir import check_run_target
+    from lad.run.rundir import check_run_target
 
     teacher = _published_teacher(tmp_path / "teachers" / "minilm_l6" / "sst2")
     for entry in ("distil", "train_teacher"):
@@ -78,7 +78,7 @@ def test_a_run_never_writes_into_a_published_teacher_nor_replaces_another_kind_o
 
 
 def test_a_teacher_replaces_only_a_teacher(tmp_path):
-    from lad.rundir import check_teacher_target
+    from lad.run.rundir import check_teacher_target
 
     teachers = tmp_path / "teachers" / "minilm_l6"
     _published_teacher(teachers / "sst2")
@@ -97,7 +97,7 @@ def test_a_teacher_replaces_only_a_teacher(tmp_path):
 
 
 def test_teacher_path_and_run_directory_must_not_overlap(tmp_path):
-    from lad.rundir import check_apart
+    from lad.run.rundir import check_apart
 
     for teacher in (tmp_path / "run", tmp_path / "run" / "model", tmp_path):
         with pytest.raises(ConfigError, match=r"overlap"):
@@ -107,8 +107,8 @@ def test_teacher_path_and_run_directory_must_not_overlap(tmp_path):
 
 def test_a_teacher_being_published_is_locked_against_a_second_run(tmp_path, tiny_glue, tiny_teacher):
     """Two train_teacher.py runs into one teacher.path: the second stops at once (before any training)."""
-    from lad.pipeline import run
-    from lad.rundir import claim
+    from lad.run.pipeline import run
+    from lad.run.rundir import claim
 
     cfg = _train_teacher_cfg(tmp_path, tiny_glue, tiny_teacher)
     with claim(tmp_path / "teacher", "teacher.path"):  # the first run, still training
@@ -118,7 +118,7 @@ def test_a_teacher_being_published_is_locked_against_a_second_run(tmp_path, tiny
 
 
 def test_atomic_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeypatch):
-    from lad import fileio
+    from lad.core import fileio
 
     final = tmp_path / "teacher"
     final.mkdir()
@@ -143,7 +143,8 @@ SECRET = "Pw9planted"
 
 
 def test_artifact_location_with_a_password_is_refused_and_run_names_are_masked(tmp_path):
-    from lad.tracking import check_stored_strings, make_tracker
+    from lad.tracking.store import check_stored_strings
+    from lad.tracking.tracker import make_tracker
 
     mcfg = OmegaConf.create({"artifact_location": f"s3://bucket/x?secret_key={SECRET}"})
     with pytest.raises(ConfigError, match=r"mlflow\.artifact_location=s3://bucket/x\?secret_key=\*\*\* holds a "
@@ -168,7 +169,7 @@ def _closed_port() -> int:
 
 
 def test_an_artifact_store_that_is_down_is_found_before_training_in_seconds(tmp_path):
-    from lad.tracking import check_artifact_store, connect
+    from lad.tracking.store import check_artifact_store, connect
 
     mcfg = OmegaConf.create({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "lad-store",
                              "artifact_location": f"http://127.0.0.1:{_closed_port()}/artifacts"})
@@ -181,9 +182,9 @@ def test_an_artifact_store_that_is_down_is_found_before_training_in_seconds(tmp_
 
 
 def test_optuna_storage_in_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
-    from lad import preflight
-    from lad.errors import StudyError
-    from lad.studies import lock_path
+    from lad.core import preflight
+    from lad.core.errors import StudyError
+    from lad.search.studies import lock_path
 
     def read_only(*args, **kwargs):  # as on a read-only mount (root ignores a folder's mode bits)
         raise OSError(30, "Read-only file system")
@@ -204,7 +205,7 @@ def _state(step: int) -> dict:
 
 
 def test_a_checkpoint_interrupted_while_written_leaves_no_temporary_folder(tmp_path, monkeypatch):
-    from lad import checkpoint as ckpt
+    from lad.run import checkpoint as ckpt
 
     ckpt.save_checkpoint(tmp_path, 1, {"w": torch.ones(2)}, _state(1))
 
@@ -219,8 +220,8 @@ def test_a_checkpoint_interrupted_while_written_leaves_no_temporary_folder(tmp_p
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
 def test_a_signal_during_a_checkpoint_save_waits_until_it_is_complete(tmp_path, monkeypatch):
-    from lad import checkpoint as ckpt
-    from lad import signals
+    from lad.core import signals
+    from lad.run import checkpoint as ckpt
 
     real = torch.save
 
@@ -242,14 +243,14 @@ def test_a_signal_during_a_checkpoint_save_waits_until_it_is_complete(tmp_path, 
 
 
 def test_a_checkpoint_that_does_not_load_safely_falls_back_to_the_previous_one(tmp_path, caplog):
-    from lad import checkpoint as ckpt
+    from lad.run import checkpoint as ckpt
 
     ckpt.save_checkpoint(tmp_path, 1, {"w": torch.ones(2)}, _state(1), keep=3)
     ckpt.save_checkpoint(tmp_path, 2, {"w": torch.ones(2) * 2}, _state(2), keep=3)
     newest = tmp_path / "step-2"
     torch.save({"step": 2, "code": NotAllowlisted()}, newest / ckpt.STATE)  # needs weights_only=False
     (newest / ckpt.SUMS).write_text(json.dumps({n: ckpt.sha256(newest / n) for n in (ckpt.WEIGHTS, ckpt.STATE)}))
-    with caplog.at_level(logging.WARNING, logger="lad.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lad.run.checkpoint"):
         weights, state, path = ckpt.load_latest(tmp_path)
     assert path.name == "step-1" and state["step"] == 1 and float(weights["w"][0]) == 1.0
     lines = [r.getMessage() for r in caplog.records]
@@ -262,8 +263,8 @@ def test_a_checkpoint_that_does_not_load_safely_falls_back_to_the_previous_one(t
 
 
 def test_an_interrupted_command_ends_with_one_line_and_the_signal_status(capsys):
-    from lad import signals
-    from lad.cli import guarded
+    from lad.core import signals
+    from lad.core.guard import guarded
 
     def job(cfg):
         raise signals.Interrupted(signal.SIGTERM, hint="/r keeps checkpoint step-4: continue with trainer.resume=true")
@@ -326,7 +327,7 @@ def test_a_file_with_cr_only_line_ends_is_read(tmp_path):
 
 def test_a_bad_test_row_is_found_before_training(tmp_path):
     from lad.data.tasks import TaskSpec
-    from lad.pipeline import check_test_splits
+    from lad.run.checks import check_test_splits
 
     task = TaskSpec.from_config(compose("distil", ["task=sst2"]).task)
     (tmp_path / "SST-2").mkdir()
@@ -343,7 +344,7 @@ def test_a_bad_test_row_is_found_before_training(tmp_path):
     ("optim.gate_lr=1e30", r"optim\.gate_lr must be a number in \[0, 10\], got 1e\+30"),
 ])
 def test_learning_rates_that_would_overflow_are_refused(override, message):
-    from lad.config import validate_common
+    from lad.run.checks import validate_common
 
     key, value = override.split("=")
     cfg = compose("distil", ["teacher=local", "teacher.path=/nowhere"])
@@ -354,7 +355,7 @@ def test_learning_rates_that_would_overflow_are_refused(override, message):
 
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_deploy_tolerance_must_be_finite_and_not_negative(value):
-    from lad.deploy import check_tolerance
+    from lad.deploy.export import check_tolerance
 
     with pytest.raises(ConfigError, match=r"--tolerance must be a finite number >= 0"):
         check_tolerance(value)
@@ -362,7 +363,7 @@ def test_deploy_tolerance_must_be_finite_and_not_negative(value):
 
 
 def test_deploy_out_must_not_overlap_the_model_folder(tmp_path):
-    from lad.deploy import check_out
+    from lad.deploy.export import check_out
 
     model = tmp_path / "run" / "model"
     for out in (model, model / "x", tmp_path / "run"):
@@ -373,7 +374,7 @@ def test_deploy_out_must_not_overlap_the_model_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- 8. extending a run
 def test_a_larger_budget_on_resume_is_allowed_and_any_other_change_refused(tmp_path):
-    from lad import rundir
+    from lad.run import rundir
 
     (tmp_path / "config.yaml").write_text("trainer:\n  max_steps: 40\n  epochs: 3\noptim:\n  lr: 0.1\n")
 
@@ -389,7 +390,7 @@ def test_a_larger_budget_on_resume_is_allowed_and_any_other_change_refused(tmp_p
 
 
 def test_resume_with_a_larger_budget_extends_a_finished_run(tmp_path, tiny_glue, tiny_teacher):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     def cfg(*extra: str):
         return compose("distil", [

@@ -91,7 +91,7 @@ def test_a_signal_ends_training_with_one_line_a_resumable_run_and_no_temporary_f
     assert lines[0].startswith(f"error: interrupted by {name}; ") and "continue with trainer.resume=true" in lines[0]
     leftovers = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob(".*tmp*")]
     assert leftovers == [] and not list(ckpts.glob(".tmp-step-*"))
-    from lad import checkpoint as ckpt
+    from lad.run import checkpoint as ckpt
 
     newest = ckpt.latest_intact(ckpts)
     assert newest is not None and ckpt.load_latest(ckpts)[2] == newest  # resumable: the newest loads

@@ -1,5 +1,5 @@
 """The best trial of ``distil.py -m hparams_search=...`` re-runs as printed; a resumed sweep's MLflow
-parent shows its study's best (lad.rerun, the sweeper's optimization_results.yaml, lad.tracking)."""
+parent shows its study's best (lad.search.rerun, the sweeper's optimization_results.yaml, lad.tracking.tracker)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from lad.rerun import config_overrides, merge_overrides, rerun_command, value_text
+from lad.search.rerun import config_overrides, merge_overrides, rerun_command, value_text
 
 
 def test_override_text_reads_back_and_search_keys_stay_out():
@@ -72,7 +72,7 @@ def test_best_trial_of_the_sweeper_reruns_to_its_score_and_a_resumed_sweep_paren
 def test_a_resumed_sweep_parent_shows_the_best_of_its_study_not_of_its_own_trials(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from lad.tracking import KIND_TAG, STUDY_TAG, SWEEP_TAG, update_sweep_parent
+    from lad.tracking.parents import KIND_TAG, STUDY_TAG, SWEEP_TAG, update_sweep_parent
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))

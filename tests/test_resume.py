@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from conftest import REPO, compose
-from lad import checkpoint as ckpt
-from lad.errors import LADError
+from lad.core.errors import LADError
+from lad.run import checkpoint as ckpt
 
 TRAIN = ["task=sst2", "mlflow=off", "device=cpu", "seed=7", "trainer.progress=false", "trainer.num_threads=1",
          "trainer.predict_test=false", "optim.batch_size=8", "trainer.max_steps=40", "trainer.eval_every=10",
@@ -186,7 +186,7 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
         _save(tmp_path, step)
     newest = tmp_path / "checkpoints" / "step-15" / ckpt.WEIGHTS
     newest.write_bytes(newest.read_bytes()[:40])  # truncated by a crash / full disk
-    with caplog.at_level(logging.WARNING, logger="lad.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lad.run.checkpoint"):
         weights, state, path = ckpt.load_latest(tmp_path / "checkpoints")
     assert path.name == "step-10" and state["step"] == 10
     assert torch.equal(weights["w"], torch.full((4, 3), 10.0))
@@ -239,7 +239,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
 
     import numpy as np
 
-    from lad.runtime import rng_state, seed_everything, set_rng_state
+    from lad.core.runtime import rng_state, seed_everything, set_rng_state
 
     seed_everything(3)
     torch.rand(5)
@@ -271,15 +271,15 @@ def _torch_load_calls(text: str) -> list[str]:
 def test_every_torch_load_in_lad_is_weights_only():
     calls = {str(p.relative_to(REPO)): _torch_load_calls(p.read_text()) for p in (REPO / "lad").rglob("*.py")}
     calls = {k: v for k, v in calls.items() if v}
-    assert "lad/checkpoint.py" in calls  # the resume path itself is covered
+    assert "lad/run/checkpoint.py" in calls  # the resume path itself is covered
     unsafe = {k: [c for c in v if not re.search(r"weights_only\s*=\s*True", c)] for k, v in calls.items()}
     assert not any(unsafe.values()), unsafe
 
 
 # --------------------------------------------------------------------------- divergence (in-process)
 def _nan_run(tmp: Path, teacher: Path, glue: Path, poison) -> tuple[LADError, Path]:
-    from lad.distiller import Distiller
-    from lad.pipeline import run
+    from lad.method.distiller import Distiller
+    from lad.run.pipeline import run
 
     original = Distiller.training_step
     calls = {"n": 0}
@@ -334,7 +334,8 @@ def test_nan_gradients_with_a_finite_loss_stop_before_the_update(tmp_path, tiny_
 
 # --------------------------------------------------------------------------- secrets
 def test_tracking_uri_password_is_masked_and_never_in_params(tmp_path):
-    from lad.tracking import mask_secrets, run_params
+    from lad.tracking.store import mask_secrets
+    from lad.tracking.tracker import run_params
 
     uri = "postgresql://u:secret@127.0.0.1/x"
     assert mask_secrets(uri) == "postgresql://u:***@127.0.0.1/x"
@@ -350,7 +351,7 @@ def test_tracking_uri_password_is_masked_and_never_in_params(tmp_path):
 
 
 def test_nonfinite_guard_skips_every_update_from_the_bad_step_and_names_it_after_a_resume():
-    from lad.train import NonFiniteGuard, TrainingDiverged
+    from lad.run.train import NonFiniteGuard, TrainingDiverged
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([w], lr=0.1, fused=True)

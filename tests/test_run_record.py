@@ -1,4 +1,4 @@
-"""Names, descriptions, plots and the ablation table that LAD gives its MLflow runs (lad.run_record)."""
+"""Names, descriptions, plots and the ablation table that LAD gives its MLflow runs (lad.tracking.run_record)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from omegaconf import OmegaConf
 
-from lad import run_record
+from lad.tracking import run_record
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -72,11 +72,11 @@ def test_ablation_table_averages_each_method_and_budget_and_skips_runs_without_a
 
 
 def test_jobs_of_an_optuna_sweeper_are_trials_and_other_jobs_are_not(monkeypatch):
-    """lad.cli reads the trial number (Hydra's job num) only from Optuna sweepers."""
+    """lad.run.cli reads the trial number (Hydra's job num) only from Optuna sweepers."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lad import cli
+    from lad.run import cli
 
     def context(target, mode=RunMode.MULTIRUN):
         hc = OmegaConf.create({"overrides": {"task": ["task=rte", "seed=1"]}, "sweep": {"dir": "multirun/x"},

@@ -179,7 +179,7 @@ def test_advisory_lock_keeps_concurrent_workers_at_n_trials_on_postgres(pg) -> N
     """
     import optuna
 
-    from lad import studies
+    from lad.search import studies
 
     url = pg.url(pg.new_database("race"))
     lock = studies.lock_path(url)
@@ -209,8 +209,8 @@ def test_advisory_lock_keeps_concurrent_workers_at_n_trials_on_postgres(pg) -> N
 
 
 def test_bad_postgres_login_is_one_line_without_the_password(pg, tmp_path) -> None:
-    from lad import studies
-    from lad.errors import StudyError
+    from lad.core.errors import StudyError
+    from lad.search import studies
 
     url = pg.url(pg.new_database("bad")).replace(pg.password, pg.password + "x")
     with pytest.raises(StudyError, match="cannot open Optuna storage") as info:
@@ -327,7 +327,7 @@ def test_slurm_preset_sets_the_documented_sbatch_keys() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from lad.config import register_resolvers
+    from lad.core.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -23,7 +23,7 @@ FAST = ("trainer.predict_test=false", "trainer.measure_inference=false")
 
 def _record_training_batches(monkeypatch) -> list[list[int]]:
     """Example indices of every training step, in order (Distiller.training_step is the loop's step)."""
-    from lad.distiller import Distiller
+    from lad.method.distiller import Distiller
 
     seen: list[list[int]] = []
     step = Distiller.training_step
@@ -58,7 +58,7 @@ def test_two_methods_with_one_seed_see_the_same_example_order(tmp_path, tiny_tea
     """LAD (gates built, hidden loss) and KD (no gates) with the same seed train on the same
     batches in the same order, across an epoch boundary (96 examples / 16 = 6 batches per epoch)."""
     from lad.data.loader import make_train_batches
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     orders = {}
     for method in (("gate=lad", "loss=lad"), ("gate=none", "loss=kd")):
@@ -82,12 +82,12 @@ def test_every_optimiser_and_parameter_group_follows_its_schedule_with_warmup(
         tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     """At every step, each parameter group of each optimiser (student decay / no-decay, gates)
     uses its base LR times the same linear warm-up-then-decay factor."""
-    import lad.train
-    from lad.distiller import Distiller
-    from lad.pipeline import run
+    from lad.method.distiller import Distiller
+    from lad.run.pipeline import run
+    import lad.run.train
 
     built, lrs = [], []
-    build = lad.train.build_optimizers
+    build = lad.run.train.build_optimizers
 
     def capture(*args, **kwargs):
         optimizers, schedulers, clip = build(*args, **kwargs)
@@ -100,7 +100,7 @@ def test_every_optimiser_and_parameter_group_follows_its_schedule_with_warmup(
         lrs.append([[group["lr"] for group in opt.param_groups] for opt in built])
         return step(self, batch)
 
-    monkeypatch.setattr(lad.train, "build_optimizers", capture)
+    monkeypatch.setattr(lad.run.train, "build_optimizers", capture)
     monkeypatch.setattr(Distiller, "training_step", recording)
     run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "trainer.max_steps=10", "trainer.eval_every=10",
                    "optim.lr=1e-3", "optim.gate_lr=1e-2", "optim.warmup_ratio=0.3",
@@ -117,7 +117,7 @@ def test_every_optimiser_and_parameter_group_follows_its_schedule_with_warmup(
 def test_warmup_steps_overrides_the_ratio():
     from omegaconf import OmegaConf
 
-    from lad.schedules import warmup_steps
+    from lad.run.schedules import warmup_steps
 
     assert warmup_steps(OmegaConf.create({"warmup_ratio": 0.1}), 385) == 38
     assert warmup_steps(OmegaConf.create({"warmup_ratio": 0.1, "warmup_steps": None}), 385) == 38
@@ -127,11 +127,11 @@ def test_warmup_steps_overrides_the_ratio():
 # --------------------------------------------------------------------------- best dev
 def test_best_dev_is_the_best_evaluation_not_the_last(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     """Three evaluations scoring 0.5, 0.9, 0.6: the run reports (and returns) 0.9 from step 4."""
-    import lad.pipeline
-    from lad.pipeline import run
+    import lad.run.evaluation
+    from lad.run.pipeline import run
 
     scores = iter([0.5, 0.9, 0.6])
-    monkeypatch.setattr(lad.pipeline, "make_evaluator", lambda *a, **k: (
+    monkeypatch.setattr(lad.run.evaluation, "make_evaluator", lambda *a, **k: (
         lambda: (lambda s: {"accuracy": s, "loss": 1.0 - s})(next(scores))))
     result = run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "trainer.max_steps=6",
                             "trainer.eval_every=2"))
@@ -147,13 +147,14 @@ def test_dev_metrics_are_those_of_the_dev_split(tmp_path, tiny_teacher, tiny_glu
     """Every evaluation scores the dev examples (not the training ones), and the recorded dev loss
     and accuracy are the saved best model's on them."""
     import lad.data.features
-    import lad.pipeline
+    from lad.data.metrics import dev_loss, predictions_from_logits
     from lad.data.tasks import TaskSpec
-    from lad.metrics import dev_loss, predictions_from_logits
+    import lad.run.evaluation
+    import lad.run.pipeline
     from transformers import AutoModelForSequenceClassification
 
     loaded, scored = {}, []
-    load, predict = lad.data.features.load_features, lad.pipeline.predict_logits
+    load, predict = lad.data.features.load_features, lad.run.evaluation.predict_logits
 
     def spy_load(task, data_dir, split, *args, **kwargs):
         loaded[split] = load(task, data_dir, split, *args, **kwargs)
@@ -164,9 +165,9 @@ def test_dev_metrics_are_those_of_the_dev_split(tmp_path, tiny_teacher, tiny_glu
         return predict(model, feats, *args, **kwargs)
 
     monkeypatch.setattr(lad.data.features, "load_features", spy_load)
-    monkeypatch.setattr(lad.pipeline, "predict_logits", spy_predict)
+    monkeypatch.setattr(lad.run.evaluation, "predict_logits", spy_predict)
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "trainer.max_steps=4", "trainer.eval_every=2")
-    lad.pipeline.run(cfg)
+    lad.run.pipeline.run(cfg)
     (dev_split,) = [s for s in loaded if s != "train"]
     dev_guids = list(loaded[dev_split].guids)
     assert dev_guids != list(loaded["train"].guids)[:len(dev_guids)]
@@ -183,7 +184,7 @@ def test_dev_metrics_are_those_of_the_dev_split(tmp_path, tiny_teacher, tiny_glu
 def test_gate_movement_is_measured_from_the_initial_weights():
     """Tripling a gate's weights moves it by ||3W - W|| / ||W|| = 2 (not 2/3, the change over
     the current weights); every other gate stays at 0."""
-    from lad.gates import HighwayGates
+    from lad.method.gates import HighwayGates
 
     gate = HighwayGates(num_layers=4, hidden_size=8)
     initial = {k: v.detach().clone() for k, v in gate.state_dict().items()}
@@ -194,7 +195,7 @@ def test_gate_movement_is_measured_from_the_initial_weights():
 
 def test_gate_movement_covers_every_gate_parameter_per_kind():
     """Projection weight and bias and the norm's affine weight and bias, each pooled over the gates."""
-    from lad.gates import HighwayGates
+    from lad.method.gates import HighwayGates
 
     gate = HighwayGates(num_layers=3, hidden_size=8, norm="per_sequence", affine="position", max_len=5)
     initial = {k: v.detach().clone() for k, v in gate.state_dict().items()}
@@ -211,7 +212,7 @@ def test_gate_movement_covers_every_gate_parameter_per_kind():
 
 
 def test_runs_record_gate_movement_per_kind(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "trainer.max_steps=2", "trainer.eval_every=2",
                    "optim.gate_lr=1e-2", "optim.warmup_ratio=0"))
@@ -265,7 +266,7 @@ def test_reference_warmup_steps_set_the_schedule(tmp_path):
     """optim.warmup_steps (the reference teacher's 115 of 385 steps) is what the optimiser warms up over."""
     from omegaconf import OmegaConf
 
-    from lad.train import build_optimizers
+    from lad.run.train import build_optimizers
 
     module = _lad_distiller(save_tiny_model(tmp_path / "t", num_layers=4))
     cfg = OmegaConf.create({"lr": 1.0, "gate_lr": 1.0, "warmup_ratio": 0.1, "warmup_steps": 115, "weight_decay": 0.0,
@@ -291,7 +292,7 @@ def test_uniform_shuffle_reaches_the_training_loop(tmp_path, tiny_teacher, tiny_
     """data.bucket=false (the reference's DataLoader(shuffle=True)): the loop trains on plainly
     shuffled batches, not on length buckets."""
     from lad.data.loader import make_train_batches
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     seen = _record_training_batches(monkeypatch)
     run(distil_cfg(tmp_path, tiny_teacher, tiny_glue, *FAST, "data.bucket=false", "trainer.max_steps=6",

@@ -28,7 +28,7 @@ def search_cfg(tmp: Path, teacher: Path, glue: Path, n_trials: int, *extra: str)
 
 def search(tmp: Path, teacher: Path, glue: Path, n_trials: int | str, *extra: str) -> float:
     """``python sweeps/search.py <args>`` in this process: the config and the overrides trials compose from."""
-    from lad.search import search_entry
+    from lad.search.inprocess import search_entry
 
     args = search_args(tmp, teacher, glue, n_trials, *extra)
     return search_entry(compose("search", args), args)
@@ -84,7 +84,7 @@ def test_search_runs_trials_reuses_the_teacher_and_resumes(tmp_path, tiny_teache
 def test_pruner_stops_trials_at_an_evaluation(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
     import optuna
 
-    monkeypatch.setattr("lad.search.make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(upper=-1.0))
+    monkeypatch.setattr("lad.search.inprocess.make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(upper=-1.0))
     search(tmp_path, tiny_teacher, tiny_glue, 2)
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
@@ -102,7 +102,7 @@ def test_prune_on_loss_reports_minus_the_dev_loss(tmp_path, tiny_teacher, tiny_g
         assert h["loss"] > 0 and trial.intermediate_values[h["step"]] == pytest.approx(-h["loss"])
     assert trial.value == pytest.approx(max(h["accuracy"] for h in history))  # the objective stays the metric
     # the study remembers what its trials report: resuming it with the metric would mix the two scales
-    from lad.errors import ConfigError
+    from lad.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="was run with search.prune_on=loss"):
         search(tmp_path, tiny_teacher, tiny_glue, 2)
@@ -116,7 +116,7 @@ def _task(name: str):
 
 
 def test_prune_value_averages_the_eval_splits():
-    from lad.search import prune_value
+    from lad.search.pruning import prune_value
 
     mnli = _task("mnli")
     metrics = {"accuracy_m": 0.7, "accuracy_mm": 0.6, "loss_m": 0.5, "loss_mm": 0.7}
@@ -133,7 +133,7 @@ def test_prune_value_averages_the_eval_splits():
 
 
 def test_prune_keys_are_the_metrics_the_task_logs():
-    from lad.search import prune_keys
+    from lad.search.pruning import prune_keys
 
     assert prune_keys(_task("mrpc")) == ("metric", "loss", "f1", "accuracy", "f1_acc_mean")
     assert prune_keys(_task("stsb")) == ("metric", "loss", "pearson", "spearman", "corr_mean")
@@ -158,8 +158,9 @@ def test_prune_on_a_metric_reports_it_and_keeps_every_evaluation(tmp_path, tiny_
 def test_best_overrides_are_complete_and_self_contained():
     """search.yaml's own settings, the search's overrides (an experiment included, never folded into
     an ``override /experiment`` of a file of its own) and the trial's values; no search keys."""
-    from lad.search import best_overrides, load_space
-    from lad.config import CONF_DIR
+    from lad.core.config import CONF_DIR
+    from lad.search.results import best_overrides
+    from lad.search.trials import load_space
 
     base = ["task=rte", "experiment=reference_rte", "search.pruner=none", "n_trials=3", "trainer.eval_every=5",
             "++search.params.gate='choice(lad,mean)'"]
@@ -174,7 +175,7 @@ def test_best_overrides_are_complete_and_self_contained():
 
 
 def test_unknown_pruner_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
-    from lad.errors import ConfigError
+    from lad.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="search.pruner must be one of"):
         search(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=bogus")
@@ -223,7 +224,7 @@ def test_kd_space_and_halving_pruner(tmp_path, tiny_teacher, tiny_glue):
     """search.space=kd_optuna searches only KD's knobs; halving's first rung sits at the first evaluation."""
     import optuna
 
-    from lad.search import make_pruner
+    from lad.search.pruning import make_pruner
 
     cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 2, "search.space=kd_optuna", "loss=kd", "gate=none",
                      "search.pruner=halving", "search.reduction_factor=2")
@@ -238,8 +239,8 @@ def test_kd_space_and_halving_pruner(tmp_path, tiny_teacher, tiny_glue):
 
 
 def test_bad_min_resource_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
-    from lad.errors import ConfigError
-    from lad.search import make_pruner
+    from lad.core.errors import ConfigError
+    from lad.search.pruning import make_pruner
 
     cfg = search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.pruner=hyperband", "search.min_resource=0")
     with pytest.raises(ConfigError, match="search.min_resource must be >= 1 or auto"):
@@ -247,7 +248,7 @@ def test_bad_min_resource_is_a_config_error(tmp_path, tiny_teacher, tiny_glue):
 
 
 def test_median_warmup_counts_evaluations_not_steps(tmp_path, tiny_teacher, tiny_glue):
-    from lad.search import make_pruner
+    from lad.search.pruning import make_pruner
 
     # trials report at steps 2, 4, ...: warmup_evals=1 protects the report at step 2 only
     pruner = make_pruner(search_cfg(tmp_path, tiny_teacher, tiny_glue, 1, "search.warmup_evals=1").search)
@@ -260,8 +261,8 @@ def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_p
     best_<task>.yaml carries the teacher and the budget, and running it gives the recorded score."""
     from omegaconf import OmegaConf
 
-    from lad.pipeline import run
-    from lad.search import sweep_arguments_as_params
+    from lad.run.pipeline import run
+    from lad.search.trials import sweep_arguments_as_params
 
     # as typed after `python sweeps/search.py`: command-line sweeps join the search space
     extra = sweep_arguments_as_params(["gate=choice(mean)", "loss=choice(kd)", "search.pruner=none"])
@@ -287,9 +288,9 @@ def test_group_choices_are_searched_and_the_best_file_reproduces_the_score(tmp_p
 
 
 def test_each_trial_run_is_named_by_its_trial_number(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
-    """The MLflow run of trial N is called '<method> <task> trial=N' (lad.run_record.display_name)."""
-    from lad.run_record import display_name
-    from lad.search import search_entry
+    """The MLflow run of trial N is called '<method> <task> trial=N' (lad.tracking.run_record.display_name)."""
+    from lad.search.inprocess import search_entry
+    from lad.tracking.run_record import display_name
 
     seen = []
 
@@ -297,7 +298,7 @@ def test_each_trial_run_is_named_by_its_trial_number(tmp_path, tiny_teacher, tin
         seen.append((trial, cfg.mlflow.run_name, display_name(cfg, overrides, trial)))
         return 0.5 + 0.1 * trial
 
-    monkeypatch.setattr("lad.pipeline.run", fake_run)
+    monkeypatch.setattr("lad.run.pipeline.run", fake_run)
     search_entry(search_cfg(tmp_path, tiny_teacher, tiny_glue, 2))
     assert [(t, name) for t, name, _ in seen] == [(0, None), (1, None)]  # no run_name set: named per trial
     assert [display.split()[-1] for _, _, display in seen] == ["trial=0", "trial=1"]

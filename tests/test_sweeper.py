@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("hydra_plugins.lad_optuna_sweeper") is None:  # before `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from lad import studies as sweeper_study  # noqa: E402
-from lad.errors import StudyError  # noqa: E402
-from lad.search_space import parse_search_space  # noqa: E402
+from lad.core.errors import StudyError  # noqa: E402
+from lad.search import studies as sweeper_study  # noqa: E402
+from lad.search.space import parse_search_space  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -191,7 +191,7 @@ def test_existing_study_with_other_direction_is_rejected(tmp_path: Path) -> None
 
 
 def test_lad_search_config_defines_the_lad_search_space() -> None:
-    from lad.config import load_with_bases
+    from lad.core.config import load_with_bases
 
     base = OmegaConf.load(REPO / "conf" / "hparams_search" / "default.yaml")  # what the searches share
     assert {"override /hydra/sweeper": "lad_optuna"} in list(base.defaults)
@@ -219,7 +219,7 @@ def test_lad_search_config_defines_the_lad_search_space() -> None:
 def test_lad_search_config_composes_with_distil_config() -> None:
     from hydra import compose, initialize_config_dir
 
-    from lad.config import register_resolvers
+    from lad.core.config import register_resolvers
 
     register_resolvers()  # ${lad_budget:} as distil.py has it
     with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):

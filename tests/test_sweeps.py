@@ -45,7 +45,7 @@ def add_run(client, task: str, entry: str = "distil", method: str = "lad", stude
     p = {"seed": str(seed), "task.name": task, "task.main_metric": main_metric, "teacher.name": "minilm_l6",
          "teacher.path": f"artifacts/teachers/minilm_l6/{task}", "trainer.max_steps": "-1",
          "trainer.epochs": "3", "data.max_train_samples": "None", "optim.lr": "0.0001",
-         "data.cache_dir": ".cache/lad/features", "gate._target_": "lad.gates.X"}
+         "data.cache_dir": ".cache/lad/features", "gate._target_": "lad.method.gates.X"}
     if entry == "distil":
         layers = int(student[0])
         p.update({"gate.name": gate, "loss.name": loss, "student.name": student,
@@ -260,8 +260,9 @@ def test_report_table_mean_std_and_percent_of_teacher(store, tmp_path):
 
 
 def test_trivial_baseline_is_the_best_constant_prediction_scored_by_the_task_metric():
-    from lad.errors import ConfigError
-    from sweeps.baselines import constant_baseline, task_spec
+    from lad.core.errors import ConfigError
+    from lad.data.metrics import constant_baseline
+    from sweeps.baselines import task_spec
 
     mrpc = constant_baseline(task_spec("mrpc"), {"dev": [1, 1, 0, 1]})  # all-positive: F1 2*0.75/1.75
     assert (mrpc["constant"], mrpc["main_metric"]) == ("class 1", "f1") and math.isclose(mrpc["score"], 6 / 7)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import compose
-from lad import teacher_cache as tc
-from lad.errors import LADError
+from lad.core.errors import LADError
+from lad.method import teacher_cache as tc
+from lad.method import teacher_store
 
 
 def distil_cfg(tmp: Path, teacher: Path, glue: Path, *extra: str):
@@ -28,7 +29,7 @@ def assemble(cfg, max_len: int | None = None):
     """(module, task, train features) the way the pipeline builds them."""
     from lad.data.features import load_features
     from lad.data.tasks import TaskSpec
-    from lad.pipeline import build_distillation
+    from lad.run.builders import build_distillation
 
     task = TaskSpec.from_config(cfg.task)
     if max_len is not None:
@@ -43,7 +44,7 @@ def assemble(cfg, max_len: int | None = None):
 def batches(feats, n: int = 4, size: int = 16) -> list[dict]:
     """Unbucketed batches (mixed lengths, so re-padding matters)."""
     from lad.data.loader import make_train_batches
-    from lad.pipeline import batch_of
+    from lad.run.evaluation import batch_of
 
     return [batch_of(feats, idx) for idx in make_train_batches(feats, size, 3, 0, bucket=False)[:n]]
 
@@ -121,7 +122,7 @@ def test_cache_is_built_once_and_reused_without_running_the_teacher(tmp_path, ti
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue)
     asm, task, feats = assemble(cfg)
     calls = count_teacher_calls(asm.module)
-    with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="lad.method"):
         attach(cfg, asm, task, feats)
     assert calls[0] == -(-len(feats) // int(cfg.cache.build_batch_size))
     assert "teacher cache: writing" in caplog.text and " GB " in caplog.text  # size logged before writing
@@ -131,7 +132,7 @@ def test_cache_is_built_once_and_reused_without_running_the_teacher(tmp_path, ti
     def no_build(*a, **k):
         raise AssertionError("the cache was rebuilt")
 
-    monkeypatch.setattr(tc, "build_store", no_build)
+    monkeypatch.setattr(teacher_store, "build_store", no_build)
     # a second run (another seed) and a KD run both reuse the all-layer cache
     for extra in (["seed=7"], ["seed=7", "loss=kd", "gate=none"]):
         cfg2 = distil_cfg(tmp_path, tiny_teacher, tiny_glue, *extra)
@@ -156,7 +157,7 @@ def test_key_changes_with_max_len(tmp_path, tiny_teacher, tiny_glue):
     assert roots[0] != roots[1]
     assert all(r.is_dir() for r in roots)
     key = dict(cached.store.manifest["key"])
-    assert tc.key_digest(key) != tc.key_digest({**key, "max_len": 128})
+    assert teacher_store.key_digest(key) != teacher_store.key_digest({**key, "max_len": 128})
     assert "seed" not in json.dumps(key) and "lr" not in key
 
 
@@ -170,7 +171,7 @@ def test_size_limit_or_unwritable_dir_keeps_the_online_teacher(tmp_path, tiny_te
     asm, task, feats = assemble(cfg)
     module = asm.module
     teacher = module.teacher
-    with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="lad.method"):
         assert attach(cfg, asm, task, feats) is None
     assert ("cache.max_gb" if why == "max_gb" else "cannot write") in caplog.text
     assert "falling back to the online teacher" in caplog.text
@@ -183,7 +184,7 @@ def test_size_limit_or_unwritable_dir_keeps_the_online_teacher(tmp_path, tiny_te
 def test_per_sequence_norm_keeps_the_online_teacher(tmp_path, tiny_teacher, tiny_glue, caplog):
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "gate.norm=per_sequence")
     asm, task, feats = assemble(cfg)
-    with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="lad.method"):
         assert attach(cfg, asm, task, feats) is None
     assert "per_sequence" in caplog.text
     assert asm.module.teacher_outputs == asm.module._online_teacher
@@ -212,7 +213,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, tiny_teacher, tiny_glue, damage, cap
 
     asm2, task2, feats2 = assemble(cfg)
     calls = count_teacher_calls(asm2.module)
-    with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="lad.method"):
         cached = attach(cfg, asm2, task2, feats2)
     assert calls[0] > 0, "the damaged cache was used instead of rebuilt"
     assert "teacher cache: writing" in caplog.text
@@ -228,10 +229,10 @@ def test_corrupt_cache_is_rebuilt(tmp_path, tiny_teacher, tiny_glue, damage, cap
 
 # --------------------------------------------------------------------------- end to end
 def test_pipeline_run_with_cache(tmp_path, tiny_teacher, tiny_glue, caplog):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     cfg = distil_cfg(tmp_path, tiny_teacher, tiny_glue, "trainer.max_steps=4", "trainer.predict_test=false")
-    with caplog.at_level(logging.INFO, logger="lad.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="lad.method"):
         score = run(cfg)
     assert 0.0 <= score <= 1.0
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -38,7 +38,7 @@ def _runs(uri, experiment="lad-sst2"):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_glue):
     """A sqlite store holding a registered tiny teacher and a distillation run from it."""
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     tmp = tmp_path_factory.mktemp("mlstore")
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
@@ -73,7 +73,7 @@ def test_teacher_and_distil_runs_are_recorded(store):
 
 
 def test_runs_log_at_most_40_params_and_every_param_as_an_artifact(store):
-    """The MLflow UI opens on what describes a run (lad.tracking.UI_PARAMS); the rest of the
+    """The MLflow UI opens on what describes a run (lad.tracking.tracker.UI_PARAMS); the rest of the
     resolved config is the params.json artifact, which the export reads (same records as before)."""
     import json
 
@@ -103,14 +103,14 @@ def test_teacher_is_registered_and_distil_loaded_it_from_the_registry(store):
 
 
 def test_failed_run_is_marked_failed_with_the_error(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
 
     def boom(self, resume=False):
         raise RuntimeError("simulated crash in the loop")
 
-    monkeypatch.setattr("lad.train.Trainer.fit", boom)
+    monkeypatch.setattr("lad.run.train.Trainer.fit", boom)
     with pytest.raises(RuntimeError):
         run(_cfg("distil", tmp_path, uri, "teacher=local", f"teacher.path={tiny_teacher}", "student=2layer",
                  f"data.data_dir={tiny_glue}", f"output_dir={tmp_path / 'out'}"))
@@ -120,10 +120,11 @@ def test_failed_run_is_marked_failed_with_the_error(tmp_path, tiny_teacher, tiny
 
 
 def test_interrupted_run_resumes_in_the_same_mlflow_run(tmp_path, tiny_teacher, tiny_glue, monkeypatch):
-    import lad.pipeline as pipeline
+    import lad.run.evaluation as evaluation
+    import lad.run.pipeline as pipeline
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    real_batch_of = pipeline.batch_of
+    real_batch_of = evaluation.batch_of
     calls = {"n": 0}
 
     def interrupt_at_5(features, idx, pad_to=None):
@@ -135,12 +136,12 @@ def test_interrupted_run_resumes_in_the_same_mlflow_run(tmp_path, tiny_teacher, 
 
     args = ("teacher=local", f"teacher.path={tiny_teacher}", "student=2layer", f"data.data_dir={tiny_glue}",
             f"output_dir={tmp_path / 'out'}", "trainer.max_steps=6", "trainer.ckpt_every=2")
-    monkeypatch.setattr(pipeline, "batch_of", interrupt_at_5)
+    monkeypatch.setattr(evaluation, "batch_of", interrupt_at_5)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(_cfg("distil", tmp_path, uri, *args))
     (first,) = _runs(uri)
     assert first.info.status == "KILLED"
-    monkeypatch.setattr(pipeline, "batch_of", real_batch_of)
+    monkeypatch.setattr(evaluation, "batch_of", real_batch_of)
     pipeline.run(_cfg("distil", tmp_path, uri, *args, "trainer.resume=true"))
     (again,) = _runs(uri)
     assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
@@ -171,7 +172,7 @@ def _wait_http(url: str, proc, timeout: float = 90.0) -> None:
 
 @pytest.mark.e2e
 def test_runs_against_a_real_mlflow_server(tmp_path, tiny_teacher, tiny_glue):
-    from lad.pipeline import run
+    from lad.run.pipeline import run
 
     port = _free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -317,14 +318,14 @@ def test_logged_models_carry_a_signature_and_an_input_example(store):
 
 
 def test_the_pyfunc_wrapper_raises_no_type_hint_warning():
-    code = "import warnings; warnings.simplefilter('always'); import lad.mlflow_model"
+    code = "import warnings; warnings.simplefilter('always'); import lad.tracking.mlflow_model"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "type hint" not in out.stderr.lower(), out.stderr[-2000:]
 
 
 def test_deploy_a_registered_model_and_log_the_export_to_its_run(store, tiny_glue, capsys):
-    from lad.deploy import main
+    from lad.deploy.export import main
 
     tmp, uri = store
     assert main(["models:/lad-teacher-sst2/1", "--onnx", "--tracking-uri", uri, "--out", str(tmp / "export"),
@@ -341,7 +342,7 @@ def test_deploy_a_registered_model_and_log_the_export_to_its_run(store, tiny_glu
 
 
 def test_runs_are_named_described_and_carry_datasets_plots_and_the_ablation_table(store):
-    """What the MLflow UI shows (lad.run_record): readable names, the command as description,
+    """What the MLflow UI shows (lad.tracking.run_record): readable names, the command as description,
     train/dev datasets as inputs (the Dataset column), plot artifacts, the experiment's table."""
     tmp, uri = store
     client = _client(uri)
@@ -371,7 +372,7 @@ def test_an_extended_budget_keeps_the_first_param_and_tags_the_change(tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from lad.tracking import PARAMS_ARTIFACT, MlflowTracker
+    from lad.tracking.tracker import PARAMS_ARTIFACT, MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(uri)
@@ -393,8 +394,8 @@ def test_a_signal_inside_a_store_write_waits_until_the_write_has_committed(tmp_p
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from lad import signals
-    from lad.tracking import MlflowTracker
+    from lad.core import signals
+    from lad.tracking.tracker import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(uri)
@@ -429,7 +430,7 @@ def test_every_experiment_gets_the_lad_view_with_the_dev_metric_and_key_params_f
     with the dev metric, sorts on it, shows the key params and fits the run names."""
     import json
 
-    from lad.run_record import VIEW_NAME, VIEW_TAG, main, runs_view_url
+    from lad.tracking.run_record import VIEW_NAME, VIEW_TAG, main, runs_view_url
 
     tmp, uri = store
     distil_run = _runs(uri)[1]
@@ -460,7 +461,7 @@ def test_every_experiment_gets_the_lad_view_with_the_dev_metric_and_key_params_f
 def test_the_view_is_rewritten_only_when_it_changes(tmp_path):
     import json
 
-    from lad.run_record import VIEW_TAG, save_runs_view
+    from lad.tracking.run_record import VIEW_TAG, save_runs_view
 
     client = _client(f"sqlite:///{tmp_path / 'm.db'}")
     exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
@@ -479,7 +480,7 @@ def test_the_view_is_rewritten_only_when_it_changes(tmp_path):
 
 
 def test_sweep_parents_are_named_after_their_study(tmp_path):
-    from lad.tracking import KIND_TAG, ensure_sweep_parent
+    from lad.tracking.parents import KIND_TAG, ensure_sweep_parent
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     cfg = compose("distil", ["task=sst2", f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={tmp_path / 'a'}"])

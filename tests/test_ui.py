@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, save_tiny_model
-from lad.run_record import RUN_NAME_COLUMN
+from lad.tracking.run_record import RUN_NAME_COLUMN
 
-from lad.testing import ui
+from lad.testing import ui, ui_server
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +33,8 @@ def browser_ready() -> None:
 
 
 def train_runs(root: Path, uri: str, data: Path) -> None:
-    """A teacher and two students, trained for a few steps by lad.pipeline.run into ``uri``."""
-    from lad.pipeline import run
+    """A teacher and two students, trained for a few steps by lad.run.pipeline.run into ``uri``."""
+    from lad.run.pipeline import run
 
     common = ["task=sst2", f"data.data_dir={data}", f"paths.cache={root / 'cache'}", f"mlflow.tracking_uri={uri}",
               f"mlflow.artifact_location={root / 'mlartifacts'}", "trainer.progress=false", "optim.batch_size=16",
@@ -55,8 +55,8 @@ def mlflow_site(tmp_path_factory: pytest.TempPathFactory, browser_ready: None, t
     root = tmp_path_factory.mktemp("mlflow_ui")
     backend = f"sqlite:///{root / 'mlruns.db'}"
     train_runs(root, backend, tiny_glue)
-    store = ui.load_store(backend, "lad-sst2")
-    with ui.mlflow_server(backend, root / "mlartifacts", root / "server.log") as url:
+    store = ui_server.load_store(backend, "lad-sst2")
+    with ui_server.mlflow_server(backend, root / "mlartifacts", root / "server.log") as url:
         yield url, store
 
 
@@ -70,7 +70,7 @@ def driver(mlflow_site, tmp_path: Path):
 
 
 def test_server_binds_loopback_with_one_worker(tmp_path: Path) -> None:
-    cmd = ui.mlflow_ui_command("sqlite:///x.db", tmp_path / "art", 5123)
+    cmd = ui_server.mlflow_ui_command("sqlite:///x.db", tmp_path / "art", 5123)
     args = dict(zip(cmd[2::2], cmd[3::2]))
     assert cmd[1] == "ui"
     assert args["--host"] == "127.0.0.1"

@@ -3,5 +3,5 @@
 Select it with ``hydra/sweeper=lad_optuna``. The plugin class lives in ``sweeper.py``; the
 Optuna-dependent code is in private modules (``_impl``, ``_study``) so that Hydra's plugin scan does
 not import Optuna for applications that never sweep. Search space grammar and study helpers are
-shared with the in-process search: ``lad.search_space`` and ``lad.studies``.
+shared with the in-process search: ``lad.search.space`` and ``lad.search.studies``.
 """

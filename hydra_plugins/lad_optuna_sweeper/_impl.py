@@ -38,10 +38,10 @@ from hydra.utils import get_method
 from omegaconf import OmegaConf
 from optuna.trial import Trial, TrialState
 
-from lad import studies
-from lad.errors import StudyError
-from lad.rerun import config_overrides, key_of, merge_overrides, rerun_command
-from lad.search_space import SearchSpace, legacy_distribution, parse_search_space
+from lad.core.errors import StudyError
+from lad.search import studies
+from lad.search.rerun import config_overrides, key_of, merge_overrides, rerun_command
+from lad.search.space import SearchSpace, legacy_distribution, parse_search_space
 
 from . import _study
 from .errors import SweeperError
@@ -114,7 +114,7 @@ def values_of(result: JobReturn, objectives: int) -> tuple[list[float] | None, s
 
 
 def record_output_dir(trial: Trial, result: JobReturn) -> None:
-    """The job's run directory as the trial's user attribute ``output_dir`` (``lad.pareto`` exports
+    """The job's run directory as the trial's user attribute ``output_dir`` (``lad.search.pareto`` exports
     a picked trial's model from there)."""
     out = OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir") if result.hydra_cfg else None
     if out:
@@ -217,7 +217,7 @@ class _Sweep:
         if self.first_error is None:
             self.first_error = f"trial {trial.number}: {error}"
         try:
-            from lad.secrets import mask
+            from lad.core.secrets import mask
 
             trial.set_user_attr("error", mask(error)[:1000])
         except Exception:  # noqa: BLE001 - the trial may already be finished elsewhere
@@ -237,7 +237,7 @@ class _Sweep:
         values, error, exc = values_of(result, len(self.directions))
         if values is None:
             error = error or "job failed"
-            from lad.cli import is_user_error
+            from lad.core.guard import is_user_error
 
             # a user mistake (e.g. a bad value for every trial) is its one line; a bug keeps its traceback
             log.error("Trial %d FAILED: %s", trial.number, error, exc_info=None if is_user_error(exc) else exc)
@@ -366,9 +366,9 @@ class _Sweep:
 
 
     def rerun_overrides(self, params: dict) -> list[str]:
-        """Every override a trial with ``params`` ran with, self-contained (lad.rerun): what the
+        """Every override a trial with ``params`` ran with, self-contained (lad.search.rerun): what the
         hparams_search file sets outside ``hydra:``, the command line's fixed overrides, the values."""
-        from lad.secrets import mask
+        from lad.core.secrets import mask
 
         search_file = search_file_overrides(self.sweeper)
         trial = self.space.overrides_for(params)
@@ -407,7 +407,7 @@ def run_sweep(sweeper: "LadOptunaSweeper", arguments: list[str]) -> list[Sequenc
     assert sweeper.config is not None
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    from lad.secrets import redact  # the storage URL and every override may carry a password
+    from lad.core.secrets import redact  # the storage URL and every override may carry a password
 
     OmegaConf.save(OmegaConf.create(redact(sweeper.config)), sweep_dir / "multirun.yaml")
     return sweep.run()

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from hydra.utils import get_class, instantiate
 
-from lad.studies import heartbeat_enabled, one_line, record_heartbeats
+from lad.search.studies import heartbeat_enabled, one_line, record_heartbeats
 
 from .errors import SweeperError
 

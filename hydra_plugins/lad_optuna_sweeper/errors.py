@@ -1,11 +1,11 @@
 """User-facing errors raised by the LAD Optuna sweeper."""
 
-from lad.errors import StudyError
+from lad.core.errors import StudyError
 
 
 class SweeperError(StudyError):
     """Bad sweeper configuration or study state; the message is one line.
 
-    Being a ``CompactHydraException`` (through ``lad.errors.StudyError``), Hydra prints only the
+    Being a ``CompactHydraException`` (through ``lad.core.errors.StudyError``), Hydra prints only the
     message (no stack trace) and exits with status 1.
     """

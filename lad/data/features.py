@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from lad.core.errors import ConfigError
+from lad.core.fileio import atomic_file
 from lad.data.glue import Example
 from lad.data.sources import read_split, split_source
 from lad.data.tasks import TaskSpec
-from lad.errors import ConfigError
-from lad.fileio import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def load_features(
 
 
 def save_features(feats: Features, path: Path, key: str = "") -> None:
-    """Write features as flat int arrays + offsets to ``path`` atomically (``lad.fileio.atomic_file``)."""
+    """Write features as flat int arrays + offsets to ``path`` atomically (``lad.core.fileio.atomic_file``)."""
     offsets = np.zeros(len(feats) + 1, dtype=np.int64)
     np.cumsum(feats.lengths, out=offsets[1:])
     flat_ids = np.concatenate(feats.input_ids).astype(np.int32) if len(feats) else np.zeros(0, np.int32)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lad.core.errors import ConfigError, DataError, MissingDataFile
+from lad.core.fileio import write_text
 from lad.data.tasks import SplitSpec, TaskSpec
-from lad.errors import ConfigError, DataError, MissingDataFile
-from lad.fileio import write_text
 
 log = logging.getLogger(__name__)
 

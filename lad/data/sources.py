@@ -9,7 +9,7 @@ A task's ``layout`` picks a row of :data:`LAYOUTS`:
 * ``hub``: any task with ``hf_dataset`` set; splits come from ``datasets.load_dataset``.
 
 File and hub rows go through one table check (:func:`frame_examples`): every user mistake is a
-:class:`~lad.errors.DataError` with one line naming the file and the row. pandas (+ pyarrow for
+:class:`~lad.core.errors.DataError` with one line naming the file and the row. pandas (+ pyarrow for
 Parquet) reads the files: both are already installed with MLflow, read all four formats, and
 work offline; ``datasets`` is only imported for ``hf_dataset``.
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lad.core.errors import ConfigError, DataError
 from lad.data.glue import Example, check_data_file, read_tsv, split_path
 from lad.data.tasks import SplitSpec, TaskSpec, check_label_names
-from lad.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

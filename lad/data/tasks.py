@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lad.config import as_dict
-from lad.errors import ConfigError
+from lad.core.config import as_dict
+from lad.core.errors import ConfigError
 
-#: metric family -> keys reported by :func:`lad.metrics.compute_metrics`
+#: metric family -> keys reported by :func:`lad.data.metrics.compute_metrics`
 METRIC_KEYS: dict[str, tuple[str, ...]] = {
     "accuracy": ("accuracy",),
     "f1_acc": ("f1", "accuracy", "f1_acc_mean"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lad.errors import ConfigError
+from lad.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from lad.errors import ConfigError
+from lad.core.errors import ConfigError
 from lad.models import arch
 
 log = logging.getLogger(__name__)

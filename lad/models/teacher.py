@@ -8,9 +8,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lad.config import setup_environment
-from lad.errors import ConfigError
-from lad.hub import looks_like_path, resolve_pretrained
+from lad.core.config import setup_environment
+from lad.core.errors import ConfigError
+from lad.models.hub import looks_like_path, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def load_backbone(path: str | Path, task):
 def resolve_teacher_dir(teacher_cfg: DictConfig) -> Path:
     """Local directory of the fine-tuned teacher named by the ``teacher`` config group."""
     if teacher_cfg.source == "mlflow":
-        from lad.tracking import download_model
+        from lad.models.from_mlflow import download_model
 
         return download_model(str(teacher_cfg.uri))
     if teacher_cfg.source != "path":
@@ -252,7 +252,7 @@ def load_teacher(teacher_cfg: DictConfig, task):
 
 
 # ----------------------------------------------------------------------------- provenance
-from lad.rundir import TEACHER_META  # noqa: E402 - one name for the file, shared with lad.rundir
+TEACHER_META = "lad_teacher.json"  # written beside every published teacher (``lad.run.rundir`` tells them by it)
 
 
 def write_teacher_meta(model_dir: Path, backbone: str, teacher_name: str, task_name: str) -> None:

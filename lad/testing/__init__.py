@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lad.config import REPO_ROOT as REPO
+from lad.core.config import REPO_ROOT as REPO
 
 SHARED_GLUE = REPO.parent / "shared" / "glue"
 
@@ -95,7 +95,7 @@ def compose(config_name: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from lad.config import register_resolvers
+    from lad.core.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -104,7 +104,7 @@ def compose(config_name: str, overrides: list[str]):
 
 # ----------------------------------------------------------------------------- calling pieces directly
 class Inputs:
-    """Loss-term inputs given by name (the protocol :class:`lad.distiller.StepInputs` serves in
+    """Loss-term inputs given by name (the protocol :class:`lad.method.distiller.StepInputs` serves in
     training); reading one that was not given is an ``AttributeError`` naming it."""
 
     def __init__(self, **values: Any) -> None:

@@ -163,7 +163,7 @@ class Sandbox:
         """Another command is running in the run dir (its lock is held by this process)."""
         from filelock import FileLock
 
-        from lad.rundir import lock_file
+        from lad.run.rundir import lock_file
 
         self.root.mkdir(parents=True, exist_ok=True)
         self._held = FileLock(str(lock_file(self.run_dir)))

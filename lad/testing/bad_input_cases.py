@@ -178,7 +178,7 @@ CASES: list[Case] = [
          "The names are Hugging Face Trainer's lr_scheduler_type values (built by transformers.get_scheduler); "
          "those that need more than warm-up and total steps are not offered.",
          "Use linear (the default), constant_with_warmup, constant, cosine or polynomial."),
-    # ---- typed values (lad/schema.py: every scalar key has a type and a range)
+    # ---- typed values (lad/core/schema.py: every scalar key has a type and a range)
     Case("integer_key_given_a_fraction", lambda s: s.distil("trainer.max_steps=2.5"),
          r"^error: trainer\.max_steps must be an integer, got 2\.5 \(it would be cut to 2\)",
          "error: trainer.max_steps must be an integer, got 2.5 (it would be cut to 2)",

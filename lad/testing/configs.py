@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from lad.config import CONF_DIR, REPO_ROOT
+from lad.core.config import CONF_DIR, REPO_ROOT
 
 SNAPSHOT = REPO_ROOT / "tests" / "data" / "composed_configs.json"
 ENTRIES = ("distil", "train_teacher", "search")
@@ -40,7 +40,7 @@ def composed(entry: str, overrides: list[str]) -> dict | str:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from lad.config import register_resolvers
+    from lad.core.config import register_resolvers
 
     register_resolvers()
     try:

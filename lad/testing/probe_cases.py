@@ -20,7 +20,7 @@ def _schema_cases() -> list[Case]:
     """One wrong value per typed key that distil.py / train_teacher.py read (lad/schema.py)."""
     from omegaconf import OmegaConf
 
-    from lad.schema import KEYS
+    from lad.core.schema import KEYS
     from lad.testing import compose
 
     defaults = compose("distil", ["teacher=local", "student=2layer"])

@@ -1,5 +1,5 @@
 """Helpers to drive the MLflow UI in headless Chromium (used by tests/test_ui.py and
-scripts/ui_screenshot.py).
+scripts/ui_screenshot.py); the server they look at is :mod:`lad.testing.ui_server`.
 
 The browser is Debian's ``chromium`` + ``chromium-driver`` driven by Selenium; install
 them with ``scripts/install_browser.sh`` (other paths: ``LAD_CHROMIUM``/``LAD_CHROMEDRIVER``).  Nothing here downloads anything: the driver
@@ -13,20 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from lad.testing.ui_server import Store
 
 CHROMIUM = os.environ.get("LAD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("LAD_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -44,16 +37,6 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
 )
-
-
-@dataclass
-class Store:
-    """An experiment to show: its id and name, and run ids by run name."""
-
-    experiment_id: str
-    experiment_name: str
-    run_ids: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by run name
 
 
 # --------------------------------------------------------------------------- browser
@@ -190,8 +173,8 @@ def _in_page(driver: Any, script: str, *args: Any, attempts: int = 5) -> Any:
 
 def view_columns_lead(columns: Sequence[str]) -> bool:
     """True when the table's columns after the run name (and MLflow's pinned Created column) start with
-    LAD's view: the best dev metric, then ``lad.run_record.VIEW_PARAMS`` in order (those drawn)."""
-    from lad.run_record import RUN_NAME_COLUMN, VIEW_PARAMS, column_key
+    LAD's view: the best dev metric, then ``lad.tracking.run_record.VIEW_PARAMS`` in order (those drawn)."""
+    from lad.tracking.run_record import RUN_NAME_COLUMN, VIEW_PARAMS, column_key
 
     data = [c for c in columns if c.startswith(("metrics.", "params.", "attributes.")) and c != RUN_NAME_COLUMN]
     want = [column_key("params", name) for name in VIEW_PARAMS]
@@ -287,12 +270,12 @@ def wait_for_run_rows(driver: Any, expected: dict[str, Sequence[str]], timeout: 
 def show_runs_page(driver: Any, base_url: str, store: Store, expected: dict[str, Sequence[str]],
                    view: bool = True) -> dict[str, str]:
     """Open the experiment's runs table as a user does: through LAD's saved view (the link
-    ``make ui`` prints, ``lad.run_record.runs_view_url``), or with ``view=False`` the bare
+    ``make ui`` prints, ``lad.tracking.run_record.runs_view_url``), or with ``view=False`` the bare
     experiment page (MLflow's own default columns). Nothing is clicked into place.
 
     Returns the rows' text by run id once each run's row shows its ``expected[name]`` strings.
     """
-    from lad.run_record import runs_view_url
+    from lad.tracking.run_record import runs_view_url
 
     url = runs_view_url(base_url, store.experiment_id) if view else experiment_url(base_url, store.experiment_id)
     driver.get(url)
@@ -360,98 +343,3 @@ def wait_for_plot(driver: Any, timeout: float = 30.0) -> bool:
         return False
     time.sleep(1.0)  # let the lines' transition finish
     return True
-
-
-# --------------------------------------------------------------------------- MLflow store + server
-
-
-def load_store(tracking_uri: str, experiment: str, status: str = "FINISHED") -> Store:
-    """The runs of ``experiment`` in the store at ``tracking_uri`` (oldest first), by run name."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise LookupError(f"no experiment {experiment!r} in {tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.status = '{status}'",
-                              order_by=["attributes.start_time ASC"])
-    return Store(exp.experiment_id, experiment, {r.info.run_name: r.info.run_id for r in runs},
-                 {r.info.run_name: dict(r.data.metrics) for r in runs})
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def mlflow_executable() -> str:
-    """The ``mlflow`` script of the running interpreter's environment."""
-    local = Path(sys.executable).parent / "mlflow"
-    return str(local) if local.exists() else (shutil.which("mlflow") or "mlflow")
-
-
-def mlflow_ui_command(backend_uri: str, artifact_root: Path, port: int, host: str = "127.0.0.1") -> list[str]:
-    """``mlflow ui`` bound to one loopback port with a single worker."""
-    return [
-        mlflow_executable(), "ui",
-        "--backend-store-uri", backend_uri,
-        "--default-artifact-root", str(artifact_root),
-        "--host", host,
-        "--port", str(port),
-        "--workers", "1",
-    ]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the server's whole process group (uvicorn may fork workers)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-@contextmanager
-def mlflow_server(backend_uri: str, artifact_root: Path, log_path: Path,
-                  start_timeout: float = 300.0) -> Iterator[str]:
-    """Run ``mlflow ui`` on a free 127.0.0.1 port; yield its base URL; stop it on exit."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    cmd = mlflow_ui_command(backend_uri, artifact_root, port)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                cwd=artifact_root.parent, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not _healthy(url):
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow ui exited with {proc.returncode}: {_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow ui not healthy after {start_timeout:.0f}s: {_tail(log_path)}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        _stop(proc)
-
-
-def _tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "<no log>"

@@ -172,7 +172,7 @@ def summary_grid(report: Report) -> tuple[list[str], list[tuple[str, str]], list
 
 def search_distributions() -> dict:
     """Search-space distributions by parameter, from every conf/hparams_search/*.yaml file."""
-    from lad.search import load_space
+    from lad.search.trials import load_space
 
     out = {}
     for path in sorted((REPO / "conf" / "hparams_search").glob("*.yaml")):

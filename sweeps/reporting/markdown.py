@@ -284,7 +284,7 @@ def render_headline(report: Report) -> list[str]:
 def render_gate_moves(head) -> list[str]:
     """Did the method's gates learn? The largest gate movement of its headline runs, per task, against the
     threshold under which a run's gates count as unmoved (the warning every such run prints)."""
-    from lad.pipeline import GATE_MOVED
+    from lad.run.gate_report import GATE_MOVED
 
     pre = head.prereg
     moves = {t: c.gate_moves for t in pre.tasks if (c := head.cell(t, pre.methods[0])) is not None and c.gate_moves}

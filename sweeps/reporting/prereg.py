@@ -51,7 +51,7 @@ def read_prereg(path: Path | None = None) -> Prereg:
     """The pre-registration file (relative paths from the repository root when not found from the cwd)."""
     import yaml
 
-    from lad.errors import LADError
+    from lad.core.errors import LADError
 
     path = Path(path or DEFAULT_PREREG)
     found = path if path.is_file() else REPO / path

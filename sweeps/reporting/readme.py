@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lad.fileio import write_text
+from lad.core.fileio import write_text
 from sweeps.reporting.model import Report, commits_text
 from sweeps.reporting.targets import render_targets
 
