@@ -869,9 +869,10 @@ def test_a_grid_in_progress_says_how_far_it_got(tmp_path):
     (tmp_path / "tuning" / "lad.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}] * 8}))
     (tmp_path / "tuning" / "kd.json").write_text(json.dumps({"trials": [{"state": "COMPLETE"}, {"state": "FAIL"}]}))
     recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}, seeds=(1, 2, 3))
-    page, _ = _page(recs, tmp_path, Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
+    page, block = _page(recs, tmp_path, Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
     assert ("Grid in progress: 60 of 100 headline runs recorded; tuning (lad 8/8, kd 1/8, pkd 0/8, lad-frozen 0/8 "
             "trials).") in page
+    assert "Headline runs: commit c0ffee1. Grid in progress: 60 of 100 headline runs recorded" in block  # README too
     full, _ = _page(_headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}), tmp_path / "f",
                     Prereg(headline_commit="c0ffee1", tuning_dir=str(tmp_path / "tuning")))
     assert "Grid in progress" not in full

@@ -244,6 +244,20 @@ def cell_text(cell, pre) -> str:
     return text + (f" (n={cell.n})" if cell.n >= pre.min_seeds else f" (n={cell.n} < {pre.min_seeds})")
 
 
+def grid_progress(report: Report) -> str | None:
+    """While the pinned grid is still running, how far it got (None once every headline run is in)."""
+    head = report.headline
+    pre = head.prereg
+    expected = len(pre.tasks) * len(pre.methods) * len(pre.seeds)
+    recorded = sum(min(c.n, len(pre.seeds)) for c in head.cells.values()) if pre.headline_commit else expected
+    if recorded >= expected:
+        return None
+    tuning = tuning_progress(pre)
+    studies = "" if tuning is None else "; tuning (" + ", ".join(
+        f"{m} {n}/{pre.tuning_trials}" for m, n in tuning.items()) + " trials)"
+    return f"Grid in progress: {recorded} of {expected} headline runs recorded{studies}."
+
+
 def render_headline(report: Report) -> list[str]:
     head = report.headline
     pre = head.prereg
@@ -258,13 +272,8 @@ def render_headline(report: Report) -> list[str]:
     elif not head.cells:
         lines += [f"No run of the headline commit `{pre.headline_commit}` has been recorded yet; the per-task "
                   "pages show the older runs as exploratory material.", ""]
-    expected = len(pre.tasks) * len(pre.methods) * len(pre.seeds)
-    recorded = sum(min(c.n, len(pre.seeds)) for c in head.cells.values()) if pre.headline_commit else expected
-    if recorded < expected:  # the grid is still running: say how far it got
-        tuning = tuning_progress(pre)
-        studies = "" if tuning is None else "; tuning (" + ", ".join(
-            f"{m} {n}/{pre.tuning_trials}" for m, n in tuning.items()) + " trials)"
-        lines += [f"Grid in progress: {recorded} of {expected} headline runs recorded{studies}.", ""]
+    if (progress := grid_progress(report)) is not None:
+        lines += [progress, ""]
     lines += [f"{pre.student} students, dev score x100, mean ± std (n = seeds).", "",
               "| task | metric | teacher | trivial baseline | " + " | ".join(methods) + " |",
               "|---|---|---:|---:|" + "---:|" * len(methods)]

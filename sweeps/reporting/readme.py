@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lad.core.fileio import write_text
+from sweeps.reporting.markdown import grid_progress
 from sweeps.reporting.model import Report, commits_text
 from sweeps.reporting.targets import render_targets
 
@@ -20,7 +21,8 @@ def headline_status(report: Report) -> str:
                 f"[`{pre.path}`]({pre.path})); the verdicts stay undecided until the pinned grid is recorded.")
     if not report.headline.cells:
         return f"Headline commit `{pre.headline_commit}`: no run recorded yet."
-    return f"Headline runs: {commits_text(report.headline.commits)}."
+    progress = grid_progress(report)
+    return f"Headline runs: {commits_text(report.headline.commits)}." + (f" {progress}" if progress else "")
 
 
 def refresh_readme(path: Path, report: Report, results_page: Path) -> None:
