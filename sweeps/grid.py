@@ -217,15 +217,18 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
     tasks, seeds, budgets = prereg["tasks"], prereg["seeds"], prereg["budgets"]
     log_dir = str((store or REPO) / "logs" / "ablation")
     recorded = recorded_points(prereg, records or [])
-    jobs: list[Job] = []
+    jobs: list[Job | None] = []
 
     def block(stage: str, task: str, seed: int, methods: list[str], student: str, factor: float,
-              extra_of) -> Job:
+              extra_of) -> Job | None:
         name = f"{task} seed {seed}" + ("" if student == prereg["student"] else f" {student}")
-        # the committed runs count as done on any machine; a block the export holds only part of (a session
-        # ended inside it) runs again whole, on this session's teacher: its methods must share one teacher
+        # the committed runs count as done on any machine: a block the export holds whole is not planned (nor
+        # priced, nor does it train its task's teacher); a block it holds only part of (a session ended inside
+        # it) runs again whole, on this session's teacher: its methods must share one teacher
         # (the store still skips what this machine itself recorded, and the page takes the latest run per seed)
         have = sum((task, m, student, seed) in recorded for m in methods)
+        if have == len(methods):
+            return None
         export = [f"export={EXPORT}"] if have in (0, len(methods)) else []
         cmds = [ablation(task, [m], [student], [seed], budgets[task], extra_of(m), store, log_dir, code) + export
                 for m in methods]
@@ -274,7 +277,7 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
                 sys.executable, str(code / "distil.py"), f"experiment={ref['experiment']}", f"teacher={ref['teacher']}",
                 f"seed={seed}", "mlflow.purpose=results", "trainer.progress=false", "trainer.predict_test=false",
                 "trainer.resume=true", *store_overrides(store)]], [("rte", 10.0, 4.0)]))
-    return jobs
+    return [j for j in jobs if j is not None]  # None: a block the export holds whole
 
 
 # ----------------------------------------------------------------------------- pricing
