@@ -458,24 +458,28 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
     progress = {"left": sum(estimate.values()), "lanes": lanes, "t0": time.time(), "real": 0.0, "priced": 0.0,
                 "scale": 1.0}
     failed: list[str] = []
-    for stage in [s for s in STAGES if s in stages]:
-        if stage in ("headline", "exploratory"):
+    eager = [s for s in STAGES if s in stages and s not in LAZY_TEACHERS]
+    lazy = [s for s in STAGES if s in stages and s in LAZY_TEACHERS]
+    # the eager stages one after the other; then the lazy ones as one queue (headline blocks first), so a
+    # lane never idles while the other trains the teacher the remaining headline blocks wait for
+    for group in [[s] for s in eager] + ([lazy] if lazy else []):
+        if group == lazy:
             waiting = unfinished_tuning(prereg)
             if waiting:
-                print(f"[grid] {stage} waits for tuning: {', '.join(waiting)} not finished "
+                print(f"[grid] {' and '.join(group)} {'waits' if len(group) == 1 else 'wait'} for tuning: {', '.join(waiting)} not finished "
                       f"({BEST.parent}); run the tuning stage first", file=sys.stderr)
                 return 1
         # the teachers stage trains what tuning needs; a headline or exploratory block trains its
         # task's teacher when a lane first reaches that task (teacher_job: skipped when published)
-        jobs = plan(prereg, store, [stage], code, records, [s for s in stages if s not in LAZY_TEACHERS])
-        if stage in LAZY_TEACHERS:
+        jobs = [j for stage in group for j in plan(prereg, store, [stage], code, records, eager)]
+        if group == lazy:
             teachers: dict[str, Job] = {}
             for job in jobs:
                 task = job.runs[0][0]
                 job.teacher = teachers.setdefault(task, teacher_job(prereg, task, store, code, records))
         costs = price(jobs, measured)
         # a tuning trial trains its tasks side by side, so fewer tuning jobs fill the lanes
-        width = max(1, lanes // len(prereg["tuning"]["tasks"])) if stage == "tuning" else lanes
+        width = max(1, lanes // len(prereg["tuning"]["tasks"])) if group == ["tuning"] else lanes
         failed += run_jobs(jobs, costs, width, log_dir, code, progress)
     if failed:
         print(f"[grid] failed: {', '.join(failed)}", file=sys.stderr)

@@ -74,6 +74,15 @@ def test_the_headline_waits_until_every_method_finished_its_tuning(tmp_path, mon
     assert grid.run(grid.load_prereg(), tmp_path, ["headline"], tmp_path, 2, {"mrpc": (50.0, 50.0)}, [],
                     tmp_path / "logs") == 0
     assert len(ran) == 25
+    calls = []
+    monkeypatch.setattr(grid, "run_jobs", lambda jobs, *a: calls.append(jobs) or [])
+    assert grid.run(grid.load_prereg(), tmp_path, ["headline", "exploratory"], tmp_path, 2,
+                    {"mrpc": (50.0, 50.0)}, [], tmp_path / "logs") == 0
+    # one queue, headline blocks first: a lane never idles while the other trains a teacher that the last
+    # headline blocks wait for; a task's teacher is one job shared by both stages' blocks
+    assert len(calls) == 1 and [j.stage for j in calls[0]] == ["headline"] * 25 + ["exploratory"] * 38
+    rte = {id(j.teacher) for j in calls[0] if j.runs[0][0] == "rte"}
+    assert len(rte) == 1
 
 
 def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_path, capsys):
