@@ -33,9 +33,12 @@ reading this checkout's export; this checkout's sweeps/tune.py runs the trials w
 distil.py and keeps the study records in this checkout's results/tuning/ (committed: a fresh
 machine's study starts from the trials they hold).
 
-The estimate prices every run from the step-time benchmark (docs/benchmarks/performance.json,
-measured on a quiet machine: examples/s of the new-default LAD row at 1 thread) and each task's
-training-set size and mean text length, plus a fixed start-up and evaluation cost per run.
+The estimate prices every run from measured training speed and each task's training-set size, plus
+a fixed start-up and evaluation cost per run. The speed of a task is the median examples/s of its
+grid cells already recorded at the pinned commit (the grid's own runs: 2 single-thread lanes on a
+quiet machine), else the step-time benchmark's (docs/benchmarks/performance.json, measured on a quiet
+machine: the new-default LAD row at 1 thread), else that of the measured task of the nearest mean
+text length scaled by length.
 """
 
 from __future__ import annotations
@@ -287,6 +290,22 @@ def throughput(benchmark: Path = BENCHMARK) -> dict[str, tuple[float, float]]:
     return {r["task"]: (r["rows"]["c"]["examples_per_s"], r["mean_len"]) for r in data["results"] if "c" in r["rows"]}
 
 
+def recorded_throughput(records: list[dict], pinned: str) -> dict[str, tuple[float, None]]:
+    """task -> (median training examples/s, None) of the grid cells recorded at the pinned commit: the grid's
+    own runs (2 single-thread lanes on a quiet machine), which price the rest of a task better than a
+    benchmark of two tasks extrapolated by length."""
+    from statistics import median
+
+    from sweeps.kinds import is_grid_cell
+
+    speeds: dict[str, list[float]] = {}
+    for r in records:
+        ex_s = r.get("metrics", {}).get("train_examples_per_s")
+        if is_grid_cell(r) and ex_s and str(r.get("tags", {}).get("mlflow.source.git.commit", "")) == pinned:
+            speeds.setdefault(r["task"], []).append(float(ex_s))
+    return {task: (median(v), None) for task, v in speeds.items()}
+
+
 def machine_note(benchmark: Path = BENCHMARK) -> str | None:
     """A warning when the benchmark was measured on a CPU of other instruction sets than this one's."""
     from lad.core.runtime import cpu_info
@@ -314,14 +333,19 @@ def price(jobs: list[Job], measured: dict[str, tuple[float, float]]) -> dict[str
     """Estimated CPU seconds per job: examples / (examples/s at the task's length) + overhead per run."""
     sizes = {t: mean_chars(t) for t in sorted({task for j in jobs for task, _, _ in j.runs})}
     ref_chars = {t: sizes[t][1] if t in sizes else mean_chars(t)[1] for t in measured}
-    # examples/s scales with 1 / length (chars as the proxy for tokens); average over the measured tasks
-    per_char = sum(measured[t][0] * ref_chars[t] for t in measured) / len(measured)
+
+    def unmeasured(chars: float) -> float:
+        # examples/s scaled by 1 / length (chars as the proxy for tokens) from the measured task of the
+        # nearest length: the scaling overstates the speed of short texts (padding and per-example costs)
+        near = min(measured, key=lambda t: abs(ref_chars[t] - chars))
+        return measured[near][0] * ref_chars[near] / chars
+
     out = {}
     for job in jobs:
         total = 0.0
         for task, epochs, factor in job.runs:
             n, chars = sizes[task]
-            ex_s = measured[task][0] if task in measured else per_char / chars
+            ex_s = measured[task][0] if task in measured else unmeasured(chars)
             total += factor * epochs * n / ex_s + RUN_OVERHEAD_S
         out[job.name] = total
     return out
@@ -520,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Path(args.store).resolve() if args.store else None
     records = read_export(Path(args.export))
-    measured = throughput(Path(args.benchmark))
+    measured = {**throughput(Path(args.benchmark)), **recorded_throughput(records, pinned)}
     jobs = plan(prereg, store, args.stages, code, records)
     costs = price(jobs, measured)
     print_plan(jobs, costs, args.lanes)

@@ -220,3 +220,27 @@ def test_a_drain_file_lets_running_jobs_finish_and_starts_no_new_one(tmp_path):
     progress = {"left": 30.0, "real": 0.0, "priced": 0.0, "scale": 1.0, "lanes": 1, "t0": 0.0}
     assert grid.run_jobs(jobs, {j.name: 10.0 for j in jobs}, 1, tmp_path, tmp_path, progress) == []
     assert marker.read_text() == "x"  # the first job drained the queue; the running one finished
+
+
+def test_recorded_grid_runs_price_their_task_and_the_nearest_length_prices_the_rest(tmp_path):
+    from sweeps import export
+
+    pinned = grid.load_prereg()["headline_commit"]
+
+    def cell(task, ex_s, commit=pinned, seed=1):
+        tags = {"lad.entry": "distil", "lad.task": task, "lad.kind": "run", "lad.method": "lad/3layer",
+                "mlflow.source.git.commit": commit}
+        return export.make_record(f"{task}{ex_s}{commit}", f"lad-{task}", "FINISHED", 0, tags,
+                                  {"seed": str(seed), "task.main_metric": "m"},
+                                  {"best/m": 0.5, "train_examples_per_s": ex_s}, None)
+
+    records = [cell("cola", 70.0), cell("cola", 80.0, seed=2), cell("cola", 90.0, seed=3), cell("rte", 5.0, "0dd0dd0")]
+    assert grid.recorded_throughput(records, pinned) == {"cola": (80.0, None)}  # other commits do not count
+    measured = {"rte": (40.0, 60.0), **grid.recorded_throughput(records, pinned)}
+    job = lambda task: grid.Job("headline", task, [], [(task, 1.0, 1.0)])  # noqa: E731
+    costs = grid.price([job("cola"), job("sst2"), job("mrpc")], measured)
+    n = {t: grid.mean_chars(t) for t in ("cola", "sst2", "mrpc", "rte")}
+    assert costs["cola"] == n["cola"][0] / 80.0 + grid.RUN_OVERHEAD_S
+    # sst2 (short sentences) from cola, the measured task of the nearest length; mrpc from rte
+    assert costs["sst2"] == n["sst2"][0] / (80.0 * n["cola"][1] / n["sst2"][1]) + grid.RUN_OVERHEAD_S
+    assert costs["mrpc"] == n["mrpc"][0] / (40.0 * n["rte"][1] / n["mrpc"][1]) + grid.RUN_OVERHEAD_S
