@@ -7,7 +7,7 @@ Returns the best dev score of the task's main metric, which Hydra sweepers optim
 import hydra
 from omegaconf import DictConfig
 
-from lad.run.cli import protect_command_line, run_entry
+from lad.run.cli import main_guard, protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="distil", version_base="1.3")
@@ -17,4 +17,4 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 if __name__ == "__main__":
     protect_command_line()
-    main()
+    main_guard(main)

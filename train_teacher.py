@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from lad.run.cli import protect_command_line, run_entry
+from lad.run.cli import main_guard, protect_command_line, run_entry
 
 
 @hydra.main(config_path="conf", config_name="train_teacher", version_base="1.3")
@@ -13,4 +13,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     protect_command_line()
-    main()
+    main_guard(main)

@@ -187,8 +187,6 @@ def tasks_with_work(prereg: dict, records: list[dict], stages: list[str]) -> lis
     and every task with a grid point the export lacks (a run of the pinned commit)."""
     need = set(prereg["tuning"]["tasks"]) if "tuning" in stages and unfinished_tuning(prereg) else set()
     need |= {p[0] for p in grid_points(prereg, stages) - recorded_points(prereg, records)}
-    if "exploratory" in stages:
-        need.add("rte")  # the reference recipe's row (its own experiment, resumed by distil.py itself)
     return [t for t in prereg["tasks"] if t in need]
 
 
@@ -274,13 +272,37 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
             for seed in seeds:
                 jobs.append(block("exploratory", task, seed, list(two["methods"]), "2layer", 0.7,
                                   lambda m: tuned(m, spaces, best)))
-        ref = ex["reference"]
-        for seed in ref["seeds"]:
-            jobs.append(Job("exploratory", f"{ref['experiment']} seed {seed}", [[
-                sys.executable, str(code / "distil.py"), f"experiment={ref['experiment']}", f"teacher={ref['teacher']}",
-                f"seed={seed}", "mlflow.purpose=results", "trainer.progress=false", "trainer.predict_test=false",
-                "trainer.resume=true", *store_overrides(store)]], [("rte", 10.0, 4.0)]))
+        jobs += reference_jobs(ex["reference"], store, records or [])
     return [j for j in jobs if j is not None]  # None: a block the export holds whole
+
+
+def reference_jobs(ref: dict, store: Path | None, records: list[dict]) -> list[Job]:
+    """The reference recipe's row: ``experiment=reference_<task>`` for both entry points, its own teacher
+    (the reference teacher recipe) and one student per seed the export lacks.
+
+    They run this checkout's code, not the pinned one: the recipe's teacher part and its batching and
+    evaluation cadence landed after the pinned commit, and the row is exploratory (never in the headline;
+    the page names its commit). Its teacher lives in its own artifacts folder, so it never replaces the
+    task's grid teacher, and is trained once per machine."""
+    from sweeps.kinds import is_grid_cell
+    from sweeps.reporting.model import experiment_of
+
+    exp, teacher = str(ref["experiment"]), str(ref["teacher"])
+    task = exp.removeprefix("reference_")
+    done = {r.get("seed") for r in records if is_grid_cell(r) and experiment_of(r) == exp}
+    seeds = [int(s) for s in ref["seeds"] if int(s) not in done]
+    if not seeds:
+        return []
+    artifacts = (store / "reference-artifacts") if store else REPO / "artifacts" / "reference"
+    common = [f"experiment={exp}", f"teacher={teacher}", "mlflow.purpose=results", "trainer.progress=false",
+              "trainer.predict_test=false", *[o for o in store_overrides(store) if not o.startswith("paths.artifacts=")],
+              f"paths.artifacts={artifacts}"]
+    trained = (artifacts / "teachers" / teacher / task / "config.json").is_file()
+    teacher_run = Job("exploratory", f"{exp} teacher",
+                      [] if trained else [[sys.executable, str(REPO / "train_teacher.py"), *common]])
+    return [Job("exploratory", f"{exp} seed {seed}",
+                [[sys.executable, str(REPO / "distil.py"), *common, f"seed={seed}", "trainer.resume=true"]],
+                [(task, 10.0, 4.0)], teacher=teacher_run) for seed in seeds]
 
 
 # ----------------------------------------------------------------------------- pricing
@@ -498,7 +520,7 @@ def run(prereg: dict, store: Path | None, stages: list[str], code: Path, lanes: 
         jobs = [j for stage in group for j in plan(prereg, store, [stage], code, records, eager)]
         if group == lazy:
             teachers: dict[str, Job] = {}
-            for job in jobs:
+            for job in [j for j in jobs if j.teacher is None]:  # the reference row brings its own
                 task = job.runs[0][0]
                 job.teacher = teachers.setdefault(task, teacher_job(prereg, task, store, code, records))
         costs = price(jobs, measured)

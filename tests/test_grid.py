@@ -244,3 +244,28 @@ def test_recorded_grid_runs_price_their_task_and_the_nearest_length_prices_the_r
     # sst2 (short sentences) from cola, the measured task of the nearest length; mrpc from rte
     assert costs["sst2"] == n["sst2"][0] / (80.0 * n["cola"][1] / n["sst2"][1]) + grid.RUN_OVERHEAD_S
     assert costs["mrpc"] == n["mrpc"][0] / (40.0 * n["rte"][1] / n["mrpc"][1]) + grid.RUN_OVERHEAD_S
+
+
+def test_the_reference_row_trains_its_own_teacher_once_and_only_the_seeds_the_export_lacks(tmp_path):
+    from sweeps import export
+
+    ref = grid.load_prereg()["exploratory"]["reference"]
+    jobs = grid.reference_jobs(ref, tmp_path, [])
+    assert [j.name for j in jobs] == [f"{ref['experiment']} seed {s}" for s in ref["seeds"]]
+    teacher = jobs[0].teacher
+    assert all(j.teacher is teacher for j in jobs) and teacher.name != "teacher rte"  # not the grid's teacher
+    (cmd,) = teacher.cmds
+    assert cmd[1] == str(grid.REPO / "train_teacher.py") and f"experiment={ref['experiment']}" in cmd
+    own = f"paths.artifacts={tmp_path / 'reference-artifacts'}"
+    assert own in cmd and own in jobs[0].cmds[0] and f"paths.artifacts={tmp_path}/artifacts" not in cmd
+    assert jobs[0].cmds[0][1] == str(grid.REPO / "distil.py") and "seed=1" in jobs[0].cmds[0]
+    tags = {"lad.entry": "distil", "lad.task": "rte", "lad.kind": "run", "lad.method": "lad/6layer",
+            "lad.overrides": json.dumps([f"experiment={ref['experiment']}", "teacher=minilm_l6", "seed=1"])}
+    seed1 = export.make_record("r1", "lad-rte", "FINISHED", 0, tags, {"seed": "1", "task.main_metric": "accuracy"},
+                               {"best/accuracy": 0.6})
+    model = tmp_path / "reference-artifacts" / "teachers" / ref["teacher"] / "rte"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    later = grid.reference_jobs(ref, tmp_path, [seed1])
+    assert [j.name for j in later] == [f"{ref['experiment']} seed {s}" for s in ref["seeds"] if s != 1]
+    assert later[0].teacher.cmds == []  # trained on this machine: found, not retrained

@@ -409,3 +409,22 @@ def test_resume_with_a_larger_budget_extends_a_finished_run(tmp_path, tiny_glue,
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["resumed_from"] == 4
     assert [h["step"] for h in metrics["history"]] == [2, 4, 6]
+
+
+def test_an_interrupted_multirun_ends_with_one_line_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C in `distil.py -m ...`: the sweeper marks its running trials FAIL and re-raises; Hydra handles
+    only Exception, so the entry point's guard prints the one line (with the sweeper's resume hint)."""
+    from lad.core.signals import Interrupted
+    from lad.run.cli import main_guard
+
+    def interrupted_sweep():
+        raise Interrupted(signal.SIGTERM, hint="run the same command to resume it")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main_guard(interrupted_sweep)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines() == ["error: interrupted by SIGTERM; run the same command to resume it"]
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(Interrupted):
+        main_guard(interrupted_sweep)

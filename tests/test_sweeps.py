@@ -891,3 +891,56 @@ def test_the_headline_says_how_far_the_methods_gates_moved_and_when_they_count_a
     moved = [r for r in recs if r["task"] != "rte" or r["method"] != "lad"]
     page, _ = _page(moved, tmp_path / "m")
     assert "under 1%" not in next(x for x in page.splitlines() if x.startswith("Gate movement of the lad runs"))
+
+
+def test_ratio_target_uses_the_gap_in_points_for_the_tasks_declared_by_difference():
+    """Issue 38: for CoLA and STS-B (trivial baseline 0) the % of teacher is 100 minus the gap in points,
+    not a ratio of MCCs or correlations; the other tasks keep score / teacher."""
+    from types import SimpleNamespace
+
+    from sweeps.reporting.prereg import Prereg
+    from sweeps.reporting.primary import ratio_of_teacher
+
+    cells = {"rte": {1: 0.54, 2: 0.56}, "cola": {1: 0.18, 2: 0.20}}
+    pre = Prereg(tasks=("rte", "cola"), ratio_by_difference=("cola",))
+    head = SimpleNamespace(prereg=pre, teachers={"rte": 0.60, "cola": 0.25},
+                           cell=lambda task, method: SimpleNamespace(scores=cells[task]))
+    pcts, avg, ci = ratio_of_teacher(head)
+    assert math.isclose(pcts["rte"], 100 * 0.55 / 0.60) and math.isclose(pcts["cola"], 100 - 6.0)
+    assert math.isclose(avg, (pcts["rte"] + pcts["cola"]) / 2) and ci[0] < avg < ci[1]
+    as_ratio = ratio_of_teacher(SimpleNamespace(prereg=Prereg(tasks=("rte", "cola"), ratio_by_difference=()),
+                                                teachers=head.teachers, cell=head.cell))[0]
+    assert math.isclose(as_ratio["cola"], 100 * 0.19 / 0.25)
+    from sweeps.reporting.prereg import read_prereg
+
+    assert read_prereg().ratio_by_difference == ("stsb", "cola")  # the committed pre-registration
+
+
+def test_a_reference_recipe_teacher_is_its_own_row_and_its_students_their_own_table():
+    """Issue 33: `train_teacher.py experiment=reference_rte` recorded after the project's RTE teacher does
+    not replace it in the teachers table, and the reference students form their own table (own row)."""
+    def rec(run_id, entry, start, overrides, path, score, method="", seed=None):
+        tags = {"lad.entry": entry, "lad.task": "rte", "lad.teacher": "minilm_l6",
+                "lad.overrides": json.dumps(overrides)}
+        if method:
+            tags["lad.method"] = method
+        params = {"task.main_metric": "accuracy", "teacher.path": path, "trainer.epochs": "3"}
+        if seed is not None:
+            params["seed"] = str(seed)
+        return export.make_record(run_id, "lad-rte", "FINISHED", T0 + start, tags, params, {"best/accuracy": score})
+
+    project = rec("t1", "train_teacher", 0, ["task=rte"], "/a/teachers/minilm_l6/rte", 0.60)
+    ref = rec("t2", "train_teacher", 10, ["experiment=reference_rte", "teacher=minilm_l6"],
+              "/ref/teachers/minilm_l6/rte", 0.62)
+    students = [rec("s1", "distil", 5, ["task=rte", "seed=1"], "/a/teachers/minilm_l6/rte", 0.55, "lad/3layer", 1),
+                rec("s2", "distil", 20, ["experiment=reference_rte", "teacher=minilm_l6", "seed=1"],
+                    "/ref/teachers/minilm_l6/rte", 0.58, "lad/6layer", 1)]
+    rep = grouping.build_report([project, ref, *students])
+    assert [t["run_id"] for t in rep.teachers] == ["t1", "t2"]
+    text = "\n".join(markdown.render_teachers(rep, "rte"))
+    assert "| 60.00 |" in text and "`python train_teacher.py task=rte teacher=minilm_l6`" in text
+    assert "| 62.00 |" in text and "`python train_teacher.py experiment=reference_rte teacher=minilm_l6`" in text
+    by_rows = {tuple(r.method + "/" + r.student for r in t.rows): t for t in rep.tables}
+    assert set(by_rows) == {("lad/3layer",), ("lad/6layer",)}  # one table each
+    assert by_rows[("lad/6layer",)].teacher_score == 0.62 and by_rows[("lad/3layer",)].teacher_score == 0.60
+    assert "experiment=reference_rte" in by_rows[("lad/6layer",)].extras

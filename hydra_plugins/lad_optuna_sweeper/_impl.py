@@ -288,6 +288,10 @@ class _Sweep:
             for trial in list(self.pending.values()):
                 self.fail(trial, f"sweep aborted: {type(exc).__name__}: {studies.one_line(exc)}")
             self._finish(check=False)
+            if isinstance(exc, KeyboardInterrupt) and self.sweeper.storage is not None:
+                # the entry point prints this one line (lad.run.cli.main_guard), not a traceback
+                exc.hint = (f"the running trial(s) of study '{self.study_name}' were marked FAIL; "
+                            "run the same command to resume it")
             raise
         self._finish()
         return returns

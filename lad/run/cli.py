@@ -70,6 +70,22 @@ def protect_command_line(argv: list[str] | None = None) -> None:
     guard_streams()
 
 
+def main_guard(main) -> None:
+    """Call an entry point's ``@hydra.main`` function. A SIGINT / SIGTERM that ends a multirun (the
+    sweeper re-raises it after marking its running trials FAIL) prints one line and exits with 128 + the
+    signal, as a single run does (``lad.core.guard``), instead of Python's traceback; Hydra itself handles
+    only ``Exception``. ``HYDRA_FULL_ERROR=1`` keeps the traceback."""
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from lad.core import signals
+
+        print(f"error: {signals.message(exc)}", file=sys.stderr, flush=True)
+        sys.exit(128 + signals.signum_of(exc))
+
+
 def protect_secrets(cfg, overrides: list[str] | tuple = ()) -> None:
     """Learn the passwords in this job's config and mask them in all console and log output."""
     from lad.core.secrets import guard_streams, install_log_filter, remember

@@ -11,8 +11,9 @@ from collections import Counter, defaultdict
 
 from sweeps.kinds import is_grid_cell, is_pruned_trial, is_sweep_trial
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, NEUTRAL, REPO, GateRow, Report, Row,
-                                    SweepGroup, Table, budget_of, commit_of, extras_of, latest, method_rank, pick_teacher,
-                                    score_of, sweep_label, task_rank, teacher_of, to_float, to_int)
+                                    SweepGroup, Table, budget_of, commit_of, experiment_of, extras_of, latest,
+                                    method_rank, pick_teacher, score_of, sweep_label, task_rank, teacher_of, to_float,
+                                    to_int)
 
 
 def build_report(records: list[dict], baselines: dict[str, dict] | None = None, prereg=None) -> Report:
@@ -54,8 +55,14 @@ def build_report(records: list[dict], baselines: dict[str, dict] | None = None, 
         dists = search_distributions()
         for g in sweeps:
             g.importance = param_importances(g, dists)
-    latest_teachers = sorted((latest(runs) for runs in teachers.values()),
-                             key=lambda r: (task_rank(r["task"]), r.get("teacher") or ""))
+    # one row per (task, teacher, recipe): a teacher of `experiment=reference_<task>` is its own row, never
+    # the task's teacher in place of the project recipe's (students find theirs by path: teacher_of)
+    recipes = defaultdict(list)
+    for (task, teacher), runs in teachers.items():
+        for r in runs:
+            recipes[(task, teacher, experiment_of(r))].append(r)
+    latest_teachers = sorted((latest(runs) for runs in recipes.values()),
+                             key=lambda r: (task_rank(r["task"]), r.get("teacher") or "", experiment_of(r)))
     # gate values and movement per table (one row per method/student, budget and variant: never a mix)
     report = Report(tables, sweeps, gate_rows([r for runs in groups.values() for r in runs]), latest_teachers,
                     dict(baselines or {}))

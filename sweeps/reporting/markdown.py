@@ -12,7 +12,7 @@ import statistics
 from sweeps.reporting.discussion import render_context, render_discussion
 from sweeps.reporting.grouping import primary_tables, summary_grid
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Report, Table, budget_of,
-                                    commits_text, fmt_params, mean_std, method_rank, num, pct, score_of, task_rank,
+                                    commits_text, experiment_of, fmt_params, mean_std, method_rank, num, pct, score_of, task_rank,
                                     to_int)
 from sweeps.reporting.targets import render_targets
 from sweeps.reporting.prereg import tuning_progress
@@ -25,16 +25,18 @@ def render_teachers(report: Report, task: str | None = None) -> list[str]:
     if not teachers:
         return []
     lines = ["## Teachers", "",
-             "Best dev score of the latest finished teacher fine-tuning run per task (x100), next to the "
-             "task's trivial baseline.", "",
+             "Best dev score of the latest finished teacher fine-tuning run per task and recipe (x100), next "
+             "to the task's trivial baseline.", "",
              "| task | teacher | main metric | best dev | trivial baseline | budget | command |",
              "|---|---|---|---:|---:|---|---|"]
     for r in teachers:
         params = r.get("params", {})
         budget, _ = budget_of(params)
-        cmd = f"python train_teacher.py task={r['task']} teacher={r.get('teacher') or DEFAULT_TEACHER}"
+        recipe = experiment_of(r)
+        cmd = (f"python train_teacher.py experiment={recipe}" if recipe else f"python train_teacher.py task={r['task']}")
+        cmd += f" teacher={r.get('teacher') or DEFAULT_TEACHER}"
         steps = to_int(params.get("trainer.max_steps"), -1)
-        if steps is not None and steps > 0:
+        if steps is not None and steps > 0 and not recipe:  # a recipe sets its own steps
             cmd += f" trainer.max_steps={steps}"
         trivial = report.trivial(r["task"], r.get("main_metric"))
         lines.append(f"| {r['task']} | {r.get('teacher') or ''} | {r.get('main_metric')} | "
@@ -232,6 +234,10 @@ def render_rule(report: Report, prereg_link: str) -> list[str]:
             f"{pre.smallest_effect:g}; \"undecided (underpowered)\" when the MDE is larger; \"undecided\" with "
             f"fewer than {pre.min_seeds} seeds in a cell, or with zero spread (every seed differs by the same "
             "amount: no p-value exists, it is never reported as p = 0).",
+            f"- **Ratio target**: {pre.ratio_method}'s mean % of teacher over the tasks, per task the mean over "
+            "seeds of score / teacher" + (f"; for {', '.join(pre.ratio_by_difference)} (trivial baseline 0, where a "
+                                          "ratio is the share of the teacher's above-chance score) 100 minus the gap "
+                                          "to the teacher in points" if pre.ratio_by_difference else "") + ".",
             f"- **Headline runs**: {pinned}; a cell needs ≥ {pre.min_seeds} seeds to count.",
             "- **Everything else** on these pages (other methods, students, variants, budgets, the per-task "
             "tables) is **exploratory**: shown with its 95 % interval and its unadjusted p, labelled so.", ""]

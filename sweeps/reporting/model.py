@@ -201,6 +201,11 @@ def extras_of(record: dict) -> tuple[str, ...]:
     return tuple(o for o in overrides if not o.lstrip("+~").startswith(MANAGED))
 
 
+def experiment_of(record: dict) -> str:
+    """The ``experiment=`` override a run was recorded with (a recipe such as ``reference_rte``), or ''."""
+    return next((o.split("=", 1)[1] for o in extras_of(record) if o.lstrip("+").startswith("experiment=")), "")
+
+
 def score_of(record: dict) -> float | None:
     metric = record.get("main_metric")
     return to_float(record.get("metrics", {}).get(f"best/{metric}")) if metric else None

@@ -23,6 +23,7 @@ class Prereg:
     smallest_effect: float = 1.0
     ratio_method: str = "lad"
     min_pct_of_teacher: float = 97.0
+    ratio_by_difference: tuple[str, ...] = ("stsb", "cola")  # % of teacher = 100 - gap in points
     wins_method: str = "lad"
     wins_over: tuple[str, ...] = ("kd", "pkd")
     min_tasks: int = 3
@@ -68,6 +69,7 @@ def read_prereg(path: Path | None = None) -> Prereg:
                       smallest_effect=float(data["smallest_effect"]),
                       ratio_method=str(targets["ratio"]["method"]),
                       min_pct_of_teacher=float(targets["ratio"]["min_pct_of_teacher"]),
+                      ratio_by_difference=tuple(map(str, targets["ratio"].get("by_difference") or ())),
                       wins_method=str(targets["wins"]["method"]),
                       wins_over=tuple(map(str, targets["wins"]["over"])),
                       min_tasks=int(targets["wins"]["min_tasks"]),

@@ -255,7 +255,10 @@ def build_headline(records: list[dict], report: Report, pre: Prereg) -> Headline
 
 def ratio_of_teacher(head: Headline) -> tuple[dict[str, float], float | None, tuple[float, float] | None]:
     """Per task: the target method's mean % of teacher; their mean over the tasks; and a 95 % interval of
-    that mean from the seed spread (per-task variances of the mean added, t with the smallest n - 1 df)."""
+    that mean from the seed spread (per-task variances of the mean added, t with the smallest n - 1 df).
+    For the tasks of ``prereg.ratio_by_difference`` (metrics whose trivial baseline is 0: MCC, correlations,
+    where a ratio is the share of the teacher's above-chance score) a seed's % of teacher is 100 minus its
+    gap to the teacher in points: 100 + 100 * (score - teacher)."""
     from scipy import stats
 
     pre = head.prereg
@@ -264,7 +267,10 @@ def ratio_of_teacher(head: Headline) -> tuple[dict[str, float], float | None, tu
         cell, teacher = head.cell(task, pre.ratio_method), head.teachers.get(task)
         if cell is None or not teacher:
             continue
-        values = [100.0 * cell.scores[s] / teacher for s in sorted(cell.scores)]
+        if task in pre.ratio_by_difference:
+            values = [100.0 + 100.0 * (cell.scores[s] - teacher) for s in sorted(cell.scores)]
+        else:
+            values = [100.0 * cell.scores[s] / teacher for s in sorted(cell.scores)]
         pcts[task] = statistics.fmean(values)
         if len(values) > 1:
             var += statistics.variance(values) / len(values)
