@@ -359,8 +359,11 @@ def test_pareto_page_is_generated_from_a_recorded_study(tmp_path: Path) -> None:
 
     storage = f"sqlite:///{tmp_path / 'pareto.db'}"
     study = optuna.create_study(study_name="p", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("epochs", 1)
+    study.set_user_attr("max_train_samples", 3000)
     dist = {"student": CategoricalDistribution(["2layer", "3layer", "4layer", "6layer"])}
-    rows = [("2layer", 0.85, 10.0), ("3layer", 0.895, 15.0), ("4layer", 0.90, 20.0), ("6layer", 0.88, 30.0)]
+    rows = [("2layer", 0.51, 5.0), ("2layer", 0.85, 10.0), ("3layer", 0.895, 15.0), ("4layer", 0.90, 20.0),
+            ("6layer", 0.88, 30.0)]
     for i, (student, score, cost) in enumerate(rows):
         run = tmp_path / f"run{i}"
         run.mkdir()
@@ -371,15 +374,18 @@ def test_pareto_page_is_generated_from_a_recorded_study(tmp_path: Path) -> None:
                                                   values=[score, cost], user_attrs={"output_dir": str(run)}))
     study.add_trial(optuna.trial.create_trial(params={"student": "2layer"}, distributions=dist,
                                               state=TrialState.FAIL))
-    (tmp_path / "run1" / "export").mkdir()
-    (tmp_path / "run1" / "export" / "deploy.json").write_text(json.dumps({"metric": "accuracy", "machine": "cpu",
+    (tmp_path / "run2" / "export").mkdir()
+    (tmp_path / "run2" / "export" / "deploy.json").write_text(json.dumps({"metric": "accuracy", "machine": "cpu",
         "threads": 1, "backends": {"onnxruntime-int8": {"score": 0.894, "latency_ms_p50": 3.2,
                                                         "throughput_examples_per_s": 410.0, "size_mb": 20.0}}}))
     out = tmp_path / "docs" / "pareto.md"
     assert page_main(["--study", "p", "--storage", storage, "--out", str(out)]) == 0
     text = out.read_text()
-    assert "4 finished trial(s), 3 on the Pareto front" in text  # the 6-layer trial is dominated, FAIL excluded
-    assert "| 1 (pick) | 0.8950 | 15 | 4.00 | student=3layer |" in text
+    assert "5 finished trial(s), 4 on the Pareto front" in text  # the 6-layer trial is dominated, FAIL excluded
+    assert "| 2 (pick) | 0.8950 | 15 | 4.00 | student=3layer |" in text
+    assert "Budget of every trial: epochs 1, max_train_samples 3000." in text
+    assert "Teacher: dev accuracy 0.9000, flops 60; trivial baseline 0.5100." in text
+    assert "1 trial(s) on the front score no better than the trivial baseline" in text
     assert "| onnxruntime-int8 | 0.8940 | 3.20 | 410.0 | 20.0 |" in text
     assert (tmp_path / "docs" / "pareto.png").stat().st_size > 0
 
