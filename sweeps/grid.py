@@ -295,8 +295,8 @@ def reference_jobs(ref: dict, store: Path | None, records: list[dict]) -> list[J
         return []
     artifacts = (store / "reference-artifacts") if store else REPO / "artifacts" / "reference"
     common = [f"experiment={exp}", f"teacher={teacher}", "mlflow.purpose=results", "trainer.progress=false",
-              "trainer.predict_test=false", *[o for o in store_overrides(store) if not o.startswith("paths.artifacts=")],
-              f"paths.artifacts={artifacts}"]
+              "trainer.predict_test=false",
+              *[o for o in store_overrides(store) if not o.startswith("paths.artifacts=")], f"paths.artifacts={artifacts}"]
     trained = (artifacts / "teachers" / teacher / task / "config.json").is_file()
     teacher_run = Job("exploratory", f"{exp} teacher",
                       [] if trained else [[sys.executable, str(REPO / "train_teacher.py"), *common]])

@@ -12,8 +12,8 @@ import statistics
 from sweeps.reporting.discussion import render_context, render_discussion
 from sweeps.reporting.grouping import primary_tables, summary_grid
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Report, Table, budget_of,
-                                    commits_text, experiment_of, fmt_params, mean_std, method_rank, num, pct, score_of, task_rank,
-                                    to_int)
+                                    commits_text, experiment_of, fmt_params, mean_std, method_rank, num, pct,
+                                    score_of, task_rank, to_int)
 from sweeps.reporting.targets import render_targets
 from sweeps.reporting.prereg import tuning_progress
 from sweeps.reporting.primary import CURVE_METHODS
@@ -33,7 +33,7 @@ def render_teachers(report: Report, task: str | None = None) -> list[str]:
         params = r.get("params", {})
         budget, _ = budget_of(params)
         recipe = experiment_of(r)
-        cmd = (f"python train_teacher.py experiment={recipe}" if recipe else f"python train_teacher.py task={r['task']}")
+        cmd = "python train_teacher.py " + (f"experiment={recipe}" if recipe else f"task={r['task']}")
         cmd += f" teacher={r.get('teacher') or DEFAULT_TEACHER}"
         steps = to_int(params.get("trainer.max_steps"), -1)
         if steps is not None and steps > 0 and not recipe:  # a recipe sets its own steps
