@@ -31,10 +31,7 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
     except KeyboardInterrupt as exc:
         if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        from lad.core import signals
-
-        print(f"error: {signals.message(exc)}", file=sys.stderr, flush=True)
-        sys.exit(128 + signals.signum_of(exc))
+        exit_interrupted(exc)
     except (*USER_ERRORS, OSError) as exc:
         if not is_user_error(exc):
             raise
@@ -43,6 +40,14 @@ def guarded(fn, cfg: DictConfig, in_sweep: bool = False):
         logging.getLogger("lad").debug("user error", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def exit_interrupted(exc: KeyboardInterrupt) -> None:
+    """The end of an interrupted command: one line and exit status 128 + the signal."""
+    from lad.core import signals
+
+    print(f"error: {signals.message(exc)}", file=sys.stderr, flush=True)
+    sys.exit(128 + signals.signum_of(exc))
 
 
 USER_ERRORS = (LADError, MissingMandatoryValue, InterpolationResolutionError)

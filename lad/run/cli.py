@@ -80,10 +80,9 @@ def main_guard(main) -> None:
     except KeyboardInterrupt as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        from lad.core import signals
+        from lad.core.guard import exit_interrupted
 
-        print(f"error: {signals.message(exc)}", file=sys.stderr, flush=True)
-        sys.exit(128 + signals.signum_of(exc))
+        exit_interrupted(exc)
 
 
 def protect_secrets(cfg, overrides: list[str] | tuple = ()) -> None:
