@@ -81,8 +81,11 @@ def test_the_headline_waits_until_every_method_finished_its_tuning(tmp_path, mon
     # one queue, headline blocks first: a lane never idles while the other trains a teacher that the last
     # headline blocks wait for; a task's teacher is one job shared by both stages' blocks
     assert len(calls) == 1 and [j.stage for j in calls[0]] == ["headline"] * 25 + ["exploratory"] * 38
-    rte = {id(j.teacher) for j in calls[0] if j.runs[0][0] == "rte"}
+    rte = {id(j.teacher) for j in calls[0] if j.runs[0][0] == "rte" and not j.name.startswith("reference_")}
     assert len(rte) == 1
+    # the reference row has its own teacher (its recipe's), one job shared by its seeds, never the grid's
+    ref = {id(j.teacher) for j in calls[0] if j.name.startswith("reference_rte seed")}
+    assert len(ref) == 1 and not ref & rte
 
 
 def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_path, capsys):
