@@ -370,6 +370,28 @@ def _verdicts(text: str) -> list[str]:
     return re.findall(r"^- \*\*(met|not met|undecided \(underpowered\))\*\* — ", text, re.M)
 
 
+def test_arms_the_primary_family_leaves_out_are_paired_against_lad_seed_by_seed(tmp_path):
+    """ce (an exploratory method of the headline commit) and a reference-recipe run (another commit, its
+    ``experiment=`` override) each get one line against the headline LAD of the same student, with every
+    seed's two scores; the primary arms are not repeated there."""
+    recs = _headline_records({t: (0.02, STEADY) for t in HEADLINE_TASKS})
+    tags = {"lad.entry": "distil", "lad.task": "rte", "lad.kind": "run", "mlflow.source.git.commit": "beef123",
+            "lad.method": "lad/3layer", "lad.overrides": json.dumps(["experiment=reference_rte", "seed=1"])}
+    recs.append(export.make_record("rte-ref-1", "lad-rte", "FINISHED", T0 + 9, tags,
+                                   {"seed": "1", "task.main_metric": "m", "trainer.max_steps": "780",
+                                    "student.num_layers": "3"}, {"best/m": 0.75}))
+    _page(recs, tmp_path)
+    page = (tmp_path / "docs" / "results" / "rte.md").read_text()
+    section = page.split("Against LAD of the same student", 1)[1]
+    ce = next(line for line in section.splitlines() if line.startswith("- **3layer**, LAD − ce:"))
+    assert "(n=5 paired, p=" in ce and "1: 82.20 / 80.00, 2: 81.90 / 80.00" in ce
+    assert "LAD ahead" in ce  # +2 points on every seed give or take 0.2: significant even unadjusted
+    ref = next(line for line in section.splitlines() if "LAD − lad (experiment=reference_rte)" in line)
+    assert "+7.20 (n=1 paired)" in ref and "Per seed (LAD / lad (experiment=reference_rte)): 1: 82.20 / 75.00" in ref
+    assert "commit beef123" in ref and "fewer than 2 paired seeds" in ref
+    assert "LAD − kd" not in section and "LAD − lad-frozen" not in section
+
+
 def test_means_favour_lad_but_nothing_significant_is_never_met(tmp_path):
     """LAD's mean is ahead of kd and pkd on every task, by less than the seed noise: undecided, not met."""
     recs = _headline_records({t: (0.005, NOISY) for t in HEADLINE_TASKS})

@@ -110,6 +110,26 @@ def variant_lines(report: Report, disc: Discussion | None = None, task: str | No
     return lines
 
 
+def against_lad_lines(report: Report, task: str) -> list[str]:
+    """One bullet per arm left out of the primary family, against LAD of the same student (seeds paired,
+    unadjusted p), with every seed's two scores: the recipes (``experiment=reference_<task>``), the
+    exploratory methods and the other students."""
+    head = report.headline
+    lines = []
+    for a in getattr(head, "against_lad", None) or []:
+        if a.task != task:
+            continue
+        seeds = sorted(set(a.lad.scores) & set(a.other.scores))
+        per_seed = ", ".join(f"{s}: {100 * a.lad.scores[s]:.2f} / {100 * a.other.scores[s]:.2f}" for s in seeds)
+        teacher = (f" {a.other_teacher} of {len(seeds)} pairs were distilled from different teacher runs (a recipe's "
+                   "own teacher, or a teacher retrained on another machine)." if a.other_teacher else "")
+        lines.append(f"- **{a.student}**, LAD − {a.arm}: {a.diff.text()}: "
+                     f"{a.diff.verdict('LAD ahead', 'LAD behind')}. Per seed (LAD / {a.arm}): {per_seed or 'none'}. "
+                     f"LAD: n = {a.lad.n}, {commits_text(a.lad.commits)}; {a.arm}: n = {a.other.n}, "
+                     f"{commits_text(a.other.commits)}.{teacher}")
+    return lines
+
+
 def render_discussion(report: Report, task: str) -> list[str]:
     """The exploratory comparisons and variants of one task's tables (its per-task page)."""
     disc = discussion(report)
@@ -119,6 +139,10 @@ def render_discussion(report: Report, task: str) -> list[str]:
              "primary family on the main page does). Differences are in points (x100).", ""]
     lines += comparison_lines(report, disc, task) or ["- No table of this task has a LAD row next to another method."]
     lines.append("")
+    arms = against_lad_lines(report, task)
+    if arms:
+        lines += ["Against LAD of the same student (the arms the primary family leaves out: exploratory methods, "
+                  "the other student, the reference recipe; each arm's setup with the most seeds):", ""] + arms + [""]
     variants = variant_lines(report, disc, task)
     if variants:
         lines += ["Variants (same task, teacher and budget; difference = table with the added overrides − table "

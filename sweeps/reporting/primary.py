@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from sweeps.kinds import is_grid_cell, is_sweep_trial
 from sweeps.reporting.grouping import primary_tables
-from sweeps.reporting.model import (NEUTRAL, Report, SeedScores, budget_of, commit_of, extras_of, latest, pick_teacher,
-                                    score_of, teacher_of)
+from sweeps.reporting.model import (NEUTRAL, Report, SeedScores, budget_of, commit_of, experiment_of, extras_of, latest,
+                                    pick_teacher, score_of, teacher_of)
 from sweeps.reporting.prereg import Prereg
 from sweeps.stats import Paired, holm, mde, paired
 
@@ -89,6 +89,7 @@ class Headline:
     teachers: dict[str, float]             # task -> teacher score of the headline cells
     metrics: dict[str, str]                # task -> main metric
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # task -> method -> mean curve
+    against_lad: list = field(default_factory=list)  # exploratory arms paired against LAD (:func:`against_lad`)
 
     def cell(self, task: str, method: str) -> Cell | None:
         return self.cells.get((task, method))
@@ -220,6 +221,50 @@ def primary_family(cells: dict, pre: Prereg) -> list[Comparison]:
     return out
 
 
+@dataclass
+class Arm:
+    """An exploratory comparison: LAD of one student against another arm of that student on the same task, seeds
+    paired, unadjusted. ``arm`` is a method, or a method with its recipe (``lad (experiment=reference_rte)``)."""
+
+    task: str
+    student: str
+    arm: str
+    lad: Cell
+    other: Cell
+    diff: Paired                           # lad - other, x100
+    other_teacher: int = 0                 # paired seeds whose two runs were distilled from different teacher runs
+
+
+def arm_label(record: dict) -> str:
+    exp = experiment_of(record)
+    return str(record.get("method")) + (f" (experiment={exp})" if exp else "")
+
+
+def against_lad(records: list[dict], pre: Prereg) -> list[Arm]:
+    """Every arm that the primary family leaves out, against LAD of the same task and student: the exploratory
+    methods (ce, the direct map), the other students' methods (2-layer kd, pkd) and the recipes
+    (``experiment=reference_<task>``). Runs of the headline commit, and recipe runs of any commit (the
+    reference row runs newer code; its cell names its commits). Per arm the setup with the most seeds."""
+    runs = defaultdict(list)
+    for r in records:
+        if not (is_grid_cell(r) and score_of(r) is not None and r.get("task") in pre.tasks):
+            continue
+        if experiment_of(r) or pre.headline_commit is None or same_commit(commit_of(r), pre.headline_commit):
+            runs[(r["task"], str(r.get("student")), arm_label(r))].append(r)
+    primary = {b for a, b in pre.primary if a == "lad"} | {"lad"}
+    out = []
+    for (task, student, arm), rs in sorted(runs.items(), key=lambda kv: kv[0]):
+        base = runs.get((task, student, "lad"))
+        if base is None or (student == pre.student and arm in primary):
+            continue
+        teachers = task_teachers(records, task)
+        lad, other = make_cell(task, "lad", pick_setup(base), teachers), make_cell(task, arm, pick_setup(rs), teachers)
+        common = set(lad.scores) & set(other.scores)
+        out.append(Arm(task, student, arm, lad, other, paired(lad.scores, other.scores),
+                       sum(lad.teacher_runs.get(s) != other.teacher_runs.get(s) for s in common)))
+    return out
+
+
 def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
     """Mean dev value (x100) over runs at the evaluation steps every run has."""
     histories = [{int(step): float(v) for step, v in r.get("history") or []} for r in runs]
@@ -250,7 +295,7 @@ def build_headline(records: list[dict], report: Report, pre: Prereg) -> Headline
                if (m := next((r.get("main_metric") for r in records if r.get("task") == t and r.get("main_metric")),
                              None))}
     return Headline(pre, cells, primary_family(cells, pre), teacher_scores(records, report, cells, pre), metrics,
-                    curves(records, pre))
+                    curves(records, pre), against_lad(records, pre))
 
 
 def ratio_of_teacher(head: Headline) -> tuple[dict[str, float], float | None, tuple[float, float] | None]:
