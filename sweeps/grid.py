@@ -403,6 +403,12 @@ def script_env(cmd: list[str]) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(root)}
 
 
+def say(line: str) -> None:
+    """One progress line from a lane, written whole (print writes text and newline apart: lanes interleave)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 DRAIN = "DRAIN"  # touch <store>/logs/grid/DRAIN: the running jobs finish, no new one starts (a session's end)
 SKIPPED_BELOW = 0.1  # a job done in under this share of its priced time was recorded already (its driver skipped it)
 
@@ -424,17 +430,19 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
 
     A job with a ``teacher`` starts once that teacher is trained: the first lane to reach a task
     trains its teacher; a free lane takes a job whose teacher is ready, else trains the next task's
-    teacher, else waits. A session thus trains only the teachers of the tasks it reaches."""
+    teacher, else waits. A session thus trains only the teachers of the tasks it reaches. A lane that
+    trained a teacher goes back to the queue in its order (the job it reached the teacher for keeps its
+    place): a headline block whose teacher became ready meanwhile goes before an exploratory one."""
     failed: list[str] = []
     queue = list(jobs)
+    order = {id(j): i for i, j in enumerate(jobs)}
     state: dict[str, str] = {}  # teacher name -> "training" | "ready" | "failed"
     cond = threading.Condition()
 
     def take() -> tuple[Job | None, Job | None]:  # (job, teacher to train first); called holding cond
         while True:
             if (log_dir / DRAIN).exists() and queue:
-                print(f"[grid] {log_dir / DRAIN} exists: no new job starts ({len(queue)} left for the next run)",
-                      flush=True)
+                say(f"[grid] {log_dir / DRAIN} exists: no new job starts ({len(queue)} left for the next run)")
                 queue.clear()
             for job in [j for j in queue if j.teacher is not None and state.get(j.teacher.name) == "failed"]:
                 queue.remove(job)
@@ -458,8 +466,8 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
             codes = [subprocess.run(cmd, cwd=code, env=script_env(cmd), stdout=out,
                                     stderr=subprocess.STDOUT).returncode
                      for cmd in job.cmds]  # a block's methods in a row: they share this session's teacher
-        print(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
-              f"({(time.time() - progress['t0']) / 3600:.2f} h since start; log {log})", flush=True)
+        say(f"[grid] {'FAILED' if any(codes) else 'done'} {job.name} "
+            f"({(time.time() - progress['t0']) / 3600:.2f} h since start; log {log})")
         return not any(codes)
 
     def worker() -> None:
@@ -470,15 +478,18 @@ def run_jobs(jobs: list[Job], costs: dict[str, float], lanes: int, log_dir: Path
                     return
                 eta = progress["left"] * progress["scale"] / progress["lanes"] / 3600
             if teacher is not None:
-                print(f"[grid] start {teacher.name} (for {job.name})", flush=True)
+                say(f"[grid] start {teacher.name} (for {job.name})")
                 ok = execute(teacher)
                 with cond:
                     state[teacher.name] = "ready" if ok else "failed"
-                    cond.notify_all()
-                    if not ok:
+                    if ok:
+                        queue.insert(next((k for k, j in enumerate(queue) if order[id(j)] > order[id(job)]),
+                                          len(queue)), job)
+                    else:
                         failed.extend([teacher.name, job.name])
-                        continue
-            print(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)", flush=True)
+                    cond.notify_all()
+                continue
+            say(f"[grid] start {job.name} (about {eta:.1f} h of the grid left at most)")
             t_job = time.time()
             ok = execute(job)
             with cond:

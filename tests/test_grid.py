@@ -190,6 +190,38 @@ def test_a_block_waits_for_its_task_teacher_which_one_lane_trains_on_first_reach
     assert sorted(failed) == ["cola seed 1", "cola seed 2", "teacher cola"]
 
 
+def test_a_lane_back_from_a_teacher_takes_the_queue_in_order_not_the_job_it_reached_the_teacher_for(tmp_path):
+    """Lane 1 takes headline sst2 seed 4 (its teacher is ready at once) and lane 2, finding the sst2 teacher
+    busy, trains the rte teacher for an exploratory rte block. Once that teacher is done, the headline sst2
+    seed 5 goes first: the lane does not run the exploratory block it reached the teacher for."""
+    import sys as _sys
+
+    events = tmp_path / "events"
+
+    def cmd(tag, wait_for=None, first=None):
+        """Write ``first``, wait until the events hold ``wait_for``, write ``tag``: the lanes' order is forced."""
+        code = f"import time, pathlib\nlog = pathlib.Path({str(events)!r})\n"
+        code += f"log.open('a').write('{first}\\n')\n" if first else ""
+        code += (f"t = time.time()\nwhile {wait_for!r} not in log.read_text() and time.time() - t < 120: "
+                 "time.sleep(0.05)\n") if wait_for else ""
+        return [_sys.executable, "-c", code + f"log.open('a').write('{tag}\\n')"]
+
+    events.write_text("")
+    sst2 = grid.Job("teachers", "teacher sst2", [cmd("Tsst2")])
+    # the rte teacher ends once lane 1 runs sst2 seed 4: the sst2 teacher is ready by then
+    rte = grid.Job("teachers", "teacher rte", [cmd("Trte", wait_for="start-sst2-4")])
+    jobs = [grid.Job("headline", "sst2 seed 4", [cmd("sst2-4", wait_for="sst2-5", first="start-sst2-4")],
+                     [("sst2", 1, 1)], sst2),
+            grid.Job("headline", "sst2 seed 5", [cmd("sst2-5")], [("sst2", 1, 1)], sst2),
+            grid.Job("exploratory", "rte seed 1", [cmd("rte-1")], [("rte", 1, 1)], rte)]
+    progress = {"left": 30.0, "real": 0.0, "priced": 0.0, "scale": 1.0, "lanes": 2, "t0": 0.0}
+    assert grid.run_jobs(jobs, {j.name: 10.0 for j in jobs}, 2, tmp_path, tmp_path, progress) == []
+    log = events.read_text().split()
+    assert log[:3] == ["Tsst2", "start-sst2-4", "Trte"] and sorted(log) == sorted(
+        ["Tsst2", "start-sst2-4", "Trte", "sst2-5", "sst2-4", "rte-1"])
+    assert log.index("sst2-5") < log.index("rte-1")  # the headline block first, on the lane the teacher freed
+
+
 def test_a_block_the_export_holds_only_part_of_runs_again_whole_on_this_sessions_teacher(tmp_path, monkeypatch):
     from sweeps import export
 
