@@ -390,6 +390,9 @@ def test_arms_the_primary_family_leaves_out_are_paired_against_lad_seed_by_seed(
     assert "+7.20 (n=1 paired)" in ref and "Per seed (LAD / lad (experiment=reference_rte)): 1: 82.20 / 75.00" in ref
     assert "commit beef123" in ref and "fewer than 2 paired seeds" in ref
     assert "LAD − kd" not in section and "LAD − lad-frozen" not in section
+    # the recipe's table reproduces with the recipe's own entry points, not the project's drivers
+    assert "python train_teacher.py experiment=reference_rte\npython distil.py -m experiment=reference_rte seed=1\n" \
+        in page
 
 
 def test_means_favour_lad_but_nothing_significant_is_never_met(tmp_path):

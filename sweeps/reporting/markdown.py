@@ -91,6 +91,17 @@ def ablation_command(table: Table) -> str:
     return "python sweeps/ablation.py " + " ".join(quote(a) for a in args)
 
 
+def recipe_commands(table: Table) -> list[str] | None:
+    """A recipe table's (``experiment=reference_<task>``) own commands: its teacher recipe, then its students,
+    one per seed (a Hydra multirun); None for a table of the project recipe."""
+    if not any(e.lstrip("+").startswith("experiment=") for e in table.extras):
+        return None
+    seeds = ",".join(map(str, sorted({s for r in table.rows for s in r.scores})))
+    teacher = [e for e in table.extras if e.lstrip("+").startswith(("experiment=", "teacher="))]
+    return ["python train_teacher.py " + " ".join(quote(e) for e in teacher),
+            "python distil.py -m " + " ".join(quote(e) for e in table.extras) + f" seed={seeds}"]
+
+
 def teacher_command(table: Table) -> str:
     extra = f" --teacher {table.teacher}" if table.teacher and table.teacher != DEFAULT_TEACHER else ""
     return f"python sweeps/teachers.py --tasks {table.task}{extra}"
@@ -118,7 +129,7 @@ def render_table(table: Table, image: str | None) -> list[str]:
     if table.trivial_score is None:
         lines += [f"No trivial baseline for {table.task} {metric} in results/baselines.json "
                   "(run python sweeps/baselines.py).", ""]
-    lines += ["Reproduce:", "", "```bash", teacher_command(table), ablation_command(table),
+    lines += ["Reproduce:", "", "```bash", *(recipe_commands(table) or [teacher_command(table), ablation_command(table)]),
               "python sweeps/export.py && python sweeps/report.py", "```", ""]
     if image:
         lines += [f"![{table.task} {table.budget}]({image})", ""]
