@@ -170,7 +170,16 @@ def grid_points(prereg: dict, stages: list[str]) -> set[tuple]:
                 points |= {(task, m, prereg["student"], seed) for m in ex["methods"]}
                 if task in ex["two_layer"]["tasks"]:
                     points |= {(task, m, "2layer", seed) for m in ex["two_layer"]["methods"]}
+    if "exploratory" in stages and (default := reference_default(ex["reference"])):
+        task, student = default
+        points |= {(task, "lad", student, int(seed)) for seed in ex["reference"]["seeds"]}
     return points
+
+
+def reference_default(ref: dict) -> tuple[str, str] | None:
+    """(task, student) of the project recipe run beside the reference row (``default_student``), or None."""
+    student = ref.get("default_student")
+    return (str(ref["experiment"]).removeprefix("reference_"), str(student)) if student else None
 
 
 def recorded_points(prereg: dict, records: list[dict]) -> set[tuple]:
@@ -273,6 +282,10 @@ def plan(prereg: dict, store: Path | None, stages: list[str], code: Path = REPO,
                 jobs.append(block("exploratory", task, seed, list(two["methods"]), "2layer", 0.7,
                                   lambda m: tuned(m, spaces, best)))
         jobs += reference_jobs(ex["reference"], store, records or [])
+        if default := reference_default(ex["reference"]):  # the project recipe (conf defaults) for that student
+            task, student = default
+            for seed in ex["reference"]["seeds"]:
+                jobs.append(block("exploratory", task, int(seed), ["lad"], student, 2.0, lambda m: []))
     return [j for j in jobs if j is not None]  # None: a block the export holds whole
 
 

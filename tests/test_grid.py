@@ -80,16 +80,24 @@ def test_the_headline_waits_until_every_method_finished_its_tuning(tmp_path, mon
                     {"mrpc": (50.0, 50.0)}, [], tmp_path / "logs") == 0
     # one queue, headline blocks first: a lane never idles while the other trains a teacher that the last
     # headline blocks wait for; a task's teacher is one job shared by both stages' blocks
-    assert len(calls) == 1 and [j.stage for j in calls[0]] == ["headline"] * 25 + ["exploratory"] * 38
+    assert len(calls) == 1 and [j.stage for j in calls[0]] == ["headline"] * 25 + ["exploratory"] * 41
     rte = {id(j.teacher) for j in calls[0] if j.runs[0][0] == "rte" and not j.name.startswith("reference_")}
     assert len(rte) == 1
     # the reference row has its own teacher (its recipe's), one job shared by its seeds, never the grid's
     ref = {id(j.teacher) for j in calls[0] if j.name.startswith("reference_rte seed")}
     assert len(ref) == 1 and not ref & rte
+    # beside the reference row, its student under the project recipe (conf defaults: no tuned override), per seed
+    default = [j for j in calls[0] if j.name.endswith(" 6layer")]
+    assert [j.name for j in default] == ["rte seed 1 6layer", "rte seed 2 6layer", "rte seed 3 6layer"]
+    cmd = default[0].cmds[0]
+    assert "methods=['lad']" in cmd and "students=['6layer']" in cmd and "budget.epochs=3" in cmd
+    assert not any(o in " ".join(cmd) for o in ("optim.lr=", "loss.", "optim.gate_lr="))
 
 
 def test_every_stage_is_priced_from_the_benchmark_and_the_plan_prints_hours(tmp_path, capsys):
-    assert grid.main(["plan", "--benchmark", str(_bench(tmp_path)), "--store", str(tmp_path / "s")]) == 0
+    (tmp_path / "runs.jsonl").write_text("")  # nothing recorded yet: every stage has work (not the committed export)
+    assert grid.main(["plan", "--benchmark", str(_bench(tmp_path)), "--store", str(tmp_path / "s"),
+                      "--export", str(tmp_path / "runs.jsonl")]) == 0
     out = capsys.readouterr().out
     for stage in grid.STAGES:
         assert f"[grid] {stage}: " in out
