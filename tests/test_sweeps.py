@@ -380,16 +380,23 @@ def test_arms_the_primary_family_leaves_out_are_paired_against_lad_seed_by_seed(
     recs.append(export.make_record("rte-ref-1", "lad-rte", "FINISHED", T0 + 9, tags,
                                    {"seed": "1", "task.main_metric": "m", "trainer.max_steps": "780",
                                     "student.num_layers": "3"}, {"best/m": 0.75}))
+    for method, score in (("lad", 0.70), ("kd", 0.66)):  # another student: its lad is the base, never an arm
+        tags = {**tags, "lad.method": f"{method}/2layer", "lad.overrides": json.dumps(["seed=1"]),
+                "mlflow.source.git.commit": "c0ffee1"}
+        recs.append(export.make_record(f"rte-2layer-{method}", "lad-rte", "FINISHED", T0 + 9, tags,
+                                       {"seed": "1", "task.main_metric": "m", "trainer.epochs": "3",
+                                        "trainer.max_steps": "-1", "student.num_layers": "2"}, {"best/m": score}))
     _page(recs, tmp_path)
     page = (tmp_path / "docs" / "results" / "rte.md").read_text()
     section = page.split("Against LAD of the same student", 1)[1]
+    assert "- **2layer**, LAD − kd: +4.00 (n=1 paired)" in section and "LAD − lad:" not in section
     ce = next(line for line in section.splitlines() if line.startswith("- **3layer**, LAD − ce:"))
     assert "(n=5 paired, p=" in ce and "1: 82.20 / 80.00, 2: 81.90 / 80.00" in ce
     assert "LAD ahead" in ce  # +2 points on every seed give or take 0.2: significant even unadjusted
     ref = next(line for line in section.splitlines() if "LAD − lad (experiment=reference_rte)" in line)
     assert "+7.20 (n=1 paired)" in ref and "Per seed (LAD / lad (experiment=reference_rte)): 1: 82.20 / 75.00" in ref
     assert "commit beef123" in ref and "fewer than 2 paired seeds" in ref
-    assert "LAD − kd" not in section and "LAD − lad-frozen" not in section
+    assert "**3layer**, LAD − kd" not in section and "LAD − lad-frozen" not in section  # the primary arms
     # the recipe's table reproduces with the recipe's own entry points, not the project's drivers
     assert "python train_teacher.py experiment=reference_rte\npython distil.py -m experiment=reference_rte seed=1\n" \
         in page

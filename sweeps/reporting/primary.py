@@ -255,7 +255,7 @@ def against_lad(records: list[dict], pre: Prereg) -> list[Arm]:
     out = []
     for (task, student, arm), rs in sorted(runs.items(), key=lambda kv: kv[0]):
         base = runs.get((task, student, "lad"))
-        if base is None or (student == pre.student and arm in primary):
+        if base is None or arm == "lad" or (student == pre.student and arm in primary):
             continue
         teachers = task_teachers(records, task)
         lad, other = make_cell(task, "lad", pick_setup(base), teachers), make_cell(task, arm, pick_setup(rs), teachers)
