@@ -129,8 +129,8 @@ def render_table(table: Table, image: str | None) -> list[str]:
     if table.trivial_score is None:
         lines += [f"No trivial baseline for {table.task} {metric} in results/baselines.json "
                   "(run python sweeps/baselines.py).", ""]
-    lines += ["Reproduce:", "", "```bash", *(recipe_commands(table) or [teacher_command(table), ablation_command(table)]),
-              "python sweeps/export.py && python sweeps/report.py", "```", ""]
+    commands = recipe_commands(table) or [teacher_command(table), ablation_command(table)]
+    lines += ["Reproduce:", "", "```bash", *commands, "python sweeps/export.py && python sweeps/report.py", "```", ""]
     if image:
         lines += [f"![{table.task} {table.budget}]({image})", ""]
     return lines
