@@ -251,14 +251,15 @@ def against_lad(records: list[dict], pre: Prereg) -> list[Arm]:
             continue
         if experiment_of(r) or pre.headline_commit is None or same_commit(commit_of(r), pre.headline_commit):
             runs[(r["task"], str(r.get("student")), arm_label(r))].append(r)
-    primary = {b for a, b in pre.primary if a == "lad"} | {"lad"}
+    primary = {b for a, b in pre.primary if a == "lad"}
+    teachers = {task: task_teachers(records, task) for task in {t for t, _, _ in runs}}
+    bases = {(t, s): make_cell(t, "lad", pick_setup(rs), teachers[t]) for (t, s, arm), rs in runs.items() if arm == "lad"}
     out = []
     for (task, student, arm), rs in sorted(runs.items(), key=lambda kv: kv[0]):
-        base = runs.get((task, student, "lad"))
-        if base is None or arm == "lad" or (student == pre.student and arm in primary):
+        lad = bases.get((task, student))
+        if lad is None or arm == "lad" or (student == pre.student and arm in primary):
             continue
-        teachers = task_teachers(records, task)
-        lad, other = make_cell(task, "lad", pick_setup(base), teachers), make_cell(task, arm, pick_setup(rs), teachers)
+        other = make_cell(task, arm, pick_setup(rs), teachers[task])
         common = set(lad.scores) & set(other.scores)
         out.append(Arm(task, student, arm, lad, other, paired(lad.scores, other.scores),
                        sum(lad.teacher_runs.get(s) != other.teacher_runs.get(s) for s in common)))
