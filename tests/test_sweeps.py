@@ -467,6 +467,33 @@ def test_headline_takes_only_the_pinned_commit_and_five_seeds(tmp_path):
     assert "The headline commit is **not pinned yet**" in unpinned
 
 
+def test_the_curves_say_which_budgets_end_before_their_plateau(tmp_path):
+    """Every synthetic curve climbs a third of its final score in its last interval (rising), except mrpc's
+    kd (half a point: on its plateau); stsb's runs have one evaluation each (no curve)."""
+    recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS}, history=True)
+    for r in recs:
+        if r["task"] == "mrpc" and r["method"] == "kd":
+            r["history"] = [[10, 0.70], [20, 0.795], [30, 0.80]]
+        if r["task"] == "stsb" and "history" in r:
+            r["history"] = r["history"][-1:]
+    page, _ = _page(recs, tmp_path)
+    curves = page.split("## Learning curves", 1)[1].split("\n## ", 1)[0]
+    assert "| task | ce | kd | lad |" in curves
+    assert "| rte | +26.67 (rising) | +26.67 (rising) | +27.67 (rising) |" in curves
+    assert "| mrpc | +26.67 (rising) | +0.50 (plateau) | +27.67 (rising) |" in curves
+    assert "| stsb | one evaluation | one evaluation | one evaluation |" in curves
+    assert "Still rising when the budget ended: rte (ce, kd, lad); mrpc (ce, lad); cola (ce, kd, lad); " \
+           "sst2 (ce, kd, lad)." in curves
+    assert "One evaluation per run (no curve, the plateau is not shown): stsb (ce, kd, lad)." in curves
+    assert "Every budget sits on its plateau" not in curves
+    for r in recs:  # every curve flat over its last interval
+        if "history" in r:
+            r["history"] = [[10, 0.5], [20, r["history"][-1][1]], [30, r["history"][-1][1]]]
+    flat, _ = _page(recs, tmp_path / "flat")
+    assert "| rte | +0.00 (plateau) | +0.00 (plateau) | +0.00 (plateau) |" in flat
+    assert "Every budget sits on its plateau." in flat and "Still rising" not in flat
+
+
 def test_preregistration_file_is_read_as_declared(tmp_path, capsys):
     from sweeps.reporting.prereg import Prereg, read_prereg
 

@@ -8,6 +8,7 @@ import csv
 import io
 import re
 import statistics
+from collections import defaultdict
 
 from sweeps.reporting.discussion import render_context, render_discussion
 from sweeps.reporting.grouping import primary_tables, summary_grid
@@ -16,7 +17,7 @@ from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Repo
                                     score_of, task_rank, to_int)
 from sweeps.reporting.targets import render_targets
 from sweeps.reporting.prereg import tuning_progress
-from sweeps.reporting.primary import CURVE_METHODS
+from sweeps.reporting.primary import CURVE_METHODS, last_gain, plateau
 from sweeps.stats import fmt_p
 
 
@@ -360,12 +361,46 @@ def render_primary(report: Report) -> list[str]:
 
 def render_curves(report: Report, image: str | None) -> list[str]:
     lines = ["## Learning curves", ""]
-    if image is None:
+    if not report.headline.curves:
         return lines + ["No recorded run of the headline student has a per-evaluation history yet (the export "
                         "records it as `history` since Results v3): no learning-curve figure.", ""]
-    return lines + [f"Dev score (x100) vs training step of {', '.join(CURVE_METHODS)} "
-                    f"({report.headline.prereg.student}), mean over seeds at common evaluation steps.", "",
-                    f"![learning curves]({image})", ""]
+    lines += [f"Dev score (x100) vs training step of {', '.join(CURVE_METHODS)} "
+              f"({report.headline.prereg.student}), mean over seeds at common evaluation steps.", ""]
+    if image is not None:
+        lines += [f"![learning curves]({image})", ""]
+    return lines + render_plateau(report)
+
+
+def render_plateau(report: Report) -> list[str]:
+    """Whether each budget sits on its plateau: the gain over each mean curve's last evaluation interval."""
+    head = report.headline
+    pre = head.prereg
+    state = plateau(head.curves, pre)
+    methods = [m for m in CURVE_METHODS if any(m in by_method for by_method in head.curves.values())]
+    lines = [f"**Plateau** (this page's rule, stated after the curves were recorded; it decides no comparison): a "
+             f"budget sits on its plateau when the mean curve gained less than the smallest effect "
+             f"({pre.smallest_effect:g} point) over its last evaluation interval; gain in points:", "",
+             "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for task in (t for t in pre.tasks if t in head.curves):
+        row = []
+        for m in methods:
+            curve = head.curves[task].get(m)
+            gain = curve and last_gain(curve)
+            row.append("–" if not curve else state[task][m] if gain is None else f"{gain:+.2f} ({state[task][m]})")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    by_state = defaultdict(list)
+    for task in (t for t in pre.tasks if t in state):
+        for s in ("rising", "one evaluation"):
+            if ms := [m for m in methods if state[task].get(m) == s]:
+                by_state[s].append(f"{task} ({', '.join(ms)})")
+    if rising := by_state.get("rising"):
+        lines += ["", "Still rising when the budget ended: " + "; ".join(rising) + ". There the "
+                  "comparisons measure the methods before they converge, not at their plateau."]
+    if single := by_state.get("one evaluation"):
+        lines += ["", "One evaluation per run (no curve, the plateau is not shown): " + "; ".join(single) + "."]
+    if not by_state:
+        lines += ["", "Every budget sits on its plateau."]
+    return lines + [""]
 
 
 def render_markdown(report: Report, images: dict[str, str], img_prefix: str = "img", pages: str = "results",

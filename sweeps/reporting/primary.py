@@ -124,8 +124,8 @@ def pick_setup(runs: list[dict]) -> list[dict]:
     by_setup = defaultdict(list)
     for r in runs:
         by_setup[_setup(r)].append(r)
-    best = max(by_setup, key=lambda k: (len({r.get("seed") for r in by_setup[k]}), latest(by_setup[k])["start_time"]
-                                        or "", k))
+    best = max(by_setup, key=lambda k: (len({r.get("seed") for r in by_setup[k]}),
+                                        latest(by_setup[k]).get("start_time") or "", k))
     per_seed = defaultdict(list)
     for r in by_setup[best]:
         per_seed[r.get("seed")].append(r)
@@ -274,6 +274,23 @@ def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
         return []
     steps = sorted(set.intersection(*(set(h) for h in histories)))
     return [(s, 100.0 * statistics.fmean(h[s] for h in histories)) for s in steps]
+
+
+def last_gain(curve: list[tuple[int, float]]) -> float | None:
+    """Points gained over a mean curve's last evaluation interval (None with fewer than 2 evaluations)."""
+    return curve[-1][1] - curve[-2][1] if len(curve) >= 2 else None
+
+
+def plateau(curves: dict[str, dict[str, list[tuple[int, float]]]], pre: Prereg) -> dict[str, dict[str, str]]:
+    """task -> method -> "plateau" (the last interval gained less than the smallest effect), "rising"
+    (it gained that much or more: the budget ends before the plateau) or "one evaluation" (no curve)."""
+    out: dict = defaultdict(dict)
+    for task, by_method in curves.items():
+        for method, curve in by_method.items():
+            gain = last_gain(curve)
+            out[task][method] = ("one evaluation" if gain is None
+                                 else "plateau" if gain < pre.smallest_effect else "rising")
+    return dict(out)
 
 
 def curves(records: list[dict], pre: Prereg) -> dict[str, dict[str, list[tuple[int, float]]]]:
