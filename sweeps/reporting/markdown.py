@@ -17,7 +17,7 @@ from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, Repo
                                     score_of, task_rank, to_int)
 from sweeps.reporting.targets import render_targets
 from sweeps.reporting.prereg import tuning_progress
-from sweeps.reporting.primary import CURVE_METHODS, last_gain, plateau
+from sweeps.reporting.primary import CURVE_METHODS, plateau
 from sweeps.stats import fmt_p
 
 
@@ -381,17 +381,17 @@ def render_plateau(report: Report) -> list[str]:
              f"budget sits on its plateau when the mean curve gained less than the smallest effect "
              f"({pre.smallest_effect:g} point) over its last evaluation interval; gain in points:", "",
              "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-    for task in (t for t in pre.tasks if t in head.curves):
+    tasks = [t for t in pre.tasks if t in state]
+    for task in tasks:
         row = []
         for m in methods:
-            curve = head.curves[task].get(m)
-            gain = curve and last_gain(curve)
-            row.append("–" if not curve else state[task][m] if gain is None else f"{gain:+.2f} ({state[task][m]})")
+            gain, verdict = state[task].get(m, (None, "–"))
+            row.append(verdict if gain is None else f"{gain:+.2f} ({verdict})")
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     by_state = defaultdict(list)
-    for task in (t for t in pre.tasks if t in state):
+    for task in tasks:
         for s in ("rising", "one evaluation"):
-            if ms := [m for m in methods if state[task].get(m) == s]:
+            if ms := [m for m in methods if state[task].get(m, (None, None))[1] == s]:
                 by_state[s].append(f"{task} ({', '.join(ms)})")
     if rising := by_state.get("rising"):
         lines += ["", "Still rising when the budget ended: " + "; ".join(rising) + ". There the "

@@ -281,14 +281,16 @@ def last_gain(curve: list[tuple[int, float]]) -> float | None:
     return curve[-1][1] - curve[-2][1] if len(curve) >= 2 else None
 
 
-def plateau(curves: dict[str, dict[str, list[tuple[int, float]]]], pre: Prereg) -> dict[str, dict[str, str]]:
-    """task -> method -> "plateau" (the last interval gained less than the smallest effect), "rising"
-    (it gained that much or more: the budget ends before the plateau) or "one evaluation" (no curve)."""
+def plateau(curves: dict[str, dict[str, list[tuple[int, float]]]],
+            pre: Prereg) -> dict[str, dict[str, tuple[float | None, str]]]:
+    """task -> method -> (points gained over the last evaluation interval, verdict): "plateau" (less than the
+    smallest effect), "rising" (that much or more: the budget ends before the plateau) or "one evaluation"
+    (no curve; the gain is None)."""
     out: dict = defaultdict(dict)
     for task, by_method in curves.items():
         for method, curve in by_method.items():
             gain = last_gain(curve)
-            out[task][method] = ("one evaluation" if gain is None
+            out[task][method] = (gain, "one evaluation" if gain is None
                                  else "plateau" if gain < pre.smallest_effect else "rising")
     return dict(out)
 
