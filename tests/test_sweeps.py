@@ -467,6 +467,23 @@ def test_headline_takes_only_the_pinned_commit_and_five_seeds(tmp_path):
     assert "The headline commit is **not pinned yet**" in unpinned
 
 
+def test_the_headline_names_each_methods_setting_once_and_leaves_housekeeping_out(tmp_path):
+    recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS})
+    tuned = {"lad": ["optim.gate_lr=1e-05", "optim.lr=0.001"], "kd": ["loss.temperature=4"]}
+    for r in recs:
+        r["tags"]["lad.overrides"] = json.dumps([f"task={r['task']}", *tuned.get(r["method"], []),
+                                                 "trainer.keep_after_finish=0", "trainer.eval_every=40"])
+        if r["method"] == "kd" and r["task"] == "sst2":
+            r["params"]["trainer.epochs"] = "1"
+    page, _ = _page(recs, tmp_path)
+    head = page.split("## Headline")[1].split("## Primary")[0]
+    assert "| lad | epochs=3, train=full | optim.gate_lr=1e-05 optim.lr=0.001 |" in head  # once for all tasks
+    assert "| kd | rte, mrpc, stsb, cola: epochs=3, train=full; sst2: epochs=1, train=full | loss.temperature=4 |" \
+        in head
+    assert "| pkd | epochs=3, train=full | none |" in head
+    assert "keep_after_finish" not in page and "eval_every" not in head  # they leave the trained model as it is
+
+
 def test_the_curves_say_which_budgets_end_before_their_plateau(tmp_path):
     """Every synthetic curve climbs a third of its final score in its last interval (rising), except mrpc's
     kd (half a point: on its plateau); stsb's runs have one evaluation each (no curve)."""

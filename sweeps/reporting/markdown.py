@@ -302,10 +302,29 @@ def render_headline(report: Report) -> list[str]:
         lines.append(f"| {task} | {metric or '–'} | {pct(head.teachers.get(task))} | "
                      f"{pct(trivial and trivial['score'])} | " + " | ".join(cells) + " |")
     lines.append("")
-    setups = sorted({(t, c.setup) for (t, _), c in head.cells.items()}, key=lambda ts: (pre.tasks.index(ts[0]), ts[1]))
-    if setups:
-        lines += ["Setups (budget, extra overrides): " + "; ".join(f"{t} {s}" for t, s in setups) + ".", ""]
-    return lines + render_gate_moves(head)
+    return lines + render_setups(head) + render_gate_moves(head)
+
+
+def render_setups(head) -> list[str]:
+    """One row per method: the budget and the overrides of its headline runs, each written once when every task
+    shares it, else per group of tasks."""
+    pre = head.prereg
+    rows = []
+    for method in pre.methods:
+        cells = [(t, c) for t in pre.tasks if (c := head.cell(t, method)) is not None]
+        if cells:
+            rows.append(f"| {method} | {per_task(cells, 'budget')} | {per_task(cells, 'variant')} |")
+    return ["Setups of these runs (the tuned setting of each method):", "", "| method | budget | overrides |",
+            "|---|---|---|", *rows, ""] if rows else []
+
+
+def per_task(cells: list[tuple[str, object]], attr: str) -> str:
+    groups: dict[str, list[str]] = {}
+    for task, cell in cells:
+        groups.setdefault(getattr(cell, attr) or "none", []).append(task)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(tasks)}: {value}" for value, tasks in groups.items())
 
 
 def render_gate_moves(head) -> list[str]:

@@ -19,8 +19,10 @@ TARGET_TASKS = ["rte", "mrpc", "stsb", "cola", "sst2"]   # order of the publishe
 COMMIT_TAG = "mlflow.source.git.commit"
 DEFAULT_TEACHER = "minilm_l6"
 MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
-# extra overrides that do not change what a table compares (left out of its title and variant)
-NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=")
+# extra overrides that do not change what a table compares (cadence and housekeeping: the trained model stays
+# as it is), left out of a table's title and variant
+NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=", "trainer.keep_after_finish=",
+           "trainer.keep_model=", "trainer.measure_inference=", "trainer.inference.")
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
 MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
            "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",

@@ -31,7 +31,8 @@ class Cell(SeedScores):
     method: str
     scores: dict[int, float]               # seed -> best dev main metric
     commits: dict[str, int]                # commit -> runs
-    setup: str                             # budget and extra overrides of its runs
+    budget: str                            # budget of its runs
+    variant: str                           # extra overrides of its runs ("" = none)
     teacher_paths: Counter = field(default_factory=Counter)
     teacher_runs: dict = field(default_factory=dict)  # seed -> the teacher run it was distilled from (None: unknown)
     teacher_scores: dict = field(default_factory=dict)  # teacher run id -> its score
@@ -140,7 +141,7 @@ def make_cell(task: str, method: str, runs: list[dict], teachers: list[dict] = (
     teacher, budget, variant = _setup(runs[0])
     used = {seed_of(r): teacher_of(r, list(teachers)) for r in runs}
     return Cell(task, method, {seed_of(r): score_of(r) for r in runs},
-                dict(Counter(commit_of(r) for r in runs)), budget + (f", {variant}" if variant else ""),
+                dict(Counter(commit_of(r) for r in runs)), budget, variant,
                 Counter(r.get("params", {}).get("teacher.path") for r in runs),
                 {s: (t or {}).get("run_id") for s, t in used.items()},
                 {t["run_id"]: score_of(t) for t in used.values() if t is not None},
@@ -170,7 +171,7 @@ def headline_cells(records: list[dict], report: Report, pre: Prereg) -> dict[tup
                 row = table.row(method, pre.student)
                 if row is not None:
                     cells[(task, method)] = Cell(task, method, dict(row.scores), dict(row.commits),
-                                                 table.budget + (f", {table.variant}" if table.variant else ""))
+                                                 table.budget, table.variant)
         return cells
     runs = defaultdict(list)
     for r in headline_runs(records, pre):
