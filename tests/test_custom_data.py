@@ -171,10 +171,11 @@ def test_cli_reports_bad_custom_data_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train_teacher.py", "task=custom", f"data.train_file={paths['train_file']}",
          f"data.dev_file={paths['dev_file']}", "task.text_a=text", "task.label=label", "mlflow=off",
-         f"hydra.run.dir={tmp_path / 'run'}"],
+         f"hydra.run.dir={tmp_path / 'run'}", f"paths.artifacts={tmp_path / 'artifacts'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "artifacts").exists()  # not even the folder of the teacher it would have published
     assert lines == [f"error: {paths['train_file']}: row 3: label 'positive' is text but row 1's label '1' "
                      "is number: mixed label types in one column"]
 

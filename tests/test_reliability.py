@@ -421,6 +421,14 @@ def test_second_claim_of_a_run_directory_is_refused(tmp_path):
     assert not run.exists() and lock_file(run).parent == tmp_path
     with claim(run):  # released
         pass
+    deep = tmp_path / "artifacts" / "teachers" / "minilm_l6" / "rte"
+    with pytest.raises(ConfigError):  # a command refused under the lock leaves not even the lock's folders
+        with claim(deep):
+            raise ConfigError("bad input")
+    assert not (tmp_path / "artifacts").exists()
+    with claim(deep):  # a run that wrote its folder keeps the folders above it
+        deep.mkdir()
+    assert deep.is_dir() and lock_file(deep).parent.is_dir()
 
 
 # ----------------------------------------------------------------------------- 6. files

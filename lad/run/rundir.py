@@ -214,6 +214,7 @@ def claim(out_dir: Path, what: str = "") -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     path = lock_file(out_dir)
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path), timeout=0)
@@ -232,6 +233,9 @@ def claim(out_dir: Path, what: str = "") -> Iterator[None]:
         # the run directory itself; the entry point removes it when it is still empty)
         if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
             path.unlink(missing_ok=True)
+            for folder in made:  # and none of the folders the lock needed (artifacts/teachers/<teacher>/)
+                with contextlib.suppress(OSError):  # not empty: something else lives there now
+                    folder.rmdir()
 
 
 # ----------------------------------------------------------------------------- overwrite
