@@ -71,10 +71,13 @@ def _env(pg: PostgresServer | None = None) -> dict[str, str]:
 
 
 def _tiny(tmp: Path, teacher: Path, glue: Path, tracking_uri: str) -> list[str]:
-    """distil.py overrides for a 2-step run of a 2-layer student on the tiny SST-2 files."""
+    """distil.py overrides for a 2-step run of a 2-layer student on the tiny SST-2 files. An ``mlflow server``
+    keeps the artifacts (null: its proxied store); a file store keeps them under ``tmp``, never in the checkout."""
+    artifacts = "null" if tracking_uri.startswith("http") else str(tmp / "mlartifacts")
     return ["task=sst2", "teacher=local", f"teacher.path={teacher}", "student=2layer",
             f"data.data_dir={glue}", f"paths.cache={tmp / 'cache'}", f"mlflow.tracking_uri={tracking_uri}",
-            "mlflow.artifact_location=null", "mlflow.log_model=false", "mlflow.register_teacher=false",
+            f"mlflow.artifact_location={artifacts}", f"paths.artifacts={tmp / 'artifacts'}",
+            f"paths.output_root={tmp / 'outputs'}", "mlflow.log_model=false", "mlflow.register_teacher=false",
             "trainer.progress=false", "optim.batch_size=32", "trainer.max_steps=2", "trainer.eval_every=2",
             "trainer.ckpt_every=0", "trainer.predict_test=false", "trainer.num_threads=1", "data.bucket=false",
             "cache.enabled=false"]
