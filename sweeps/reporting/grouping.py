@@ -10,10 +10,10 @@ import statistics
 from collections import Counter, defaultdict
 
 from sweeps.kinds import is_grid_cell, is_pruned_trial, is_sweep_trial
-from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, NEUTRAL, REPO, GateRow, Report, Row,
+from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, REPO, GateRow, Report, Row,
                                     SweepGroup, Table, budget_of, commit_of, experiment_of, extras_of, latest,
                                     method_rank, pick_teacher, score_of, sweep_label, task_rank, teacher_of, to_float,
-                                    to_int)
+                                    to_int, variant_text)
 
 
 def build_report(records: list[dict], baselines: dict[str, dict] | None = None, prereg=None) -> Report:
@@ -84,7 +84,7 @@ def gate_rows(records: list[dict]) -> dict[str, list[GateRow]]:
         moves = {int(k.rsplit("_", 1)[1]): float(v) for k, v in metrics.items() if k.startswith("gate/move/layer_")}
         if vals:
             budget = budget_of(r.get("params", {}))[0]
-            variant = " ".join(e for e in sorted(extras_of(r)) if not e.startswith(NEUTRAL))
+            variant = variant_text(extras_of(r))
             found[r["task"]][(r.get("method") or "", r.get("student") or "", budget, variant)].append((vals, moves))
     out = {}
     for task, groups in found.items():

@@ -101,7 +101,7 @@ class Table:
     @property
     def variant(self) -> str:
         """The extra overrides that set this table apart from the others of its task, as text."""
-        return " ".join(e for e in self.extras if not e.startswith(NEUTRAL))
+        return variant_text(self.extras)
 
     @property
     def slug(self) -> str:
@@ -202,6 +202,11 @@ def budget_of(params: dict) -> tuple[str, list[str]]:
 def extras_of(record: dict) -> tuple[str, ...]:
     overrides = parse_overrides(str(record.get("tags", {}).get("lad.overrides", "")))
     return tuple(o for o in overrides if not o.lstrip("+~").startswith(MANAGED))
+
+
+def variant_text(extras) -> str:
+    """The overrides of ``extras`` that change what is compared (not :data:`NEUTRAL`), sorted, as text."""
+    return " ".join(e for e in sorted(extras) if not e.startswith(NEUTRAL))
 
 
 def experiment_of(record: dict) -> str:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from sweeps.kinds import is_grid_cell, is_sweep_trial
 from sweeps.reporting.grouping import primary_tables
-from sweeps.reporting.model import (NEUTRAL, Report, SeedScores, budget_of, commit_of, experiment_of, extras_of, latest,
-                                    pick_teacher, score_of, teacher_of)
+from sweeps.reporting.model import (Report, SeedScores, budget_of, commit_of, experiment_of, extras_of, latest,
+                                    pick_teacher, score_of, teacher_of, variant_text)
 from sweeps.reporting.prereg import Prereg
 from sweeps.stats import Paired, holm, mde, paired
 
@@ -105,8 +105,7 @@ class Headline:
 
 def _setup(record: dict) -> tuple[str, str, str]:
     budget = budget_of(record.get("params", {}))[0]
-    variant = " ".join(e for e in sorted(extras_of(record)) if not e.startswith(NEUTRAL))
-    return record.get("teacher") or "", budget, variant
+    return record.get("teacher") or "", budget, variant_text(extras_of(record))
 
 
 def same_commit(commit: str, pinned: str) -> bool:
