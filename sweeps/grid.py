@@ -74,6 +74,7 @@ class Job:
     cmds: list[list[str]]                                               # run one after the other
     runs: list[tuple[str, float, float]] = field(default_factory=list)  # (task, epochs, cost factor)
     teacher: Job | None = None  # trained (or found) before the first job of its task starts
+    speed: float | None = None  # training examples/s its own recorded runs reached (prices it instead of the factor)
 
 
 def load_prereg(path: Path = PREREGISTRATION) -> dict:
@@ -297,12 +298,17 @@ def reference_jobs(ref: dict, store: Path | None, records: list[dict]) -> list[J
     evaluation cadence landed after the pinned commit, and the row is exploratory (never in the headline;
     the page names its commit). Its teacher lives in its own artifacts folder, so it never replaces the
     task's grid teacher, and is trained once per machine."""
+    from statistics import median
+
     from sweeps.kinds import is_grid_cell
     from sweeps.reporting.model import experiment_of
 
     exp, teacher = str(ref["experiment"]), str(ref["teacher"])
     task = exp.removeprefix("reference_")
-    done = {r.get("seed") for r in records if is_grid_cell(r) and experiment_of(r) == exp}
+    own = [r for r in records if is_grid_cell(r) and experiment_of(r) == exp]
+    done = {r.get("seed") for r in own}
+    # its student (another depth, the teacher run online) trains at a speed of its own: price it from its runs
+    speeds = [float(v) for r in own if (v := r.get("metrics", {}).get("train_examples_per_s"))]
     seeds = [int(s) for s in ref["seeds"] if int(s) not in done]
     if not seeds:
         return []
@@ -315,7 +321,8 @@ def reference_jobs(ref: dict, store: Path | None, records: list[dict]) -> list[J
                       [] if trained else [[sys.executable, str(REPO / "train_teacher.py"), *common]])
     return [Job("exploratory", f"{exp} seed {seed}",
                 [[sys.executable, str(REPO / "distil.py"), *common, f"seed={seed}", "trainer.resume=true"]],
-                [(task, 10.0, 4.0)], teacher=teacher_run) for seed in seeds]
+                [(task, 10.0, 4.0)], teacher=teacher_run, speed=median(speeds) if speeds else None)
+            for seed in seeds]
 
 
 # ----------------------------------------------------------------------------- pricing
@@ -365,7 +372,8 @@ def mean_chars(task: str) -> tuple[int, float]:
 
 
 def price(jobs: list[Job], measured: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Estimated CPU seconds per job: examples / (examples/s at the task's length) + overhead per run."""
+    """Estimated CPU seconds per job: examples / (examples/s at the task's length) + overhead per run; a job
+    whose own runs were recorded (``Job.speed``: the reference recipe) is priced from their speed."""
     sizes = {t: mean_chars(t) for t in sorted({task for j in jobs for task, _, _ in j.runs})}
     ref_chars = {t: sizes[t][1] if t in sizes else mean_chars(t)[1] for t in measured}
 
@@ -380,6 +388,9 @@ def price(jobs: list[Job], measured: dict[str, tuple[float, float]]) -> dict[str
         total = 0.0
         for task, epochs, factor in job.runs:
             n, chars = sizes[task]
+            if job.speed:
+                total += epochs * n / job.speed + RUN_OVERHEAD_S
+                continue
             ex_s = measured[task][0] if task in measured else unmeasured(chars)
             total += factor * epochs * n / ex_s + RUN_OVERHEAD_S
         out[job.name] = total

@@ -305,10 +305,17 @@ def test_the_reference_row_trains_its_own_teacher_once_and_only_the_seeds_the_ex
     tags = {"lad.entry": "distil", "lad.task": "rte", "lad.kind": "run", "lad.method": "lad/6layer",
             "lad.overrides": json.dumps([f"experiment={ref['experiment']}", "teacher=minilm_l6", "seed=1"])}
     seed1 = export.make_record("r1", "lad-rte", "FINISHED", 0, tags, {"seed": "1", "task.main_metric": "accuracy"},
-                               {"best/accuracy": 0.6})
+                               {"best/accuracy": 0.6, "train_examples_per_s": 4.0})
     model = tmp_path / "reference-artifacts" / "teachers" / ref["teacher"] / "rte"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     later = grid.reference_jobs(ref, tmp_path, [seed1])
     assert [j.name for j in later] == [f"{ref['experiment']} seed {s}" for s in ref["seeds"] if s != 1]
     assert later[0].teacher.cmds == []  # trained on this machine: found, not retrained
+    # priced from its own recorded run (a 6-layer student beside an online teacher), not from the grid's 3-layer
+    # speed times a guessed factor; before any is recorded, the factor
+    assert jobs[0].speed is None and later[0].speed == 4.0
+    n = grid.mean_chars("rte")[0]
+    costs = grid.price(later[:1] + jobs[:1], {"rte": (40.0, 60.0)})
+    assert costs[later[0].name] == 10.0 * n / 4.0 + grid.RUN_OVERHEAD_S
+    assert costs[jobs[0].name] == 4.0 * 10.0 * n / 40.0 + grid.RUN_OVERHEAD_S
