@@ -484,6 +484,23 @@ def test_the_headline_names_each_methods_setting_once_and_leaves_housekeeping_ou
     assert "keep_after_finish" not in page and "eval_every" not in head  # they leave the trained model as it is
 
 
+def test_runs_differing_only_in_housekeeping_share_one_table_whose_reproduce_is_the_latest_runs():
+    """Seeds recorded with and without ``trainer.keep_after_finish=0`` trained the same model: one table of
+    all seeds (not two tables with one title), its commits named, its command the latest run's."""
+    recs = _headline_records({t: (0.03, STEADY) for t in HEADLINE_TASKS})
+    for r in recs:
+        later = r.get("seed") in (4, 5)
+        r["tags"]["lad.overrides"] = json.dumps([f"task={r['task']}", *(["trainer.keep_after_finish=0"] if later else [])])
+        r["start_time"] = f"2026-12-0{2 if later else 1}T00:00:00Z"
+        if later:
+            r["tags"][model.COMMIT_TAG] = "beefed1"
+    rte = [t for t in grouping.build_report(recs).tables if t.task == "rte"]
+    assert len(rte) == 1
+    assert {row.method: sorted(row.scores) for row in rte[0].rows}["lad"] == [1, 2, 3, 4, 5]
+    assert rte[0].extras == ["trainer.keep_after_finish=0"] and rte[0].variant == ""
+    assert next(r for r in rte[0].rows if r.method == "lad").commits == {"c0ffee1": 3, "beefed1": 2}
+
+
 def test_the_curves_say_which_budgets_end_before_their_plateau(tmp_path):
     """Every synthetic curve climbs a third of its final score in its last interval (rising), except mrpc's
     kd (half a point: on its plateau); stsb's runs have one evaluation each (no curve)."""

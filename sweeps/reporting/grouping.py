@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 
+from lad.core.config import HOUSEKEEPING
 from sweeps.kinds import is_grid_cell, is_pruned_trial, is_sweep_trial
 from sweeps.reporting.model import (DEFAULT_TEACHER, MIN_IMPORTANCE_TRIALS, REPO, GateRow, Report, Row,
                                     SweepGroup, Table, budget_of, commit_of, experiment_of, extras_of, latest,
@@ -38,11 +39,14 @@ def build_report(records: list[dict], baselines: dict[str, dict] | None = None, 
             continue
         if is_grid_cell(r):
             budget, _ = budget_of(r.get("params", {}))
-            groups[(r["task"], r.get("teacher") or "", budget, tuple(sorted(extras_of(r))))].append(r)
+            # housekeeping (what a run keeps, whether it times inference) leaves the model as it is: no new table
+            model = tuple(sorted(e for e in extras_of(r) if not e.startswith(HOUSEKEEPING)))
+            groups[(r["task"], r.get("teacher") or "", budget, model)].append(r)
         elif is_sweep_trial(r):
             sweep_groups[(r["task"], sweep_label(r))].append(r)
-    tables = [make_table(task, teacher, budget, list(extras), runs, teachers.get((task, teacher), []))
-              for (task, teacher, budget, extras), runs in groups.items()]
+    # a table's overrides (its title, its Reproduce command) are its latest run's, housekeeping included
+    tables = [make_table(task, teacher, budget, sorted(extras_of(latest(runs))), runs, teachers.get((task, teacher), []))
+              for (task, teacher, budget, _), runs in groups.items()]
     tables.sort(key=lambda t: t.key)
     mark_primary(tables)
     tables.sort(key=lambda t: (task_rank(t.task), not t.primary, t.key))  # each task opens with its primary
