@@ -40,12 +40,13 @@ def build_report(records: list[dict], baselines: dict[str, dict] | None = None, 
         if is_grid_cell(r):
             budget, _ = budget_of(r.get("params", {}))
             # housekeeping (what a run keeps, whether it times inference) leaves the model as it is: no new table
-            model = tuple(sorted(e for e in extras_of(r) if not e.startswith(HOUSEKEEPING)))
-            groups[(r["task"], r.get("teacher") or "", budget, model)].append(r)
+            trained = tuple(sorted(e for e in extras_of(r) if not e.startswith(HOUSEKEEPING)))
+            groups[(r["task"], r.get("teacher") or "", budget, trained)].append(r)
         elif is_sweep_trial(r):
             sweep_groups[(r["task"], sweep_label(r))].append(r)
     # a table's overrides (its title, its Reproduce command) are its latest run's, housekeeping included
-    tables = [make_table(task, teacher, budget, sorted(extras_of(latest(runs))), runs, teachers.get((task, teacher), []))
+    tables = [make_table(task, teacher, budget, sorted(extras_of(latest(runs))), runs,
+                         teachers.get((task, teacher), []))
               for (task, teacher, budget, _), runs in groups.items()]
     tables.sort(key=lambda t: t.key)
     mark_primary(tables)
